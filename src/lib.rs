@@ -1,0 +1,10 @@
+//! iptables-ctl: keeps a Docker host behind an iptables firewall that Docker can neither
+//! bypass nor clobber.
+//!
+//! The library holds everything; the `iptables-ctl` binary is a thin command line over
+//! it. A policy file ([`policy`]) is rendered by Tera templates ([`render`]) into
+//! `iptables-restore` files whose structure is checked ([`ruleset`]) and then proven by
+//! loading them into a throwaway network namespace with the kernel's own parser
+//! ([`trial`]), before they are written atomically ([`files`]).
+
+pub mod policy;

@@ -1,0 +1,625 @@
+//! The policy file (`/etc/iptables/<instance>.toml`): the admin's intent, not iptables
+//! syntax. This module owns reading it, parsing it strictly (unknown keys are errors) and
+//! the cross-checks that need the whole file (list references, family conflicts), so the
+//! renderer only ever sees a policy that is known to be consistent.
+
+mod error;
+pub mod types;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::Path;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use error::{Location, PolicyError};
+use types::{
+    AddressRef, Comment, Family, FamilyChoice, InterfaceName, ListName, LogPrefix, LogRate,
+    Network, Ports, Proto, RawRule,
+};
+
+/// A whole policy, as read from one file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Which interfaces face the outside world and which bridges are Docker's.
+    #[serde(default)]
+    pub interfaces: Interfaces,
+    /// Settings shared by every chain.
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// Named address lists, usable in `from` and `to`.
+    #[serde(default)]
+    pub lists: BTreeMap<ListName, Spanned<Vec<Network>>>,
+    /// What reaches the host itself (INPUT).
+    #[serde(default)]
+    pub host: Host,
+    /// What the host may send (OUTPUT).
+    #[serde(default)]
+    pub outbound: Outbound,
+    /// Who may reach ports that Docker publishes (DOCKER-USER).
+    #[serde(default)]
+    pub docker: Docker,
+    /// Rate-limited logging of what is denied.
+    #[serde(default)]
+    pub log: Log,
+    /// Extra rule lines, for what the policy cannot express.
+    #[serde(default)]
+    pub raw: Vec<RawEntry>,
+}
+
+/// `[interfaces]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Interfaces {
+    /// Interfaces facing untrusted networks; `auto` takes those of the default routes.
+    #[serde(default)]
+    pub external: ExternalInterfaces,
+    /// Interfaces that are Docker bridges (`docker0` and user networks `br-*`).
+    #[serde(default = "default_bridges")]
+    pub docker_bridges: Vec<InterfaceName>,
+}
+
+impl Default for Interfaces {
+    fn default() -> Self {
+        Interfaces {
+            external: ExternalInterfaces::default(),
+            docker_bridges: default_bridges(),
+        }
+    }
+}
+
+fn default_bridges() -> Vec<InterfaceName> {
+    ["docker0", "br-+"]
+        .iter()
+        .filter_map(|name| name.parse().ok())
+        .collect()
+}
+
+/// `interfaces.external`: `"auto"`, one name, or a list of names.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ExternalInterfaces {
+    /// The interfaces of the default routes, looked up when rendering.
+    #[default]
+    Auto,
+    /// These interfaces.
+    Named(Vec<InterfaceName>),
+}
+
+impl<'de> Deserialize<'de> for ExternalInterfaces {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ExternalVisitor;
+        impl<'de> Visitor<'de> for ExternalVisitor {
+            type Value = ExternalInterfaces;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"auto\", an interface name, or a list of interface names")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                if v == "auto" {
+                    return Ok(ExternalInterfaces::Auto);
+                }
+                let name = v.parse().map_err(E::custom)?;
+                Ok(ExternalInterfaces::Named(vec![name]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<InterfaceName>()? {
+                    names.push(name);
+                }
+                if names.is_empty() {
+                    return Err(de::Error::custom(
+                        "expected at least one interface name, or \"auto\", found an empty list",
+                    ));
+                }
+                Ok(ExternalInterfaces::Named(names))
+            }
+        }
+        deserializer.deserialize_any(ExternalVisitor)
+    }
+}
+
+/// `[defaults]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// What happens to denied packets.
+    #[serde(default)]
+    pub deny: DenyAction,
+}
+
+/// How denied packets are refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DenyAction {
+    /// Answer with a TCP reset or ICMP port-unreachable: clients fail fast.
+    #[default]
+    Reject,
+    /// Drop silently: clients time out.
+    Drop,
+}
+
+/// `[host]`: the INPUT allowlist.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    /// Answer ICMP echo requests (ping).
+    #[serde(default = "yes")]
+    pub ping: bool,
+    /// Whether containers may reach every host service or only the listed ones.
+    #[serde(default)]
+    pub containers: ContainerAccess,
+    /// Services open on the host.
+    #[serde(default)]
+    pub services: Vec<Service>,
+}
+
+impl Default for Host {
+    fn default() -> Self {
+        Host {
+            ping: true,
+            containers: ContainerAccess::default(),
+            services: Vec::new(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `host.containers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerAccess {
+    /// Containers reach only the services listed, like any other client.
+    #[default]
+    Listed,
+    /// Containers reach every service on the host.
+    All,
+}
+
+/// One `[[host.services]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// Port(s) on the host.
+    pub port: Ports,
+    /// Protocol.
+    #[serde(default)]
+    pub proto: Proto,
+    /// Allowed sources; anywhere when absent.
+    pub from: Option<Spanned<Vec<Spanned<AddressRef>>>>,
+    /// Only on these interfaces; any when empty.
+    #[serde(default)]
+    pub interfaces: Vec<InterfaceName>,
+    /// Limit to one family.
+    #[serde(default)]
+    pub family: FamilyChoice,
+    /// Shown in the rule and in `iptables -L`.
+    pub comment: Option<Comment>,
+}
+
+/// `[outbound]`: the OUTPUT chain.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outbound {
+    /// Accept everything (default) or only what is listed.
+    #[serde(default)]
+    pub policy: OutboundPolicy,
+    /// With an allowlist: still allow DNS, NTP, HTTP(S), DHCP and ICMP.
+    #[serde(default = "yes")]
+    pub essentials: bool,
+    /// Allowed destinations.
+    #[serde(default)]
+    pub allow: Vec<OutboundRule>,
+}
+
+impl Default for Outbound {
+    fn default() -> Self {
+        Outbound {
+            policy: OutboundPolicy::default(),
+            essentials: true,
+            allow: Vec::new(),
+        }
+    }
+}
+
+/// `outbound.policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboundPolicy {
+    /// The host may connect anywhere.
+    #[default]
+    Accept,
+    /// The host may connect only where listed (plus essentials).
+    Allowlist,
+}
+
+/// One `[[outbound.allow]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundRule {
+    /// Destination port(s).
+    pub port: Ports,
+    /// Protocol.
+    #[serde(default)]
+    pub proto: Proto,
+    /// Allowed destinations; anywhere when absent.
+    pub to: Option<Spanned<Vec<Spanned<AddressRef>>>>,
+    /// Limit to one family.
+    #[serde(default)]
+    pub family: FamilyChoice,
+    /// Shown in the rule.
+    pub comment: Option<Comment>,
+}
+
+/// `[docker]`: the DOCKER-USER chain.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Docker {
+    /// Whether new connections from external interfaces to containers are denied
+    /// unless listed under `published`.
+    #[serde(default)]
+    pub default: DockerDefault,
+    /// Published ports that may be reached.
+    #[serde(default)]
+    pub published: Vec<Published>,
+}
+
+/// `docker.default`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DockerDefault {
+    /// Deny what is not listed (recommended).
+    #[default]
+    Deny,
+    /// Leave Docker's own decision in place (publishing means open to all).
+    Allow,
+}
+
+/// One `[[docker.published]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Published {
+    /// The host port the client dialed (matched with `--ctorigdstport`).
+    pub port: Ports,
+    /// Protocol.
+    #[serde(default)]
+    pub proto: Proto,
+    /// Allowed sources; anywhere when absent.
+    pub from: Option<Spanned<Vec<Spanned<AddressRef>>>>,
+    /// Only connections dialed to this host address (`--ctorigdst`).
+    pub host_address: Option<Spanned<IpAddr>>,
+    /// Limit to one family.
+    #[serde(default)]
+    pub family: FamilyChoice,
+    /// Shown in the rule.
+    pub comment: Option<Comment>,
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// Log denied packets (rate-limited).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Start of the log prefix.
+    #[serde(default)]
+    pub prefix: LogPrefix,
+    /// Average rate of log lines.
+    #[serde(default)]
+    pub rate: LogRate,
+    /// Burst of log lines allowed before the rate applies (1-10000).
+    pub burst: Option<Spanned<u32>>,
+}
+
+impl Log {
+    /// The burst, defaulted.
+    pub fn burst(&self) -> u32 {
+        self.burst.as_ref().map_or(10, |b| *b.get_ref())
+    }
+}
+
+/// One `[[raw]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEntry {
+    /// Chain the rule is appended to, before that chain's final deny.
+    pub chain: RawChain,
+    /// Which families get the rule.
+    #[serde(default)]
+    pub family: FamilyChoice,
+    /// The rule options, such as `-p udp --dport 51820 -j ACCEPT`.
+    pub rule: Spanned<RawRule>,
+    /// Shown in the rule.
+    pub comment: Option<Comment>,
+}
+
+/// Chains a raw rule may go to: only the ones this tool owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RawChain {
+    /// INPUT.
+    Input,
+    /// OUTPUT.
+    Output,
+    /// DOCKER-USER.
+    DockerUser,
+}
+
+impl Policy {
+    /// Reads and validates the policy at `path`.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let bytes = std::fs::read(path).map_err(|source| PolicyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Policy::parse(path, &bytes)
+    }
+
+    /// Parses and validates policy text; `path` is used in error messages.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            let valid = &bytes[..e.valid_up_to()];
+            // The valid prefix is UTF-8 by definition; locate the first bad byte in it.
+            let prefix = std::str::from_utf8(valid).unwrap_or_default();
+            invalid(
+                Location::from_span(path, prefix, prefix.len()..prefix.len()),
+                None,
+                format!(
+                    "expected UTF-8 text, found the byte 0x{:02x}",
+                    bytes.get(e.valid_up_to()).copied().unwrap_or_default()
+                ),
+            )
+        })?;
+        let deserializer = toml::Deserializer::parse(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            invalid(
+                Location::from_span(path, text, span),
+                None,
+                e.message().trim_end().to_owned(),
+            )
+        })?;
+        let policy: Policy = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let field = field_path(&e.path().to_string());
+            let inner = e.into_inner();
+            let span = inner.span().unwrap_or(0..0);
+            invalid(
+                Location::from_span(path, text, span),
+                Some(field),
+                inner.message().trim_end().to_owned(),
+            )
+        })?;
+        policy
+            .validate()
+            .map_err(|(span, field, message)| {
+                invalid(Location::from_span(path, text, span), Some(field), message)
+            })?;
+        Ok(policy)
+    }
+
+    /// Cross-checks that need the whole file. Returns the span, field and message of the
+    /// first problem.
+    fn validate(&self) -> Result<(), (std::ops::Range<usize>, String, String)> {
+        for (name, entries) in &self.lists {
+            if entries.get_ref().is_empty() {
+                return Err((
+                    entries.span(),
+                    format!("lists.{name}"),
+                    "expected at least one address in the list, found none".to_owned(),
+                ));
+            }
+        }
+        if self.interfaces.docker_bridges.is_empty() {
+            return Err((
+                0..0,
+                "interfaces.docker_bridges".to_owned(),
+                "expected at least one bridge interface (the default is [\"docker0\", \"br-+\"])"
+                    .to_owned(),
+            ));
+        }
+        for (i, s) in self.host.services.iter().enumerate() {
+            let field = format!("host.services[{i}]");
+            self.check_rule_families(&field, "from", s.family, s.from.as_ref(), None)?;
+        }
+        for (i, r) in self.outbound.allow.iter().enumerate() {
+            let field = format!("outbound.allow[{i}]");
+            self.check_rule_families(&field, "to", r.family, r.to.as_ref(), None)?;
+        }
+        for (i, p) in self.docker.published.iter().enumerate() {
+            let field = format!("docker.published[{i}]");
+            self.check_rule_families(&field, "from", p.family, p.from.as_ref(), p.host_address.as_ref())?;
+        }
+        if let Some(burst) = &self.log.burst
+            && !(1..=10000).contains(burst.get_ref())
+        {
+            return Err((
+                burst.span(),
+                "log.burst".to_owned(),
+                format!("expected a burst from 1 to 10000, found {}", burst.get_ref()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that every list reference exists and that the rule can match in at least
+    /// one family (a rule that silently vanishes from both files would surprise).
+    fn check_rule_families(
+        &self,
+        field: &str,
+        key: &str,
+        choice: FamilyChoice,
+        refs: Option<&Spanned<Vec<Spanned<AddressRef>>>>,
+        host_address: Option<&Spanned<IpAddr>>,
+    ) -> Result<(), (std::ops::Range<usize>, String, String)> {
+        let mut families: BTreeSet<Family> =
+            Family::ALL.into_iter().filter(|f| choice.includes(*f)).collect();
+        if let Some(refs) = refs {
+            if refs.get_ref().is_empty() {
+                return Err((
+                    refs.span(),
+                    format!("{field}.{key}"),
+                    format!("expected at least one address or list; leave `{key}` out to mean anywhere"),
+                ));
+            }
+            let mut source_families = BTreeSet::new();
+            for (j, r) in refs.get_ref().iter().enumerate() {
+                if let AddressRef::List(name) = r.get_ref()
+                    && !self.lists.contains_key(name)
+                {
+                    let known: Vec<&str> = self.lists.keys().map(ListName::as_str).collect();
+                    return Err((
+                        r.span(),
+                        format!("{field}.{key}[{j}]"),
+                        format!(
+                            "expected an address or a list under [lists], found unknown list {name:?} (known lists: {})",
+                            if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                        ),
+                    ));
+                }
+                source_families.extend(self.expand(std::slice::from_ref(r)).iter().map(Network::family));
+            }
+            families = families.intersection(&source_families).copied().collect();
+            if families.is_empty() {
+                return Err((
+                    refs.span(),
+                    format!("{field}.{key}"),
+                    format!(
+                        "this rule can never match: its `{key}` addresses are all of a family that `family = \"{}\"` excludes",
+                        family_choice_name(choice)
+                    ),
+                ));
+            }
+        }
+        if let Some(addr) = host_address {
+            let family = Family::of(addr.get_ref());
+            if !families.contains(&family) {
+                return Err((
+                    addr.span(),
+                    format!("{field}.host_address"),
+                    format!("this rule can never match: host_address is {family} but the rule's sources or family allow only the other family"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The networks that a list of references stands for, lists expanded, in order.
+    pub fn expand(&self, refs: &[Spanned<AddressRef>]) -> Vec<Network> {
+        let mut out = Vec::new();
+        for r in refs {
+            match r.get_ref() {
+                AddressRef::Net(net) => out.push(*net),
+                // Validation guarantees the list exists; a missing one would only shrink
+                // the allowed set, never widen it.
+                AddressRef::List(name) => out.extend(
+                    self.lists.get(name).map(|l| l.get_ref().as_slice()).unwrap_or_default(),
+                ),
+            }
+        }
+        let mut seen = BTreeSet::new();
+        out.retain(|n| seen.insert(n.to_string()));
+        out
+    }
+}
+
+fn family_choice_name(choice: FamilyChoice) -> &'static str {
+    match choice {
+        FamilyChoice::Both => "both",
+        FamilyChoice::Ipv4 => "ipv4",
+        FamilyChoice::Ipv6 => "ipv6",
+    }
+}
+
+/// Turns serde_path_to_error's path into the dotted form an admin reads in the file.
+fn field_path(path: &str) -> String {
+    // `toml::Spanned` shows up as a private pseudo-field; it is not part of the file.
+    let cleaned = path
+        .split('.')
+        .filter(|part| !part.starts_with("$__serde_spanned"))
+        .collect::<Vec<_>>()
+        .join(".");
+    if cleaned.is_empty() || cleaned == "." {
+        "(top level)".to_owned()
+    } else {
+        cleaned
+    }
+}
+
+fn invalid(location: Location, field: Option<String>, message: String) -> PolicyError {
+    PolicyError::Invalid {
+        location: Box::new(location),
+        field,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Policy, PolicyError> {
+        Policy::parse(Path::new("test.toml"), text.as_bytes())
+    }
+
+    fn error_of(text: &str) -> (usize, usize, Option<String>, String) {
+        match parse(text) {
+            Err(PolicyError::Invalid { location, field, message }) => {
+                (location.line, location.column, field, message)
+            }
+            other => panic!("expected an invalid-policy error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_file_is_the_default_policy() {
+        let policy = parse("").expect("empty policy");
+        assert_eq!(policy.interfaces.external, ExternalInterfaces::Auto);
+        assert!(policy.host.ping);
+        assert_eq!(policy.docker.default, DockerDefault::Deny);
+    }
+
+    #[test]
+    fn errors_name_line_column_and_field() {
+        let (line, column, field, message) =
+            error_of("[docker]\n[[docker.published]]\nport = 8080\n[[docker.published]]\nport = 65536\n");
+        assert_eq!((line, column), (5, 8));
+        assert_eq!(field.as_deref(), Some("docker.published[1].port"));
+        assert!(message.contains("65536"), "{message}");
+    }
+
+    #[test]
+    fn unknown_list_is_reported_where_it_is_used() {
+        let (line, _, field, message) =
+            error_of("[[host.services]]\nport = 22\nfrom = [\"10.0.0.0/8\", \"ofice\"]\n");
+        assert_eq!(line, 3);
+        assert_eq!(field.as_deref(), Some("host.services[0].from[1]"));
+        assert!(message.contains("ofice"), "{message}");
+    }
+
+    #[test]
+    fn rule_that_can_never_match_is_refused() {
+        let (_, _, field, _) = error_of(
+            "[[docker.published]]\nport = 80\nfrom = [\"2001:db8::/32\"]\nhost_address = \"192.0.2.1\"\n",
+        );
+        assert_eq!(field.as_deref(), Some("docker.published[0].host_address"));
+        let (_, _, field, _) =
+            error_of("[[host.services]]\nport = 22\nfamily = \"ipv4\"\nfrom = [\"2001:db8::/32\"]\n");
+        assert_eq!(field.as_deref(), Some("host.services[0].from"));
+    }
+
+    #[test]
+    fn expand_merges_lists_and_literals_without_duplicates() {
+        let policy = parse(
+            "[lists]\na = [\"192.0.2.0/24\", \"2001:db8::/32\"]\n[[host.services]]\nport = 22\nfrom = [\"a\", \"192.0.2.0/24\", \"198.51.100.1\"]\n",
+        )
+        .expect("valid");
+        let from = policy.host.services[0].from.as_ref().expect("from");
+        let nets: Vec<String> = policy.expand(from.get_ref()).iter().map(|n| n.to_string()).collect();
+        assert_eq!(nets, ["192.0.2.0/24", "2001:db8::/32", "198.51.100.1/32"]);
+    }
+}
