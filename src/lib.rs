@@ -8,3 +8,7 @@
 //! ([`trial`]), before they are written atomically ([`files`]).
 
 pub mod policy;
+pub mod host;
+pub mod instance;
+pub mod render;
+pub mod ruleset;

@@ -49,15 +49,24 @@ pub struct Policy {
     /// Extra rule lines, for what the policy cannot express.
     #[serde(default)]
     pub raw: Vec<RawEntry>,
+    /// The file and text the policy was read from, to locate later errors.
+    #[serde(skip)]
+    source: Source,
+}
+
+#[derive(Debug, Default)]
+struct Source {
+    path: std::path::PathBuf,
+    text: String,
 }
 
 /// `[interfaces]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Interfaces {
-    /// Interfaces facing untrusted networks; `auto` takes those of the default routes.
-    #[serde(default)]
-    pub external: ExternalInterfaces,
+    /// Interfaces facing untrusted networks; `auto` (also when absent) takes those of
+    /// the default routes when rendering.
+    pub external: Option<Spanned<ExternalInterfaces>>,
     /// Interfaces that are Docker bridges (`docker0` and user networks `br-*`).
     #[serde(default = "default_bridges")]
     pub docker_bridges: Vec<InterfaceName>,
@@ -66,7 +75,7 @@ pub struct Interfaces {
 impl Default for Interfaces {
     fn default() -> Self {
         Interfaces {
-            external: ExternalInterfaces::default(),
+            external: None,
             docker_bridges: default_bridges(),
         }
     }
@@ -384,7 +393,7 @@ impl Policy {
                 e.message().trim_end().to_owned(),
             )
         })?;
-        let policy: Policy = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let mut policy: Policy = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let field = field_path(&e.path().to_string());
             let inner = e.into_inner();
             let span = inner.span().unwrap_or(0..0);
@@ -399,7 +408,26 @@ impl Policy {
             .map_err(|(span, field, message)| {
                 invalid(Location::from_span(path, text, span), Some(field), message)
             })?;
+        policy.source = Source {
+            path: path.to_owned(),
+            text: text.to_owned(),
+        };
         Ok(policy)
+    }
+
+    /// The file the policy was read from.
+    pub fn path(&self) -> &Path {
+        &self.source.path
+    }
+
+    /// An error about the part of the policy at `span`, for checks made after loading
+    /// (such as resolving `external = "auto"`).
+    pub fn error_at(&self, span: std::ops::Range<usize>, field: &str, message: String) -> PolicyError {
+        invalid(
+            Location::from_span(&self.source.path, &self.source.text, span),
+            Some(field.to_owned()),
+            message,
+        )
     }
 
     /// Cross-checks that need the whole file. Returns the span, field and message of the
@@ -578,7 +606,7 @@ mod tests {
     #[test]
     fn empty_file_is_the_default_policy() {
         let policy = parse("").expect("empty policy");
-        assert_eq!(policy.interfaces.external, ExternalInterfaces::Auto);
+        assert!(policy.interfaces.external.is_none());
         assert!(policy.host.ping);
         assert_eq!(policy.docker.default, DockerDefault::Deny);
     }

@@ -1,0 +1,94 @@
+//! An instance's files and how they are produced: where its policy, templates and
+//! outputs live (optionally under a staged `--root`), resolving `external = "auto"`
+//! against the host, and rendering everything in memory so that nothing is written
+//! until every check has passed.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use crate::host::HostProbe;
+use crate::policy::types::{InstanceName, InterfaceName};
+use crate::policy::{ExternalInterfaces, Policy, PolicyError};
+use crate::render::{self, RenderRequest, RenderedFile, Templates};
+
+/// Where things live, relative to a root directory (`/` on a live system).
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    /// A layout under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Layout {
+        Layout { root: root.into() }
+    }
+
+    /// `/etc/iptables`: policies and rendered files.
+    pub fn config_dir(&self) -> PathBuf {
+        self.root.join("etc/iptables")
+    }
+
+    /// `/etc/iptables/<instance>.toml`.
+    pub fn policy_path(&self, instance: &InstanceName) -> PathBuf {
+        self.config_dir().join(format!("{instance}.toml"))
+    }
+
+    /// `/etc/iptables/templates`: an admin's template overrides.
+    pub fn templates_dir(&self) -> PathBuf {
+        self.config_dir().join("templates")
+    }
+}
+
+/// The interfaces `policy` calls external, asking the host when it says `auto`.
+pub fn resolve_external(policy: &Policy, probe: &dyn HostProbe) -> Result<Vec<InterfaceName>, PolicyError> {
+    let (span, spec) = match &policy.interfaces.external {
+        Some(spanned) => (spanned.span(), spanned.get_ref().clone()),
+        None => (0..0, ExternalInterfaces::Auto),
+    };
+    let field = "interfaces.external";
+    match spec {
+        ExternalInterfaces::Named(names) => Ok(names),
+        ExternalInterfaces::Auto => {
+            let names = probe.default_route_interfaces().map_err(|e| {
+                policy.error_at(span.clone(), field, format!("\"auto\" needs the host's routes, which could not be read: {e}"))
+            })?;
+            if names.is_empty() {
+                return Err(policy.error_at(
+                    span,
+                    field,
+                    "\"auto\" found no default route on this host: name the external interface(s), such as external = [\"eth0\"]".to_owned(),
+                ));
+            }
+            names
+                .iter()
+                .map(|n| n.parse::<InterfaceName>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| policy.error_at(span, field, format!("\"auto\" found a default route on an interface iptables cannot name: {e}")))
+        }
+    }
+}
+
+/// Loads the policy of `instance` (from `policy_path`) and renders its four files in
+/// memory, checked for shape but not yet loaded into a kernel.
+pub fn render_instance(
+    layout: &Layout,
+    instance: &InstanceName,
+    policy_path: &Path,
+    probe: &dyn HostProbe,
+) -> anyhow::Result<(Policy, Vec<RenderedFile>)> {
+    let policy = Policy::load(policy_path)?;
+    let external = resolve_external(&policy, probe)?;
+    let templates = Templates::load(&layout.templates_dir())?;
+    let files = render::render(
+        &templates,
+        &RenderRequest {
+            instance,
+            policy: &policy,
+            policy_path,
+            external: &external,
+        },
+    )
+    .with_context(|| format!("cannot render instance {instance}"))?;
+    Ok((policy, files))
+}
