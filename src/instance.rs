@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use crate::host::HostProbe;
-use crate::policy::types::{InstanceName, InterfaceName};
+use crate::policy::types::{Family, InstanceName, InterfaceName};
 use crate::policy::{ExternalInterfaces, Policy, PolicyError};
-use crate::render::{self, RenderRequest, RenderedFile, Templates};
+use crate::render::{self, RenderRequest, RenderedFile, TemplateKind, Templates};
+use crate::trial::{RulesetTrial, TrialError, TrialReport};
 
 /// Where things live, relative to a root directory (`/` on a live system).
 #[derive(Debug, Clone)]
@@ -91,4 +92,36 @@ pub fn render_instance(
     )
     .with_context(|| format!("cannot render instance {instance}"))?;
     Ok((policy, files))
+}
+
+/// Proves an instance's rendered files with `trial`, family by family. When the kernel
+/// refuses a line that came from a `[[raw]]` entry, the error points at that entry.
+pub fn prove(
+    policy: &Policy,
+    files: &[RenderedFile],
+    trial: &dyn RulesetTrial,
+) -> anyhow::Result<Vec<(Family, TrialReport)>> {
+    let mut reports = Vec::new();
+    for family in Family::ALL {
+        let find = |kind| {
+            files
+                .iter()
+                .find(|f| f.family == family && f.kind == kind)
+                .map(|f| (f.file_name.as_str(), f.text.as_str()))
+                .ok_or_else(|| anyhow::anyhow!("internal error: no {family} {kind:?} file was rendered"))
+        };
+        let (rules, empty) = (find(TemplateKind::Rules)?, find(TemplateKind::Empty)?);
+        match trial.trial(family, rules, empty) {
+            Ok(report) => reports.push((family, report)),
+            Err(TrialError::Refused { line: Some((n, text)), stderr, file, program }) => {
+                return Err(match policy.raw_origin(&text, &stderr) {
+                    Some(origin) => anyhow::Error::new(origin)
+                        .context(format!("{file} line {n} was refused by {program}")),
+                    None => TrialError::Refused { line: Some((n, text)), stderr, file, program }.into(),
+                });
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+    Ok(reports)
 }

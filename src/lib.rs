@@ -8,7 +8,12 @@
 //! ([`trial`]), before they are written atomically ([`files`]).
 
 pub mod policy;
+pub mod cli;
+pub mod files;
 pub mod host;
 pub mod instance;
+pub mod iptables;
 pub mod render;
 pub mod ruleset;
+pub mod starter;
+pub mod trial;

@@ -536,6 +536,17 @@ impl Policy {
         Ok(())
     }
 
+    /// The `[[raw]]` entry a rendered line came from, as an error pointing at its rule,
+    /// for when the kernel refuses that line.
+    pub fn raw_origin(&self, rendered_line: &str, why: &str) -> Option<PolicyError> {
+        self.raw.iter().enumerate().find_map(|(i, entry)| {
+            let rule = entry.rule.get_ref().as_str().split_whitespace().collect::<Vec<_>>().join(" ");
+            rendered_line.ends_with(&format!(" {rule}")).then(|| {
+                self.error_at(entry.rule.span(), &format!("raw[{i}].rule"), format!("the kernel's parser refused this rule: {why}"))
+            })
+        })
+    }
+
     /// The networks that a list of references stands for, lists expanded, in order.
     pub fn expand(&self, refs: &[Spanned<AddressRef>]) -> Vec<Network> {
         let mut out = Vec::new();

@@ -1,0 +1,210 @@
+//! The command line: argument definitions (clap) and one small function per command,
+//! each a sequence of library calls. Errors are reported by `main` with their context.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::files::{self, DirLock};
+use crate::host::LiveHost;
+use crate::instance::{self, Layout};
+use crate::iptables::Backend;
+use crate::policy::types::{Family, InstanceName};
+use crate::starter::{self, StarterFacts};
+use crate::trial::NetnsTrial;
+
+/// Keeps a Docker host behind an iptables firewall that Docker cannot bypass or clobber.
+#[derive(Debug, Parser)]
+#[command(name = "iptables-ctl", version, about, long_about = None)]
+pub struct Cli {
+    /// Work on a staged tree under DIR instead of / (policies, templates and outputs
+    /// are read and written below it).
+    #[arg(long, global = true, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// Read the policy from FILE instead of /etc/iptables/INSTANCE.toml.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented starter policy that keeps SSH open.
+    Init {
+        /// Instance name.
+        #[arg(default_value = "base")]
+        instance: InstanceName,
+        /// Replace an existing policy.
+        #[arg(long)]
+        force: bool,
+        /// Print the policy instead of writing it.
+        #[arg(long)]
+        stdout: bool,
+    },
+    /// Render the policy into /etc/iptables/INSTANCE.rules{,6}{,.empty}.
+    Render {
+        /// Instance name.
+        #[arg(default_value = "base")]
+        instance: InstanceName,
+        /// Print the rendered files instead of writing them.
+        #[arg(long)]
+        stdout: bool,
+        /// Skip loading the files into a throwaway network namespace first (needed
+        /// when not root; the files are then only checked for shape).
+        #[arg(long)]
+        no_kernel_check: bool,
+        /// iptables implementation used for the kernel check.
+        #[arg(long, value_enum, default_value_t)]
+        backend: BackendArg,
+    },
+    /// Validate the policy, then load the rendered files into a throwaway network
+    /// namespace with the kernel's own parser. Writes nothing.
+    Check {
+        /// Instance name.
+        #[arg(default_value = "base")]
+        instance: InstanceName,
+        /// iptables implementation to check with.
+        #[arg(long, value_enum, default_value_t)]
+        backend: BackendArg,
+    },
+}
+
+/// `--backend`.
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub enum BackendArg {
+    /// iptables-restore as installed (what the units run).
+    #[default]
+    System,
+    /// iptables-nft-restore.
+    Nft,
+    /// iptables-legacy-restore.
+    Legacy,
+}
+
+impl From<BackendArg> for Backend {
+    fn from(arg: BackendArg) -> Backend {
+        match arg {
+            BackendArg::System => Backend::System,
+            BackendArg::Nft => Backend::Nft,
+            BackendArg::Legacy => Backend::Legacy,
+        }
+    }
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let layout = Layout::new(&cli.root);
+    let policy_path = |instance: &InstanceName| cli.config.clone().unwrap_or_else(|| layout.policy_path(instance));
+    match &cli.command {
+        Command::Init { instance, force, stdout } => init(&policy_path(instance), *force, *stdout),
+        Command::Render { instance, stdout, no_kernel_check, backend } => {
+            render(&layout, instance, &policy_path(instance), *stdout, !*no_kernel_check, (*backend).into())
+        }
+        Command::Check { instance, backend } => check(&layout, instance, &policy_path(instance), (*backend).into()),
+    }
+}
+
+fn init(path: &Path, force: bool, stdout: bool) -> anyhow::Result<()> {
+    let facts = StarterFacts::gather(&LiveHost);
+    let (text, policy) = starter::starter_policy(&facts, path)?;
+    if stdout {
+        print_stdout(&text)?;
+        return Ok(());
+    }
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let _lock = DirLock::acquire(dir)?;
+    if path.exists() && !force {
+        bail!("{} already exists; edit it, or pass --force to replace it with a starter policy", path.display());
+    }
+    let name = file_name(path)?;
+    files::write_files(dir, &[(name, text)])?;
+    let external: Vec<String> = facts.external.iter().map(ToString::to_string).collect();
+    println!("wrote {}", path.display());
+    println!(
+        "  external interfaces: {}",
+        if external.is_empty() { "auto (no default route found now)".to_owned() } else { external.join(", ") }
+    );
+    let ssh: Vec<String> = policy.host.services.iter().flat_map(|s| s.port.ranges().iter().map(ToString::to_string)).collect();
+    println!("  open on the host: ssh (tcp {}) from anywhere, ping", ssh.join(", "));
+    println!("  published container ports: none reachable from outside until listed");
+    if let Some(client) = &facts.ssh_client {
+        println!("  your SSH client {client} is recorded in the list `admin`");
+    }
+    println!("next: review it, then `iptables-ctl check` and `iptables-ctl render`");
+    Ok(())
+}
+
+fn render(
+    layout: &Layout,
+    instance: &InstanceName,
+    policy_path: &Path,
+    stdout: bool,
+    kernel_check: bool,
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let dir = layout.config_dir();
+    let _lock = if stdout { None } else { Some(DirLock::acquire(&dir).with_context(|| no_config_dir_hint(&dir))?) };
+    let (policy, rendered) = instance::render_instance(layout, instance, policy_path, &LiveHost)?;
+    if kernel_check {
+        instance::prove(&policy, &rendered, &NetnsTrial { backend })
+            .context("the rendered files did not pass the kernel check; nothing was written (--no-kernel-check skips it)")?;
+    }
+    if stdout {
+        let all: String = rendered.iter().map(|f| f.text.as_str()).collect::<Vec<_>>().join("\n");
+        print_stdout(&all)?;
+        return Ok(());
+    }
+    let outputs: Vec<(String, String)> = rendered.into_iter().map(|f| (f.file_name, f.text)).collect();
+    let summary = files::write_files(&dir, &outputs)?;
+    for path in &summary.written {
+        println!("wrote {}", path.display());
+    }
+    for path in &summary.unchanged {
+        println!("unchanged {}", path.display());
+    }
+    Ok(())
+}
+
+fn check(layout: &Layout, instance: &InstanceName, policy_path: &Path, backend: Backend) -> anyhow::Result<()> {
+    let (policy, rendered) = instance::render_instance(layout, instance, policy_path, &LiveHost)?;
+    println!("policy {} is valid", policy_path.display());
+    let reports = instance::prove(&policy, &rendered, &NetnsTrial { backend })?;
+    for (family, report) in reports {
+        let restore = backend.restore_program(family);
+        let (rules, empty) = match family {
+            Family::Ipv4 => (format!("{instance}.rules"), format!("{instance}.rules.empty")),
+            Family::Ipv6 => (format!("{instance}.rules6"), format!("{instance}.rules6.empty")),
+        };
+        println!(
+            "{rules}: {} rules loaded by {restore} in a throwaway network namespace; a second load changed nothing; {empty} loads too",
+            report.rule_count
+        );
+    }
+    Ok(())
+}
+
+fn no_config_dir_hint(dir: &Path) -> String {
+    format!("cannot use {} (run `iptables-ctl init` to create a policy there)", dir.display())
+}
+
+fn file_name(path: &Path) -> anyhow::Result<String> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_owned)
+        .with_context(|| format!("{} is not a usable file name", path.display()))
+}
+
+/// Prints to stdout; a closed pipe (`| head`) is not an error worth a panic.
+fn print_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("cannot write to standard output"),
+    }
+}

@@ -1,0 +1,127 @@
+//! Writing an instance's files so that a reader (systemd at boot, an admin, a second
+//! run) never sees a half-written or half-updated set: every file is staged as a temp
+//! file in the same directory and synced before any is renamed into place, unchanged
+//! files are left alone, and concurrent runs are serialized by a lock on the directory.
+
+use std::fs::{self, File, Permissions};
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use tempfile::NamedTempFile;
+
+/// Mode of the written files: readable by all, like other files under /etc.
+const FILE_MODE: u32 = 0o644;
+
+/// An exclusive lock on a directory, held until dropped.
+#[derive(Debug)]
+pub struct DirLock {
+    _dir: File,
+}
+
+/// Why a write did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Another iptables-ctl holds the lock.
+    #[error("{} is locked by another iptables-ctl run; try again when it has finished", path.display())]
+    Busy {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// A file system operation failed.
+    #[error("{} {}: {source}", action, path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+}
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> WriteError {
+    let path = path.to_owned();
+    move |source| WriteError::Io { action, path, source }
+}
+
+impl DirLock {
+    /// Locks `dir` (which must exist) without waiting.
+    pub fn acquire(dir: &Path) -> Result<DirLock, WriteError> {
+        let handle = File::open(dir).map_err(io_error("cannot open", dir))?;
+        match handle.try_lock() {
+            Ok(()) => Ok(DirLock { _dir: handle }),
+            Err(fs::TryLockError::WouldBlock) => Err(WriteError::Busy { path: dir.to_owned() }),
+            Err(fs::TryLockError::Error(e)) => Err(io_error("cannot lock", dir)(e)),
+        }
+    }
+}
+
+/// What [`write_files`] did to each file.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WriteSummary {
+    /// Files replaced or created.
+    pub written: Vec<PathBuf>,
+    /// Files that already had this content.
+    pub unchanged: Vec<PathBuf>,
+}
+
+/// Writes `(file name, content)` pairs into `dir` as one step as far as the file system
+/// allows: if staging any of them fails, none is changed.
+pub fn write_files(dir: &Path, files: &[(String, String)]) -> Result<WriteSummary, WriteError> {
+    let mut summary = WriteSummary::default();
+    let mut staged: Vec<(NamedTempFile, PathBuf)> = Vec::new();
+    for (name, content) in files {
+        let target = dir.join(name);
+        if fs::read(&target).is_ok_and(|old| old == content.as_bytes()) {
+            summary.unchanged.push(target);
+            continue;
+        }
+        let mut temp = tempfile::Builder::new()
+            .prefix(".iptables-ctl-")
+            .tempfile_in(dir)
+            .map_err(io_error("cannot create a temporary file in", dir))?;
+        temp.write_all(content.as_bytes()).map_err(io_error("cannot write", temp.path()))?;
+        temp.as_file()
+            .set_permissions(Permissions::from_mode(FILE_MODE))
+            .map_err(io_error("cannot set permissions of", temp.path()))?;
+        temp.as_file().sync_all().map_err(io_error("cannot sync", temp.path()))?;
+        staged.push((temp, target));
+    }
+    for (temp, target) in staged {
+        temp.persist(&target).map_err(|e| io_error("cannot rename into", &target)(e.error))?;
+        summary.written.push(target);
+    }
+    if !summary.written.is_empty() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error("cannot sync directory", dir))?;
+    }
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_changed_files_and_leaves_same_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("a"), "same").expect("seed");
+        let summary = write_files(dir.path(), &[("a".into(), "same".into()), ("b".into(), "new".into())]).expect("write");
+        assert_eq!(summary.unchanged, [dir.path().join("a")]);
+        assert_eq!(summary.written, [dir.path().join("b")]);
+        let mode = fs::metadata(dir.path().join("b")).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, FILE_MODE);
+        let leftovers: Vec<_> = fs::read_dir(dir.path()).expect("list").filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".iptables-ctl-")).collect();
+        assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn second_lock_on_a_directory_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _held = DirLock::acquire(dir.path()).expect("first lock");
+        assert!(matches!(DirLock::acquire(dir.path()), Err(WriteError::Busy { .. })));
+    }
+}

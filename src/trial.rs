@@ -1,0 +1,125 @@
+//! Proving rendered files with the kernel's own parser: each file is loaded with the
+//! real `iptables-restore -w -n` into a network namespace created for the purpose and
+//! gone when the check ends. `iptables-restore --test` is not enough (on nf_tables it
+//! misses unknown targets, undeclared chains and protocol-less tcp-reset), so nothing
+//! short of a real load counts. The live firewall is never touched.
+//!
+//! The namespace belongs to one thread: `unshare(CLONE_NEWNET)` moves only the calling
+//! thread, and the programs it starts inherit that namespace.
+
+use std::thread;
+
+use nix::sched::{unshare, CloneFlags};
+
+use crate::iptables::{self, Backend, ToolError};
+use crate::policy::types::Family;
+
+/// What a successful trial saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrialReport {
+    /// The ruleset the kernel held after loading the rules (iptables-save, no comments).
+    pub loaded: String,
+    /// Number of rules in the owned chains after loading.
+    pub rule_count: usize,
+}
+
+/// Why a trial failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrialError {
+    /// No namespace could be made (usually: not root).
+    #[error("cannot create a throwaway network namespace for the kernel check: {0} (it needs root, CAP_SYS_ADMIN)")]
+    Namespace(nix::Error),
+    /// The kernel or iptables refused the file.
+    #[error("{file} was refused by {program}{}: {stderr}", line.as_ref().map(|(n, text)| format!(" at line {n}: {text}")).unwrap_or_default())]
+    Refused {
+        /// The file.
+        file: String,
+        /// The restore program.
+        program: String,
+        /// The line it blamed, with its text.
+        line: Option<(usize, String)>,
+        /// What it said (boilerplate removed).
+        stderr: String,
+    },
+    /// Loading twice gave a different ruleset: the file would change the firewall on every reload.
+    #[error("{file} is not idempotent: loading it a second time changed the ruleset")]
+    NotIdempotent {
+        /// The file.
+        file: String,
+    },
+    /// Some other tool failure (missing program, save failing).
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    /// The checking thread died.
+    #[error("the kernel check thread failed unexpectedly")]
+    Thread,
+}
+
+/// A way to prove a pair of rendered files (rules and pass-through) of one family.
+pub trait RulesetTrial {
+    /// Loads `rules` twice and then `empty`, and reports what the kernel held.
+    fn trial(&self, family: Family, rules: (&str, &str), empty: (&str, &str)) -> Result<TrialReport, TrialError>;
+}
+
+/// Trials in a fresh network namespace with the real tools of `backend`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NetnsTrial {
+    /// Which iptables implementation to load with.
+    pub backend: Backend,
+}
+
+impl RulesetTrial for NetnsTrial {
+    fn trial(&self, family: Family, rules: (&str, &str), empty: (&str, &str)) -> Result<TrialReport, TrialError> {
+        let backend = self.backend;
+        thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    unshare(CloneFlags::CLONE_NEWNET).map_err(TrialError::Namespace)?;
+                    trial_in_this_namespace(backend, family, rules, empty)
+                })
+                .join()
+                .unwrap_or(Err(TrialError::Thread))
+        })
+    }
+}
+
+fn trial_in_this_namespace(
+    backend: Backend,
+    family: Family,
+    (rules_name, rules): (&str, &str),
+    (empty_name, empty): (&str, &str),
+) -> Result<TrialReport, TrialError> {
+    let save = || -> Result<String, TrialError> {
+        Ok(iptables::normalize_save(&iptables::run(backend.save_program(family), &["-t", "filter"], b"")?))
+    };
+    load(backend, family, rules_name, rules)?;
+    let first = save()?;
+    load(backend, family, rules_name, rules)?;
+    if save()? != first {
+        return Err(TrialError::NotIdempotent { file: rules_name.to_owned() });
+    }
+    load(backend, family, empty_name, empty)?;
+    let rule_count = first
+        .lines()
+        .filter(|l| l.starts_with("-A INPUT ") || l.starts_with("-A OUTPUT ") || l.starts_with("-A DOCKER-USER "))
+        .count();
+    Ok(TrialReport { loaded: first, rule_count })
+}
+
+fn load(backend: Backend, family: Family, name: &str, text: &str) -> Result<(), TrialError> {
+    let program = backend.restore_program(family);
+    match iptables::run(program, &["-w", "-n"], text.as_bytes()) {
+        Ok(_) => Ok(()),
+        Err(ToolError::Failed { stderr, .. }) => {
+            let line = iptables::failing_line(&stderr)
+                .and_then(|n| text.lines().nth(n.saturating_sub(1)).map(|t| (n, t.to_owned())));
+            Err(TrialError::Refused {
+                file: name.to_owned(),
+                program: program.to_owned(),
+                line,
+                stderr: iptables::error_summary(&stderr),
+            })
+        }
+        Err(other) => Err(other.into()),
+    }
+}
