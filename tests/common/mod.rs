@@ -1,0 +1,149 @@
+//! Shared helpers for the tests that need real kernel parts: network namespaces created
+//! and removed by the test (never the root namespace), the real iptables tools, and a
+//! fixed host for rendering.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use iptables_ctl::host::{HostProbe, SshConnection};
+use iptables_ctl::instance::{render_instance, Layout};
+use iptables_ctl::render::RenderedFile;
+use nix::sched::{setns, CloneFlags};
+
+/// Whether the kernel tests can run. They need root; in CI (CI set) their absence is a
+/// failure, elsewhere they are skipped with a loud message.
+pub fn kernel_tests_enabled(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "{test} needs root, and CI must run it");
+    eprintln!("SKIPPED {test}: needs root (network namespaces, iptables); run the suite as root");
+    false
+}
+
+/// A host whose default route is on eth0.
+pub struct FixedHost;
+
+impl HostProbe for FixedHost {
+    fn default_route_interfaces(&self) -> io::Result<Vec<String>> {
+        Ok(vec!["eth0".to_owned()])
+    }
+    fn sshd_ports(&self) -> Vec<u16> {
+        vec![22]
+    }
+    fn ssh_connection(&self) -> Option<SshConnection> {
+        None
+    }
+}
+
+/// Renders the policy at `path` with the built-in templates, as instance `base`.
+pub fn render_policy(path: &Path) -> Vec<RenderedFile> {
+    let instance = "base".parse().expect("instance name");
+    let (_, files) = render_instance(&Layout::new("/nonexistent-root"), &instance, path, &FixedHost)
+        .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+    files
+}
+
+/// The text of one rendered file by name.
+pub fn file<'a>(files: &'a [RenderedFile], name: &str) -> &'a str {
+    &files.iter().find(|f| f.file_name == name).unwrap_or_else(|| panic!("no {name}")).text
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A network namespace made for one test, removed when dropped.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates a fresh namespace with a unique name.
+    pub fn new() -> Netns {
+        let name = format!("ictl-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+        run_ok("ip", &["netns", "add", &name], b"");
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n NAME args...`, which must succeed.
+    pub fn ip(&self, args: &[&str]) {
+        let mut full = vec!["-n", &self.name];
+        full.extend_from_slice(args);
+        run_ok("ip", &full, b"");
+    }
+
+    /// Runs `program args` inside the namespace with `stdin`; returns (success, stdout, stderr).
+    pub fn exec(&self, program: &str, args: &[&str], stdin: &[u8]) -> (bool, String, String) {
+        let mut full = vec!["netns", "exec", &self.name, program];
+        full.extend_from_slice(args);
+        run("ip", &full, stdin)
+    }
+
+    /// Like [`Netns::exec`], failing the test when the program fails.
+    pub fn exec_ok(&self, program: &str, args: &[&str], stdin: &[u8]) -> String {
+        let (ok, out, err) = self.exec(program, args, stdin);
+        assert!(ok, "{program} {args:?} failed in {}: {err}", self.name);
+        out
+    }
+
+    /// Sets a sysctl inside the namespace.
+    pub fn sysctl(&self, key: &str, value: &str) {
+        self.exec_ok("sysctl", &["-qw", &format!("{key}={value}")], b"");
+    }
+
+    /// Runs `f` on a thread that has entered this namespace; sockets it creates live there.
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    let handle = File::open(&path).expect("open netns");
+                    setns(&handle, CloneFlags::CLONE_NEWNET).expect("setns");
+                    f()
+                })
+                .join()
+                .expect("namespace thread")
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// Runs a program, returning (success, stdout, stderr).
+pub fn run(program: &str, args: &[&str], stdin: &[u8]) -> (bool, String, String) {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    child.stdin.take().expect("stdin").write_all(stdin).expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs a program that must succeed.
+pub fn run_ok(program: &str, args: &[&str], stdin: &[u8]) -> String {
+    let (ok, out, err) = run(program, args, stdin);
+    assert!(ok, "{program} {args:?} failed: {err}");
+    out
+}
+
+/// `iptables-save` output without its timestamped comment lines.
+pub fn without_comments(save: &str) -> String {
+    save.lines().filter(|l| !l.starts_with('#')).map(|l| format!("{l}\n")).collect()
+}
