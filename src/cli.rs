@@ -4,7 +4,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _};
+use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::files::{self, DirLock};
@@ -99,13 +99,33 @@ impl From<BackendArg> for Backend {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let layout = Layout::new(&cli.root);
-    let policy_path = |instance: &InstanceName| cli.config.clone().unwrap_or_else(|| layout.policy_path(instance));
+    let policy_path = |instance: &InstanceName| {
+        cli.config
+            .clone()
+            .unwrap_or_else(|| layout.policy_path(instance))
+    };
     match &cli.command {
-        Command::Init { instance, force, stdout } => init(&policy_path(instance), *force, *stdout),
-        Command::Render { instance, stdout, no_kernel_check, backend } => {
-            render(&layout, instance, &policy_path(instance), *stdout, !*no_kernel_check, (*backend).into())
+        Command::Init {
+            instance,
+            force,
+            stdout,
+        } => init(&policy_path(instance), *force, *stdout),
+        Command::Render {
+            instance,
+            stdout,
+            no_kernel_check,
+            backend,
+        } => render(
+            &layout,
+            instance,
+            &policy_path(instance),
+            *stdout,
+            !*no_kernel_check,
+            (*backend).into(),
+        ),
+        Command::Check { instance, backend } => {
+            check(&layout, instance, &policy_path(instance), (*backend).into())
         }
-        Command::Check { instance, backend } => check(&layout, instance, &policy_path(instance), (*backend).into()),
     }
 }
 
@@ -116,11 +136,17 @@ fn init(path: &Path, force: bool, stdout: bool) -> anyhow::Result<()> {
         print_stdout(&text)?;
         return Ok(());
     }
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let _lock = DirLock::acquire(dir)?;
     if path.exists() && !force {
-        bail!("{} already exists; edit it, or pass --force to replace it with a starter policy", path.display());
+        bail!(
+            "{} already exists; edit it, or pass --force to replace it with a starter policy",
+            path.display()
+        );
     }
     let name = file_name(path)?;
     files::write_files(dir, &[(name, text)])?;
@@ -128,10 +154,22 @@ fn init(path: &Path, force: bool, stdout: bool) -> anyhow::Result<()> {
     println!("wrote {}", path.display());
     println!(
         "  external interfaces: {}",
-        if external.is_empty() { "auto (no default route found now)".to_owned() } else { external.join(", ") }
+        if external.is_empty() {
+            "auto (no default route found now)".to_owned()
+        } else {
+            external.join(", ")
+        }
     );
-    let ssh: Vec<String> = policy.host.services.iter().flat_map(|s| s.port.ranges().iter().map(ToString::to_string)).collect();
-    println!("  open on the host: ssh (tcp {}) from anywhere, ping", ssh.join(", "));
+    let ssh: Vec<String> = policy
+        .host
+        .services
+        .iter()
+        .flat_map(|s| s.port.ranges().iter().map(ToString::to_string))
+        .collect();
+    println!(
+        "  open on the host: ssh (tcp {}) from anywhere, ping",
+        ssh.join(", ")
+    );
     println!("  published container ports: none reachable from outside until listed");
     if let Some(client) = &facts.ssh_client {
         println!("  your SSH client {client} is recorded in the list `admin`");
@@ -149,18 +187,29 @@ fn render(
     backend: Backend,
 ) -> anyhow::Result<()> {
     let dir = layout.config_dir();
-    let _lock = if stdout { None } else { Some(DirLock::acquire(&dir).with_context(|| no_config_dir_hint(&dir))?) };
+    let _lock = if stdout {
+        None
+    } else {
+        Some(DirLock::acquire(&dir).with_context(|| no_config_dir_hint(&dir))?)
+    };
     let (policy, rendered) = instance::render_instance(layout, instance, policy_path, &LiveHost)?;
     if kernel_check {
         instance::prove(&policy, &rendered, &NetnsTrial { backend })
             .context("the rendered files did not pass the kernel check; nothing was written (--no-kernel-check skips it)")?;
     }
     if stdout {
-        let all: String = rendered.iter().map(|f| f.text.as_str()).collect::<Vec<_>>().join("\n");
+        let all: String = rendered
+            .iter()
+            .map(|f| f.text.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
         print_stdout(&all)?;
         return Ok(());
     }
-    let outputs: Vec<(String, String)> = rendered.into_iter().map(|f| (f.file_name, f.text)).collect();
+    let outputs: Vec<(String, String)> = rendered
+        .into_iter()
+        .map(|f| (f.file_name, f.text))
+        .collect();
     let summary = files::write_files(&dir, &outputs)?;
     for path in &summary.written {
         println!("wrote {}", path.display());
@@ -171,15 +220,26 @@ fn render(
     Ok(())
 }
 
-fn check(layout: &Layout, instance: &InstanceName, policy_path: &Path, backend: Backend) -> anyhow::Result<()> {
+fn check(
+    layout: &Layout,
+    instance: &InstanceName,
+    policy_path: &Path,
+    backend: Backend,
+) -> anyhow::Result<()> {
     let (policy, rendered) = instance::render_instance(layout, instance, policy_path, &LiveHost)?;
     println!("policy {} is valid", policy_path.display());
     let reports = instance::prove(&policy, &rendered, &NetnsTrial { backend })?;
     for (family, report) in reports {
         let restore = backend.restore_program(family);
         let (rules, empty) = match family {
-            Family::Ipv4 => (format!("{instance}.rules"), format!("{instance}.rules.empty")),
-            Family::Ipv6 => (format!("{instance}.rules6"), format!("{instance}.rules6.empty")),
+            Family::Ipv4 => (
+                format!("{instance}.rules"),
+                format!("{instance}.rules.empty"),
+            ),
+            Family::Ipv6 => (
+                format!("{instance}.rules6"),
+                format!("{instance}.rules6.empty"),
+            ),
         };
         println!(
             "{rules}: {} rules loaded by {restore} in a throwaway network namespace; a second load changed nothing; {empty} loads too",
@@ -190,7 +250,10 @@ fn check(layout: &Layout, instance: &InstanceName, policy_path: &Path, backend: 
 }
 
 fn no_config_dir_hint(dir: &Path) -> String {
-    format!("cannot use {} (run `iptables-ctl init` to create a policy there)", dir.display())
+    format!(
+        "cannot use {} (run `iptables-ctl init` to create a policy there)",
+        dir.display()
+    )
 }
 
 fn file_name(path: &Path) -> anyhow::Result<String> {

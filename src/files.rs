@@ -42,7 +42,11 @@ pub enum WriteError {
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> WriteError {
     let path = path.to_owned();
-    move |source| WriteError::Io { action, path, source }
+    move |source| WriteError::Io {
+        action,
+        path,
+        source,
+    }
 }
 
 impl DirLock {
@@ -51,7 +55,9 @@ impl DirLock {
         let handle = File::open(dir).map_err(io_error("cannot open", dir))?;
         match handle.try_lock() {
             Ok(()) => Ok(DirLock { _dir: handle }),
-            Err(fs::TryLockError::WouldBlock) => Err(WriteError::Busy { path: dir.to_owned() }),
+            Err(fs::TryLockError::WouldBlock) => Err(WriteError::Busy {
+                path: dir.to_owned(),
+            }),
             Err(fs::TryLockError::Error(e)) => Err(io_error("cannot lock", dir)(e)),
         }
     }
@@ -81,15 +87,19 @@ pub fn write_files(dir: &Path, files: &[(String, String)]) -> Result<WriteSummar
             .prefix(".iptables-ctl-")
             .tempfile_in(dir)
             .map_err(io_error("cannot create a temporary file in", dir))?;
-        temp.write_all(content.as_bytes()).map_err(io_error("cannot write", temp.path()))?;
+        temp.write_all(content.as_bytes())
+            .map_err(io_error("cannot write", temp.path()))?;
         temp.as_file()
             .set_permissions(Permissions::from_mode(FILE_MODE))
             .map_err(io_error("cannot set permissions of", temp.path()))?;
-        temp.as_file().sync_all().map_err(io_error("cannot sync", temp.path()))?;
+        temp.as_file()
+            .sync_all()
+            .map_err(io_error("cannot sync", temp.path()))?;
         staged.push((temp, target));
     }
     for (temp, target) in staged {
-        temp.persist(&target).map_err(|e| io_error("cannot rename into", &target)(e.error))?;
+        temp.persist(&target)
+            .map_err(|e| io_error("cannot rename into", &target)(e.error))?;
         summary.written.push(target);
     }
     if !summary.written.is_empty() {
@@ -108,13 +118,28 @@ mod tests {
     fn writes_changed_files_and_leaves_same_ones() {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::write(dir.path().join("a"), "same").expect("seed");
-        let summary = write_files(dir.path(), &[("a".into(), "same".into()), ("b".into(), "new".into())]).expect("write");
+        let summary = write_files(
+            dir.path(),
+            &[("a".into(), "same".into()), ("b".into(), "new".into())],
+        )
+        .expect("write");
         assert_eq!(summary.unchanged, [dir.path().join("a")]);
         assert_eq!(summary.written, [dir.path().join("b")]);
-        let mode = fs::metadata(dir.path().join("b")).expect("meta").permissions().mode() & 0o777;
+        let mode = fs::metadata(dir.path().join("b"))
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, FILE_MODE);
-        let leftovers: Vec<_> = fs::read_dir(dir.path()).expect("list").filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().starts_with(".iptables-ctl-")).collect();
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".iptables-ctl-")
+            })
+            .collect();
         assert!(leftovers.is_empty());
     }
 
@@ -122,6 +147,9 @@ mod tests {
     fn second_lock_on_a_directory_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let _held = DirLock::acquire(dir.path()).expect("first lock");
-        assert!(matches!(DirLock::acquire(dir.path()), Err(WriteError::Busy { .. })));
+        assert!(matches!(
+            DirLock::acquire(dir.path()),
+            Err(WriteError::Busy { .. })
+        ));
     }
 }

@@ -35,7 +35,9 @@ pub struct LiveHost;
 impl HostProbe for LiveHost {
     fn default_route_interfaces(&self) -> io::Result<Vec<String>> {
         let mut names = BTreeSet::new();
-        names.extend(parse_ipv4_default_routes(&std::fs::read_to_string("/proc/net/route")?));
+        names.extend(parse_ipv4_default_routes(&std::fs::read_to_string(
+            "/proc/net/route",
+        )?));
         // A host without IPv6 has no ipv6_route file; that is not an error.
         match std::fs::read_to_string("/proc/net/ipv6_route") {
             Ok(text) => names.extend(parse_ipv6_default_routes(&text)),
@@ -80,7 +82,12 @@ pub fn parse_ipv4_default_routes(text: &str) -> Vec<String> {
         .skip(1)
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let (iface, dest, flags, mask) = (fields.first()?, fields.get(1)?, fields.get(3)?, fields.get(7)?);
+            let (iface, dest, flags, mask) = (
+                fields.first()?,
+                fields.get(1)?,
+                fields.get(3)?,
+                fields.get(7)?,
+            );
             let flags = u32::from_str_radix(flags, 16).ok()?;
             let usable = flags & RTF_UP != 0 && flags & RTF_REJECT == 0;
             (usable && *dest == "00000000" && *mask == "00000000").then(|| (*iface).to_owned())
@@ -93,7 +100,12 @@ pub fn parse_ipv6_default_routes(text: &str) -> Vec<String> {
     text.lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let (dest, prefix, flags, iface) = (fields.first()?, fields.get(1)?, fields.get(8)?, fields.get(9)?);
+            let (dest, prefix, flags, iface) = (
+                fields.first()?,
+                fields.get(1)?,
+                fields.get(8)?,
+                fields.get(9)?,
+            );
             let flags = u32::from_str_radix(flags, 16).ok()?;
             let usable = flags & RTF_UP != 0 && flags & RTF_REJECT == 0 && *iface != "lo";
             let default = dest.bytes().all(|b| b == b'0') && *prefix == "00";
@@ -112,11 +124,17 @@ pub fn parse_sshd_ports(text: &str) -> Vec<u16> {
             continue;
         }
         // `Match` blocks cannot set Port, and everything after one belongs to it.
-        let mut words = line.split(|c: char| c.is_whitespace() || c == '=').filter(|w| !w.is_empty());
+        let mut words = line
+            .split(|c: char| c.is_whitespace() || c == '=')
+            .filter(|w| !w.is_empty());
         match words.next() {
             Some(k) if k.eq_ignore_ascii_case("match") => break,
             Some(k) if k.eq_ignore_ascii_case("port") => {
-                if let Some(port) = words.next().and_then(|p| p.parse::<u16>().ok()).filter(|p| *p > 0) {
+                if let Some(port) = words
+                    .next()
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .filter(|p| *p > 0)
+                {
                     ports.insert(port);
                 }
             }
@@ -171,13 +189,17 @@ docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
     #[test]
     fn sshd_ports() {
         assert_eq!(parse_sshd_ports("#Port 2222\n"), [22]);
-        assert_eq!(parse_sshd_ports("Port 2222\nport=2200\nMatch User x\nPort 1\n"), [2200, 2222]);
+        assert_eq!(
+            parse_sshd_ports("Port 2222\nport=2200\nMatch User x\nPort 1\n"),
+            [2200, 2222]
+        );
         assert_eq!(parse_sshd_ports("Port 0\nPort nope\n"), [22]);
     }
 
     #[test]
     fn ssh_connection() {
-        let c = parse_ssh_connection("::ffff:192.0.2.9 51000 ::ffff:192.0.2.1 2222").expect("parsed");
+        let c =
+            parse_ssh_connection("::ffff:192.0.2.9 51000 ::ffff:192.0.2.1 2222").expect("parsed");
         assert_eq!(c.client.to_string(), "192.0.2.9");
         assert_eq!(c.server_port, 2222);
         assert!(parse_ssh_connection("garbage").is_none());

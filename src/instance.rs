@@ -42,7 +42,10 @@ impl Layout {
 }
 
 /// The interfaces `policy` calls external, asking the host when it says `auto`.
-pub fn resolve_external(policy: &Policy, probe: &dyn HostProbe) -> Result<Vec<InterfaceName>, PolicyError> {
+pub fn resolve_external(
+    policy: &Policy,
+    probe: &dyn HostProbe,
+) -> Result<Vec<InterfaceName>, PolicyError> {
     let (span, spec) = match &policy.interfaces.external {
         Some(spanned) => (spanned.span(), spanned.get_ref().clone()),
         None => (0..0, ExternalInterfaces::Auto),
@@ -52,7 +55,11 @@ pub fn resolve_external(policy: &Policy, probe: &dyn HostProbe) -> Result<Vec<In
         ExternalInterfaces::Named(names) => Ok(names),
         ExternalInterfaces::Auto => {
             let names = probe.default_route_interfaces().map_err(|e| {
-                policy.error_at(span.clone(), field, format!("\"auto\" needs the host's routes, which could not be read: {e}"))
+                policy.error_at(
+                    span.clone(),
+                    field,
+                    format!("\"auto\" needs the host's routes, which could not be read: {e}"),
+                )
             })?;
             if names.is_empty() {
                 return Err(policy.error_at(
@@ -108,16 +115,29 @@ pub fn prove(
                 .iter()
                 .find(|f| f.family == family && f.kind == kind)
                 .map(|f| (f.file_name.as_str(), f.text.as_str()))
-                .ok_or_else(|| anyhow::anyhow!("internal error: no {family} {kind:?} file was rendered"))
+                .ok_or_else(|| {
+                    anyhow::anyhow!("internal error: no {family} {kind:?} file was rendered")
+                })
         };
         let (rules, empty) = (find(TemplateKind::Rules)?, find(TemplateKind::Empty)?);
         match trial.trial(family, rules, empty) {
             Ok(report) => reports.push((family, report)),
-            Err(TrialError::Refused { line: Some((n, text)), stderr, file, program }) => {
+            Err(TrialError::Refused {
+                line: Some((n, text)),
+                stderr,
+                file,
+                program,
+            }) => {
                 return Err(match policy.raw_origin(&text, &stderr) {
                     Some(origin) => anyhow::Error::new(origin)
                         .context(format!("{file} line {n} was refused by {program}")),
-                    None => TrialError::Refused { line: Some((n, text)), stderr, file, program }.into(),
+                    None => TrialError::Refused {
+                        line: Some((n, text)),
+                        stderr,
+                        file,
+                        program,
+                    }
+                    .into(),
                 });
             }
             Err(other) => return Err(other.into()),

@@ -7,12 +7,12 @@
 //! loading them into a throwaway network namespace with the kernel's own parser
 //! ([`trial`]), before they are written atomically ([`files`]).
 
-pub mod policy;
 pub mod cli;
 pub mod files;
 pub mod host;
 pub mod instance;
 pub mod iptables;
+pub mod policy;
 pub mod render;
 pub mod ruleset;
 pub mod starter;

@@ -88,7 +88,11 @@ pub fn check_shape(text: &str) -> Result<(), ShapeError> {
         }
         match state {
             Block::Before if line == "*filter" => state = Block::Filter,
-            Block::Before => return Err(fail("expected `*filter` first: only the filter table may be touched".to_owned())),
+            Block::Before => {
+                return Err(fail(
+                    "expected `*filter` first: only the filter table may be touched".to_owned(),
+                ));
+            }
             Block::After => return Err(fail("expected nothing after COMMIT".to_owned())),
             Block::Filter if line == "COMMIT" => state = Block::After,
             Block::Filter => {
@@ -96,7 +100,7 @@ pub fn check_shape(text: &str) -> Result<(), ShapeError> {
                     let chain = check_declaration(decl).map_err(&fail)?;
                     declared.push(chain);
                 } else {
-                    let tokens = tokenize(line).map_err(|e| fail(e))?;
+                    let tokens = tokenize(line).map_err(&fail)?;
                     match tokens.first().map(String::as_str) {
                         Some("-F") => {
                             let chain = owned_chain(tokens.get(1)).map_err(&fail)?;
@@ -164,12 +168,16 @@ enum Block {
 
 fn owned_chain(token: Option<&String>) -> Result<&'static str, String> {
     let name = token.map(String::as_str).unwrap_or("");
-    OWNED_CHAINS.iter().copied().find(|c| *c == name).ok_or_else(|| {
-        format!(
-            "expected one of the chains this tool owns ({}), found {name:?}",
-            OWNED_CHAINS.join(", ")
-        )
-    })
+    OWNED_CHAINS
+        .iter()
+        .copied()
+        .find(|c| *c == name)
+        .ok_or_else(|| {
+            format!(
+                "expected one of the chains this tool owns ({}), found {name:?}",
+                OWNED_CHAINS.join(", ")
+            )
+        })
 }
 
 fn check_declaration(decl: &str) -> Result<&'static str, String> {
@@ -232,7 +240,10 @@ mod tests {
     fn tokenizer_groups_quotes_and_refuses_broken_ones() {
         assert_eq!(
             tokenize("-m comment --comment \"a b\" -j ACCEPT"),
-            Ok(vec!["-m", "comment", "--comment", "a b", "-j", "ACCEPT"].into_iter().map(String::from).collect())
+            Ok(vec!["-m", "comment", "--comment", "a b", "-j", "ACCEPT"]
+                .into_iter()
+                .map(String::from)
+                .collect())
         );
         assert!(tokenize("--comment \"open -j ACCEPT").is_err());
         assert!(tokenize("--comment a\"b\"").is_err());
@@ -247,16 +258,28 @@ mod tests {
             ("*filter", "*nat"),
             ("-F INPUT", "-X DOCKER-USER"),
             ("-A DOCKER-USER -j RETURN", "-A DOCKER-USER -j DOCKER"),
-            ("-A DOCKER-USER -j RETURN", "-A DOCKER-USER -m comment --comment \"x -j ACCEPT"),
-            ("-A DOCKER-USER -j RETURN", "-A DOCKER-USER -j RETURN -j ACCEPT"),
-            ("-A DOCKER-USER -j RETURN", "-A DOCKER-USER -s 10.0.0.0/8 -A INPUT -j ACCEPT"),
+            (
+                "-A DOCKER-USER -j RETURN",
+                "-A DOCKER-USER -m comment --comment \"x -j ACCEPT",
+            ),
+            (
+                "-A DOCKER-USER -j RETURN",
+                "-A DOCKER-USER -j RETURN -j ACCEPT",
+            ),
+            (
+                "-A DOCKER-USER -j RETURN",
+                "-A DOCKER-USER -s 10.0.0.0/8 -A INPUT -j ACCEPT",
+            ),
             ("-F INPUT\n", ""),
             ("COMMIT\n", ""),
             (":INPUT DROP [0:0]", ":INPUT DROP [5:10]"),
         ];
         for (from, to) in cases {
             let bad = GOOD.replacen(from, to, 1);
-            assert!(check_shape(&bad).is_err(), "accepted {from:?} -> {to:?}:\n{bad}");
+            assert!(
+                check_shape(&bad).is_err(),
+                "accepted {from:?} -> {to:?}:\n{bad}"
+            );
         }
         assert!(check_shape(&format!("{GOOD}*filter\nCOMMIT\n")).is_err());
         assert!(check_shape(&GOOD.replace("# header", "# a\rb")).is_err());

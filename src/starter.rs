@@ -44,10 +44,14 @@ impl StarterFacts {
 /// The starter policy text, and the policy it parses to (checked at `path`).
 pub fn starter_policy(facts: &StarterFacts, path: &Path) -> Result<(String, Policy), PolicyError> {
     let external = if facts.external.is_empty() {
-        "# No default route was found: name your external interface(s) here.\nexternal = \"auto\"".to_owned()
+        "# No default route was found: name your external interface(s) here.\nexternal = \"auto\""
+            .to_owned()
     } else {
         let names: Vec<String> = facts.external.iter().map(|n| format!("\"{n}\"")).collect();
-        format!("# Found from this host's default route(s); \"auto\" looks them up at each render.\nexternal = [{}]", names.join(", "))
+        format!(
+            "# Found from this host's default route(s); \"auto\" looks them up at each render.\nexternal = [{}]",
+            names.join(", ")
+        )
     };
     let ports: Vec<String> = facts.ssh_ports.iter().map(u16::to_string).collect();
     let admin = match &facts.ssh_client {
@@ -137,7 +141,11 @@ mod tests {
 
     #[test]
     fn starter_policy_without_route_or_ssh_session() {
-        let facts = StarterFacts { external: vec![], ssh_ports: vec![22], ssh_client: None };
+        let facts = StarterFacts {
+            external: vec![],
+            ssh_ports: vec![22],
+            ssh_client: None,
+        };
         let (text, policy) = starter_policy(&facts, Path::new("base.toml")).expect("valid");
         assert!(text.contains("external = \"auto\""));
         assert!(policy.lists.is_empty());

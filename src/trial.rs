@@ -9,7 +9,7 @@
 
 use std::thread;
 
-use nix::sched::{unshare, CloneFlags};
+use nix::sched::{CloneFlags, unshare};
 
 use crate::iptables::{self, Backend, ToolError};
 use crate::policy::types::Family;
@@ -27,7 +27,9 @@ pub struct TrialReport {
 #[derive(Debug, thiserror::Error)]
 pub enum TrialError {
     /// No namespace could be made (usually: not root).
-    #[error("cannot create a throwaway network namespace for the kernel check: {0} (it needs root, CAP_SYS_ADMIN)")]
+    #[error(
+        "cannot create a throwaway network namespace for the kernel check: {0} (it needs root, CAP_SYS_ADMIN)"
+    )]
     Namespace(nix::Error),
     /// The kernel or iptables refused the file.
     #[error("{file} was refused by {program}{}: {stderr}", line.as_ref().map(|(n, text)| format!(" at line {n}: {text}")).unwrap_or_default())]
@@ -58,7 +60,12 @@ pub enum TrialError {
 /// A way to prove a pair of rendered files (rules and pass-through) of one family.
 pub trait RulesetTrial {
     /// Loads `rules` twice and then `empty`, and reports what the kernel held.
-    fn trial(&self, family: Family, rules: (&str, &str), empty: (&str, &str)) -> Result<TrialReport, TrialError>;
+    fn trial(
+        &self,
+        family: Family,
+        rules: (&str, &str),
+        empty: (&str, &str),
+    ) -> Result<TrialReport, TrialError>;
 }
 
 /// Trials in a fresh network namespace with the real tools of `backend`.
@@ -69,7 +76,12 @@ pub struct NetnsTrial {
 }
 
 impl RulesetTrial for NetnsTrial {
-    fn trial(&self, family: Family, rules: (&str, &str), empty: (&str, &str)) -> Result<TrialReport, TrialError> {
+    fn trial(
+        &self,
+        family: Family,
+        rules: (&str, &str),
+        empty: (&str, &str),
+    ) -> Result<TrialReport, TrialError> {
         let backend = self.backend;
         thread::scope(|scope| {
             scope
@@ -90,20 +102,33 @@ fn trial_in_this_namespace(
     (empty_name, empty): (&str, &str),
 ) -> Result<TrialReport, TrialError> {
     let save = || -> Result<String, TrialError> {
-        Ok(iptables::normalize_save(&iptables::run(backend.save_program(family), &["-t", "filter"], b"")?))
+        Ok(iptables::normalize_save(&iptables::run(
+            backend.save_program(family),
+            &["-t", "filter"],
+            b"",
+        )?))
     };
     load(backend, family, rules_name, rules)?;
     let first = save()?;
     load(backend, family, rules_name, rules)?;
     if save()? != first {
-        return Err(TrialError::NotIdempotent { file: rules_name.to_owned() });
+        return Err(TrialError::NotIdempotent {
+            file: rules_name.to_owned(),
+        });
     }
     load(backend, family, empty_name, empty)?;
     let rule_count = first
         .lines()
-        .filter(|l| l.starts_with("-A INPUT ") || l.starts_with("-A OUTPUT ") || l.starts_with("-A DOCKER-USER "))
+        .filter(|l| {
+            l.starts_with("-A INPUT ")
+                || l.starts_with("-A OUTPUT ")
+                || l.starts_with("-A DOCKER-USER ")
+        })
         .count();
-    Ok(TrialReport { loaded: first, rule_count })
+    Ok(TrialReport {
+        loaded: first,
+        rule_count,
+    })
 }
 
 fn load(backend: Backend, family: Family, name: &str, text: &str) -> Result<(), TrialError> {
@@ -111,8 +136,11 @@ fn load(backend: Backend, family: Family, name: &str, text: &str) -> Result<(), 
     match iptables::run(program, &["-w", "-n"], text.as_bytes()) {
         Ok(_) => Ok(()),
         Err(ToolError::Failed { stderr, .. }) => {
-            let line = iptables::failing_line(&stderr)
-                .and_then(|n| text.lines().nth(n.saturating_sub(1)).map(|t| (n, t.to_owned())));
+            let line = iptables::failing_line(&stderr).and_then(|n| {
+                text.lines()
+                    .nth(n.saturating_sub(1))
+                    .map(|t| (n, t.to_owned()))
+            });
             Err(TrialError::Refused {
                 file: name.to_owned(),
                 program: program.to_owned(),

@@ -2,12 +2,13 @@
 //! Docker's rules, with iptables-nft and iptables-legacy, for IPv4 and IPv6: twice, with
 //! the same ruleset after each load, leaving Docker's chains (and FORWARD, and nat)
 //! byte-identical; and the `.empty` file then returns every owned chain to pass-through.
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)] // test support may fail loudly
 
 mod common;
 
 use std::path::PathBuf;
 
-use common::{file, kernel_tests_enabled, render_policy, without_comments, Netns};
+use common::{Netns, file, kernel_tests_enabled, render_policy, without_comments};
 
 const OWNED: [&str; 3] = ["INPUT", "OUTPUT", "DOCKER-USER"];
 
@@ -15,8 +16,18 @@ const OWNED: [&str; 3] = ["INPUT", "OUTPUT", "DOCKER-USER"];
 const TOOLS: [(&str, &str, &str, &str); 4] = [
     ("nft", "", "iptables-nft-restore", "iptables-nft-save"),
     ("nft", "6", "ip6tables-nft-restore", "ip6tables-nft-save"),
-    ("legacy", "", "iptables-legacy-restore", "iptables-legacy-save"),
-    ("legacy", "6", "ip6tables-legacy-restore", "ip6tables-legacy-save"),
+    (
+        "legacy",
+        "",
+        "iptables-legacy-restore",
+        "iptables-legacy-save",
+    ),
+    (
+        "legacy",
+        "6",
+        "ip6tables-legacy-restore",
+        "ip6tables-legacy-save",
+    ),
 ];
 
 fn policies() -> Vec<PathBuf> {
@@ -40,7 +51,9 @@ fn not_owned(save: &str) -> String {
             table = if name == "filter" { "filter" } else { "other" };
         }
         let owned = table == "filter"
-            && OWNED.iter().any(|c| line.starts_with(&format!(":{c} ")) || line.starts_with(&format!("-A {c} ")));
+            && OWNED.iter().any(|c| {
+                line.starts_with(&format!(":{c} ")) || line.starts_with(&format!("-A {c} "))
+            });
         if !owned {
             out.push_str(line);
             out.push('\n');
@@ -56,7 +69,10 @@ fn owned_lines(save: &str) -> Vec<String> {
             if let Some(name) = line.strip_prefix('*') {
                 in_filter = name == "filter";
             }
-            in_filter && OWNED.iter().any(|c| line.starts_with(&format!(":{c} ")) || line.starts_with(&format!("-A {c} ")))
+            in_filter
+                && OWNED.iter().any(|c| {
+                    line.starts_with(&format!(":{c} ")) || line.starts_with(&format!("-A {c} "))
+                })
         })
         .map(|l| l.split(" [").next().unwrap_or(l).to_owned())
         .collect()
@@ -72,7 +88,10 @@ fn rendered_files_load_twice_beside_docker_with_both_backends() {
         let rendered = render_policy(&policy);
         for (backend, six, restore, save) in TOOLS {
             let fixtures: &[&str] = if six.is_empty() {
-                &["tests/fixtures/docker-20.10.rules", "tests/fixtures/docker-28.rules"]
+                &[
+                    "tests/fixtures/docker-20.10.rules",
+                    "tests/fixtures/docker-28.rules",
+                ]
             } else {
                 &["tests/fixtures/docker-20.10.rules6"]
             };
@@ -92,26 +111,48 @@ fn rendered_files_load_twice_beside_docker_with_both_backends() {
                 loads += 2;
 
                 assert_eq!(first, second, "{what}: a second load changed the ruleset");
-                assert_eq!(not_owned(&before), not_owned(&first), "{what}: Docker's chains changed");
+                assert_eq!(
+                    not_owned(&before),
+                    not_owned(&first),
+                    "{what}: Docker's chains changed"
+                );
                 assert!(
                     first.contains(":INPUT DROP") && first.contains("-A DOCKER-USER -j RETURN"),
                     "{what}: rules not in force:\n{first}"
                 );
-                let forward: Vec<&str> = first.lines().filter(|l| l.starts_with("-A FORWARD")).collect();
-                assert_eq!(forward.first(), Some(&"-A FORWARD -j DOCKER-USER"), "{what}: FORWARD must jump to DOCKER-USER first");
+                let forward: Vec<&str> = first
+                    .lines()
+                    .filter(|l| l.starts_with("-A FORWARD"))
+                    .collect();
+                assert_eq!(
+                    forward.first(),
+                    Some(&"-A FORWARD -j DOCKER-USER"),
+                    "{what}: FORWARD must jump to DOCKER-USER first"
+                );
 
                 ns.exec_ok(restore, &["-w", "-n"], empty.as_bytes());
                 loads += 1;
                 let stopped = without_comments(&ns.exec_ok(save, &[], b""));
-                assert_eq!(not_owned(&before), not_owned(&stopped), "{what}: .empty changed Docker's chains");
+                assert_eq!(
+                    not_owned(&before),
+                    not_owned(&stopped),
+                    "{what}: .empty changed Docker's chains"
+                );
                 assert_eq!(
                     owned_lines(&stopped),
-                    [":INPUT ACCEPT", ":OUTPUT ACCEPT", ":DOCKER-USER -", "-A DOCKER-USER -j RETURN"],
+                    [
+                        ":INPUT ACCEPT",
+                        ":OUTPUT ACCEPT",
+                        ":DOCKER-USER -",
+                        "-A DOCKER-USER -j RETURN"
+                    ],
                     "{what}: .empty must leave the owned chains passing everything"
                 );
             }
         }
     }
-    println!("{loads} loads into fresh namespaces, all idempotent and leaving Docker's chains intact");
+    println!(
+        "{loads} loads into fresh namespaces, all idempotent and leaving Docker's chains intact"
+    );
     assert!(loads >= 8 * 4 * 3);
 }

@@ -11,6 +11,7 @@
 //! open/refused matrix; the container's own outbound connection still works; and a
 //! variant of the same rules that matches the host port with plain `--dport` fails,
 //! which proves that the conntrack original-destination match is what makes it work.
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)] // test support may fail loudly
 
 mod common;
 
@@ -18,7 +19,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::Path;
 use std::time::Duration;
 
-use common::{file, kernel_tests_enabled, render_policy, Netns};
+use common::{Netns, file, kernel_tests_enabled, render_policy};
 use socket2::{Domain, Socket, Type};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +44,12 @@ fn v4() -> Family {
         clients: ["192.0.2.10", "192.0.2.20", "192.0.2.30"],
         host_ext: "192.0.2.1",
         client_prefix: 24,
-        docker_rules: docker_rules("198.51.100.0/24", "198.51.100.2", "198.51.100.2/32", "127.0.0.0/8"),
+        docker_rules: docker_rules(
+            "198.51.100.0/24",
+            "198.51.100.2",
+            "198.51.100.2/32",
+            "127.0.0.0/8",
+        ),
     }
 }
 
@@ -53,7 +59,12 @@ fn v6() -> Family {
         clients: ["2001:db8:1::a", "2001:db8:1::14", "2001:db8:1::1e"],
         host_ext: "2001:db8:1::1",
         client_prefix: 64,
-        docker_rules: docker_rules("2001:db8:2::/64", "[2001:db8:2::2]", "2001:db8:2::2/128", "::1/128"),
+        docker_rules: docker_rules(
+            "2001:db8:2::/64",
+            "[2001:db8:2::2]",
+            "2001:db8:2::2/128",
+            "::1/128",
+        ),
     }
 }
 
@@ -99,11 +110,39 @@ struct Topology {
 impl Topology {
     fn build() -> Topology {
         let (client, host, container) = (Netns::new(), Netns::new(), Netns::new());
-        host.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &client.name]);
+        host.ip(&[
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &client.name,
+        ]);
         host.ip(&["link", "add", "docker0", "type", "bridge"]);
-        host.ip(&["link", "add", "veth-ctr", "type", "veth", "peer", "name", "eth0", "netns", &container.name]);
+        host.ip(&[
+            "link",
+            "add",
+            "veth-ctr",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &container.name,
+        ]);
         host.ip(&["link", "set", "veth-ctr", "master", "docker0"]);
-        for (ns, dev) in [(&host, "eth0"), (&host, "docker0"), (&host, "veth-ctr"), (&client, "eth0"), (&container, "eth0")] {
+        for (ns, dev) in [
+            (&host, "eth0"),
+            (&host, "docker0"),
+            (&host, "veth-ctr"),
+            (&client, "eth0"),
+            (&container, "eth0"),
+        ] {
             ns.ip(&["link", "set", dev, "up"]);
         }
         host.sysctl("net.ipv4.ip_forward", "1");
@@ -119,7 +158,11 @@ impl Topology {
             for c in f.clients {
                 addr(&client, &format!("{c}/{}", f.client_prefix), "eth0");
             }
-            addr(&host, &format!("{}/{}", f.host_ext, f.client_prefix), "eth0");
+            addr(
+                &host,
+                &format!("{}/{}", f.host_ext, f.client_prefix),
+                "eth0",
+            );
         }
         addr(&host, "198.51.100.1/24", "docker0");
         addr(&host, "2001:db8:2::1/64", "docker0");
@@ -127,7 +170,11 @@ impl Topology {
         addr(&container, "2001:db8:2::2/64", "eth0");
         container.ip(&["route", "add", "default", "via", "198.51.100.1"]);
         container.ip(&["-6", "route", "add", "default", "via", "2001:db8:2::1"]);
-        Topology { client, host, container }
+        Topology {
+            client,
+            host,
+            container,
+        }
     }
 }
 
@@ -147,16 +194,30 @@ fn probe(ns: &Netns, source: Option<&str>, dest: &str, port: u16) -> Outcome {
     let dest: IpAddr = dest.parse().expect("dest");
     let source: Option<IpAddr> = source.map(|s| s.parse().expect("source"));
     ns.enter(move || {
-        let socket = Socket::new(Domain::for_address(SocketAddr::new(dest, port)), Type::STREAM, None).expect("socket");
+        let socket = Socket::new(
+            Domain::for_address(SocketAddr::new(dest, port)),
+            Type::STREAM,
+            None,
+        )
+        .expect("socket");
         if let Some(source) = source {
-            socket.bind(&SocketAddr::new(source, 0).into()).expect("bind source");
+            socket
+                .bind(&SocketAddr::new(source, 0).into())
+                .expect("bind source");
         }
         // Refusals here are TCP resets, which arrive at once; the timeout only bounds
         // the test if a rule silently drops instead.
         match socket.connect_timeout(&SocketAddr::new(dest, port).into(), Duration::from_secs(3)) {
             Ok(()) => Outcome::Open,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Outcome::Refused,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) => Outcome::Timeout,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                ) =>
+            {
+                Outcome::Timeout
+            }
             Err(e) => panic!("probe to {dest}:{port} from {source:?}: {e}"),
         }
     })
@@ -174,7 +235,9 @@ fn matrix(t: &Topology, f: &Family, ports: &[u16]) -> Vec<(u16, usize, Outcome)>
 }
 
 fn expected(rows: &[(u16, [Outcome; 3])]) -> Vec<(u16, usize, Outcome)> {
-    rows.iter().flat_map(|(port, o)| o.iter().enumerate().map(move |(i, o)| (*port, i, *o))).collect()
+    rows.iter()
+        .flat_map(|(port, o)| o.iter().enumerate().map(move |(i, o)| (*port, i, *o)))
+        .collect()
 }
 
 #[test]
@@ -188,7 +251,11 @@ fn published_ports_follow_the_policy_with_real_packets() {
     let mut probes = 0;
     let backends = [
         ("nft", "iptables-nft-restore", "ip6tables-nft-restore"),
-        ("legacy", "iptables-legacy-restore", "ip6tables-legacy-restore"),
+        (
+            "legacy",
+            "iptables-legacy-restore",
+            "ip6tables-legacy-restore",
+        ),
     ];
     for (backend, restore4, restore6) in backends {
         let t = Topology::build();
@@ -204,7 +271,11 @@ fn published_ports_follow_the_policy_with_real_packets() {
             let before = matrix(&t, &f, &ports);
             probes += before.len();
             let docker_only = expected(&[
-                (8080, [Open; 3]), (8443, [Open; 3]), (9090, [Open; 3]), (HOST_OPEN, [Open; 3]), (HOST_CLOSED, [Open; 3]),
+                (8080, [Open; 3]),
+                (8443, [Open; 3]),
+                (9090, [Open; 3]),
+                (HOST_OPEN, [Open; 3]),
+                (HOST_CLOSED, [Open; 3]),
             ]);
             assert_eq!(before, docker_only, "{what}: topology without the policy");
 
@@ -219,21 +290,33 @@ fn published_ports_follow_the_policy_with_real_packets() {
                 (HOST_OPEN, [Open, Open, Open]),
                 (HOST_CLOSED, [Refused, Refused, Refused]),
             ]);
-            assert_eq!(with_policy, wanted, "{what}: open/refused matrix with the policy");
+            assert_eq!(
+                with_policy, wanted,
+                "{what}: open/refused matrix with the policy"
+            );
 
             // The container's own outbound connection and its replies still work.
             let egress = probe(&t.container, None, f.clients[2], CLIENT_SERVICE);
             probes += 1;
-            assert_eq!(egress, Open, "{what}: container egress to the client network");
+            assert_eq!(
+                egress, Open,
+                "{what}: container egress to the client network"
+            );
 
             // The same rules matching the host port with plain --dport: after DNAT the
             // packet carries the container's port, so the allowed client is refused.
-            let naive = rules.replace("-m conntrack --ctstate DNAT --ctorigdstport", "-m tcp --dport");
+            let naive = rules.replace(
+                "-m conntrack --ctstate DNAT --ctorigdstport",
+                "-m tcp --dport",
+            );
             assert_ne!(naive, rules);
             t.host.exec_ok(restore, &["-w", "-n"], naive.as_bytes());
             let naive_outcome = probe(&t.client, Some(f.clients[0]), f.host_ext, 8080);
             probes += 1;
-            assert_eq!(naive_outcome, Refused, "{what}: a --dport rule must not let the allowed client in");
+            assert_eq!(
+                naive_outcome, Refused,
+                "{what}: a --dport rule must not let the allowed client in"
+            );
             t.host.exec_ok(restore, &["-w", "-n"], rules.as_bytes());
         }
     }

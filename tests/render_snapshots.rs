@@ -1,11 +1,12 @@
 //! Golden-file tests: every policy under tests/policies (and the shipped example) renders
 //! to exactly the committed snapshot, for all four output files.
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)] // test support may fail loudly
 
 use std::io;
 use std::path::Path;
 
 use iptables_ctl::host::{HostProbe, SshConnection};
-use iptables_ctl::instance::{render_instance, Layout};
+use iptables_ctl::instance::{Layout, render_instance};
 
 /// A host whose default route is on eth0, for policies that say `auto`.
 struct FixedHost;
@@ -43,9 +44,16 @@ fn rendered_policies_match_snapshots() {
         .collect();
     policies.sort();
     policies.push("etc/iptables/base.toml".into());
-    assert!(policies.len() >= 7, "expected at least six policies plus the example");
+    assert!(
+        policies.len() >= 7,
+        "expected at least six policies plus the example"
+    );
     for policy in policies {
-        let name = policy.file_stem().expect("stem").to_string_lossy().into_owned();
+        let name = policy
+            .file_stem()
+            .expect("stem")
+            .to_string_lossy()
+            .into_owned();
         insta::assert_snapshot!(name, render_all(&policy));
     }
 }

@@ -101,7 +101,13 @@ fn render_invalid(location: &Location, field: Option<&str>, message: &str) -> St
 /// The line as it can be shown on a terminal: control characters made visible.
 fn printable(line: &str) -> String {
     line.chars()
-        .map(|c| if c.is_control() && c != '\t' { '\u{fffd}' } else { c })
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
         .collect()
 }
 

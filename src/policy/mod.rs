@@ -11,8 +11,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::Path;
 
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use toml::Spanned;
 
 pub use error::{Location, PolicyError};
@@ -403,11 +403,9 @@ impl Policy {
                 inner.message().trim_end().to_owned(),
             )
         })?;
-        policy
-            .validate()
-            .map_err(|(span, field, message)| {
-                invalid(Location::from_span(path, text, span), Some(field), message)
-            })?;
+        policy.validate().map_err(|(span, field, message)| {
+            invalid(Location::from_span(path, text, span), Some(field), message)
+        })?;
         policy.source = Source {
             path: path.to_owned(),
             text: text.to_owned(),
@@ -422,7 +420,12 @@ impl Policy {
 
     /// An error about the part of the policy at `span`, for checks made after loading
     /// (such as resolving `external = "auto"`).
-    pub fn error_at(&self, span: std::ops::Range<usize>, field: &str, message: String) -> PolicyError {
+    pub fn error_at(
+        &self,
+        span: std::ops::Range<usize>,
+        field: &str,
+        message: String,
+    ) -> PolicyError {
         invalid(
             Location::from_span(&self.source.path, &self.source.text, span),
             Some(field.to_owned()),
@@ -460,7 +463,13 @@ impl Policy {
         }
         for (i, p) in self.docker.published.iter().enumerate() {
             let field = format!("docker.published[{i}]");
-            self.check_rule_families(&field, "from", p.family, p.from.as_ref(), p.host_address.as_ref())?;
+            self.check_rule_families(
+                &field,
+                "from",
+                p.family,
+                p.from.as_ref(),
+                p.host_address.as_ref(),
+            )?;
         }
         if let Some(burst) = &self.log.burst
             && !(1..=10000).contains(burst.get_ref())
@@ -468,7 +477,10 @@ impl Policy {
             return Err((
                 burst.span(),
                 "log.burst".to_owned(),
-                format!("expected a burst from 1 to 10000, found {}", burst.get_ref()),
+                format!(
+                    "expected a burst from 1 to 10000, found {}",
+                    burst.get_ref()
+                ),
             ));
         }
         Ok(())
@@ -484,14 +496,18 @@ impl Policy {
         refs: Option<&Spanned<Vec<Spanned<AddressRef>>>>,
         host_address: Option<&Spanned<IpAddr>>,
     ) -> Result<(), (std::ops::Range<usize>, String, String)> {
-        let mut families: BTreeSet<Family> =
-            Family::ALL.into_iter().filter(|f| choice.includes(*f)).collect();
+        let mut families: BTreeSet<Family> = Family::ALL
+            .into_iter()
+            .filter(|f| choice.includes(*f))
+            .collect();
         if let Some(refs) = refs {
             if refs.get_ref().is_empty() {
                 return Err((
                     refs.span(),
                     format!("{field}.{key}"),
-                    format!("expected at least one address or list; leave `{key}` out to mean anywhere"),
+                    format!(
+                        "expected at least one address or list; leave `{key}` out to mean anywhere"
+                    ),
                 ));
             }
             let mut source_families = BTreeSet::new();
@@ -505,11 +521,19 @@ impl Policy {
                         format!("{field}.{key}[{j}]"),
                         format!(
                             "expected an address or a list under [lists], found unknown list {name:?} (known lists: {})",
-                            if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                            if known.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                known.join(", ")
+                            }
                         ),
                     ));
                 }
-                source_families.extend(self.expand(std::slice::from_ref(r)).iter().map(Network::family));
+                source_families.extend(
+                    self.expand(std::slice::from_ref(r))
+                        .iter()
+                        .map(Network::family),
+                );
             }
             families = families.intersection(&source_families).copied().collect();
             if families.is_empty() {
@@ -529,7 +553,9 @@ impl Policy {
                 return Err((
                     addr.span(),
                     format!("{field}.host_address"),
-                    format!("this rule can never match: host_address is {family} but the rule's sources or family allow only the other family"),
+                    format!(
+                        "this rule can never match: host_address is {family} but the rule's sources or family allow only the other family"
+                    ),
                 ));
             }
         }
@@ -540,9 +566,19 @@ impl Policy {
     /// for when the kernel refuses that line.
     pub fn raw_origin(&self, rendered_line: &str, why: &str) -> Option<PolicyError> {
         self.raw.iter().enumerate().find_map(|(i, entry)| {
-            let rule = entry.rule.get_ref().as_str().split_whitespace().collect::<Vec<_>>().join(" ");
+            let rule = entry
+                .rule
+                .get_ref()
+                .as_str()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
             rendered_line.ends_with(&format!(" {rule}")).then(|| {
-                self.error_at(entry.rule.span(), &format!("raw[{i}].rule"), format!("the kernel's parser refused this rule: {why}"))
+                self.error_at(
+                    entry.rule.span(),
+                    &format!("raw[{i}].rule"),
+                    format!("the kernel's parser refused this rule: {why}"),
+                )
             })
         })
     }
@@ -556,7 +592,10 @@ impl Policy {
                 // Validation guarantees the list exists; a missing one would only shrink
                 // the allowed set, never widen it.
                 AddressRef::List(name) => out.extend(
-                    self.lists.get(name).map(|l| l.get_ref().as_slice()).unwrap_or_default(),
+                    self.lists
+                        .get(name)
+                        .map(|l| l.get_ref().as_slice())
+                        .unwrap_or_default(),
                 ),
             }
         }
@@ -607,9 +646,11 @@ mod tests {
 
     fn error_of(text: &str) -> (usize, usize, Option<String>, String) {
         match parse(text) {
-            Err(PolicyError::Invalid { location, field, message }) => {
-                (location.line, location.column, field, message)
-            }
+            Err(PolicyError::Invalid {
+                location,
+                field,
+                message,
+            }) => (location.line, location.column, field, message),
             other => panic!("expected an invalid-policy error, got {other:?}"),
         }
     }
@@ -624,8 +665,9 @@ mod tests {
 
     #[test]
     fn errors_name_line_column_and_field() {
-        let (line, column, field, message) =
-            error_of("[docker]\n[[docker.published]]\nport = 8080\n[[docker.published]]\nport = 65536\n");
+        let (line, column, field, message) = error_of(
+            "[docker]\n[[docker.published]]\nport = 8080\n[[docker.published]]\nport = 65536\n",
+        );
         assert_eq!((line, column), (5, 8));
         assert_eq!(field.as_deref(), Some("docker.published[1].port"));
         assert!(message.contains("65536"), "{message}");
@@ -646,8 +688,9 @@ mod tests {
             "[[docker.published]]\nport = 80\nfrom = [\"2001:db8::/32\"]\nhost_address = \"192.0.2.1\"\n",
         );
         assert_eq!(field.as_deref(), Some("docker.published[0].host_address"));
-        let (_, _, field, _) =
-            error_of("[[host.services]]\nport = 22\nfamily = \"ipv4\"\nfrom = [\"2001:db8::/32\"]\n");
+        let (_, _, field, _) = error_of(
+            "[[host.services]]\nport = 22\nfamily = \"ipv4\"\nfrom = [\"2001:db8::/32\"]\n",
+        );
         assert_eq!(field.as_deref(), Some("host.services[0].from"));
     }
 
@@ -658,7 +701,11 @@ mod tests {
         )
         .expect("valid");
         let from = policy.host.services[0].from.as_ref().expect("from");
-        let nets: Vec<String> = policy.expand(from.get_ref()).iter().map(|n| n.to_string()).collect();
+        let nets: Vec<String> = policy
+            .expand(from.get_ref())
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
         assert_eq!(nets, ["192.0.2.0/24", "2001:db8::/32", "198.51.100.1/32"]);
     }
 }

@@ -270,7 +270,9 @@ impl Default for LogPrefix {
 
 fn check_log_rate(text: &str) -> Result<(), String> {
     let expected = || {
-        format!("expected a rate like \"5/minute\" (1-10000 per second, minute, hour or day), found {text:?}")
+        format!(
+            "expected a rate like \"5/minute\" (1-10000 per second, minute, hour or day), found {text:?}"
+        )
     };
     let (count, unit) = text.split_once('/').ok_or_else(expected)?;
     let count: u32 = count.parse().map_err(|_| expected())?;
@@ -435,8 +437,9 @@ impl fmt::Display for PortRange {
 impl FromStr for PortRange {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
-        let expected =
-            || format!("expected a port from 1 to 65535 or a range like \"8000-8100\", found {text:?}");
+        let expected = || {
+            format!("expected a port from 1 to 65535 or a range like \"8000-8100\", found {text:?}")
+        };
         let parse_one = |t: &str| -> Result<u16, String> {
             if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(expected());
@@ -480,7 +483,9 @@ impl<'de> Deserialize<'de> for Ports {
                 f.write_str(EXPECTED)
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Ports, E> {
-                PortRange::from_number(v).map(|p| Ports(vec![p])).map_err(E::custom)
+                PortRange::from_number(v)
+                    .map(|p| Ports(vec![p]))
+                    .map_err(E::custom)
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Ports, E> {
                 self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
@@ -494,7 +499,9 @@ impl<'de> Deserialize<'de> for Ports {
                     ports.extend(one.0);
                 }
                 if ports.is_empty() {
-                    return Err(de::Error::custom(format!("expected {EXPECTED}, found an empty list")));
+                    return Err(de::Error::custom(format!(
+                        "expected {EXPECTED}, found an empty list"
+                    )));
                 }
                 Ok(Ports(ports))
             }
@@ -508,9 +515,35 @@ const RAW_TARGETS: [&str; 6] = ["ACCEPT", "DROP", "REJECT", "RETURN", "LOG", "NF
 
 /// Options that would turn a rule into a different command, switch tables or jump away.
 const RAW_FORBIDDEN: [&str; 30] = [
-    "-A", "--append", "-C", "--check", "-D", "--delete", "-I", "--insert", "-R", "--replace",
-    "-L", "--list", "-S", "--list-rules", "-F", "--flush", "-Z", "--zero", "-N", "--new-chain",
-    "-X", "--delete-chain", "-P", "--policy", "-E", "--rename-chain", "-t", "--table", "-g",
+    "-A",
+    "--append",
+    "-C",
+    "--check",
+    "-D",
+    "--delete",
+    "-I",
+    "--insert",
+    "-R",
+    "--replace",
+    "-L",
+    "--list",
+    "-S",
+    "--list-rules",
+    "-F",
+    "--flush",
+    "-Z",
+    "--zero",
+    "-N",
+    "--new-chain",
+    "-X",
+    "--delete-chain",
+    "-P",
+    "--policy",
+    "-E",
+    "--rename-chain",
+    "-t",
+    "--table",
+    "-g",
     "--goto",
 ];
 
@@ -530,7 +563,10 @@ fn check_raw_rule(text: &str) -> Result<(), String> {
         ));
     }
     let tokens: Vec<&str> = text.split_whitespace().collect();
-    if !tokens.first().is_some_and(|t| t.starts_with('-') || *t == "!") {
+    if !tokens
+        .first()
+        .is_some_and(|t| t.starts_with('-') || *t == "!")
+    {
         return Err(format!(
             "expected rule options such as \"-p udp --dport 51820 -j ACCEPT\" (without -A CHAIN), found {text:?}"
         ));
@@ -580,17 +616,37 @@ mod tests {
         for ok in ["eth0", "br-+", "docker0", "wg0.5", "a", "abcdefghijklmno"] {
             assert!(ok.parse::<InterfaceName>().is_ok(), "{ok}");
         }
-        for bad in ["", "+", "abcdefghijklmnop", "eth 0", "eth\"0", "eth0\n", "-j", "..", "e/1", "é"] {
+        for bad in [
+            "",
+            "+",
+            "abcdefghijklmnop",
+            "eth 0",
+            "eth\"0",
+            "eth0\n",
+            "-j",
+            "..",
+            "e/1",
+            "é",
+        ] {
             assert!(bad.parse::<InterfaceName>().is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn networks_refuse_host_bits_and_garbage() {
-        assert_eq!("192.0.2.7".parse::<Network>().map(|n| n.to_string()), Ok("192.0.2.7/32".into()));
-        assert_eq!("2001:db8::/32".parse::<Network>().map(|n| n.family()), Ok(Family::Ipv6));
+        assert_eq!(
+            "192.0.2.7".parse::<Network>().map(|n| n.to_string()),
+            Ok("192.0.2.7/32".into())
+        );
+        assert_eq!(
+            "2001:db8::/32".parse::<Network>().map(|n| n.family()),
+            Ok(Family::Ipv6)
+        );
         let err = "192.0.2.7/24".parse::<Network>().expect_err("host bits");
-        assert!(err.contains("192.0.2.0/24") && err.contains("192.0.2.7/32"), "{err}");
+        assert!(
+            err.contains("192.0.2.0/24") && err.contains("192.0.2.7/32"),
+            "{err}"
+        );
         for bad in ["192.0.2.300", "192.0.2.0/33", "2001:db8::/129", "x", ""] {
             assert!(bad.parse::<Network>().is_err(), "{bad}");
         }
@@ -602,7 +658,10 @@ mod tests {
             AddressRef::try_from("office".to_owned()),
             Ok(AddressRef::List("office".parse().expect("name")))
         );
-        assert!(matches!(AddressRef::try_from("fe80::1".to_owned()), Ok(AddressRef::Net(_))));
+        assert!(matches!(
+            AddressRef::try_from("fe80::1".to_owned()),
+            Ok(AddressRef::Net(_))
+        ));
         let err = AddressRef::try_from("10.0.0.1/8".to_owned()).expect_err("host bits");
         assert!(err.contains("host bits"), "{err}");
         assert!(AddressRef::try_from("bad name!".to_owned()).is_err());
@@ -610,7 +669,10 @@ mod tests {
 
     #[test]
     fn port_ranges() {
-        assert_eq!("8000-8100".parse::<PortRange>().map(|p| p.iptables()), Ok("8000:8100".into()));
+        assert_eq!(
+            "8000-8100".parse::<PortRange>().map(|p| p.iptables()),
+            Ok("8000:8100".into())
+        );
         assert!("0".parse::<PortRange>().is_err());
         assert!("65536".parse::<PortRange>().is_err());
         assert!("9-1".parse::<PortRange>().is_err());

@@ -7,9 +7,7 @@
 use serde::Serialize;
 
 use crate::policy::types::{Comment, Family, InterfaceName, Network, Proto};
-use crate::policy::{
-    ContainerAccess, DenyAction, DockerDefault, OutboundPolicy, Policy, RawChain,
-};
+use crate::policy::{ContainerAccess, DenyAction, DockerDefault, OutboundPolicy, Policy, RawChain};
 
 /// Everything a template gets for one family.
 #[derive(Debug, Serialize)]
@@ -107,8 +105,16 @@ pub fn build(policy: &Policy, external: &[InterfaceName], family: Family) -> Fam
     };
 
     let mut services = Vec::new();
-    for s in policy.host.services.iter().filter(|s| s.family.includes(family)) {
-        let sources = s.from.as_ref().map(|f| in_family(policy.expand(f.get_ref())));
+    for s in policy
+        .host
+        .services
+        .iter()
+        .filter(|s| s.family.includes(family))
+    {
+        let sources = s
+            .from
+            .as_ref()
+            .map(|f| in_family(policy.expand(f.get_ref())));
         let interfaces: Vec<Option<&InterfaceName>> = if s.interfaces.is_empty() {
             vec![None]
         } else {
@@ -126,14 +132,22 @@ pub fn build(policy: &Policy, external: &[InterfaceName], family: Family) -> Fam
                         spec.push_str(&format!("-s {net} "));
                     }
                     spec.push_str(&port_match(s.proto, "--dport", &port.iptables()));
-                    services.push(RuleContext { spec, comment: comment.clone() });
+                    services.push(RuleContext {
+                        spec,
+                        comment: comment.clone(),
+                    });
                 }
             }
         }
     }
 
     let mut outbound = Vec::new();
-    for r in policy.outbound.allow.iter().filter(|r| r.family.includes(family)) {
+    for r in policy
+        .outbound
+        .allow
+        .iter()
+        .filter(|r| r.family.includes(family))
+    {
         let dests = r.to.as_ref().map(|t| in_family(policy.expand(t.get_ref())));
         for port in r.port.ranges() {
             let comment = label(&r.comment, format!("outbound {}/{port}", r.proto));
@@ -143,18 +157,29 @@ pub fn build(policy: &Policy, external: &[InterfaceName], family: Family) -> Fam
                     spec.push_str(&format!("-d {net} "));
                 }
                 spec.push_str(&port_match(r.proto, "--dport", &port.iptables()));
-                outbound.push(RuleContext { spec, comment: comment.clone() });
+                outbound.push(RuleContext {
+                    spec,
+                    comment: comment.clone(),
+                });
             }
         }
     }
 
     let mut published = Vec::new();
-    for p in policy.docker.published.iter().filter(|p| p.family.includes(family)) {
+    for p in policy
+        .docker
+        .published
+        .iter()
+        .filter(|p| p.family.includes(family))
+    {
         let host_address = p.host_address.as_ref().map(|a| *a.get_ref());
         if host_address.is_some_and(|a| Family::of(&a) != family) {
             continue;
         }
-        let sources = p.from.as_ref().map(|f| in_family(policy.expand(f.get_ref())));
+        let sources = p
+            .from
+            .as_ref()
+            .map(|f| in_family(policy.expand(f.get_ref())));
         for port in p.port.ranges() {
             let comment = label(&p.comment, format!("published {}/{port}", p.proto));
             for source in addresses(&sources) {
@@ -172,15 +197,28 @@ pub fn build(policy: &Policy, external: &[InterfaceName], family: Family) -> Fam
                 if let Some(addr) = host_address {
                     spec.push_str(&format!(" --ctorigdst {addr}"));
                 }
-                published.push(RuleContext { spec, comment: comment.clone() });
+                published.push(RuleContext {
+                    spec,
+                    comment: comment.clone(),
+                });
             }
         }
     }
 
-    let mut raw = RawContext { input: Vec::new(), output: Vec::new(), docker_user: Vec::new() };
+    let mut raw = RawContext {
+        input: Vec::new(),
+        output: Vec::new(),
+        docker_user: Vec::new(),
+    };
     for entry in policy.raw.iter().filter(|r| r.family.includes(family)) {
         let rule = RuleContext {
-            spec: entry.rule.get_ref().as_str().split_whitespace().collect::<Vec<_>>().join(" "),
+            spec: entry
+                .rule
+                .get_ref()
+                .as_str()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
             comment: label(&entry.comment, "raw rule".to_owned()),
         };
         match entry.chain {
@@ -198,7 +236,12 @@ pub fn build(policy: &Policy, external: &[InterfaceName], family: Family) -> Fam
             DenyAction::Drop => "drop",
         },
         external: external.iter().map(ToString::to_string).collect(),
-        bridges: policy.interfaces.docker_bridges.iter().map(ToString::to_string).collect(),
+        bridges: policy
+            .interfaces
+            .docker_bridges
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         host: HostContext {
             ping: policy.host.ping,
             containers_all: policy.host.containers == ContainerAccess::All,
@@ -238,5 +281,8 @@ fn port_match(proto: Proto, option: &str, port: &str) -> String {
 }
 
 fn label(comment: &Option<Comment>, generated: String) -> String {
-    comment.as_ref().map_or_else(|| Comment::generated(generated).to_string(), ToString::to_string)
+    comment.as_ref().map_or_else(
+        || Comment::generated(generated).to_string(),
+        ToString::to_string,
+    )
 }

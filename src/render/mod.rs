@@ -13,14 +13,20 @@ use std::path::{Path, PathBuf};
 
 use tera::Tera;
 
-use crate::policy::types::{Family, InstanceName, InterfaceName};
 use crate::policy::Policy;
+use crate::policy::types::{Family, InstanceName, InterfaceName};
 use crate::ruleset::{self, ShapeError};
 
 /// The built-in templates, embedded at build time.
 const BUILT_IN: [(TemplateKind, &str); 2] = [
-    (TemplateKind::Rules, include_str!("../../templates/rules.tera")),
-    (TemplateKind::Empty, include_str!("../../templates/empty.tera")),
+    (
+        TemplateKind::Rules,
+        include_str!("../../templates/rules.tera"),
+    ),
+    (
+        TemplateKind::Empty,
+        include_str!("../../templates/empty.tera"),
+    ),
 ];
 
 /// The two templates an instance is rendered from.
@@ -107,10 +113,11 @@ impl Templates {
                 Err(source) => return Err(RenderError::ReadTemplate { path, source }),
             };
             let name = template_name(*kind, &origin.1);
-            tera.add_raw_template(&name, &text).map_err(|e| RenderError::Template {
-                template: name.clone(),
-                report: e.to_string(),
-            })?;
+            tera.add_raw_template(&name, &text)
+                .map_err(|e| RenderError::Template {
+                    template: name.clone(),
+                    report: e.to_string(),
+                })?;
         }
         Ok(Templates { tera, origins })
     }
@@ -171,7 +178,10 @@ pub fn output_file_name(instance: &InstanceName, family: Family, kind: TemplateK
 }
 
 /// Renders all four files of an instance: IPv4 rules and empty, then IPv6 rules and empty.
-pub fn render(templates: &Templates, request: &RenderRequest) -> Result<Vec<RenderedFile>, RenderError> {
+pub fn render(
+    templates: &Templates,
+    request: &RenderRequest,
+) -> Result<Vec<RenderedFile>, RenderError> {
     let mut files = Vec::with_capacity(4);
     for family in Family::ALL {
         let ctx = context::build(request.policy, request.external, family);
@@ -182,10 +192,14 @@ pub fn render(templates: &Templates, request: &RenderRequest) -> Result<Vec<Rend
         for kind in [TemplateKind::Rules, TemplateKind::Empty] {
             let origin = templates.origin(kind);
             let name = template_name(kind, origin);
-            let body = templates.tera.render(&name, &tera_ctx).map_err(|e| RenderError::Template {
-                template: name.clone(),
-                report: e.to_string(),
-            })?;
+            let body =
+                templates
+                    .tera
+                    .render(&name, &tera_ctx)
+                    .map_err(|e| RenderError::Template {
+                        template: name.clone(),
+                        report: e.to_string(),
+                    })?;
             let file_name = output_file_name(request.instance, family, kind);
             let text = format!("{}{}", header(request, family, kind, origin), tidy(&body));
             ruleset::check_shape(&text).map_err(|error| RenderError::Shape {
@@ -193,7 +207,12 @@ pub fn render(templates: &Templates, request: &RenderRequest) -> Result<Vec<Rend
                 template: name.clone(),
                 error,
             })?;
-            files.push(RenderedFile { family, kind, file_name, text });
+            files.push(RenderedFile {
+                family,
+                kind,
+                file_name,
+                text,
+            });
         }
     }
     Ok(files)
@@ -201,16 +220,27 @@ pub fn render(templates: &Templates, request: &RenderRequest) -> Result<Vec<Rend
 
 /// The comment block every file starts with. Paths are shown with control characters
 /// replaced, so an odd file name cannot break out of the comment.
-fn header(request: &RenderRequest, family: Family, kind: TemplateKind, origin: &TemplateOrigin) -> String {
+fn header(
+    request: &RenderRequest,
+    family: Family,
+    kind: TemplateKind,
+    origin: &TemplateOrigin,
+) -> String {
     let template = match origin {
         TemplateOrigin::BuiltIn => format!("the built-in template {}", kind.file_name()),
         TemplateOrigin::File(path) => format!("the template {}", printable_path(path)),
     };
     let (what, restore) = match (family, kind) {
         (Family::Ipv4, TemplateKind::Rules) => ("IPv4 rules", "iptables-restore"),
-        (Family::Ipv4, TemplateKind::Empty) => ("IPv4 pass-through rules (loaded on stop)", "iptables-restore"),
+        (Family::Ipv4, TemplateKind::Empty) => (
+            "IPv4 pass-through rules (loaded on stop)",
+            "iptables-restore",
+        ),
         (Family::Ipv6, TemplateKind::Rules) => ("IPv6 rules", "ip6tables-restore"),
-        (Family::Ipv6, TemplateKind::Empty) => ("IPv6 pass-through rules (loaded on stop)", "ip6tables-restore"),
+        (Family::Ipv6, TemplateKind::Empty) => (
+            "IPv6 pass-through rules (loaded on stop)",
+            "ip6tables-restore",
+        ),
     };
     format!(
         "# Generated by iptables-ctl {version}: {what} of instance {instance}.\n\

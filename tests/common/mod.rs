@@ -1,7 +1,7 @@
 //! Shared helpers for the tests that need real kernel parts: network namespaces created
 //! and removed by the test (never the root namespace), the real iptables tools, and a
 //! fixed host for rendering.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::expect_used, clippy::panic, clippy::unwrap_used)] // test support may fail loudly
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -10,9 +10,9 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use iptables_ctl::host::{HostProbe, SshConnection};
-use iptables_ctl::instance::{render_instance, Layout};
+use iptables_ctl::instance::{Layout, render_instance};
 use iptables_ctl::render::RenderedFile;
-use nix::sched::{setns, CloneFlags};
+use nix::sched::{CloneFlags, setns};
 
 /// Whether the kernel tests can run. They need root; in CI (CI set) their absence is a
 /// failure, elsewhere they are skipped with a loud message.
@@ -20,7 +20,10 @@ pub fn kernel_tests_enabled(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    assert!(std::env::var_os("CI").is_none(), "{test} needs root, and CI must run it");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} needs root, and CI must run it"
+    );
     eprintln!("SKIPPED {test}: needs root (network namespaces, iptables); run the suite as root");
     false
 }
@@ -43,14 +46,23 @@ impl HostProbe for FixedHost {
 /// Renders the policy at `path` with the built-in templates, as instance `base`.
 pub fn render_policy(path: &Path) -> Vec<RenderedFile> {
     let instance = "base".parse().expect("instance name");
-    let (_, files) = render_instance(&Layout::new("/nonexistent-root"), &instance, path, &FixedHost)
-        .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+    let (_, files) = render_instance(
+        &Layout::new("/nonexistent-root"),
+        &instance,
+        path,
+        &FixedHost,
+    )
+    .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
     files
 }
 
 /// The text of one rendered file by name.
 pub fn file<'a>(files: &'a [RenderedFile], name: &str) -> &'a str {
-    &files.iter().find(|f| f.file_name == name).unwrap_or_else(|| panic!("no {name}")).text
+    &files
+        .iter()
+        .find(|f| f.file_name == name)
+        .unwrap_or_else(|| panic!("no {name}"))
+        .text
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -63,7 +75,11 @@ pub struct Netns {
 impl Netns {
     /// Creates a fresh namespace with a unique name.
     pub fn new() -> Netns {
-        let name = format!("ictl-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+        let name = format!(
+            "ictl-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
         run_ok("ip", &["netns", "add", &name], b"");
         let ns = Netns { name };
         ns.ip(&["link", "set", "lo", "up"]);
@@ -114,7 +130,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -127,7 +145,12 @@ pub fn run(program: &str, args: &[&str], stdin: &[u8]) -> (bool, String, String)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    child.stdin.take().expect("stdin").write_all(stdin).expect("write stdin");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("write stdin");
     let out = child.wait_with_output().expect("wait");
     (
         out.status.success(),
@@ -145,5 +168,8 @@ pub fn run_ok(program: &str, args: &[&str], stdin: &[u8]) -> String {
 
 /// `iptables-save` output without its timestamped comment lines.
 pub fn without_comments(save: &str) -> String {
-    save.lines().filter(|l| !l.starts_with('#')).map(|l| format!("{l}\n")).collect()
+    save.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
