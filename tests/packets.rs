@@ -31,6 +31,7 @@ enum Outcome {
 
 struct Family {
     six: &'static str,
+    vm: &'static str,
     clients: [&'static str; 3],
     host_ext: &'static str,
     client_prefix: u8,
@@ -41,6 +42,7 @@ struct Family {
 fn v4() -> Family {
     Family {
         six: "",
+        vm: "203.0.113.2",
         clients: ["192.0.2.10", "192.0.2.20", "192.0.2.30"],
         host_ext: "192.0.2.1",
         client_prefix: 24,
@@ -56,6 +58,7 @@ fn v4() -> Family {
 fn v6() -> Family {
     Family {
         six: "6",
+        vm: "2001:db8:3::2",
         clients: ["2001:db8:1::a", "2001:db8:1::14", "2001:db8:1::1e"],
         host_ext: "2001:db8:1::1",
         client_prefix: 64,
@@ -68,7 +71,8 @@ fn v6() -> Family {
     }
 }
 
-/// What Docker 20.10 installs for a container publishing 8080->80, 8443->443, 9090->9090.
+/// What Docker 20.10 installs for a container publishing 8080->80, 8443->443, 9090->9090,
+/// plus the FORWARD accepts another manager (libvirt) adds for its routed VM network.
 fn docker_rules(subnet: &str, dnat_to: &str, container: &str, loopback: &str) -> String {
     let mut nat = format!(
         "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n\
@@ -82,7 +86,8 @@ fn docker_rules(subnet: &str, dnat_to: &str, container: &str, loopback: &str) ->
 -A FORWARD -j DOCKER-USER\n-A FORWARD -j DOCKER-ISOLATION-STAGE-1\n\
 -A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n-A FORWARD -o docker0 -j DOCKER\n\
 -A FORWARD -i docker0 ! -o docker0 -j ACCEPT\n-A FORWARD -i docker0 -o docker0 -j ACCEPT\n\
--A DOCKER-ISOLATION-STAGE-1 -j RETURN\n-A DOCKER-USER -j RETURN\n"
+-A DOCKER-ISOLATION-STAGE-1 -j RETURN\n-A DOCKER-USER -j RETURN\n\
+-A FORWARD -o virbr0 -j ACCEPT\n-A FORWARD -i virbr0 -j ACCEPT\n"
         .to_owned();
     for (host_port, port) in PUBLISHED {
         nat.push_str(&format!(
@@ -100,48 +105,34 @@ const PUBLISHED: [(u16, u16); 3] = [(8080, 80), (8443, 443), (9090, 9090)];
 const HOST_OPEN: u16 = 2222;
 const HOST_CLOSED: u16 = 2223;
 const CLIENT_SERVICE: u16 = 7000;
+const VM_SERVICE: u16 = 6000;
 
 struct Topology {
     client: Netns,
     host: Netns,
     container: Netns,
+    /// A VM on a routed libvirt-style network (virbr0): forwarded traffic that is not
+    /// Docker's and must not be broken by the policy.
+    vm: Netns,
 }
 
 impl Topology {
     fn build() -> Topology {
-        let (client, host, container) = (Netns::new(), Netns::new(), Netns::new());
-        host.ip(&[
-            "link",
-            "add",
-            "eth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &client.name,
-        ]);
+        let (client, host, container, vm) =
+            (Netns::new(), Netns::new(), Netns::new(), Netns::new());
+        veth(&host, "eth0", &client);
         host.ip(&["link", "add", "docker0", "type", "bridge"]);
-        host.ip(&[
-            "link",
-            "add",
-            "veth-ctr",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &container.name,
-        ]);
+        veth(&host, "veth-ctr", &container);
         host.ip(&["link", "set", "veth-ctr", "master", "docker0"]);
+        veth(&host, "virbr0", &vm);
         for (ns, dev) in [
             (&host, "eth0"),
             (&host, "docker0"),
             (&host, "veth-ctr"),
+            (&host, "virbr0"),
             (&client, "eth0"),
             (&container, "eth0"),
+            (&vm, "eth0"),
         ] {
             ns.ip(&["link", "set", dev, "up"]);
         }
@@ -170,12 +161,36 @@ impl Topology {
         addr(&container, "2001:db8:2::2/64", "eth0");
         container.ip(&["route", "add", "default", "via", "198.51.100.1"]);
         container.ip(&["-6", "route", "add", "default", "via", "2001:db8:2::1"]);
+        addr(&host, "203.0.113.1/24", "virbr0");
+        addr(&host, "2001:db8:3::1/64", "virbr0");
+        addr(&vm, "203.0.113.2/24", "eth0");
+        addr(&vm, "2001:db8:3::2/64", "eth0");
+        vm.ip(&["route", "add", "default", "via", "203.0.113.1"]);
+        vm.ip(&["-6", "route", "add", "default", "via", "2001:db8:3::1"]);
+        client.ip(&["route", "add", "203.0.113.0/24", "via", "192.0.2.1"]);
+        client.ip(&[
+            "-6",
+            "route",
+            "add",
+            "2001:db8:3::/64",
+            "via",
+            "2001:db8:1::1",
+        ]);
         Topology {
             client,
             host,
             container,
+            vm,
         }
     }
+}
+
+/// A veth pair: `name` in `ns`, its peer `eth0` in `peer`.
+fn veth(ns: &Netns, name: &str, peer: &Netns) {
+    let args = [
+        "link", "add", name, "type", "veth", "peer", "name", "eth0", "netns", &peer.name,
+    ];
+    ns.ip(&args);
 }
 
 /// Listening sockets (dual-stack) in `ns`; the kernel completes handshakes for them
@@ -262,6 +277,7 @@ fn published_ports_follow_the_policy_with_real_packets() {
         let _container_servers = listen(&t.container, &[80, 443, 9090]);
         let _host_servers = listen(&t.host, &[HOST_OPEN, HOST_CLOSED]);
         let _client_servers = listen(&t.client, &[CLIENT_SERVICE]);
+        let _vm_servers = listen(&t.vm, &[VM_SERVICE]);
         for f in [v4(), v6()] {
             let restore = if f.six.is_empty() { restore4 } else { restore6 };
             let what = format!("{backend} IPv{}", if f.six.is_empty() { 4 } else { 6 });
@@ -301,6 +317,14 @@ fn published_ports_follow_the_policy_with_real_packets() {
             assert_eq!(
                 egress, Open,
                 "{what}: container egress to the client network"
+            );
+
+            // Forwarded traffic that is not Docker's: a client reaching a routed VM.
+            let to_vm = probe(&t.client, Some(f.clients[2]), f.vm, VM_SERVICE);
+            probes += 1;
+            assert_eq!(
+                to_vm, Open,
+                "{what}: routed traffic to a libvirt-style VM must pass"
             );
 
             // The same rules matching the host port with plain --dport: after DNAT the
