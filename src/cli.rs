@@ -195,7 +195,7 @@ fn render(
     let (policy, rendered) = instance::render_instance(layout, instance, policy_path, &LiveHost)?;
     if kernel_check {
         instance::prove(&policy, &rendered, &NetnsTrial { backend })
-            .context("the rendered files did not pass the kernel check; nothing was written (--no-kernel-check skips it)")?;
+            .context("kernel check of the rendered files failed; nothing was written (--no-kernel-check skips the check)")?;
     }
     if stdout {
         let all: String = rendered

@@ -6,12 +6,36 @@ mod common;
 
 use std::path::Path;
 
-use assert_cmd::Command;
 use common::kernel_tests_enabled;
 
-fn ctl(root: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("iptables-ctl").expect("binary");
-    cmd.arg("--root").arg(root).env_remove("SSH_CONNECTION");
+/// Runs `iptables-ctl --root ROOT ARGS...`, which must succeed; returns stdout.
+fn succeed(root: &Path, args: &[&str]) -> String {
+    let out = command(root, args)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Runs `iptables-ctl --root ROOT ARGS...`, which must fail; returns stderr.
+fn fail(root: &Path, args: &[&str]) -> String {
+    let out = command(root, args)
+        .assert()
+        .failure()
+        .get_output()
+        .stderr
+        .clone();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn command(root: &Path, args: &[&str]) -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("iptables-ctl").expect("binary");
+    cmd.arg("--root")
+        .arg(root)
+        .args(args)
+        .env_remove("SSH_CONNECTION");
     cmd
 }
 
@@ -24,54 +48,35 @@ fn listing(dir: &Path) -> Vec<String> {
     names
 }
 
+/// A staged root holding `policy` as the base instance's policy.
+fn staged(policy: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("etc/iptables");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::copy(policy, dir.join("base.toml")).expect("policy");
+    (root, dir)
+}
+
 #[test]
 fn init_writes_a_starter_policy_once() {
     let root = tempfile::tempdir().expect("tempdir");
-    let out = ctl(root.path())
-        .arg("init")
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let out = String::from_utf8_lossy(&out);
+    let out = succeed(root.path(), &["init"]);
     assert!(out.contains("ssh (tcp 22) from anywhere"), "{out}");
     let policy = root.path().join("etc/iptables/base.toml");
     let first = std::fs::read(&policy).expect("policy written");
 
-    let refused = ctl(root.path())
-        .arg("init")
-        .assert()
-        .failure()
-        .get_output()
-        .stderr
-        .clone();
-    assert!(String::from_utf8_lossy(&refused).contains("already exists"));
-    assert_eq!(
-        std::fs::read(&policy).expect("policy"),
-        first,
-        "a refused init must not change the policy"
-    );
+    assert!(fail(root.path(), &["init"]).contains("already exists"));
+    let now = std::fs::read(&policy).expect("policy");
+    assert_eq!(now, first, "a refused init must not change the policy");
 
     std::fs::write(&policy, "# mine\n").expect("edit");
-    ctl(root.path())
-        .args(["init", "--force"])
-        .assert()
-        .success();
+    succeed(root.path(), &["init", "--force"]);
     assert_eq!(std::fs::read(&policy).expect("policy"), first);
 
-    let printed = ctl(root.path())
-        .args(["init", "other", "--stdout"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    assert!(String::from_utf8_lossy(&printed).contains("[[host.services]]"));
-    assert!(
-        !root.path().join("etc/iptables/other.toml").exists(),
-        "--stdout must not write"
-    );
+    let printed = succeed(root.path(), &["init", "other", "--stdout"]);
+    assert!(printed.contains("[[host.services]]"));
+    let other = root.path().join("etc/iptables/other.toml");
+    assert!(!other.exists(), "--stdout must not write");
 }
 
 #[test]
@@ -79,19 +84,10 @@ fn check_then_render_then_render_again() {
     if !kernel_tests_enabled("check_then_render_then_render_again") {
         return;
     }
-    let root = tempfile::tempdir().expect("tempdir");
-    let dir = root.path().join("etc/iptables");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    std::fs::copy("tests/policies/named-lists.toml", dir.join("base.toml")).expect("policy");
+    let (root, dir) = staged("tests/policies/named-lists.toml");
+    let root = root.path();
 
-    let checked = ctl(root.path())
-        .arg("check")
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let checked = String::from_utf8_lossy(&checked);
+    let checked = succeed(root, &["check"]);
     assert!(
         checked.contains("base.rules: ") && checked.contains("base.rules6: "),
         "{checked}"
@@ -102,64 +98,30 @@ fn check_then_render_then_render_again() {
     );
     assert_eq!(listing(&dir), ["base.toml"], "check must write nothing");
 
-    let printed = ctl(root.path())
-        .args(["render", "--stdout"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    assert!(String::from_utf8_lossy(&printed).contains("--ctorigdstport 3000"));
+    let printed = succeed(root, &["render", "--stdout"]);
+    assert!(printed.contains("--ctorigdstport 3000"));
     assert_eq!(
         listing(&dir),
         ["base.toml"],
         "render --stdout must write nothing"
     );
 
-    let rendered = ctl(root.path())
-        .arg("render")
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    assert_eq!(
-        String::from_utf8_lossy(&rendered).matches("wrote ").count(),
-        4
-    );
-    assert_eq!(
-        listing(&dir),
-        [
-            "base.rules",
-            "base.rules.empty",
-            "base.rules6",
-            "base.rules6.empty",
-            "base.toml"
-        ]
-    );
-    let again = ctl(root.path())
-        .arg("render")
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    assert_eq!(
-        String::from_utf8_lossy(&again)
-            .matches("unchanged ")
-            .count(),
-        4
-    );
+    assert_eq!(succeed(root, &["render"]).matches("wrote ").count(), 4);
+    let all = [
+        "base.rules",
+        "base.rules.empty",
+        "base.rules6",
+        "base.rules6.empty",
+        "base.toml",
+    ];
+    assert_eq!(listing(&dir), all);
+    assert_eq!(succeed(root, &["render"]).matches("unchanged ").count(), 4);
 
     // --config reads another policy but writes the instance's files in the same place.
-    let elsewhere = root.path().join("web.toml");
+    let elsewhere = root.join("web.toml");
     std::fs::copy("tests/policies/web-server.toml", &elsewhere).expect("policy");
-    ctl(root.path())
-        .arg("--config")
-        .arg(&elsewhere)
-        .arg("render")
-        .assert()
-        .success();
+    let elsewhere = elsewhere.to_str().expect("utf-8 path");
+    succeed(root, &["--config", elsewhere, "render"]);
     let rules = std::fs::read_to_string(dir.join("base.rules")).expect("rules");
     assert!(
         rules.contains("web.toml") && rules.contains("--ctorigdstport 443"),
@@ -169,18 +131,9 @@ fn check_then_render_then_render_again() {
 
 #[test]
 fn render_refuses_while_another_run_holds_the_lock() {
-    let root = tempfile::tempdir().expect("tempdir");
-    let dir = root.path().join("etc/iptables");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    std::fs::copy("tests/policies/minimal.toml", dir.join("base.toml")).expect("policy");
+    let (root, dir) = staged("tests/policies/minimal.toml");
     let _held = iptables_ctl::files::DirLock::acquire(&dir).expect("lock");
-    let err = ctl(root.path())
-        .args(["render", "--no-kernel-check"])
-        .assert()
-        .failure()
-        .get_output()
-        .stderr
-        .clone();
-    assert!(String::from_utf8_lossy(&err).contains("locked by another iptables-ctl run"));
+    let err = fail(root.path(), &["render", "--no-kernel-check"]);
+    assert!(err.contains("locked by another iptables-ctl run"), "{err}");
     assert_eq!(listing(&dir), ["base.toml"]);
 }

@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use common::{Netns, file, kernel_tests_enabled, render_policy, without_comments};
+use common::{
+    Netns, example_policies, file, kernel_tests_enabled, render_policy, without_comments,
+};
 
 const OWNED: [&str; 3] = ["INPUT", "OUTPUT", "DOCKER-USER"];
 
@@ -29,17 +29,6 @@ const TOOLS: [(&str, &str, &str, &str); 4] = [
         "ip6tables-legacy-save",
     ),
 ];
-
-fn policies() -> Vec<PathBuf> {
-    let mut list: Vec<PathBuf> = std::fs::read_dir("tests/policies")
-        .expect("tests/policies")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    list.sort();
-    list.push("etc/iptables/base.toml".into());
-    list
-}
 
 /// The lines of a save that belong to Docker (or anything else that is not ours): the
 /// nat table whole, and in filter everything but the owned chains' lines.
@@ -84,7 +73,7 @@ fn rendered_files_load_twice_beside_docker_with_both_backends() {
         return;
     }
     let mut loads = 0;
-    for policy in policies() {
+    for policy in example_policies() {
         let rendered = render_policy(&policy);
         for (backend, six, restore, save) in TOOLS {
             let fixtures: &[&str] = if six.is_empty() {

@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -41,6 +41,18 @@ impl HostProbe for FixedHost {
     fn ssh_connection(&self) -> Option<SshConnection> {
         None
     }
+}
+
+/// Every example policy: tests/policies/*.toml (sorted) and the shipped example.
+pub fn example_policies() -> Vec<PathBuf> {
+    let mut list: Vec<PathBuf> = std::fs::read_dir("tests/policies")
+        .expect("tests/policies")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    list.sort();
+    list.push("etc/iptables/base.toml".into());
+    list
 }
 
 /// Renders the policy at `path` with the built-in templates, as instance `base`.
