@@ -29,7 +29,7 @@ pub enum WriteError {
         path: PathBuf,
     },
     /// A file system operation failed.
-    #[error("{} {}: {source}", action, path.display())]
+    #[error("{} {}", action, path.display())]
     Io {
         /// What was being done.
         action: &'static str,

@@ -49,7 +49,7 @@ impl Backend {
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
     /// The program could not be started.
-    #[error("cannot run {program}: {source}{hint}", hint = if source.kind() == io::ErrorKind::NotFound { " (install the iptables package)" } else { "" })]
+    #[error("cannot run {program}{hint}", hint = if source.kind() == io::ErrorKind::NotFound { " (install the iptables package)" } else { "" })]
     Spawn {
         /// The program.
         program: String,
@@ -110,10 +110,14 @@ pub fn failing_line(stderr: &str) -> Option<usize> {
         if let Some(rest) = line.split("Error occurred at line:").nth(1) {
             return rest.trim().parse().ok();
         }
-        if let Some(pos) = line.find("line ")
-            && let Some(rest) = line[pos + 5..].strip_suffix(" failed")
-        {
-            return rest.trim().parse().ok();
+        // "line 7 failed" (legacy) or "line 21: RULE_APPEND failed (...)" (nf_tables).
+        for (at, _) in line.match_indices("line ") {
+            let rest = &line[at + 5..];
+            let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            let after = &rest[digits..];
+            if digits > 0 && (after.starts_with(':') || after.starts_with(" failed")) {
+                return rest[..digits].parse().ok();
+            }
         }
     }
     None
@@ -153,6 +157,12 @@ mod tests {
             Some(12)
         );
         assert_eq!(failing_line("iptables-restore: line 7 failed\n"), Some(7));
+        assert_eq!(
+            failing_line(
+                "iptables-restore v1.8.9 (nf_tables):\nline 21: RULE_APPEND failed (Invalid argument): rule in chain INPUT\n"
+            ),
+            Some(21)
+        );
         assert_eq!(failing_line("something else"), None);
     }
 

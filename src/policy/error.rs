@@ -49,7 +49,7 @@ fn floor_char_boundary(text: &str, mut at: usize) -> usize {
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     /// The file could not be read at all.
-    #[error("cannot read policy {}: {source}", path.display())]
+    #[error("cannot read policy {}", path.display())]
     Read {
         /// The policy file.
         path: PathBuf,
@@ -81,7 +81,7 @@ impl PolicyError {
 
 fn render_invalid(location: &Location, field: Option<&str>, message: &str) -> String {
     let mut out = String::new();
-    let what = field.unwrap_or("syntax");
+    let what = printable(field.unwrap_or("syntax"));
     let _ = fmt::write(
         &mut out,
         format_args!(

@@ -8,7 +8,6 @@ pub mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::IpAddr;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -17,8 +16,8 @@ use toml::Spanned;
 
 pub use error::{Location, PolicyError};
 use types::{
-    AddressRef, Comment, Family, FamilyChoice, InterfaceName, ListName, LogPrefix, LogRate,
-    Network, Ports, Proto, RawRule,
+    AddressRef, Comment, Family, FamilyChoice, HostAddress, InterfaceName, ListName, LogPrefix,
+    LogRate, Network, Ports, Proto, RawRule,
 };
 
 /// A whole policy, as read from one file.
@@ -69,7 +68,7 @@ pub struct Interfaces {
     pub external: Option<Spanned<ExternalInterfaces>>,
     /// Interfaces that are Docker bridges (`docker0` and user networks `br-*`).
     #[serde(default = "default_bridges")]
-    pub docker_bridges: Vec<InterfaceName>,
+    pub docker_bridges: Spanned<Vec<InterfaceName>>,
 }
 
 impl Default for Interfaces {
@@ -81,11 +80,12 @@ impl Default for Interfaces {
     }
 }
 
-fn default_bridges() -> Vec<InterfaceName> {
-    ["docker0", "br-+"]
+fn default_bridges() -> Spanned<Vec<InterfaceName>> {
+    let names = ["docker0", "br-+"]
         .iter()
         .filter_map(|name| name.parse().ok())
-        .collect()
+        .collect();
+    Spanned::new(0..0, names)
 }
 
 /// `interfaces.external`: `"auto"`, one name, or a list of names.
@@ -301,7 +301,7 @@ pub struct Published {
     /// Allowed sources; anywhere when absent.
     pub from: Option<Spanned<Vec<Spanned<AddressRef>>>>,
     /// Only connections dialed to this host address (`--ctorigdst`).
-    pub host_address: Option<Spanned<IpAddr>>,
+    pub host_address: Option<Spanned<HostAddress>>,
     /// Limit to one family.
     #[serde(default)]
     pub family: FamilyChoice,
@@ -394,12 +394,16 @@ impl Policy {
             )
         })?;
         let mut policy: Policy = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let field = field_path(&e.path().to_string());
+            let segments = field_segments(e.path());
             let inner = e.into_inner();
-            let span = inner.span().unwrap_or(0..0);
+            let reported = inner.span().unwrap_or(0..0);
+            // toml blames a whole array for a bad element; find the element itself.
+            let span = value_span(text, &segments)
+                .filter(|s| reported.start <= s.start && s.end <= reported.end)
+                .unwrap_or(reported);
             invalid(
                 Location::from_span(path, text, span),
-                Some(field),
+                Some(field_path(&segments)),
                 inner.message().trim_end().to_owned(),
             )
         })?;
@@ -445,9 +449,9 @@ impl Policy {
                 ));
             }
         }
-        if self.interfaces.docker_bridges.is_empty() {
+        if self.interfaces.docker_bridges.get_ref().is_empty() {
             return Err((
-                0..0,
+                self.interfaces.docker_bridges.span(),
                 "interfaces.docker_bridges".to_owned(),
                 "expected at least one bridge interface (the default is [\"docker0\", \"br-+\"])"
                     .to_owned(),
@@ -494,7 +498,7 @@ impl Policy {
         key: &str,
         choice: FamilyChoice,
         refs: Option<&Spanned<Vec<Spanned<AddressRef>>>>,
-        host_address: Option<&Spanned<IpAddr>>,
+        host_address: Option<&Spanned<HostAddress>>,
     ) -> Result<(), (std::ops::Range<usize>, String, String)> {
         let mut families: BTreeSet<Family> = Family::ALL
             .into_iter()
@@ -520,7 +524,7 @@ impl Policy {
                         r.span(),
                         format!("{field}.{key}[{j}]"),
                         format!(
-                            "expected an address or a list under [lists], found unknown list {name:?} (known lists: {})",
+                            "expected an address or a list under [lists], found unknown list \"{name}\" (known lists: {})",
                             if known.is_empty() {
                                 "none".to_owned()
                             } else {
@@ -548,7 +552,7 @@ impl Policy {
             }
         }
         if let Some(addr) = host_address {
-            let family = Family::of(addr.get_ref());
+            let family = Family::of(&addr.get_ref().addr());
             if !families.contains(&family) {
                 return Err((
                     addr.span(),
@@ -613,19 +617,80 @@ fn family_choice_name(choice: FamilyChoice) -> &'static str {
     }
 }
 
-/// Turns serde_path_to_error's path into the dotted form an admin reads in the file.
-fn field_path(path: &str) -> String {
-    // `toml::Spanned` shows up as a private pseudo-field; it is not part of the file.
-    let cleaned = path
-        .split('.')
-        .filter(|part| !part.starts_with("$__serde_spanned"))
-        .collect::<Vec<_>>()
-        .join(".");
-    if cleaned.is_empty() || cleaned == "." {
+/// One step of the path to a field: a key or an array index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+/// The path serde_path_to_error recorded, without the private steps of `toml::Spanned`.
+fn field_segments(path: &serde_path_to_error::Path) -> Vec<Segment> {
+    path.iter()
+        .filter_map(|segment| match segment {
+            serde_path_to_error::Segment::Map { key } if key.starts_with("$__serde_spanned") => {
+                None
+            }
+            serde_path_to_error::Segment::Map { key } => Some(Segment::Key(key.clone())),
+            serde_path_to_error::Segment::Seq { index } => Some(Segment::Index(*index)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The dotted form an admin reads in the file, such as `docker.published[1].port`. Keys
+/// that are not plain words are quoted, so no key can break the error line.
+fn field_path(segments: &[Segment]) -> String {
+    let mut out = String::new();
+    for segment in segments {
+        match segment {
+            Segment::Index(i) => out.push_str(&format!("[{i}]")),
+            Segment::Key(key) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                let plain = !key.is_empty()
+                    && key
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                if plain {
+                    out.push_str(key);
+                } else {
+                    out.push_str(&format!("{key:?}"));
+                }
+            }
+        }
+    }
+    if out.is_empty() {
         "(top level)".to_owned()
     } else {
-        cleaned
+        out
     }
+}
+
+/// The span of the value at `segments` in the document, if it exists.
+fn value_span(text: &str, segments: &[Segment]) -> Option<std::ops::Range<usize>> {
+    use toml::de::{DeTable, DeValue};
+    let root = DeTable::parse(text).ok()?;
+    let mut span = root.span();
+    let mut table: Option<&DeTable> = Some(root.get_ref());
+    let mut array: Option<&[toml::Spanned<DeValue>]> = None;
+    for segment in segments {
+        let value = match segment {
+            Segment::Key(key) => table?
+                .iter()
+                .find(|(k, _)| k.get_ref().as_ref() == key.as_str())
+                .map(|(_, v)| v)?,
+            Segment::Index(i) => array?.get(*i)?,
+        };
+        span = value.span();
+        (table, array) = match value.get_ref() {
+            DeValue::Table(t) => (Some(t), None),
+            DeValue::Array(a) => (None, Some(&a[..])),
+            _ => (None, None),
+        };
+    }
+    Some(span)
 }
 
 fn invalid(location: Location, field: Option<String>, message: String) -> PolicyError {

@@ -347,6 +347,29 @@ impl fmt::Display for Network {
     }
 }
 
+/// A single address of this host, as the client dialed it (`--ctorigdst`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct HostAddress(IpAddr);
+
+impl HostAddress {
+    /// The address.
+    pub fn addr(&self) -> IpAddr {
+        self.0
+    }
+}
+
+impl TryFrom<String> for HostAddress {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse().map(HostAddress).map_err(|_| {
+            format!(
+                "expected one IPv4 or IPv6 address of this host, like \"203.0.113.10\" (no prefix length), found {text:?}"
+            )
+        })
+    }
+}
+
 /// One source or destination in a rule: a literal network or the name of a list.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
@@ -576,6 +599,7 @@ fn check_raw_rule(text: &str) -> Result<(), String> {
             "{bad} is not allowed in a raw rule: the chain is chosen by the entry's `chain` field and the table is always filter"
         ));
     }
+    check_raw_ports(&tokens)?;
     let jumps: Vec<usize> = tokens
         .iter()
         .enumerate()
@@ -599,6 +623,44 @@ fn check_raw_rule(text: &str) -> Result<(), String> {
         )),
         _ => Err("expected exactly one -j TARGET, found several".to_owned()),
     }
+}
+
+/// Options whose value is a port, a `A:B` range or a comma list of them.
+const PORT_OPTIONS: [&str; 14] = [
+    "--dport",
+    "--sport",
+    "--destination-port",
+    "--source-port",
+    "--dports",
+    "--sports",
+    "--destination-ports",
+    "--source-ports",
+    "--ports",
+    "--ctorigdstport",
+    "--ctorigsrcport",
+    "--ctrepldstport",
+    "--ctreplsrcport",
+    "--to-ports",
+];
+
+/// Numeric ports in raw rules must fit in 16 bits: iptables-nft 1.8.9 silently wraps
+/// 99999 to 34463 instead of refusing it, so the kernel check cannot catch this.
+fn check_raw_ports(tokens: &[&str]) -> Result<(), String> {
+    for pair in tokens.windows(2) {
+        let [option, value] = pair else { continue };
+        if !PORT_OPTIONS.contains(option) {
+            continue;
+        }
+        for number in value.split([',', ':']) {
+            let numeric = !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit());
+            if numeric && number.parse::<u16>().is_err() {
+                return Err(format!(
+                    "expected ports from 0 to 65535 after {option}, found {number} in {value:?}"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 validated_string!(
@@ -693,6 +755,7 @@ mod tests {
     fn raw_rules_stay_one_filter_rule() {
         assert!("-p udp --dport 51820 -j ACCEPT".parse::<RawRule>().is_ok());
         assert!("! -s 10.0.0.0/8 -j DROP".parse::<RawRule>().is_ok());
+        assert!("-p tcp --sport 0:1023 -j DROP".parse::<RawRule>().is_ok());
         for bad in [
             "-p tcp -j ACCEPT\n-A FORWARD -j ACCEPT",
             "-A INPUT -j ACCEPT",
@@ -703,6 +766,9 @@ mod tests {
             "-m comment --comment \"x\" -j ACCEPT",
             "ACCEPT",
             "-p tcp -g ACCEPT",
+            "-p udp --dport 99999 -j ACCEPT",
+            "-p tcp -m multiport --dports 80,70000 -j ACCEPT",
+            "-p tcp --sport 1:65536 -j ACCEPT",
         ] {
             assert!(bad.parse::<RawRule>().is_err(), "{bad:?}");
         }

@@ -172,7 +172,7 @@ pub fn build(policy: &Policy, external: &[InterfaceName], family: Family) -> Fam
         .iter()
         .filter(|p| p.family.includes(family))
     {
-        let host_address = p.host_address.as_ref().map(|a| *a.get_ref());
+        let host_address = p.host_address.as_ref().map(|a| a.get_ref().addr());
         if host_address.is_some_and(|a| Family::of(&a) != family) {
             continue;
         }
@@ -239,6 +239,7 @@ pub fn build(policy: &Policy, external: &[InterfaceName], family: Family) -> Fam
         bridges: policy
             .interfaces
             .docker_bridges
+            .get_ref()
             .iter()
             .map(ToString::to_string)
             .collect(),

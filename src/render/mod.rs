@@ -61,7 +61,7 @@ pub enum TemplateOrigin {
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
     /// An admin's template exists but cannot be read.
-    #[error("cannot read template {}: {source}", path.display())]
+    #[error("cannot read template {}", path.display())]
     ReadTemplate {
         /// The template file.
         path: PathBuf,
@@ -77,7 +77,7 @@ pub enum RenderError {
         report: String,
     },
     /// The rendered file does not have the shape the tool guarantees.
-    #[error("{file} rendered from template {template} is refused: {error}")]
+    #[error("{file}, rendered from the template {template}, is refused at {error}")]
     Shape {
         /// The output file name.
         file: String,
