@@ -6,7 +6,9 @@
 
 use serde::Serialize;
 
-use crate::policy::types::{Comment, Family, InterfaceName, Network, Proto};
+use crate::policy::types::{
+    AddressRef, Comment, Family, InterfaceName, Network, PortRange, Ports, Proto,
+};
 use crate::policy::{ContainerAccess, DenyAction, DockerDefault, OutboundPolicy, Policy, RawChain};
 
 /// Everything a template gets for one family.
@@ -104,106 +106,76 @@ pub fn build(policy: &Policy, external: &[InterfaceName], family: Family) -> Fam
         nets.into_iter().filter(|n| n.family() == family).collect()
     };
 
-    let mut services = Vec::new();
-    for s in policy
+    let sources_of = |refs: &Option<toml::Spanned<Vec<toml::Spanned<AddressRef>>>>| {
+        refs.as_ref().map(|r| in_family(policy.expand(r.get_ref())))
+    };
+
+    let services = policy
         .host
         .services
         .iter()
         .filter(|s| s.family.includes(family))
-    {
-        let sources = s
-            .from
-            .as_ref()
-            .map(|f| in_family(policy.expand(f.get_ref())));
-        let interfaces: Vec<Option<&InterfaceName>> = if s.interfaces.is_empty() {
-            vec![None]
-        } else {
-            s.interfaces.iter().map(Some).collect()
-        };
-        for port in s.port.ranges() {
-            let comment = label(&s.comment, format!("host service {}/{port}", s.proto));
-            for iface in &interfaces {
-                for source in addresses(&sources) {
-                    let mut spec = String::new();
-                    if let Some(iface) = iface {
-                        spec.push_str(&format!("-i {iface} "));
-                    }
-                    if let Some(net) = source {
-                        spec.push_str(&format!("-s {net} "));
-                    }
-                    spec.push_str(&port_match(s.proto, "--dport", &port.iptables()));
-                    services.push(RuleContext {
-                        spec,
-                        comment: comment.clone(),
-                    });
-                }
-            }
-        }
-    }
+        .flat_map(|s| {
+            entry_rules(
+                &s.port,
+                &s.interfaces,
+                ("-s", &sources_of(&s.from)),
+                &s.comment,
+                |port| format!("host service {}/{port}", s.proto),
+                |port| port_match(s.proto, "--dport", &port.iptables()),
+            )
+        })
+        .collect();
 
-    let mut outbound = Vec::new();
-    for r in policy
+    let outbound = policy
         .outbound
         .allow
         .iter()
         .filter(|r| r.family.includes(family))
-    {
-        let dests = r.to.as_ref().map(|t| in_family(policy.expand(t.get_ref())));
-        for port in r.port.ranges() {
-            let comment = label(&r.comment, format!("outbound {}/{port}", r.proto));
-            for dest in addresses(&dests) {
-                let mut spec = String::new();
-                if let Some(net) = dest {
-                    spec.push_str(&format!("-d {net} "));
-                }
-                spec.push_str(&port_match(r.proto, "--dport", &port.iptables()));
-                outbound.push(RuleContext {
-                    spec,
-                    comment: comment.clone(),
-                });
-            }
-        }
-    }
+        .flat_map(|r| {
+            entry_rules(
+                &r.port,
+                &[],
+                ("-d", &sources_of(&r.to)),
+                &r.comment,
+                |port| format!("outbound {}/{port}", r.proto),
+                |port| port_match(r.proto, "--dport", &port.iptables()),
+            )
+        })
+        .collect();
 
-    let mut published = Vec::new();
-    for p in policy
+    let published = policy
         .docker
         .published
         .iter()
         .filter(|p| p.family.includes(family))
-    {
-        let host_address = p.host_address.as_ref().map(|a| a.get_ref().addr());
-        if host_address.is_some_and(|a| Family::of(&a) != family) {
-            continue;
-        }
-        let sources = p
-            .from
-            .as_ref()
-            .map(|f| in_family(policy.expand(f.get_ref())));
-        for port in p.port.ranges() {
-            let comment = label(&p.comment, format!("published {}/{port}", p.proto));
-            for source in addresses(&sources) {
-                let mut spec = String::new();
-                if let Some(net) = source {
-                    spec.push_str(&format!("-s {net} "));
-                }
-                // After DNAT, --dport is the container's port; the port the client
-                // dialed survives only in the conntrack original tuple.
-                spec.push_str(&format!(
-                    "-p {} -m conntrack --ctstate DNAT --ctorigdstport {}",
-                    p.proto,
-                    port.iptables()
-                ));
-                if let Some(addr) = host_address {
-                    spec.push_str(&format!(" --ctorigdst {addr}"));
-                }
-                published.push(RuleContext {
-                    spec,
-                    comment: comment.clone(),
-                });
+        .flat_map(|p| {
+            let host_address = p.host_address.as_ref().map(|a| a.get_ref().addr());
+            if host_address.is_some_and(|a| Family::of(&a) != family) {
+                return Vec::new();
             }
-        }
-    }
+            entry_rules(
+                &p.port,
+                &[],
+                ("-s", &sources_of(&p.from)),
+                &p.comment,
+                |port| format!("published {}/{port}", p.proto),
+                |port| {
+                    // After DNAT, --dport is the container's port; the port the client
+                    // dialed survives only in the conntrack original tuple.
+                    let mut spec = format!(
+                        "-p {} -m conntrack --ctstate DNAT --ctorigdstport {}",
+                        p.proto,
+                        port.iptables()
+                    );
+                    if let Some(addr) = host_address {
+                        spec.push_str(&format!(" --ctorigdst {addr}"));
+                    }
+                    spec
+                },
+            )
+        })
+        .collect();
 
     let mut raw = RawContext {
         input: Vec::new(),
@@ -265,6 +237,44 @@ pub fn build(policy: &Policy, external: &[InterfaceName], family: Family) -> Fam
             burst: policy.log.burst(),
         },
     }
+}
+
+/// The rules of one policy entry: one per port, interface and address, in that order.
+/// `addresses` pairs the option (`-s` or `-d`) with the entry's networks of this family.
+fn entry_rules(
+    ports: &Ports,
+    interfaces: &[InterfaceName],
+    (address_option, networks): (&str, &Option<Vec<Network>>),
+    comment: &Option<Comment>,
+    generated_label: impl Fn(&PortRange) -> String,
+    port_spec: impl Fn(&PortRange) -> String,
+) -> Vec<RuleContext> {
+    let interfaces: Vec<Option<&InterfaceName>> = if interfaces.is_empty() {
+        vec![None]
+    } else {
+        interfaces.iter().map(Some).collect()
+    };
+    let mut rules = Vec::new();
+    for port in ports.ranges() {
+        let comment = label(comment, generated_label(port));
+        for interface in &interfaces {
+            for network in addresses(networks) {
+                let mut spec = String::new();
+                if let Some(interface) = interface {
+                    spec.push_str(&format!("-i {interface} "));
+                }
+                if let Some(network) = network {
+                    spec.push_str(&format!("{address_option} {network} "));
+                }
+                spec.push_str(&port_spec(port));
+                rules.push(RuleContext {
+                    spec,
+                    comment: comment.clone(),
+                });
+            }
+        }
+    }
+    rules
 }
 
 /// The address matches of a rule: `[None]` (anywhere) when there is no list, one per

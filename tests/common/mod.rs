@@ -4,9 +4,9 @@
 #![allow(dead_code, clippy::expect_used, clippy::panic, clippy::unwrap_used)] // test support may fail loudly
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use iptables_ctl::host::{HostProbe, SshConnection};
@@ -105,18 +105,11 @@ impl Netns {
         run_ok("ip", &full, b"");
     }
 
-    /// Runs `program args` inside the namespace with `stdin`; returns (success, stdout, stderr).
-    pub fn exec(&self, program: &str, args: &[&str], stdin: &[u8]) -> (bool, String, String) {
+    /// Runs `program args` inside the namespace with `stdin`; it must succeed.
+    pub fn exec_ok(&self, program: &str, args: &[&str], stdin: &[u8]) -> String {
         let mut full = vec!["netns", "exec", &self.name, program];
         full.extend_from_slice(args);
-        run("ip", &full, stdin)
-    }
-
-    /// Like [`Netns::exec`], failing the test when the program fails.
-    pub fn exec_ok(&self, program: &str, args: &[&str], stdin: &[u8]) -> String {
-        let (ok, out, err) = self.exec(program, args, stdin);
-        assert!(ok, "{program} {args:?} failed in {}: {err}", self.name);
-        out
+        run_ok("ip", &full, stdin)
     }
 
     /// Sets a sysctl inside the namespace.
@@ -148,40 +141,12 @@ impl Drop for Netns {
     }
 }
 
-/// Runs a program, returning (success, stdout, stderr).
-pub fn run(program: &str, args: &[&str], stdin: &[u8]) -> (bool, String, String) {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin)
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("wait");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Runs a program that must succeed.
+/// Runs a program that must succeed, with the library's own runner; returns stdout.
 pub fn run_ok(program: &str, args: &[&str], stdin: &[u8]) -> String {
-    let (ok, out, err) = run(program, args, stdin);
-    assert!(ok, "{program} {args:?} failed: {err}");
-    out
+    iptables_ctl::iptables::run(program, args, stdin).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// `iptables-save` output without its timestamped comment lines.
 pub fn without_comments(save: &str) -> String {
-    save.lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| format!("{l}\n"))
-        .collect()
+    iptables_ctl::iptables::normalize_save(save)
 }
