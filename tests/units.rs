@@ -1,0 +1,141 @@
+//! The systemd units as shipped: `systemd-analyze verify` has nothing to say about them,
+//! and the properties the firewall depends on hold in the files themselves (the behaviour
+//! on a booted systemd is proven separately).
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)] // test support may fail loudly
+
+mod common;
+
+use std::process::Command;
+
+fn unit(name: &str) -> String {
+    std::fs::read_to_string(format!("units/{name}")).expect("unit file")
+}
+
+/// Lines `Key=value` of a unit file, comments and section headers left out.
+fn settings(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with('[') && l.contains('='))
+        .filter_map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        })
+        .collect()
+}
+
+fn values(text: &str, key: &str) -> Vec<String> {
+    settings(text)
+        .into_iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v)
+        .collect()
+}
+
+#[test]
+fn systemd_analyze_verify_reports_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir("units").expect("units") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(&path, dir.path().join(path.file_name().expect("name"))).expect("copy");
+    }
+    let instances = [
+        "iptables.service",
+        "iptables@base.service",
+        "iptables-docker@base.service",
+    ];
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(instances.iter().map(|u| dir.path().join(u)))
+        .env("SYSTEMD_LOG_LEVEL", "notice")
+        .output()
+        .expect("systemd-analyze (package systemd) must be installed");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "systemd-analyze verify: {}\n{said}",
+        out.status
+    );
+}
+
+#[test]
+fn rules_load_before_the_network_and_fail_loudly() {
+    let text = unit("iptables@.service");
+    assert_eq!(values(&text, "DefaultDependencies"), ["no"]);
+    assert!(
+        values(&text, "Before")
+            .iter()
+            .any(|v| v.split(' ').any(|u| u == "network-pre.target"))
+    );
+    assert!(
+        values(&text, "Wants")
+            .iter()
+            .any(|v| v == "network-pre.target")
+    );
+    assert!(
+        !settings(&text)
+            .iter()
+            .any(|(k, _)| k.starts_with("Condition")),
+        "a Condition would skip the unit silently and leave the host open"
+    );
+    assert_eq!(values(&text, "DefaultInstance"), ["base"]);
+}
+
+#[test]
+fn every_load_is_a_no_flush_restore_of_the_instance_files() {
+    for name in ["iptables@.service", "iptables-docker@.service"] {
+        let text = unit(name);
+        for key in ["ExecStart", "ExecReload", "ExecStop"] {
+            for command in values(&text, key) {
+                let words: Vec<&str> = command.split_whitespace().collect();
+                assert!(
+                    matches!(
+                        words.first(),
+                        Some(&"/usr/sbin/iptables-restore" | &"/usr/sbin/ip6tables-restore")
+                    ),
+                    "{name} {key}: {command}"
+                );
+                assert!(
+                    words.contains(&"-n") && words.contains(&"-w"),
+                    "{name} {key} must be -w -n: {command}"
+                );
+                assert!(
+                    words
+                        .last()
+                        .is_some_and(|f| f.starts_with("/etc/iptables/%i.rules")),
+                    "{name} {key}: {command}"
+                );
+            }
+        }
+    }
+    let stop = values(&unit("iptables@.service"), "ExecStop");
+    assert!(
+        stop.iter().all(|c| c.ends_with(".empty")),
+        "stop loads the pass-through files: {stop:?}"
+    );
+}
+
+#[test]
+fn docker_reassertion_follows_docker_and_never_removes_rules() {
+    let text = unit("iptables-docker@.service");
+    assert!(
+        values(&text, "After")
+            .iter()
+            .any(|v| v.split(' ').any(|u| u == "docker.service"))
+    );
+    assert_eq!(
+        values(&text, "PartOf"),
+        ["docker.service"],
+        "a Docker restart must re-run it"
+    );
+    assert_eq!(values(&text, "WantedBy"), ["docker.service"]);
+    assert!(
+        values(&text, "ExecStop").is_empty(),
+        "stopping Docker must leave the rules in place"
+    );
+    // The early unit must not be ordered after Docker: that would be an ordering cycle.
+    let early = unit("iptables@.service");
+    assert!(!values(&early, "After").iter().any(|v| v.contains("docker")));
+}
