@@ -3,8 +3,6 @@
 //! on a booted systemd is proven separately).
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)] // test support may fail loudly
 
-mod common;
-
 use std::process::Command;
 
 fn unit(name: &str) -> String {
