@@ -11,7 +11,8 @@ use crate::files::{self, DirLock};
 use crate::host::LiveHost;
 use crate::instance::{self, Layout};
 use crate::iptables::Backend;
-use crate::policy::types::{Family, InstanceName};
+use crate::policy::types::InstanceName;
+use crate::render::{TemplateKind, output_file_name};
 use crate::starter::{self, StarterFacts};
 use crate::trial::NetnsTrial;
 
@@ -231,16 +232,8 @@ fn check(
     let reports = instance::prove(&policy, &rendered, &NetnsTrial { backend })?;
     for (family, report) in reports {
         let restore = backend.restore_program(family);
-        let (rules, empty) = match family {
-            Family::Ipv4 => (
-                format!("{instance}.rules"),
-                format!("{instance}.rules.empty"),
-            ),
-            Family::Ipv6 => (
-                format!("{instance}.rules6"),
-                format!("{instance}.rules6.empty"),
-            ),
-        };
+        let rules = output_file_name(instance, family, TemplateKind::Rules);
+        let empty = output_file_name(instance, family, TemplateKind::Empty);
         println!(
             "{rules}: {} rules loaded by {restore} in a throwaway network namespace; a second load changed nothing; {empty} loads too",
             report.rule_count

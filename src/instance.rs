@@ -120,28 +120,25 @@ pub fn prove(
                 })
         };
         let (rules, empty) = (find(TemplateKind::Rules)?, find(TemplateKind::Empty)?);
-        match trial.trial(family, rules, empty) {
-            Ok(report) => reports.push((family, report)),
-            Err(TrialError::Refused {
-                line: Some((n, text)),
-                stderr,
-                file,
-                program,
-            }) => {
-                return Err(match policy.raw_origin(&text, &stderr) {
-                    Some(origin) => anyhow::Error::new(origin)
-                        .context(format!("{file} line {n} was refused by {program}")),
-                    None => TrialError::Refused {
-                        line: Some((n, text)),
-                        stderr,
-                        file,
-                        program,
-                    }
-                    .into(),
-                });
+        let error = match trial.trial(family, rules, empty) {
+            Ok(report) => {
+                reports.push((family, report));
+                continue;
             }
-            Err(other) => return Err(other.into()),
+            Err(error) => error,
+        };
+        if let TrialError::Refused {
+            line: Some((n, text)),
+            stderr,
+            file,
+            program,
+        } = &error
+            && let Some(origin) = policy.raw_origin(text, stderr)
+        {
+            return Err(anyhow::Error::new(origin)
+                .context(format!("{file} line {n} was refused by {program}")));
         }
+        return Err(error.into());
     }
     Ok(reports)
 }

@@ -13,6 +13,7 @@ use nix::sched::{CloneFlags, unshare};
 
 use crate::iptables::{self, Backend, ToolError};
 use crate::policy::types::Family;
+use crate::ruleset::OWNED_CHAINS;
 
 /// What a successful trial saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,9 +121,9 @@ fn trial_in_this_namespace(
     let rule_count = first
         .lines()
         .filter(|l| {
-            l.starts_with("-A INPUT ")
-                || l.starts_with("-A OUTPUT ")
-                || l.starts_with("-A DOCKER-USER ")
+            OWNED_CHAINS
+                .iter()
+                .any(|chain| l.starts_with(&format!("-A {chain} ")))
         })
         .count();
     Ok(TrialReport {

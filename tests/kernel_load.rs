@@ -6,11 +6,11 @@
 
 mod common;
 
+use iptables_ctl::ruleset::OWNED_CHAINS;
+
 use common::{
     Netns, example_policies, file, kernel_tests_enabled, render_policy, without_comments,
 };
-
-const OWNED: [&str; 3] = ["INPUT", "OUTPUT", "DOCKER-USER"];
 
 /// (backend, family suffix, restore program, save program)
 const TOOLS: [(&str, &str, &str, &str); 4] = [
@@ -32,39 +32,32 @@ const TOOLS: [(&str, &str, &str, &str); 4] = [
 
 /// The lines of a save that belong to Docker (or anything else that is not ours): the
 /// nat table whole, and in filter everything but the owned chains' lines.
-fn not_owned(save: &str) -> String {
-    let mut table = "";
-    let mut out = String::new();
+/// Splits a save into the lines that belong to Docker (or anything else that is not
+/// ours: the nat table whole, and in filter everything but the owned chains) and the
+/// owned chains' lines with their counters left off.
+fn partition(save: &str) -> (String, Vec<String>) {
+    let mut in_filter = false;
+    let (mut others, mut owned) = (String::new(), Vec::new());
     for line in save.lines() {
         if let Some(name) = line.strip_prefix('*') {
-            table = if name == "filter" { "filter" } else { "other" };
+            in_filter = name == "filter";
         }
-        let owned = table == "filter"
-            && OWNED.iter().any(|c| {
+        let is_owned = in_filter
+            && OWNED_CHAINS.iter().any(|c| {
                 line.starts_with(&format!(":{c} ")) || line.starts_with(&format!("-A {c} "))
             });
-        if !owned {
-            out.push_str(line);
-            out.push('\n');
+        if is_owned {
+            owned.push(line.split(" [").next().unwrap_or(line).to_owned());
+        } else {
+            others.push_str(line);
+            others.push('\n');
         }
     }
-    out
+    (others, owned)
 }
 
-fn owned_lines(save: &str) -> Vec<String> {
-    let mut in_filter = false;
-    save.lines()
-        .filter(|line| {
-            if let Some(name) = line.strip_prefix('*') {
-                in_filter = name == "filter";
-            }
-            in_filter
-                && OWNED.iter().any(|c| {
-                    line.starts_with(&format!(":{c} ")) || line.starts_with(&format!("-A {c} "))
-                })
-        })
-        .map(|l| l.split(" [").next().unwrap_or(l).to_owned())
-        .collect()
+fn not_owned(save: &str) -> String {
+    partition(save).0
 }
 
 #[test]
@@ -128,7 +121,7 @@ fn rendered_files_load_twice_beside_docker_with_both_backends() {
                     "{what}: .empty changed Docker's chains"
                 );
                 assert_eq!(
-                    owned_lines(&stopped),
+                    partition(&stopped).1,
                     [
                         ":INPUT ACCEPT",
                         ":OUTPUT ACCEPT",

@@ -1,6 +1,5 @@
 //! Errors about a policy file, each pointing at a file, line, column and field.
 
-use std::fmt;
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -80,22 +79,17 @@ impl PolicyError {
 }
 
 fn render_invalid(location: &Location, field: Option<&str>, message: &str) -> String {
-    let mut out = String::new();
     let what = printable(field.unwrap_or("syntax"));
-    let _ = fmt::write(
-        &mut out,
-        format_args!(
-            "{}:{}:{}: {what}: {message}\n{:>5} | {}\n      | {}{}",
-            location.path.display(),
-            location.line,
-            location.column,
-            location.line,
-            printable(&location.line_text),
-            " ".repeat(location.column.saturating_sub(1)),
-            "^".repeat(location.width),
-        ),
-    );
-    out
+    format!(
+        "{}:{}:{}: {what}: {message}\n{:>5} | {}\n      | {}{}",
+        location.path.display(),
+        location.line,
+        location.column,
+        location.line,
+        printable(&location.line_text),
+        " ".repeat(location.column.saturating_sub(1)),
+        "^".repeat(location.width),
+    )
 }
 
 /// The line as it can be shown on a terminal: control characters made visible.

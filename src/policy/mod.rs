@@ -570,13 +570,7 @@ impl Policy {
     /// for when the kernel refuses that line.
     pub fn raw_origin(&self, rendered_line: &str, why: &str) -> Option<PolicyError> {
         self.raw.iter().enumerate().find_map(|(i, entry)| {
-            let rule = entry
-                .rule
-                .get_ref()
-                .as_str()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ");
+            let rule = entry.rule.get_ref().normalized();
             rendered_line.ends_with(&format!(" {rule}")).then(|| {
                 self.error_at(
                     entry.rule.span(),

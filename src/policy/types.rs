@@ -625,6 +625,13 @@ fn check_raw_rule(text: &str) -> Result<(), String> {
     }
 }
 
+impl RawRule {
+    /// The rule with its words separated by single spaces, as it is rendered.
+    pub fn normalized(&self) -> String {
+        self.0.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+}
+
 /// Options whose value is a port, a `A:B` range or a comma list of them.
 const PORT_OPTIONS: [&str; 14] = [
     "--dport",

@@ -184,13 +184,7 @@ pub fn build(policy: &Policy, external: &[InterfaceName], family: Family) -> Fam
     };
     for entry in policy.raw.iter().filter(|r| r.family.includes(family)) {
         let rule = RuleContext {
-            spec: entry
-                .rule
-                .get_ref()
-                .as_str()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" "),
+            spec: entry.rule.get_ref().normalized(),
             comment: label(&entry.comment, "raw rule".to_owned()),
         };
         match entry.chain {
