@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::control;
 use crate::files::{self, DirLock};
 use crate::host::LiveHost;
 use crate::instance::{self, Layout};
@@ -14,6 +15,8 @@ use crate::iptables::Backend;
 use crate::policy::types::InstanceName;
 use crate::render::{TemplateKind, output_file_name};
 use crate::starter::{self, StarterFacts};
+use crate::systemd::JobKind;
+use crate::systemd::bus::SystemdBus;
 use crate::trial::NetnsTrial;
 
 /// Keeps a Docker host behind an iptables firewall that Docker cannot bypass or clobber.
@@ -73,6 +76,62 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         backend: BackendArg,
     },
+    /// Render and check the policy (writing the starter policy first if there is none),
+    /// install the systemd units, enable them and start the instance. Refuses when
+    /// another firewall manager would fight it. With --root, stages a tree offline.
+    Install {
+        /// Instance name.
+        #[arg(default_value = "base")]
+        instance: InstanceName,
+        /// Enable the units but do not start them.
+        #[arg(long)]
+        no_start: bool,
+        /// Install despite conflicting firewall managers or backends.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Stop the instance (its pass-through files are loaded), disable and remove the
+    /// units. The policy and rendered files are kept.
+    Uninstall {
+        /// Instance name.
+        #[arg(default_value = "base")]
+        instance: InstanceName,
+    },
+    /// Start the instance's unit: load its rules.
+    Start {
+        /// Instance name.
+        #[arg(default_value = "base")]
+        instance: InstanceName,
+    },
+    /// Stop the instance's unit: load its pass-through (.empty) files.
+    Stop {
+        /// Instance name.
+        #[arg(default_value = "base")]
+        instance: InstanceName,
+    },
+    /// Restart the instance's unit (stop, then start: briefly pass-through; prefer reload).
+    Restart {
+        /// Instance name.
+        #[arg(default_value = "base")]
+        instance: InstanceName,
+    },
+    /// Re-render and check the policy, write what changed, and reload the unit with no
+    /// gap. A bad policy is refused and the live rules stay as they were.
+    Reload {
+        /// Instance name.
+        #[arg(default_value = "base")]
+        instance: InstanceName,
+    },
+    /// Show the units' state and whether the live rules are the rendered ones.
+    /// Exit code: 0 active and in force, 1 drift, 3 inactive, 4 not installed.
+    Status {
+        /// Instance name.
+        #[arg(default_value = "base")]
+        instance: InstanceName,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `--backend`.
@@ -97,8 +156,8 @@ impl From<BackendArg> for Backend {
     }
 }
 
-/// Runs the parsed command line.
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let layout = Layout::new(&cli.root);
     let policy_path = |instance: &InstanceName| {
         cli.config
@@ -110,7 +169,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             instance,
             force,
             stdout,
-        } => init(&policy_path(instance), *force, *stdout),
+        } => init(&policy_path(instance), *force, *stdout).map(|()| 0),
         Command::Render {
             instance,
             stdout,
@@ -123,11 +182,120 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             *stdout,
             !*no_kernel_check,
             (*backend).into(),
-        ),
+        )
+        .map(|()| 0),
         Command::Check { instance, backend } => {
-            check(&layout, instance, &policy_path(instance), (*backend).into())
+            check(&layout, instance, &policy_path(instance), (*backend).into()).map(|()| 0)
+        }
+        Command::Install {
+            instance,
+            no_start,
+            force,
+        } => {
+            let options = control::InstallOptions {
+                no_start: *no_start,
+                force: *force,
+            };
+            with_systemd(&cli, "install", |systemd| {
+                control::install(
+                    &target(&layout, instance, &policy_path(instance)),
+                    systemd,
+                    options,
+                    &mut std::io::stdout(),
+                )
+            })
+        }
+        Command::Uninstall { instance } => with_systemd(&cli, "uninstall", |systemd| {
+            control::uninstall(
+                &target(&layout, instance, &policy_path(instance)),
+                systemd,
+                &mut std::io::stdout(),
+            )
+        }),
+        Command::Start { instance } => job(&cli, instance, JobKind::Start),
+        Command::Stop { instance } => job(&cli, instance, JobKind::Stop),
+        Command::Restart { instance } => job(&cli, instance, JobKind::Restart),
+        Command::Reload { instance } => {
+            let manager = live_systemd(&cli, "reload")?;
+            control::reload(
+                &target(&layout, instance, &policy_path(instance)),
+                &manager,
+                &mut std::io::stdout(),
+            )?;
+            Ok(0)
+        }
+        Command::Status { instance, json } => {
+            let manager = live_systemd(&cli, "status")?;
+            let report =
+                control::status(&target(&layout, instance, &policy_path(instance)), &manager)?;
+            if *json {
+                let text =
+                    serde_json::to_string_pretty(&report).context("cannot encode the report")?;
+                print_stdout(&format!("{text}\n"))?;
+            } else {
+                print_stdout(&report.human())?;
+            }
+            Ok(report.exit_code())
         }
     }
+}
+
+/// The host and kernel check every live command uses.
+const SYSTEM_TRIAL: NetnsTrial = NetnsTrial {
+    backend: Backend::System,
+};
+
+fn target<'a>(
+    layout: &'a Layout,
+    instance: &'a InstanceName,
+    policy_path: &'a Path,
+) -> control::Target<'a> {
+    control::Target {
+        layout,
+        instance,
+        policy_path,
+        host: &LiveHost,
+        trial: &SYSTEM_TRIAL,
+    }
+}
+
+fn staged(cli: &Cli) -> bool {
+    cli.root != Path::new("/")
+}
+
+/// Connects to the running systemd, after checking the caller may change it.
+fn live_systemd(cli: &Cli, command: &str) -> anyhow::Result<SystemdBus> {
+    if staged(cli) {
+        bail!(
+            "`{command}` needs the running systemd; --root only works with init, render, check, install and uninstall"
+        );
+    }
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "`iptables-ctl {command}` must run as root: it changes system services and reads the live firewall"
+        );
+    }
+    Ok(SystemdBus::system()?)
+}
+
+fn with_systemd(
+    cli: &Cli,
+    command: &str,
+    action: impl FnOnce(control::Systemd<'_>) -> anyhow::Result<()>,
+) -> anyhow::Result<u8> {
+    if staged(cli) {
+        action(control::Systemd::Staged)?;
+    } else {
+        let manager = live_systemd(cli, command)?;
+        action(control::Systemd::Live(&manager))?;
+    }
+    Ok(0)
+}
+
+fn job(cli: &Cli, instance: &InstanceName, kind: JobKind) -> anyhow::Result<u8> {
+    let manager = live_systemd(cli, &kind.to_string())?;
+    control::lifecycle(&manager, instance, kind, &mut std::io::stdout())?;
+    Ok(0)
 }
 
 fn init(path: &Path, force: bool, stdout: bool) -> anyhow::Result<()> {
@@ -151,29 +319,9 @@ fn init(path: &Path, force: bool, stdout: bool) -> anyhow::Result<()> {
     }
     let name = file_name(path)?;
     files::write_files(dir, &[(name, text)])?;
-    let external: Vec<String> = facts.external.iter().map(ToString::to_string).collect();
     println!("wrote {}", path.display());
-    println!(
-        "  external interfaces: {}",
-        if external.is_empty() {
-            "auto (no default route found now)".to_owned()
-        } else {
-            external.join(", ")
-        }
-    );
-    let ssh: Vec<String> = policy
-        .host
-        .services
-        .iter()
-        .flat_map(|s| s.port.ranges().iter().map(ToString::to_string))
-        .collect();
-    println!(
-        "  open on the host: ssh (tcp {}) from anywhere, ping",
-        ssh.join(", ")
-    );
-    println!("  published container ports: none reachable from outside until listed");
-    if let Some(client) = &facts.ssh_client {
-        println!("  your SSH client {client} is recorded in the list `admin`");
+    for line in starter::summary(&facts, &policy) {
+        println!("  {line}");
     }
     println!("next: review it, then `iptables-ctl check` and `iptables-ctl render`");
     Ok(())

@@ -110,6 +110,67 @@ pub fn write_files(dir: &Path, files: &[(String, String)]) -> Result<WriteSummar
     Ok(summary)
 }
 
+/// The contents some files had before a change, to put back if the change fails later
+/// (a unit that will not start after its files were replaced).
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    entries: Vec<(PathBuf, Option<Vec<u8>>)>,
+}
+
+impl Snapshot {
+    /// Records the current content (or absence) of `dir/name` for every name.
+    pub fn take<'a>(
+        dir: &Path,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Snapshot, WriteError> {
+        let mut entries = Vec::new();
+        for name in names {
+            let path = dir.join(name);
+            let content = match fs::read(&path) {
+                Ok(bytes) => Some(bytes),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(io_error("cannot read", &path)(e)),
+            };
+            entries.push((path, content));
+        }
+        Ok(Snapshot { entries })
+    }
+
+    /// Adds another snapshot's files to this one.
+    pub fn extend(&mut self, other: Snapshot) {
+        self.entries.extend(other.entries);
+    }
+
+    /// Puts every file back as it was: rewritten atomically, or removed if it did not
+    /// exist. Every file is attempted; the first error is returned.
+    pub fn restore(&self) -> Result<(), WriteError> {
+        let mut first_error = None;
+        for (path, content) in &self.entries {
+            let result = match (content, path.parent(), path.file_name()) {
+                (Some(bytes), Some(dir), Some(name)) => write_files(
+                    dir,
+                    &[(
+                        name.to_string_lossy().into_owned(),
+                        String::from_utf8_lossy(bytes).into_owned(),
+                    )],
+                )
+                .map(drop),
+                (None, _, _) => match fs::remove_file(path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        Err(io_error("cannot remove", path)(e))
+                    }
+                    _ => Ok(()),
+                },
+                _ => Ok(()),
+            };
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +212,20 @@ mod tests {
             DirLock::acquire(dir.path()),
             Err(WriteError::Busy { .. })
         ));
+    }
+
+    #[test]
+    fn snapshot_restores_changed_and_removes_created_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("a"), "old").expect("seed");
+        let snapshot = Snapshot::take(dir.path(), ["a", "b"]).expect("snapshot");
+        write_files(
+            dir.path(),
+            &[("a".into(), "new".into()), ("b".into(), "new".into())],
+        )
+        .expect("write");
+        snapshot.restore().expect("restore");
+        assert_eq!(fs::read_to_string(dir.path().join("a")).expect("a"), "old");
+        assert!(!dir.path().join("b").exists());
     }
 }

@@ -25,6 +25,11 @@ impl Layout {
         Layout { root: root.into() }
     }
 
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// `/etc/iptables`: policies and rendered files.
     pub fn config_dir(&self) -> PathBuf {
         self.root.join("etc/iptables")
@@ -86,19 +91,30 @@ pub fn render_instance(
     probe: &dyn HostProbe,
 ) -> anyhow::Result<(Policy, Vec<RenderedFile>)> {
     let policy = Policy::load(policy_path)?;
-    let external = resolve_external(&policy, probe)?;
+    let files = render_policy(layout, instance, &policy, probe)?;
+    Ok((policy, files))
+}
+
+/// Renders an already loaded `policy` as [`render_instance`] does.
+pub fn render_policy(
+    layout: &Layout,
+    instance: &InstanceName,
+    policy: &Policy,
+    probe: &dyn HostProbe,
+) -> anyhow::Result<Vec<RenderedFile>> {
+    let policy_path = policy.path();
+    let external = resolve_external(policy, probe)?;
     let templates = Templates::load(&layout.templates_dir())?;
-    let files = render::render(
+    render::render(
         &templates,
         &RenderRequest {
             instance,
-            policy: &policy,
+            policy,
             policy_path,
             external: &external,
         },
     )
-    .with_context(|| format!("cannot render instance {instance}"))?;
-    Ok((policy, files))
+    .with_context(|| format!("cannot render instance {instance}"))
 }
 
 /// Proves an instance's rendered files with `trial`, family by family. When the kernel

@@ -2,9 +2,6 @@
 //! input on stdin, and reading what they print. Parsing of their output is kept in plain
 //! functions apart from the running.
 
-use std::io::{self, Write};
-use std::process::{Command, Output, Stdio};
-
 use crate::policy::types::Family;
 
 /// Which iptables implementation loads the rules.
@@ -45,62 +42,102 @@ impl Backend {
     }
 }
 
-/// A tool that ran and failed, with what it said.
-#[derive(Debug, thiserror::Error)]
-pub enum ToolError {
-    /// The program could not be started.
-    #[error("cannot run {program}{hint}", hint = if source.kind() == io::ErrorKind::NotFound { " (install the iptables package)" } else { "" })]
-    Spawn {
-        /// The program.
-        program: String,
-        /// What the system said.
-        source: io::Error,
-    },
-    /// The program exited unsuccessfully.
-    #[error("{program} failed ({status}): {stderr}")]
-    Failed {
-        /// The command line.
-        program: String,
-        /// Exit status.
-        status: String,
-        /// Its standard error, trimmed.
-        stderr: String,
-    },
+/// The two kernel interfaces iptables can drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// nf_tables (`iptables-nft`).
+    Nft,
+    /// x_tables (`iptables-legacy`).
+    Legacy,
 }
 
-/// Runs `program args`, feeding `stdin`, and returns its standard output.
-pub fn run(program: &str, args: &[&str], stdin: &[u8]) -> Result<String, ToolError> {
-    let spawn_error = |source| ToolError::Spawn {
-        program: program.to_owned(),
-        source,
-    };
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn_error)?;
-    if let Some(mut pipe) = child.stdin.take() {
-        // A tool that exits early closes the pipe; its exit status tells why.
-        let _ = pipe.write_all(stdin);
+impl BackendKind {
+    /// The one that is not this one.
+    pub fn other(self) -> BackendKind {
+        match self {
+            BackendKind::Nft => BackendKind::Legacy,
+            BackendKind::Legacy => BackendKind::Nft,
+        }
     }
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = child.wait_with_output().map_err(spawn_error)?;
-    if !status.success() {
-        return Err(ToolError::Failed {
-            program: std::iter::once(program)
-                .chain(args.iter().copied())
-                .collect::<Vec<_>>()
-                .join(" "),
-            status: status.to_string(),
-            stderr: String::from_utf8_lossy(&stderr).trim().to_owned(),
-        });
+
+    /// The suffix of its programs: `iptables-nft`, `iptables-legacy`.
+    pub fn tool_suffix(self) -> &'static str {
+        match self {
+            BackendKind::Nft => "nft",
+            BackendKind::Legacy => "legacy",
+        }
     }
-    Ok(String::from_utf8_lossy(&stdout).into_owned())
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendKind::Nft => "nf_tables",
+            BackendKind::Legacy => "legacy",
+        })
+    }
+}
+
+/// The backend named by `iptables -V` (`iptables v1.8.9 (nf_tables)`); None for
+/// versions that do not say (before 1.8, always legacy, but then we cannot be sure).
+pub fn backend_from_version(version: &str) -> Option<BackendKind> {
+    if version.contains("(nf_tables)") {
+        Some(BackendKind::Nft)
+    } else if version.contains("(legacy)") {
+        Some(BackendKind::Legacy)
+    } else {
+        None
+    }
+}
+
+/// The chains an `iptables-save` dump declares, in every table.
+pub fn chain_names(save: &str) -> Vec<String> {
+    save.lines()
+        .filter_map(|l| l.strip_prefix(':'))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The lines of an `iptables-save` dump's filter table that belong to `chains`: their
+/// policies (without counters) and their rules, in order. Two dumps with equal results
+/// hold the same rules in those chains.
+pub fn chain_rules(save: &str, chains: &[&str]) -> Vec<String> {
+    let mut in_filter = false;
+    let mut lines = Vec::new();
+    for line in save.lines() {
+        if let Some(table) = line.strip_prefix('*') {
+            in_filter = table == "filter";
+            continue;
+        }
+        if !in_filter {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix(':') {
+            let mut words = rest.split_whitespace();
+            if let (Some(chain), Some(policy)) = (words.next(), words.next())
+                && chains.contains(&chain)
+            {
+                lines.push(format!(":{chain} {policy}"));
+            }
+        } else if let Some(rest) = line.strip_prefix("-A ")
+            && rest
+                .split_whitespace()
+                .next()
+                .is_some_and(|chain| chains.contains(&chain))
+        {
+            lines.push(line.to_owned());
+        }
+    }
+    lines
+}
+
+/// The first rule of the filter table's FORWARD chain, if any.
+pub fn first_forward_rule(save: &str) -> Option<String> {
+    chain_rules(save, &["FORWARD"])
+        .into_iter()
+        .find(|l| l.starts_with("-A "))
 }
 
 /// The line of the input that `iptables-restore` blamed, if it said so. It reports
@@ -171,6 +208,41 @@ mod tests {
         assert_eq!(
             normalize_save("# Generated by x on Mon\n*filter\nCOMMIT\n# Completed on Mon\n"),
             "*filter\nCOMMIT\n"
+        );
+    }
+
+    #[test]
+    fn backend_is_read_from_the_version() {
+        assert_eq!(
+            backend_from_version("iptables v1.8.9 (nf_tables)\n"),
+            Some(BackendKind::Nft)
+        );
+        assert_eq!(
+            backend_from_version("iptables v1.8.9 (legacy)\n"),
+            Some(BackendKind::Legacy)
+        );
+        assert_eq!(backend_from_version("iptables v1.6.1\n"), None);
+    }
+
+    #[test]
+    fn chain_rules_keep_filter_policies_and_rules_of_the_named_chains() {
+        let save = "*nat\n:DOCKER - [0:0]\n-A DOCKER -j RETURN\nCOMMIT\n*filter\n:INPUT DROP [3:120]\n:FORWARD DROP [0:0]\n:DOCKER-USER - [0:0]\n-A INPUT -i lo -j ACCEPT\n-A FORWARD -j DOCKER-USER\n-A DOCKER-USER -j RETURN\nCOMMIT\n";
+        assert_eq!(
+            chain_rules(save, &["INPUT", "DOCKER-USER"]),
+            [
+                ":INPUT DROP",
+                ":DOCKER-USER -",
+                "-A INPUT -i lo -j ACCEPT",
+                "-A DOCKER-USER -j RETURN"
+            ]
+        );
+        assert_eq!(
+            chain_names(save),
+            ["DOCKER", "INPUT", "FORWARD", "DOCKER-USER"]
+        );
+        assert_eq!(
+            first_forward_rule(save).as_deref(),
+            Some("-A FORWARD -j DOCKER-USER")
         );
     }
 }

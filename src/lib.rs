@@ -8,12 +8,18 @@
 //! ([`trial`]), before they are written atomically ([`files`]).
 
 pub mod cli;
+pub mod command;
+pub mod conflicts;
+pub mod control;
 pub mod files;
 pub mod host;
 pub mod instance;
 pub mod iptables;
+pub mod live;
 pub mod policy;
 pub mod render;
 pub mod ruleset;
 pub mod starter;
+pub mod systemd;
 pub mod trial;
+pub mod units;

@@ -1,4 +1,4 @@
-//! `iptables-ctl`: the command-line entry point. Everything happens in the library.
+//! The `iptables-ctl` binary: parses the command line and hands over to the library.
 
 use std::process::ExitCode;
 
@@ -7,7 +7,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = iptables_ctl::cli::Cli::parse();
     match iptables_ctl::cli::run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(error) => {
             eprintln!("iptables-ctl: error: {error:#}");
             ExitCode::FAILURE

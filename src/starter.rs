@@ -41,6 +41,38 @@ impl StarterFacts {
     }
 }
 
+/// What the starter policy enforces, one line each, for the admin to read.
+pub fn summary(facts: &StarterFacts, policy: &Policy) -> Vec<String> {
+    let external: Vec<String> = facts.external.iter().map(ToString::to_string).collect();
+    let ssh: Vec<String> = policy
+        .host
+        .services
+        .iter()
+        .flat_map(|s| s.port.ranges().iter().map(ToString::to_string))
+        .collect();
+    let mut lines = vec![
+        format!(
+            "external interfaces: {}",
+            if external.is_empty() {
+                "auto (no default route found now)".to_owned()
+            } else {
+                external.join(", ")
+            }
+        ),
+        format!(
+            "open on the host: ssh (tcp {}) from anywhere, ping",
+            ssh.join(", ")
+        ),
+        "published container ports: none reachable from outside until listed".to_owned(),
+    ];
+    if let Some(client) = &facts.ssh_client {
+        lines.push(format!(
+            "your SSH client {client} is recorded in the list `admin`"
+        ));
+    }
+    lines
+}
+
 /// The starter policy text, and the policy it parses to (checked at `path`).
 pub fn starter_policy(facts: &StarterFacts, path: &Path) -> Result<(String, Policy), PolicyError> {
     let external = if facts.external.is_empty() {

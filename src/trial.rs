@@ -11,7 +11,8 @@ use std::thread;
 
 use nix::sched::{CloneFlags, unshare};
 
-use crate::iptables::{self, Backend, ToolError};
+use crate::command::{self, ToolError};
+use crate::iptables::{self, Backend};
 use crate::policy::types::Family;
 use crate::ruleset::OWNED_CHAINS;
 
@@ -103,7 +104,7 @@ fn trial_in_this_namespace(
     (empty_name, empty): (&str, &str),
 ) -> Result<TrialReport, TrialError> {
     let save = || -> Result<String, TrialError> {
-        Ok(iptables::normalize_save(&iptables::run(
+        Ok(iptables::normalize_save(&command::run(
             backend.save_program(family),
             &["-t", "filter"],
             b"",
@@ -134,7 +135,7 @@ fn trial_in_this_namespace(
 
 fn load(backend: Backend, family: Family, name: &str, text: &str) -> Result<(), TrialError> {
     let program = backend.restore_program(family);
-    match iptables::run(program, &["-w", "-n"], text.as_bytes()) {
+    match command::run(program, &["-w", "-n"], text.as_bytes()) {
         Ok(_) => Ok(()),
         Err(ToolError::Failed { stderr, .. }) => {
             let line = iptables::failing_line(&stderr).and_then(|n| {

@@ -143,7 +143,7 @@ impl Drop for Netns {
 
 /// Runs a program that must succeed, with the library's own runner; returns stdout.
 pub fn run_ok(program: &str, args: &[&str], stdin: &[u8]) -> String {
-    iptables_ctl::iptables::run(program, args, stdin).unwrap_or_else(|e| panic!("{e:#}"))
+    iptables_ctl::command::run(program, args, stdin).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// `iptables-save` output without its timestamped comment lines.

@@ -1,0 +1,339 @@
+//! Other firewall managers and setups that would fight iptables-ctl, found before
+//! anything is changed: firewalld, ufw, netfilter-persistent (and its `iptables.service`
+//! alias), RHEL's iptables-services, a second iptables-ctl instance, and an iptables
+//! backend that differs from the one holding Docker's chains.
+//!
+//! Facts are gathered first ([`ConflictFacts::gather`]: files under the root, systemd
+//! when live, the iptables tools when live) and judged apart ([`ConflictFacts::conflicts`]),
+//! so the judgement is tested on plain values.
+
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::command;
+use crate::iptables::{self, BackendKind};
+use crate::policy::types::InstanceName;
+use crate::systemd::ServiceManager;
+use crate::units::{self, ADMIN_UNIT_DIR, PACKAGE_UNIT_DIRS};
+
+/// Unit names another firewall may own. We ship neither `ip6tables.service` nor any
+/// alias, so every such file that is not ours belongs to someone else.
+const CONTESTED_UNITS: [&str; 4] = [
+    "iptables.service",
+    "ip6tables.service",
+    "iptables@.service",
+    "iptables-docker@.service",
+];
+
+/// A unit file of a contested name that iptables-ctl did not write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignUnit {
+    /// The file (under the root).
+    pub path: PathBuf,
+    /// Where it points, when it is a symlink (an alias such as netfilter-persistent's).
+    pub link_target: Option<PathBuf>,
+}
+
+/// Which iptables backend the host uses and where Docker's chains are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendFacts {
+    /// What `iptables` is on this host.
+    pub system: BackendKind,
+    /// The other backend holds a `DOCKER` chain (Docker talks to the other one).
+    pub docker_in_other: bool,
+}
+
+/// What was found on the host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConflictFacts {
+    /// firewalld is running (live) or enabled (staged tree).
+    pub firewalld: bool,
+    /// ufw is enabled (`ENABLED=yes` in /etc/ufw/ufw.conf).
+    pub ufw: bool,
+    /// netfilter-persistent is enabled.
+    pub netfilter_persistent: bool,
+    /// Unit files with our names that are not ours.
+    pub foreign_units: Vec<ForeignUnit>,
+    /// Other iptables-ctl instances that are enabled.
+    pub other_instances: Vec<String>,
+    /// Backend facts (live only).
+    pub backend: Option<BackendFacts>,
+}
+
+/// One reason not to install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// What was found.
+    pub found: String,
+    /// Why it matters and what to do.
+    pub advice: String,
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.found, self.advice)
+    }
+}
+
+impl ConflictFacts {
+    /// Gathers the facts for installing `instance` under `root`. With `manager` (a
+    /// live host) systemd is asked for runtime state and the iptables tools are run;
+    /// without it only files under `root` are read.
+    pub fn gather(
+        root: &Path,
+        instance: &InstanceName,
+        manager: Option<&dyn ServiceManager>,
+    ) -> anyhow::Result<ConflictFacts> {
+        let enabled_here = |unit: &str| !wants_links(root, unit).is_empty();
+        let mut facts = ConflictFacts {
+            ufw: ufw_enabled(&root.join("etc/ufw/ufw.conf")),
+            firewalld: enabled_here("firewalld.service"),
+            netfilter_persistent: enabled_here("netfilter-persistent.service"),
+            foreign_units: foreign_units(root),
+            other_instances: other_instances(root, instance),
+            backend: None,
+        };
+        if let Some(manager) = manager {
+            facts.firewalld |= manager.unit_status("firewalld.service")?.is_active();
+            facts.netfilter_persistent |= manager
+                .unit_file_state("netfilter-persistent.service")?
+                .is_some_and(|state| state.starts_with("enabled"));
+            facts.backend = backend_facts();
+        }
+        Ok(facts)
+    }
+
+    /// The conflicts these facts amount to.
+    pub fn conflicts(&self) -> Vec<Conflict> {
+        let mut found = Vec::new();
+        if self.firewalld {
+            found.push(Conflict {
+                found: "firewalld is running".to_owned(),
+                advice: "it rewrites the firewall on its own; stop and disable it (systemctl disable --now firewalld) or manage Docker's exposure with firewalld zones instead".to_owned(),
+            });
+        }
+        if self.ufw {
+            found.push(Conflict {
+                found: "ufw is enabled".to_owned(),
+                advice: "ufw owns INPUT and reloads it on its own; run `ufw disable` first"
+                    .to_owned(),
+            });
+        }
+        if self.netfilter_persistent {
+            found.push(Conflict {
+                found: "netfilter-persistent is enabled".to_owned(),
+                advice: "at boot it restores /etc/iptables/rules.v4 over the whole table, Docker's chains included; disable it (systemctl disable netfilter-persistent) or remove iptables-persistent".to_owned(),
+            });
+        }
+        for unit in &self.foreign_units {
+            let what = match &unit.link_target {
+                Some(target) => format!(
+                    "{} is an alias of {}",
+                    unit.path.display(),
+                    target.display()
+                ),
+                None => format!("{} belongs to another package", unit.path.display()),
+            };
+            found.push(Conflict {
+                found: what,
+                advice: "a unit of that name would load another firewall's rules in place of ours (netfilter-persistent and RHEL's iptables-services ship one); remove or disable that package".to_owned(),
+            });
+        }
+        for other in &self.other_instances {
+            found.push(Conflict {
+                found: format!("instance {other} is enabled"),
+                advice: "every instance owns INPUT, OUTPUT and DOCKER-USER, so two would overwrite each other; uninstall it first (iptables-ctl uninstall {other})".replace("{other}", other),
+            });
+        }
+        if let Some(backend) = &self.backend
+            && backend.docker_in_other
+        {
+            let other = backend.system.other();
+            found.push(Conflict {
+                found: format!(
+                    "iptables here is {} but Docker's chains are in the {other} tables",
+                    backend.system
+                ),
+                advice: format!(
+                    "rules loaded with {} would never be reached by Docker's FORWARD jump; switch with `update-alternatives --set iptables /usr/sbin/iptables-{}` (and ip6tables) to match Docker, then restart Docker",
+                    backend.system,
+                    other.tool_suffix()
+                ),
+            });
+        }
+        found
+    }
+}
+
+/// The symlinks in any `*.wants/` directory under the admin unit directory that enable
+/// `unit`.
+fn wants_links(root: &Path, unit: &str) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(root.join(ADMIN_UNIT_DIR)) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|dir| dir.extension().is_some_and(|e| e == "wants"))
+        .map(|dir| dir.join(unit))
+        .filter(|link| link.symlink_metadata().is_ok())
+        .collect()
+}
+
+/// ufw's own switch: `ENABLED=yes` in ufw.conf.
+fn ufw_enabled(conf: &Path) -> bool {
+    fs::read_to_string(conf).is_ok_and(|text| {
+        text.lines()
+            .map(|l| l.trim().replace(['"', '\''], ""))
+            .any(|l| l.eq_ignore_ascii_case("ENABLED=yes"))
+    })
+}
+
+fn foreign_units(root: &Path) -> Vec<ForeignUnit> {
+    let mut found: Vec<ForeignUnit> = Vec::new();
+    let mut seen = Vec::new();
+    for dir in std::iter::once(ADMIN_UNIT_DIR).chain(PACKAGE_UNIT_DIRS) {
+        for name in CONTESTED_UNITS {
+            let path = root.join(dir).join(name);
+            let Ok(meta) = path.symlink_metadata() else {
+                continue;
+            };
+            // /lib and /usr/lib are one directory on merged-/usr systems.
+            let identity = fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            if seen.contains(&identity) && !meta.file_type().is_symlink() {
+                continue;
+            }
+            seen.push(identity);
+            let link_target = fs::read_link(&path).ok();
+            let ours = link_target.is_none()
+                && fs::read_to_string(&path).is_ok_and(|text| units::is_ours(&text));
+            if !ours {
+                found.push(ForeignUnit { path, link_target });
+            }
+        }
+    }
+    found
+}
+
+fn other_instances(root: &Path, instance: &InstanceName) -> Vec<String> {
+    let ours = format!("iptables@{instance}.service");
+    let Ok(entries) = fs::read_dir(root.join(ADMIN_UNIT_DIR)) else {
+        return Vec::new();
+    };
+    let mut others: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "wants"))
+        .filter_map(|e| fs::read_dir(e.path()).ok())
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| name.starts_with("iptables@") && *name != ours)
+        .filter_map(|name| {
+            name.strip_prefix("iptables@")
+                .and_then(|n| n.strip_suffix(".service"))
+                .map(str::to_owned)
+        })
+        .collect();
+    others.sort();
+    others.dedup();
+    others
+}
+
+/// Which backend `iptables` is, and whether Docker's chains sit in the other one.
+/// None when the tools cannot tell (iptables missing, or only one backend installed).
+fn backend_facts() -> Option<BackendFacts> {
+    let version = command::run("iptables", &["-V"], b"").ok()?;
+    let system = iptables::backend_from_version(&version)?;
+    let other_save = format!("iptables-{}-save", system.other().tool_suffix());
+    let other = command::run(&other_save, &[], b"").ok()?;
+    Some(BackendFacts {
+        system,
+        docker_in_other: iptables::chain_names(&other).iter().any(|c| c == "DOCKER"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_facts_no_conflicts() {
+        assert!(ConflictFacts::default().conflicts().is_empty());
+    }
+
+    #[test]
+    fn each_fact_is_one_conflict_naming_it() {
+        let facts = ConflictFacts {
+            firewalld: true,
+            ufw: true,
+            netfilter_persistent: true,
+            foreign_units: vec![ForeignUnit {
+                path: "/etc/systemd/system/iptables.service".into(),
+                link_target: Some("/lib/systemd/system/netfilter-persistent.service".into()),
+            }],
+            other_instances: vec!["lab".to_owned()],
+            backend: Some(BackendFacts {
+                system: BackendKind::Nft,
+                docker_in_other: true,
+            }),
+        };
+        let text: Vec<String> = facts.conflicts().iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 6, "{text:#?}");
+        assert!(text[0].starts_with("firewalld is running"));
+        assert!(text[1].starts_with("ufw is enabled"));
+        assert!(text[2].starts_with("netfilter-persistent is enabled"));
+        assert!(text[3].contains("alias of /lib/systemd/system/netfilter-persistent.service"));
+        assert!(text[4].contains("iptables-ctl uninstall lab"));
+        assert!(text[5].contains("nf_tables but Docker's chains are in the legacy tables"));
+        assert!(text[5].contains("iptables-legacy"));
+    }
+
+    #[test]
+    fn staged_tree_facts() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        fs::create_dir_all(r.join("etc/ufw")).unwrap();
+        fs::write(r.join("etc/ufw/ufw.conf"), "# c\nENABLED=yes\n").unwrap();
+        let wants = r.join("etc/systemd/system/multi-user.target.wants");
+        fs::create_dir_all(&wants).unwrap();
+        std::os::unix::fs::symlink(
+            "/lib/systemd/system/netfilter-persistent.service",
+            wants.join("netfilter-persistent.service"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(
+            "/etc/systemd/system/iptables@.service",
+            wants.join("iptables@lab.service"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(
+            "/etc/systemd/system/iptables@.service",
+            wants.join("iptables@base.service"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(
+            "/lib/systemd/system/netfilter-persistent.service",
+            r.join("etc/systemd/system/iptables.service"),
+        )
+        .unwrap();
+        fs::create_dir_all(r.join("usr/lib/systemd/system")).unwrap();
+        fs::write(
+            r.join("usr/lib/systemd/system/iptables@.service"),
+            units::SHIPPED_UNITS[1].text,
+        )
+        .unwrap();
+        let instance: InstanceName = "base".parse().unwrap();
+        let facts = ConflictFacts::gather(r, &instance, None).unwrap();
+        assert!(facts.ufw && facts.netfilter_persistent && !facts.firewalld);
+        assert_eq!(facts.other_instances, ["lab"]);
+        assert_eq!(
+            facts.foreign_units,
+            [ForeignUnit {
+                path: r.join("etc/systemd/system/iptables.service"),
+                link_target: Some("/lib/systemd/system/netfilter-persistent.service".into()),
+            }],
+            "our own packaged unit is not foreign"
+        );
+    }
+}

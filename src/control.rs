@@ -1,0 +1,641 @@
+//! The commands that put an instance in force and take it out: install, uninstall,
+//! start, stop, restart, reload and status. Each is a sequence over the parts it needs
+//! (the file layout, the kernel check, systemd behind [`ServiceManager`]) with one rule:
+//! everything that can be checked is checked before anything changes, and a step that
+//! fails after files were replaced puts them back.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use serde::Serialize;
+
+use crate::conflicts::{Conflict, ConflictFacts};
+use crate::files::{self, DirLock, Snapshot};
+use crate::host::HostProbe;
+use crate::instance::{self, Layout};
+use crate::live::{self, LiveState};
+use crate::policy::Policy;
+use crate::policy::types::InstanceName;
+use crate::render::RenderedFile;
+use crate::starter::{self, StarterFacts};
+use crate::systemd::{JobKind, JobResult, ServiceManager, UnitStatus, journal};
+use crate::trial::RulesetTrial;
+use crate::units::{self, ADMIN_UNIT_DIR, InstanceUnits, PACKAGE_UNIT_DIRS, SHIPPED_UNITS};
+
+/// How many journal lines a failure report shows.
+const JOURNAL_LINES: usize = 15;
+
+/// What every command works on.
+pub struct Target<'a> {
+    /// Where files live (`/` or a staged `--root`).
+    pub layout: &'a Layout,
+    /// The instance.
+    pub instance: &'a InstanceName,
+    /// Its policy file.
+    pub policy_path: &'a Path,
+    /// The host the policy is rendered for.
+    pub host: &'a dyn HostProbe,
+    /// The kernel check.
+    pub trial: &'a dyn RulesetTrial,
+}
+
+/// Options of `install`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InstallOptions {
+    /// Enable but do not start.
+    pub no_start: bool,
+    /// Go on despite conflicts.
+    pub force: bool,
+}
+
+/// Where systemd is: a live manager, or a staged tree (`--root`) with none.
+pub enum Systemd<'a> {
+    /// A running systemd.
+    Live(&'a dyn ServiceManager),
+    /// A staged tree: unit files and enable links are written, nothing is run.
+    Staged,
+}
+
+/// A job that did not end in `done`, with what systemd and the journal say.
+#[derive(Debug, thiserror::Error)]
+#[error("{unit}: {kind} {result} ({why})\n{details}", why = result.explanation())]
+pub struct JobFailed {
+    /// The unit.
+    pub unit: String,
+    /// What was asked.
+    pub kind: JobKind,
+    /// How it ended.
+    pub result: JobResult,
+    /// Unit state and journal lines, ready to print.
+    pub details: String,
+}
+
+/// Runs a job and turns anything but `done` into [`JobFailed`] with the unit's state
+/// and its last journal lines.
+pub fn run_job(manager: &dyn ServiceManager, kind: JobKind, unit: &str) -> anyhow::Result<()> {
+    match manager.run_job(kind, unit)? {
+        JobResult::Done => Ok(()),
+        result => Err(JobFailed {
+            unit: unit.to_owned(),
+            kind,
+            result,
+            details: failure_details(manager, unit),
+        }
+        .into()),
+    }
+}
+
+/// The unit's state and last journal lines, indented, for a failure report.
+pub fn failure_details(manager: &dyn ServiceManager, unit: &str) -> String {
+    let mut text = match manager.unit_status(unit) {
+        Ok(status) => format!(
+            "  state: {} ({}){}\n",
+            status.active_state,
+            status.sub_state,
+            status
+                .result
+                .as_deref()
+                .filter(|r| *r != "success")
+                .map(|r| format!(", result: {r}"))
+                .unwrap_or_default()
+        ),
+        Err(e) => format!("  state: unknown ({e})\n"),
+    };
+    text.push_str(&format!("  last journal lines of {unit}:\n"));
+    for line in journal::unit_tail(unit, JOURNAL_LINES) {
+        text.push_str(&format!("    {line}\n"));
+    }
+    text
+}
+
+/// Loads the policy, or builds the starter policy when there is none yet (returning
+/// its text so it is written together with everything else).
+fn policy_or_starter(
+    target: &Target<'_>,
+    out: &mut dyn Write,
+) -> anyhow::Result<(Policy, Option<String>)> {
+    if target.policy_path.exists() {
+        return Ok((Policy::load(target.policy_path)?, None));
+    }
+    let facts = StarterFacts::gather(target.host);
+    let (text, policy) = starter::starter_policy(&facts, target.policy_path)?;
+    writeln!(
+        out,
+        "no policy at {} yet: installing the starter policy",
+        target.policy_path.display()
+    )?;
+    for line in starter::summary(&facts, &policy) {
+        writeln!(out, "  {line}")?;
+    }
+    Ok((policy, Some(text)))
+}
+
+/// Renders and proves the instance's files; nothing is written.
+fn render_and_prove(target: &Target<'_>, policy: &Policy) -> anyhow::Result<Vec<RenderedFile>> {
+    let rendered = instance::render_policy(target.layout, target.instance, policy, target.host)?;
+    instance::prove(policy, &rendered, target.trial)
+        .context("kernel check of the rendered files failed; nothing was changed")?;
+    Ok(rendered)
+}
+
+fn rendered_outputs(rendered: Vec<RenderedFile>) -> Vec<(String, String)> {
+    rendered
+        .into_iter()
+        .map(|f| (f.file_name, f.text))
+        .collect()
+}
+
+/// Where the shipped units are loaded from: a package's copy if it ships ours,
+/// otherwise the admin directory (where install writes them).
+fn unit_dir(root: &Path) -> (PathBuf, bool) {
+    for dir in PACKAGE_UNIT_DIRS {
+        let path = root.join(dir);
+        if SHIPPED_UNITS
+            .iter()
+            .all(|u| fs::read_to_string(path.join(u.file_name)).is_ok_and(|t| units::is_ours(&t)))
+        {
+            return (path, true);
+        }
+    }
+    (root.join(ADMIN_UNIT_DIR), false)
+}
+
+/// `install`: policy (starter if none), render and prove, conflicts, files, units,
+/// enable, start.
+pub fn install(
+    target: &Target<'_>,
+    systemd: Systemd<'_>,
+    options: InstallOptions,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let root = target.layout.root();
+    let manager = match systemd {
+        Systemd::Live(manager) => Some(manager),
+        Systemd::Staged => None,
+    };
+    let config_dir = target.layout.config_dir();
+    fs::create_dir_all(&config_dir)
+        .with_context(|| format!("cannot create {}", config_dir.display()))?;
+    let _lock = DirLock::acquire(&config_dir)?;
+
+    let (policy, starter_text) = policy_or_starter(target, out)?;
+    let rendered = render_and_prove(target, &policy)?;
+    writeln!(
+        out,
+        "policy {} is valid and its rules load in a throwaway namespace",
+        target.policy_path.display()
+    )?;
+
+    let conflicts = ConflictFacts::gather(root, target.instance, manager)?.conflicts();
+    refuse_on_conflicts(&conflicts, options.force, out)?;
+
+    // Everything checked: write.
+    let mut outputs = rendered_outputs(rendered);
+    let mut snapshot = Snapshot::take(&config_dir, outputs.iter().map(|(n, _)| n.as_str()))?;
+    if let Some(text) = starter_text {
+        let dir = target.policy_path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let name = file_name(target.policy_path)?;
+        snapshot.extend(Snapshot::take(dir, [name.as_str()])?);
+        files::write_files(dir, &[(name, text)])?;
+        writeln!(out, "wrote {}", target.policy_path.display())?;
+    }
+    let (unit_dir, packaged) = unit_dir(root);
+    let result = (|| -> anyhow::Result<()> {
+        report_writes(files::write_files(&config_dir, &outputs)?, out)?;
+        if packaged {
+            writeln!(
+                out,
+                "units are shipped by the package in {}",
+                unit_dir.display()
+            )?;
+        } else {
+            fs::create_dir_all(&unit_dir)
+                .with_context(|| format!("cannot create {}", unit_dir.display()))?;
+            snapshot.extend(Snapshot::take(
+                &unit_dir,
+                SHIPPED_UNITS.iter().map(|u| u.file_name),
+            )?);
+            let unit_files: Vec<(String, String)> = SHIPPED_UNITS
+                .iter()
+                .map(|u| (u.file_name.to_owned(), u.text.to_owned()))
+                .collect();
+            report_writes(files::write_files(&unit_dir, &unit_files)?, out)?;
+        }
+        Ok(())
+    })();
+    if let Err(error) = result {
+        restore(&snapshot, out);
+        return Err(error);
+    }
+    outputs.clear();
+
+    let units = InstanceUnits::new(target.instance);
+    let Some(manager) = manager else {
+        return stage_enable(root, &unit_dir, &units, out);
+    };
+    let result = (|| -> anyhow::Result<()> {
+        manager.daemon_reload()?;
+        for change in manager.enable(&units.all())? {
+            writeln!(out, "{change}")?;
+        }
+        Ok(())
+    })();
+    if let Err(error) = result {
+        restore(&snapshot, out);
+        return Err(error);
+    }
+    if options.no_start {
+        writeln!(
+            out,
+            "{} is enabled; it loads the rules at the next boot (--no-start)",
+            units.rules
+        )?;
+        return Ok(());
+    }
+    // A oneshot unit that is already active ignores start: reload it to load the new files.
+    let kind = if manager.unit_status(&units.rules)?.is_active() {
+        JobKind::Reload
+    } else {
+        JobKind::Start
+    };
+    if let Err(error) = run_job(manager, kind, &units.rules) {
+        writeln!(
+            out,
+            "{} did not {kind}; putting the previous files back",
+            units.rules
+        )?;
+        restore(&snapshot, out);
+        return Err(error);
+    }
+    run_job(manager, JobKind::Start, &units.umbrella)?;
+    writeln!(
+        out,
+        "{} is active: the rules of {} are in force",
+        units.rules, target.instance
+    )?;
+    Ok(())
+}
+
+fn refuse_on_conflicts(
+    conflicts: &[Conflict],
+    force: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    if force {
+        for conflict in conflicts {
+            writeln!(out, "warning (--force): {conflict}")?;
+        }
+        return Ok(());
+    }
+    let list: Vec<String> = conflicts.iter().map(|c| format!("  - {c}")).collect();
+    bail!(
+        "refusing to install: another firewall setup would fight this one; nothing was changed\n{}\n(--force installs anyway)",
+        list.join("\n")
+    )
+}
+
+fn report_writes(summary: files::WriteSummary, out: &mut dyn Write) -> anyhow::Result<()> {
+    for path in &summary.written {
+        writeln!(out, "wrote {}", path.display())?;
+    }
+    for path in &summary.unchanged {
+        writeln!(out, "unchanged {}", path.display())?;
+    }
+    Ok(())
+}
+
+fn restore(snapshot: &Snapshot, out: &mut dyn Write) {
+    if let Err(e) = snapshot.restore() {
+        let _ = writeln!(out, "warning: could not put every file back: {e}");
+    }
+}
+
+/// Enables the units in a staged tree with the symlinks `systemctl --root enable` makes.
+fn stage_enable(
+    root: &Path,
+    unit_dir: &Path,
+    units: &InstanceUnits,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    for unit in units.all() {
+        let file = units::template_file_name(unit);
+        let Some(shipped) = SHIPPED_UNITS.iter().find(|u| u.file_name == file) else {
+            bail!("internal error: {file} is not a shipped unit");
+        };
+        let booted_path = Path::new("/")
+            .join(unit_dir.strip_prefix(root).unwrap_or(unit_dir))
+            .join(&file);
+        for link in units::enable_links(root, unit, &booted_path, shipped.text) {
+            if let Some(dir) = link.link.parent() {
+                fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            if fs::read_link(&link.link).is_ok_and(|t| t == link.target) {
+                continue;
+            }
+            if link.link.symlink_metadata().is_ok() {
+                fs::remove_file(&link.link)
+                    .with_context(|| format!("cannot replace {}", link.link.display()))?;
+            }
+            std::os::unix::fs::symlink(&link.target, &link.link)
+                .with_context(|| format!("cannot create {}", link.link.display()))?;
+            writeln!(
+                out,
+                "created symlink {} -> {}",
+                link.link.display(),
+                link.target.display()
+            )?;
+        }
+    }
+    writeln!(
+        out,
+        "staged under {}: the units start at its first boot",
+        root.display()
+    )?;
+    Ok(())
+}
+
+/// `uninstall`: stop (the pass-through files are loaded), disable, remove the units
+/// install wrote. Policy and rendered files stay.
+pub fn uninstall(
+    target: &Target<'_>,
+    systemd: Systemd<'_>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let root = target.layout.root();
+    let units = InstanceUnits::new(target.instance);
+    match systemd {
+        Systemd::Live(manager) => {
+            let status = manager.unit_status(&units.rules)?;
+            if status.is_active() {
+                run_job(manager, JobKind::Stop, &units.rules)?;
+                writeln!(
+                    out,
+                    "stopped {}: INPUT, OUTPUT and DOCKER-USER now pass traffic through",
+                    units.rules
+                )?;
+            }
+            for change in manager.disable(&units.all())? {
+                writeln!(out, "{change}")?;
+            }
+            remove_admin_units(root, out)?;
+            manager.daemon_reload()?;
+        }
+        Systemd::Staged => {
+            for unit in units.all() {
+                let file = units::template_file_name(unit);
+                if let Some(shipped) = SHIPPED_UNITS.iter().find(|u| u.file_name == file) {
+                    for link in units::enable_links(root, unit, Path::new("/"), shipped.text) {
+                        if link.link.symlink_metadata().is_ok() {
+                            fs::remove_file(&link.link).with_context(|| {
+                                format!("cannot remove {}", link.link.display())
+                            })?;
+                            writeln!(out, "removed {}", link.link.display())?;
+                        }
+                    }
+                }
+            }
+            remove_admin_units(root, out)?;
+        }
+    }
+    writeln!(
+        out,
+        "policy and rendered files under {} are kept",
+        target.layout.config_dir().display()
+    )?;
+    Ok(())
+}
+
+/// Removes the unit files install wrote to the admin directory (only ours).
+fn remove_admin_units(root: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+    let dir = root.join(ADMIN_UNIT_DIR);
+    for unit in SHIPPED_UNITS {
+        let path = dir.join(unit.file_name);
+        let is_ours = path.symlink_metadata().is_ok_and(|m| m.is_file())
+            && fs::read_to_string(&path).is_ok_and(|t| units::is_ours(&t));
+        if is_ours {
+            fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+            writeln!(out, "removed {}", path.display())?;
+        }
+    }
+    Ok(())
+}
+
+/// `start`, `stop`, `restart`: one job on the instance's rules unit.
+pub fn lifecycle(
+    manager: &dyn ServiceManager,
+    instance: &InstanceName,
+    kind: JobKind,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let units = InstanceUnits::new(instance);
+    let status = manager.unit_status(&units.rules)?;
+    if status.is_not_found() {
+        bail!(
+            "{} is not installed (run `iptables-ctl install {instance}`)",
+            units.rules
+        );
+    }
+    run_job(manager, kind, &units.rules)?;
+    let done = match kind {
+        JobKind::Stop => "stopped: the pass-through (.empty) files are loaded",
+        _ => "active: the rules are in force",
+    };
+    writeln!(out, "{}: {done}", units.rules)?;
+    Ok(())
+}
+
+/// `reload`: re-render and prove the policy (a bad one changes nothing), write the
+/// files that changed, and reload the unit; if the reload fails, the previous files
+/// are put back and loaded again.
+pub fn reload(
+    target: &Target<'_>,
+    manager: &dyn ServiceManager,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let units = InstanceUnits::new(target.instance);
+    let config_dir = target.layout.config_dir();
+    let _lock = DirLock::acquire(&config_dir)?;
+    let policy = Policy::load(target.policy_path)?;
+    let rendered = render_and_prove(target, &policy)?;
+    let status = manager.unit_status(&units.rules)?;
+    if status.is_not_found() {
+        bail!(
+            "{} is not installed (run `iptables-ctl install {}`); nothing was changed",
+            units.rules,
+            target.instance
+        );
+    }
+    if !status.is_active() {
+        bail!(
+            "{} is {}, so there is nothing to reload; nothing was changed (`iptables-ctl start {}` loads the rules)",
+            units.rules,
+            status.active_state,
+            target.instance
+        );
+    }
+    let outputs = rendered_outputs(rendered);
+    let snapshot = Snapshot::take(&config_dir, outputs.iter().map(|(n, _)| n.as_str()))?;
+    report_writes(files::write_files(&config_dir, &outputs)?, out)?;
+    if let Err(error) = run_job(manager, JobKind::Reload, &units.rules) {
+        writeln!(
+            out,
+            "reload failed; putting the previous files back and loading them again"
+        )?;
+        restore(&snapshot, out);
+        if let Err(again) = manager.run_job(JobKind::Reload, &units.rules) {
+            writeln!(
+                out,
+                "warning: reloading the previous files failed too: {again}"
+            )?;
+        }
+        return Err(error);
+    }
+    writeln!(out, "{}: reloaded; the new rules are in force", units.rules)?;
+    Ok(())
+}
+
+/// The outcome of `status`, also its `--json` form.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    /// The instance.
+    pub instance: String,
+    /// `iptables@INSTANCE.service`.
+    pub unit: UnitStatus,
+    /// `iptables-docker@INSTANCE.service`.
+    pub docker_unit: UnitStatus,
+    /// The live rules against the rendered files (None when the unit is not installed
+    /// or the files are missing; see `live_error`).
+    pub live: Option<LiveState>,
+    /// Why the live state could not be read.
+    pub live_error: Option<String>,
+}
+
+/// Exit codes of `status`, as systemctl's.
+pub mod exit {
+    /// Active, and the live rules are the rendered ones.
+    pub const ACTIVE: u8 = 0;
+    /// Active, but the live rules differ from the rendered ones (or cannot be read).
+    pub const DRIFT: u8 = 1;
+    /// Not active.
+    pub const INACTIVE: u8 = 3;
+    /// No such unit.
+    pub const NOT_FOUND: u8 = 4;
+}
+
+impl StatusReport {
+    /// The exit code this report deserves.
+    pub fn exit_code(&self) -> u8 {
+        if self.unit.is_not_found() {
+            exit::NOT_FOUND
+        } else if !self.unit.is_active() {
+            exit::INACTIVE
+        } else if self.live.as_ref().is_some_and(LiveState::in_force) {
+            exit::ACTIVE
+        } else {
+            exit::DRIFT
+        }
+    }
+
+    /// The report for a person.
+    pub fn human(&self) -> String {
+        let mut text = String::new();
+        let unit_line = |u: &UnitStatus| {
+            if u.is_not_found() {
+                format!("{}: not installed\n", u.name)
+            } else {
+                format!(
+                    "{}: {} ({}), {}{}\n",
+                    u.name,
+                    u.active_state,
+                    u.sub_state,
+                    if u.unit_file_state.is_empty() {
+                        "no unit file"
+                    } else {
+                        &u.unit_file_state
+                    },
+                    u.result
+                        .as_deref()
+                        .filter(|r| *r != "success")
+                        .map(|r| format!(", last result: {r}"))
+                        .unwrap_or_default()
+                )
+            }
+        };
+        text.push_str(&unit_line(&self.unit));
+        text.push_str(&unit_line(&self.docker_unit));
+        if let Some(error) = &self.live_error {
+            text.push_str(&format!("live rules: cannot tell ({error})\n"));
+        }
+        if let Some(live) = &self.live {
+            text.push_str(&format!(
+                "backend: {}\n",
+                live.backend.map_or("unknown".to_owned(), |b| b.to_string())
+            ));
+            for family in &live.families {
+                let verdict = if family.in_force {
+                    "the rendered rules are in force".to_owned()
+                } else if family.reordered {
+                    "DRIFT: the rendered rules are live in another order".to_owned()
+                } else {
+                    format!(
+                        "DRIFT: {} rendered line(s) missing, {} unexpected",
+                        family.missing.len(),
+                        family.unexpected.len()
+                    )
+                };
+                text.push_str(&format!("{}: {verdict}\n", family.family));
+                for line in &family.missing {
+                    text.push_str(&format!("  missing:    {line}\n"));
+                }
+                for line in &family.unexpected {
+                    text.push_str(&format!("  unexpected: {line}\n"));
+                }
+                text.push_str(&format!(
+                    "  FORWARD: {}\n",
+                    match family.docker_user_first {
+                        Some(true) => "jumps to DOCKER-USER first",
+                        Some(false) => "WARNING: its first rule is not the jump to DOCKER-USER",
+                        None => "empty (Docker is not running)",
+                    }
+                ));
+            }
+        }
+        text
+    }
+}
+
+/// `status`: unit states and the live rules against the rendered files.
+pub fn status(target: &Target<'_>, manager: &dyn ServiceManager) -> anyhow::Result<StatusReport> {
+    let units = InstanceUnits::new(target.instance);
+    let unit = manager.unit_status(&units.rules)?;
+    let docker_unit = manager.unit_status(&units.docker)?;
+    let (live, live_error) = if unit.is_not_found() {
+        (None, None)
+    } else {
+        match live::inspect(target.layout, target.instance, target.trial) {
+            Ok(state) => (Some(state), None),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        }
+    };
+    Ok(StatusReport {
+        instance: target.instance.to_string(),
+        unit,
+        docker_unit,
+        live,
+        live_error,
+    })
+}
+
+fn file_name(path: &Path) -> anyhow::Result<String> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_owned)
+        .with_context(|| format!("{} is not a usable file name", path.display()))
+}

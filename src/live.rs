@@ -1,0 +1,184 @@
+//! The firewall as the kernel holds it now, compared with what iptables-ctl rendered:
+//! whether the owned chains (INPUT, OUTPUT, DOCKER-USER) hold exactly the rendered
+//! rules, whether FORWARD still sends traffic to DOCKER-USER first, and which iptables
+//! backend is in use. The comparison ([`compare`]) is a pure function of two
+//! `iptables-save` dumps; [`inspect`] gathers them.
+
+use std::fs;
+
+use serde::Serialize;
+
+use crate::command;
+use crate::instance::Layout;
+use crate::iptables::{self, Backend, BackendKind};
+use crate::policy::types::{Family, InstanceName};
+use crate::render::{TemplateKind, output_file_name};
+use crate::ruleset::OWNED_CHAINS;
+use crate::trial::RulesetTrial;
+
+/// Docker appends this to DOCKER-USER when it (re)creates the chain; it changes nothing
+/// after our own final RETURN, so it is not drift.
+const DOCKER_OWN_RETURN: &str = "-A DOCKER-USER -j RETURN";
+
+/// One family's live state against its rendered file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FamilyState {
+    /// `ipv4` or `ipv6`.
+    pub family: String,
+    /// The owned chains hold exactly the rendered rules, in order.
+    pub in_force: bool,
+    /// Rendered lines the kernel does not hold.
+    pub missing: Vec<String>,
+    /// Lines the kernel holds in the owned chains that were not rendered.
+    pub unexpected: Vec<String>,
+    /// Same lines, different order.
+    pub reordered: bool,
+    /// FORWARD's first rule is the jump to DOCKER-USER (None when FORWARD is empty, as
+    /// on a host where Docker has not started).
+    pub docker_user_first: Option<bool>,
+}
+
+/// The live firewall.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LiveState {
+    /// What `iptables` drives on this host.
+    pub backend: Option<BackendKind>,
+    /// Per family.
+    pub families: Vec<FamilyState>,
+}
+
+impl LiveState {
+    /// Every family holds its rendered rules.
+    pub fn in_force(&self) -> bool {
+        self.families.iter().all(|f| f.in_force)
+    }
+}
+
+/// Compares the owned chains of `live` with those of `expected` (both `iptables-save`
+/// dumps of the same backend; `expected` is the rendered file as loaded into a
+/// throwaway namespace, so both are in the kernel's own spelling).
+pub fn compare(family: Family, expected: &str, live: &str) -> FamilyState {
+    let want = iptables::chain_rules(expected, &OWNED_CHAINS);
+    let mut have = iptables::chain_rules(live, &OWNED_CHAINS);
+    // Drop Docker's trailing RETURNs beyond the ones we rendered.
+    let ours = want.iter().filter(|l| *l == DOCKER_OWN_RETURN).count();
+    let mut seen = 0;
+    have.retain(|l| {
+        if l == DOCKER_OWN_RETURN {
+            seen += 1;
+            seen <= ours
+        } else {
+            true
+        }
+    });
+    let missing: Vec<String> = want.iter().filter(|l| !have.contains(l)).cloned().collect();
+    let unexpected: Vec<String> = have.iter().filter(|l| !want.contains(l)).cloned().collect();
+    let in_force = want == have;
+    let docker_user_first =
+        iptables::first_forward_rule(live).map(|rule| rule == "-A FORWARD -j DOCKER-USER");
+    FamilyState {
+        family: family.to_string(),
+        in_force,
+        reordered: !in_force && missing.is_empty() && unexpected.is_empty(),
+        missing,
+        unexpected,
+        docker_user_first,
+    }
+}
+
+/// Reads the live rules and compares them with the rendered files of `instance` on
+/// disk, each loaded first into a throwaway namespace by `trial` to get the kernel's
+/// spelling of it.
+pub fn inspect(
+    layout: &Layout,
+    instance: &InstanceName,
+    trial: &dyn RulesetTrial,
+) -> anyhow::Result<LiveState> {
+    use anyhow::Context as _;
+    let dir = layout.config_dir();
+    let backend = command::run("iptables", &["-V"], b"")
+        .ok()
+        .and_then(|v| iptables::backend_from_version(&v));
+    let mut families = Vec::new();
+    for family in Family::ALL {
+        let read = |kind| {
+            let name = output_file_name(instance, family, kind);
+            let path = dir.join(&name);
+            fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))
+                .map(|text| (path.display().to_string(), text))
+        };
+        let (rules_name, rules) = read(TemplateKind::Rules)?;
+        let (empty_name, empty) = read(TemplateKind::Empty)?;
+        let expected = trial
+            .trial(family, (&rules_name, &rules), (&empty_name, &empty))
+            .with_context(|| format!("cannot interpret {rules_name}"))?;
+        let live = command::run(Backend::System.save_program(family), &[], b"")?;
+        families.push(compare(family, &expected.loaded, &live));
+    }
+    Ok(LiveState { backend, families })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXPECTED: &str = "*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:DOCKER-USER - [0:0]\n-A INPUT -i lo -j ACCEPT\n-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\n-A DOCKER-USER -j RETURN\nCOMMIT\n";
+
+    #[test]
+    fn identical_owned_chains_are_in_force_whatever_else_differs() {
+        let live = EXPECTED.replace(
+            ":DOCKER-USER - [0:0]\n",
+            ":DOCKER-USER - [0:0]\n:DOCKER - [0:0]\n-A FORWARD -j DOCKER-USER\n-A FORWARD -o docker0 -j DOCKER\n",
+        ) + "-A DOCKER-USER -j RETURN\n";
+        let state = compare(Family::Ipv4, EXPECTED, &live);
+        assert!(state.in_force, "{state:?}");
+        assert_eq!(state.docker_user_first, Some(true));
+    }
+
+    #[test]
+    fn drift_names_missing_and_unexpected_lines() {
+        let live = EXPECTED
+            .replace(
+                "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\n",
+                "-A INPUT -p tcp -m tcp --dport 23 -j ACCEPT\n",
+            )
+            .replace(":INPUT DROP", ":INPUT ACCEPT");
+        let state = compare(Family::Ipv4, EXPECTED, &live);
+        assert!(!state.in_force);
+        assert_eq!(
+            state.missing,
+            [":INPUT DROP", "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT"]
+        );
+        assert_eq!(
+            state.unexpected,
+            [
+                ":INPUT ACCEPT",
+                "-A INPUT -p tcp -m tcp --dport 23 -j ACCEPT"
+            ]
+        );
+        assert_eq!(state.docker_user_first, None);
+    }
+
+    #[test]
+    fn reordering_is_drift() {
+        let live = EXPECTED.replace(
+            "-A INPUT -i lo -j ACCEPT\n-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\n",
+            "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\n-A INPUT -i lo -j ACCEPT\n",
+        );
+        let state = compare(Family::Ipv4, EXPECTED, &live);
+        assert!(!state.in_force && state.reordered);
+    }
+
+    #[test]
+    fn forward_jumping_elsewhere_first_is_reported() {
+        let live = EXPECTED.replace(
+            ":DOCKER-USER - [0:0]\n",
+            ":DOCKER-USER - [0:0]\n-A FORWARD -j ACCEPT\n-A FORWARD -j DOCKER-USER\n",
+        );
+        assert_eq!(
+            compare(Family::Ipv4, EXPECTED, &live).docker_user_first,
+            Some(false)
+        );
+    }
+}
