@@ -212,9 +212,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 &mut std::io::stdout(),
             )
         }),
-        Command::Start { instance } => job(&cli, instance, JobKind::Start),
-        Command::Stop { instance } => job(&cli, instance, JobKind::Stop),
-        Command::Restart { instance } => job(&cli, instance, JobKind::Restart),
+        Command::Start { instance } => job(&cli, &layout, instance, JobKind::Start),
+        Command::Stop { instance } => job(&cli, &layout, instance, JobKind::Stop),
+        Command::Restart { instance } => job(&cli, &layout, instance, JobKind::Restart),
         Command::Reload { instance } => {
             let manager = live_systemd(&cli, "reload")?;
             control::reload(
@@ -292,9 +292,15 @@ fn with_systemd(
     Ok(0)
 }
 
-fn job(cli: &Cli, instance: &InstanceName, kind: JobKind) -> anyhow::Result<u8> {
+fn job(cli: &Cli, layout: &Layout, instance: &InstanceName, kind: JobKind) -> anyhow::Result<u8> {
     let manager = live_systemd(cli, &kind.to_string())?;
-    control::lifecycle(&manager, instance, kind, &mut std::io::stdout())?;
+    let policy_path = layout.policy_path(instance);
+    control::lifecycle(
+        &target(layout, instance, &policy_path),
+        &manager,
+        kind,
+        &mut std::io::stdout(),
+    )?;
     Ok(0)
 }
 

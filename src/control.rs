@@ -17,8 +17,8 @@ use crate::host::HostProbe;
 use crate::instance::{self, Layout};
 use crate::live::{self, LiveState};
 use crate::policy::Policy;
-use crate::policy::types::InstanceName;
-use crate::render::RenderedFile;
+use crate::policy::types::{Family, InstanceName};
+use crate::render::{RenderedFile, TemplateKind, output_file_name};
 use crate::starter::{self, StarterFacts};
 use crate::systemd::{JobKind, JobResult, ServiceManager, UnitStatus, journal};
 use crate::trial::RulesetTrial;
@@ -427,13 +427,18 @@ fn remove_admin_units(root: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `start`, `stop`, `restart`: one job on the instance's rules unit.
+/// `start`, `stop`, `restart`: one job on the instance's rules unit. Restart first
+/// proves the files on disk, because it takes the working rules down before loading
+/// them again: files that would not load are refused while the old rules still stand.
+/// Start does not: when the unit is not active there is nothing to protect, and a
+/// failure is reported with the journal.
 pub fn lifecycle(
+    target: &Target<'_>,
     manager: &dyn ServiceManager,
-    instance: &InstanceName,
     kind: JobKind,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
+    let instance = target.instance;
     let units = InstanceUnits::new(instance);
     let status = manager.unit_status(&units.rules)?;
     if status.is_not_found() {
@@ -442,12 +447,34 @@ pub fn lifecycle(
             units.rules
         );
     }
+    if kind == JobKind::Restart {
+        prove_files_on_disk(target).context("refusing to restart: the rules on disk would not load; the live rules were left as they are")?;
+    }
     run_job(manager, kind, &units.rules)?;
     let done = match kind {
         JobKind::Stop => "stopped: the pass-through (.empty) files are loaded",
         _ => "active: the rules are in force",
     };
     writeln!(out, "{}: {done}", units.rules)?;
+    Ok(())
+}
+
+/// Loads the instance's files as they are on disk into a throwaway namespace.
+fn prove_files_on_disk(target: &Target<'_>) -> anyhow::Result<()> {
+    let dir = target.layout.config_dir();
+    for family in Family::ALL {
+        let read = |kind| {
+            let path = dir.join(output_file_name(target.instance, family, kind));
+            fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))
+                .map(|text| (path.display().to_string(), text))
+        };
+        let (rules_name, rules) = read(TemplateKind::Rules)?;
+        let (empty_name, empty) = read(TemplateKind::Empty)?;
+        target
+            .trial
+            .trial(family, (&rules_name, &rules), (&empty_name, &empty))?;
+    }
     Ok(())
 }
 

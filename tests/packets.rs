@@ -15,19 +15,9 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::Path;
-use std::time::Duration;
 
-use common::{Netns, file, kernel_tests_enabled, render_policy};
-use socket2::{Domain, Socket, Type};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Open,
-    Refused,
-    Timeout,
-}
+use common::{Netns, Outcome, file, kernel_tests_enabled, listen, probe, render_policy};
 
 struct Family {
     six: &'static str,
@@ -191,51 +181,6 @@ fn veth(ns: &Netns, name: &str, peer: &Netns) {
         "link", "add", name, "type", "veth", "peer", "name", "eth0", "netns", &peer.name,
     ];
     ns.ip(&args);
-}
-
-/// Listening sockets (dual-stack) in `ns`; the kernel completes handshakes for them
-/// without anyone calling accept, which is all a connect probe needs.
-fn listen(ns: &Netns, ports: &[u16]) -> Vec<TcpListener> {
-    ns.enter(|| {
-        ports
-            .iter()
-            .map(|p| TcpListener::bind(("::", *p)).unwrap_or_else(|e| panic!("bind {p}: {e}")))
-            .collect()
-    })
-}
-
-/// A TCP connect from `source` to `dest:port` made inside `ns`.
-fn probe(ns: &Netns, source: Option<&str>, dest: &str, port: u16) -> Outcome {
-    let dest: IpAddr = dest.parse().expect("dest");
-    let source: Option<IpAddr> = source.map(|s| s.parse().expect("source"));
-    ns.enter(move || {
-        let socket = Socket::new(
-            Domain::for_address(SocketAddr::new(dest, port)),
-            Type::STREAM,
-            None,
-        )
-        .expect("socket");
-        if let Some(source) = source {
-            socket
-                .bind(&SocketAddr::new(source, 0).into())
-                .expect("bind source");
-        }
-        // Refusals here are TCP resets, which arrive at once; the timeout only bounds
-        // the test if a rule silently drops instead.
-        match socket.connect_timeout(&SocketAddr::new(dest, port).into(), Duration::from_secs(3)) {
-            Ok(()) => Outcome::Open,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Outcome::Refused,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-                ) =>
-            {
-                Outcome::Timeout
-            }
-            Err(e) => panic!("probe to {dest}:{port} from {source:?}: {e}"),
-        }
-    })
 }
 
 /// Outcomes for (port, client index) from the client namespace.

@@ -5,14 +5,19 @@
 
 use std::fs::File;
 use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+pub mod nspawn;
 
 use iptables_ctl::host::{HostProbe, SshConnection};
 use iptables_ctl::instance::{Layout, render_instance};
 use iptables_ctl::render::RenderedFile;
 use nix::sched::{CloneFlags, setns};
+use socket2::{Domain, Socket, Type};
 
 /// Whether the kernel tests can run. They need root; in CI (CI set) their absence is a
 /// failure, elsewhere they are skipped with a loud message.
@@ -149,4 +154,60 @@ pub fn run_ok(program: &str, args: &[&str], stdin: &[u8]) -> String {
 /// `iptables-save` output without its timestamped comment lines.
 pub fn without_comments(save: &str) -> String {
     iptables_ctl::iptables::normalize_save(save)
+}
+
+/// How a TCP connect ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The handshake completed.
+    Open,
+    /// A reset (REJECT with tcp-reset, or nothing listening).
+    Refused,
+    /// No answer (DROP).
+    Timeout,
+}
+
+/// Listening sockets (dual-stack) in `ns`; the kernel completes handshakes for them
+/// without anyone calling accept, which is all a connect probe needs.
+pub fn listen(ns: &Netns, ports: &[u16]) -> Vec<TcpListener> {
+    ns.enter(|| {
+        ports
+            .iter()
+            .map(|p| TcpListener::bind(("::", *p)).unwrap_or_else(|e| panic!("bind {p}: {e}")))
+            .collect()
+    })
+}
+
+/// A TCP connect from `source` to `dest:port` made inside `ns`.
+pub fn probe(ns: &Netns, source: Option<&str>, dest: &str, port: u16) -> Outcome {
+    let dest: IpAddr = dest.parse().expect("dest");
+    let source: Option<IpAddr> = source.map(|s| s.parse().expect("source"));
+    ns.enter(move || {
+        let socket = Socket::new(
+            Domain::for_address(SocketAddr::new(dest, port)),
+            Type::STREAM,
+            None,
+        )
+        .expect("socket");
+        if let Some(source) = source {
+            socket
+                .bind(&SocketAddr::new(source, 0).into())
+                .expect("bind source");
+        }
+        // Refusals here are TCP resets, which arrive at once; the timeout only bounds
+        // the test if a rule silently drops instead.
+        match socket.connect_timeout(&SocketAddr::new(dest, port).into(), Duration::from_secs(3)) {
+            Ok(()) => Outcome::Open,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Outcome::Refused,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                ) =>
+            {
+                Outcome::Timeout
+            }
+            Err(e) => panic!("probe to {dest}:{port} from {source:?}: {e}"),
+        }
+    })
 }

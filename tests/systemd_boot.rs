@@ -1,0 +1,348 @@
+//! iptables-ctl against a real systemd (252, Debian 12) booted in systemd-nspawn, driven
+//! over that systemd's own D-Bus from the test, with real TCP connects from a client
+//! namespace into the machine's network namespace:
+//!
+//! - `install` with no policy writes the starter policy, installs, enables and starts the
+//!   units; the rules are live and SSH stays reachable;
+//! - an edited policy + `reload` is live with no moment where the rules are absent
+//!   (a prober hammers a closed port throughout); a broken policy is refused and the live
+//!   rules and files stay byte-identical;
+//! - `stop` loads the pass-through files, `start` brings the rules back, and a unit whose
+//!   rules fail to load is reported with its journal lines; `restart` with bad files is
+//!   refused before anything is taken down;
+//! - an image with netfilter-persistent enabled is refused (nothing changes) and
+//!   `--force` installs.
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)] // test support may fail loudly
+
+mod common;
+
+use std::fs;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::nspawn::{MACHINE_V4, MACHINE_V6, Machine, MachineState, image, systemd_tests_enabled};
+use common::{Outcome, listen, probe};
+use iptables_ctl::systemd::ServiceManager;
+
+const RULES_UNIT: &str = "iptables@base.service";
+const DOCKER_UNIT: &str = "iptables-docker@base.service";
+
+/// The policy the reload installs: SSH and 2222 open, everything else refused.
+const EDITED_POLICY: &str = r#"
+[interfaces]
+external = "eth0"
+
+[[host.services]]
+port = 22
+comment = "ssh"
+
+[[host.services]]
+port = 2222
+comment = "host service"
+"#;
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Probes `port` on the machine over IPv4 and IPv6.
+fn both(machine: &Machine<'_>, port: u16) -> [Outcome; 2] {
+    [
+        probe(&machine.client, None, MACHINE_V4, port),
+        probe(&machine.client, None, MACHINE_V6, port),
+    ]
+}
+
+fn tree(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in walk(dir) {
+        let content = fs::read_link(&entry)
+            .map(|t| t.to_string_lossy().into_owned().into_bytes())
+            .or_else(|_| fs::read(&entry))
+            .unwrap_or_default();
+        out.push((
+            entry.strip_prefix(dir).unwrap().display().to_string(),
+            content,
+        ));
+    }
+    out.sort();
+    out
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut all = Vec::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        all.push(path.clone());
+        if path.symlink_metadata().unwrap().is_dir() {
+            all.extend(walk(&path));
+        }
+    }
+    all
+}
+
+#[test]
+fn install_reload_stop_start_on_a_booted_systemd() {
+    if !systemd_tests_enabled("install_reload_stop_start_on_a_booted_systemd") {
+        return;
+    }
+    let image = image();
+    let state = MachineState::new(&image);
+    let machine = Machine::boot(&state);
+    let bus = machine.bus();
+    let listeners = listen(&machine.netns, &[22, 2222, 2223]);
+    for listener in &listeners {
+        listener.set_nonblocking(true).unwrap();
+    }
+    // Probes are never accepted by anyone; drain them so the accept queue (128) never
+    // fills, which would drop SYNs and look like a firewall gap.
+    let drain = || {
+        for listener in &listeners {
+            while listener.accept().is_ok() {}
+        }
+    };
+    assert_eq!(
+        both(&machine, 2223),
+        [Outcome::Open; 2],
+        "no firewall before install"
+    );
+
+    // install with no policy: the starter policy, units enabled and active.
+    let out = machine.exec(&["iptables-ctl", "install"]);
+    assert!(
+        out.status.success(),
+        "install failed:\n{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let text = stdout(&out);
+    assert!(text.contains("installing the starter policy"), "{text}");
+    assert!(text.contains("external interfaces: eth0"), "{text}");
+    for unit in [RULES_UNIT, "iptables.service"] {
+        let status = bus.unit_status(unit).unwrap();
+        assert_eq!(
+            (
+                status.active_state.as_str(),
+                status.unit_file_state.as_str()
+            ),
+            ("active", "enabled"),
+            "{unit}"
+        );
+    }
+    assert_eq!(
+        bus.unit_status(DOCKER_UNIT).unwrap().unit_file_state,
+        "enabled"
+    );
+    assert!(
+        state
+            .etc_systemd()
+            .join("docker.service.wants")
+            .join(DOCKER_UNIT)
+            .symlink_metadata()
+            .is_ok(),
+        "enabled into docker.service.wants"
+    );
+    assert_eq!(
+        both(&machine, 22),
+        [Outcome::Open; 2],
+        "the starter policy keeps SSH open"
+    );
+    assert_eq!(
+        both(&machine, 2223),
+        [Outcome::Refused; 2],
+        "everything else is refused"
+    );
+    assert_eq!(
+        machine.exec(&["iptables-ctl", "status"]).status.code(),
+        Some(0)
+    );
+
+    // Edit + reload while a prober checks, all through the reload, that the closed port
+    // never opens and SSH never closes.
+    fs::write(state.etc_iptables().join("base.toml"), EDITED_POLICY).unwrap();
+    let stop = AtomicBool::new(false);
+    let seen = Mutex::new((0usize, Vec::new()));
+    let out = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(Ordering::Acquire) {
+                for (port, want) in [(2223, Outcome::Refused), (22, Outcome::Open)] {
+                    let got = probe(&machine.client, None, MACHINE_V4, port);
+                    drain();
+                    let mut seen = seen.lock().unwrap();
+                    seen.0 += 1;
+                    if got != want {
+                        seen.1.push((port, got));
+                    }
+                }
+            }
+        });
+        let out = machine.exec(&["iptables-ctl", "reload"]);
+        stop.store(true, Ordering::Release);
+        out
+    });
+    assert!(
+        out.status.success(),
+        "reload failed:\n{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let (probes, wrong) = seen.lock().unwrap().clone();
+    eprintln!(
+        "reload: {probes} probes during the reload, {} wrong",
+        wrong.len()
+    );
+    assert!(probes >= 2, "the prober ran ({probes} probes)");
+    assert!(
+        wrong.is_empty(),
+        "rules were absent during reload: {wrong:?}"
+    );
+    assert_eq!(both(&machine, 2222), [Outcome::Open; 2], "the edit is live");
+    assert_eq!(both(&machine, 2223), [Outcome::Refused; 2]);
+
+    // A broken policy: refused, live rules and files untouched.
+    let live_before = (
+        machine.save("iptables-save"),
+        machine.save("ip6tables-save"),
+    );
+    fs::write(
+        state.etc_iptables().join("base.toml"),
+        format!("{EDITED_POLICY}\n[[host.services]]\nport = 70000\n"),
+    )
+    .unwrap();
+    let files_before = tree(&state.etc_iptables());
+    let out = machine.exec(&["iptables-ctl", "reload"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("/etc/iptables/base.toml:") && err.contains("host.services[2].port"),
+        "{err}"
+    );
+    assert_eq!(
+        (
+            machine.save("iptables-save"),
+            machine.save("ip6tables-save")
+        ),
+        live_before
+    );
+    assert_eq!(tree(&state.etc_iptables()), files_before);
+    fs::write(state.etc_iptables().join("base.toml"), EDITED_POLICY).unwrap();
+
+    // stop: pass-through; start: back.
+    let out = machine.exec(&["iptables-ctl", "stop"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        both(&machine, 2223),
+        [Outcome::Open; 2],
+        "stop loads the .empty files"
+    );
+    assert_eq!(
+        machine.exec(&["iptables-ctl", "status"]).status.code(),
+        Some(3)
+    );
+    let out = machine.exec(&["iptables-ctl", "start"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        both(&machine, 2223),
+        [Outcome::Refused; 2],
+        "start brings the rules back"
+    );
+
+    // Bad files on disk: restart is refused while the rules stand...
+    let rules = state.etc_iptables().join("base.rules");
+    let good = fs::read_to_string(&rules).unwrap();
+    fs::write(
+        &rules,
+        format!("{good}*filter\n-A INPUT -j NO-SUCH-CHAIN\nCOMMIT\n"),
+    )
+    .unwrap();
+    let live_before = machine.save("iptables-save");
+    let out = machine.exec(&["iptables-ctl", "restart"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("refusing to restart"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(machine.save("iptables-save"), live_before);
+    assert_eq!(both(&machine, 2223), [Outcome::Refused; 2]);
+    // ...and a unit that fails to load them is reported with its journal lines.
+    assert!(machine.exec(&["iptables-ctl", "stop"]).status.success());
+    let out = machine.exec(&["iptables-ctl", "start"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("iptables@base.service: start failed"), "{err}");
+    assert!(err.contains("result: exit-code"), "{err}");
+    assert!(err.contains("last journal lines"), "{err}");
+    assert!(
+        err.contains("iptables-restore"),
+        "the journal shows iptables-restore's complaint: {err}"
+    );
+    assert_eq!(bus.unit_status(RULES_UNIT).unwrap().active_state, "failed");
+    fs::write(&rules, good).unwrap();
+    assert!(machine.exec(&["iptables-ctl", "start"]).status.success());
+    assert_eq!(
+        machine.exec(&["iptables-ctl", "status"]).status.code(),
+        Some(0)
+    );
+
+    machine.poweroff();
+}
+
+#[test]
+fn install_refuses_when_netfilter_persistent_is_enabled_and_force_proceeds() {
+    if !systemd_tests_enabled(
+        "install_refuses_when_netfilter_persistent_is_enabled_and_force_proceeds",
+    ) {
+        return;
+    }
+    let image = image();
+    let state = MachineState::new(&image);
+    let machine = Machine::boot(&state);
+    machine.exec_ok(&["systemctl", "enable", "netfilter-persistent.service"]);
+    fs::write(state.etc_iptables().join("base.toml"), EDITED_POLICY).unwrap();
+    let before = (
+        tree(&state.etc_systemd()),
+        tree(&state.etc_iptables()),
+        machine.save("iptables-save"),
+    );
+
+    let out = machine.exec(&["iptables-ctl", "install"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("refusing to install"), "{err}");
+    assert!(err.contains("netfilter-persistent is enabled"), "{err}");
+    assert!(
+        err.contains("/etc/systemd/system/iptables.service is an alias of"),
+        "{err}"
+    );
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(
+        (
+            tree(&state.etc_systemd()),
+            tree(&state.etc_iptables()),
+            machine.save("iptables-save")
+        ),
+        before,
+        "nothing changed"
+    );
+    assert!(
+        machine
+            .bus()
+            .unit_status(RULES_UNIT)
+            .unwrap()
+            .is_not_found()
+    );
+
+    let out = machine.exec(&["iptables-ctl", "install", "--force"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("warning (--force): netfilter-persistent is enabled"));
+    assert_eq!(
+        machine.bus().unit_status(RULES_UNIT).unwrap().active_state,
+        "active"
+    );
+    machine.poweroff();
+}
