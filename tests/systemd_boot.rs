@@ -19,9 +19,10 @@ mod common;
 use std::fs;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use common::nspawn::{MACHINE_V4, MACHINE_V6, Machine, MachineState, image, systemd_tests_enabled};
-use common::{Outcome, listen, probe};
+use common::{Outcome, listen, probe, wait_until};
 use iptables_ctl::systemd::ServiceManager;
 
 const RULES_UNIT: &str = "iptables@base.service";
@@ -343,6 +344,171 @@ fn install_refuses_when_netfilter_persistent_is_enabled_and_force_proceeds() {
     assert_eq!(
         machine.bus().unit_status(RULES_UNIT).unwrap().active_state,
         "active"
+    );
+    machine.poweroff();
+}
+
+/// The policy of the Docker test: published 8080 open, every other published port
+/// refused; host service 2222 open.
+const DOCKER_POLICY: &str = r#"
+[interfaces]
+external = "eth0"
+
+[[host.services]]
+port = 2222
+comment = "host service"
+
+[[docker.published]]
+port = 8080
+comment = "web"
+"#;
+
+/// Microseconds on CLOCK_MONOTONIC at which `unit` last became active.
+fn activated_at(bus: &impl ServiceManager, unit: &str) -> u64 {
+    let at = bus.unit_status(unit).unwrap().active_enter_monotonic_us;
+    assert!(at > 0, "{unit} never became active");
+    at
+}
+
+/// The container's published ports from the client: (8080, 9090).
+fn published(machine: &Machine<'_>) -> (Outcome, Outcome) {
+    (
+        probe(&machine.client, None, MACHINE_V4, 8080),
+        probe(&machine.client, None, MACHINE_V4, 9090),
+    )
+}
+
+fn forward_first(machine: &Machine<'_>) -> String {
+    machine
+        .save("iptables-save")
+        .lines()
+        .find(|l| l.starts_with("-A FORWARD"))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn docker_started_by_systemd_restarts_stops_and_reboots_under_the_rules() {
+    if !systemd_tests_enabled(
+        "docker_started_by_systemd_restarts_stops_and_reboots_under_the_rules",
+    ) {
+        return;
+    }
+    let image = image();
+    let state = MachineState::new(&image);
+    fs::write(state.etc_iptables().join("base.toml"), DOCKER_POLICY).unwrap();
+    let machine = Machine::boot(&state);
+    let bus = machine.bus();
+    let _listeners = listen(&machine.netns, &[2222, 2223]);
+    let out = machine.exec(&["iptables-ctl", "install"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+
+    // A real dockerd, started by the machine's systemd, and a real container.
+    machine.exec_ok(&["systemctl", "enable", "--now", "docker.service"]);
+    machine.exec_ok(&["sh", "-c", "mkdir -p /tmp/bb/bin && cp /bin/busybox /tmp/bb/bin/ && tar -C /tmp/bb -c . | docker import - bb"]);
+    machine.exec_ok(&[
+        "docker",
+        "run",
+        "-d",
+        "--init",
+        "--restart",
+        "always",
+        "--name",
+        "web",
+        "-p",
+        "8080:80",
+        "-p",
+        "9090:80",
+        "bb",
+        "/bin/busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+    ]);
+    assert_eq!(published(&machine), (Outcome::Open, Outcome::Refused));
+    assert_eq!(forward_first(&machine), "-A FORWARD -j DOCKER-USER");
+    assert_eq!(
+        machine.exec(&["iptables-ctl", "status"]).status.code(),
+        Some(0)
+    );
+
+    // Restarting Docker re-asserts the rules after it: DOCKER-USER is still jumped to
+    // first and the rules are in force.
+    let asserted_before = activated_at(&bus, DOCKER_UNIT);
+    machine.exec_ok(&["systemctl", "restart", "docker.service"]);
+    machine.exec_ok(&["docker", "start", "web"]);
+    let docker_up = activated_at(&bus, "docker.service");
+    // systemctl waits for docker's own job only; the propagated restart of our unit
+    // (PartOf=, ordered After=) finishes a moment later.
+    wait_until(
+        Duration::from_secs(30),
+        "the rules are re-asserted after docker restart",
+        || activated_at(&bus, DOCKER_UNIT) > asserted_before,
+    );
+    assert!(
+        activated_at(&bus, DOCKER_UNIT) >= docker_up,
+        "the re-assertion ran after docker.service was up"
+    );
+    assert_eq!(forward_first(&machine), "-A FORWARD -j DOCKER-USER");
+    let status = machine.exec(&["iptables-ctl", "status"]);
+    assert_eq!(status.status.code(), Some(0), "{}", stdout(&status));
+    assert_eq!(published(&machine), (Outcome::Open, Outcome::Refused));
+
+    // Stopping Docker leaves the host's protection in place.
+    let input_before =
+        iptables_ctl::iptables::chain_rules(&machine.save("iptables-save"), &["INPUT"]);
+    machine.exec_ok(&["systemctl", "stop", "docker.service", "docker.socket"]);
+    assert_eq!(
+        bus.unit_status("docker.service").unwrap().active_state,
+        "inactive"
+    );
+    assert_eq!(
+        iptables_ctl::iptables::chain_rules(&machine.save("iptables-save"), &["INPUT"]),
+        input_before
+    );
+    assert_eq!(
+        probe(&machine.client, None, MACHINE_V4, 2223),
+        Outcome::Refused
+    );
+    assert_eq!(
+        probe(&machine.client, None, MACHINE_V4, 2222),
+        Outcome::Open
+    );
+    assert_eq!(bus.unit_status(RULES_UNIT).unwrap().active_state, "active");
+
+    // A simulated reboot: power off, boot the same disk.
+    drop(bus);
+    machine.poweroff();
+    let machine = Machine::boot(&state);
+    let bus = machine.bus();
+    let rules_at = activated_at(&bus, RULES_UNIT);
+    let network_pre_at = activated_at(&bus, "network-pre.target");
+    let docker_started = bus
+        .unit_status("docker.service")
+        .unwrap()
+        .inactive_exit_monotonic_us;
+    assert!(docker_started > 0, "docker.service started at boot");
+    assert!(
+        rules_at <= network_pre_at,
+        "rules in force before network-pre.target ({rules_at} > {network_pre_at})"
+    );
+    assert!(
+        rules_at <= docker_started,
+        "rules in force before dockerd started ({rules_at} > {docker_started})"
+    );
+    assert!(activated_at(&bus, DOCKER_UNIT) >= activated_at(&bus, "docker.service"));
+    machine.exec_ok(&["docker", "start", "web"]);
+    let _listeners = listen(&machine.netns, &[2223]);
+    assert_eq!(
+        probe(&machine.client, None, MACHINE_V4, 2223),
+        Outcome::Refused
+    );
+    assert_eq!(published(&machine), (Outcome::Open, Outcome::Refused));
+    assert_eq!(forward_first(&machine), "-A FORWARD -j DOCKER-USER");
+    assert_eq!(
+        machine.exec(&["iptables-ctl", "status"]).status.code(),
+        Some(0)
     );
     machine.poweroff();
 }

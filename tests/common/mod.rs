@@ -211,3 +211,17 @@ pub fn probe(ns: &Netns, source: Option<&str>, dest: &str, port: u16) -> Outcome
         }
     })
 }
+
+/// Waits until `condition` holds, checking every 10 ms, and fails the test after
+/// `limit`. For conditions another process brings about in its own time (a job systemd
+/// queued for itself); never a stand-in for a result we could wait on directly.
+pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
