@@ -18,7 +18,7 @@ use crate::instance::{self, Layout};
 use crate::live::{self, LiveState};
 use crate::policy::Policy;
 use crate::policy::types::{Family, InstanceName};
-use crate::render::{RenderedFile, TemplateKind, output_file_name};
+use crate::render::RenderedFile;
 use crate::starter::{self, StarterFacts};
 use crate::systemd::{JobKind, JobResult, ServiceManager, UnitStatus, journal};
 use crate::trial::RulesetTrial;
@@ -461,16 +461,9 @@ pub fn lifecycle(
 
 /// Loads the instance's files as they are on disk into a throwaway namespace.
 fn prove_files_on_disk(target: &Target<'_>) -> anyhow::Result<()> {
-    let dir = target.layout.config_dir();
     for family in Family::ALL {
-        let read = |kind| {
-            let path = dir.join(output_file_name(target.instance, family, kind));
-            fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", path.display()))
-                .map(|text| (path.display().to_string(), text))
-        };
-        let (rules_name, rules) = read(TemplateKind::Rules)?;
-        let (empty_name, empty) = read(TemplateKind::Empty)?;
+        let [(rules_name, rules), (empty_name, empty)] =
+            instance::read_rendered(target.layout, target.instance, family)?;
         target
             .trial
             .trial(family, (&rules_name, &rules), (&empty_name, &empty))?;

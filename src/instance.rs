@@ -158,3 +158,21 @@ pub fn prove(
     }
     Ok(reports)
 }
+
+/// The rendered rules and pass-through files of one family as they are on disk, each as
+/// (path, text), ready for a [`RulesetTrial`].
+pub fn read_rendered(
+    layout: &Layout,
+    instance: &InstanceName,
+    family: Family,
+) -> anyhow::Result<[(String, String); 2]> {
+    let read = |kind| {
+        let path = layout
+            .config_dir()
+            .join(render::output_file_name(instance, family, kind));
+        std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))
+            .map(|text| (path.display().to_string(), text))
+    };
+    Ok([read(TemplateKind::Rules)?, read(TemplateKind::Empty)?])
+}

@@ -4,15 +4,12 @@
 //! backend is in use. The comparison ([`compare`]) is a pure function of two
 //! `iptables-save` dumps; [`inspect`] gathers them.
 
-use std::fs;
-
 use serde::Serialize;
 
 use crate::command;
-use crate::instance::Layout;
+use crate::instance::{self, Layout};
 use crate::iptables::{self, Backend, BackendKind};
 use crate::policy::types::{Family, InstanceName};
-use crate::render::{TemplateKind, output_file_name};
 use crate::ruleset::OWNED_CHAINS;
 use crate::trial::RulesetTrial;
 
@@ -95,21 +92,13 @@ pub fn inspect(
     trial: &dyn RulesetTrial,
 ) -> anyhow::Result<LiveState> {
     use anyhow::Context as _;
-    let dir = layout.config_dir();
     let backend = command::run("iptables", &["-V"], b"")
         .ok()
         .and_then(|v| iptables::backend_from_version(&v));
     let mut families = Vec::new();
     for family in Family::ALL {
-        let read = |kind| {
-            let name = output_file_name(instance, family, kind);
-            let path = dir.join(&name);
-            fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", path.display()))
-                .map(|text| (path.display().to_string(), text))
-        };
-        let (rules_name, rules) = read(TemplateKind::Rules)?;
-        let (empty_name, empty) = read(TemplateKind::Empty)?;
+        let [(rules_name, rules), (empty_name, empty)] =
+            instance::read_rendered(layout, instance, family)?;
         let expected = trial
             .trial(family, (&rules_name, &rules), (&empty_name, &empty))
             .with_context(|| format!("cannot interpret {rules_name}"))?;
