@@ -137,3 +137,64 @@ fn render_refuses_while_another_run_holds_the_lock() {
     assert!(err.contains("locked by another iptables-ctl run"), "{err}");
     assert_eq!(listing(&dir), ["base.toml"]);
 }
+
+/// The live commands need systemd and root; without them they say so and change nothing.
+#[test]
+fn live_commands_explain_a_missing_systemd_and_a_caller_who_is_not_root() {
+    if !kernel_tests_enabled("live_commands_explain_a_missing_systemd_and_a_caller_who_is_not_root")
+    {
+        return;
+    }
+    let bin = env!("CARGO_BIN_EXE_iptables-ctl");
+    for command in [
+        "install",
+        "uninstall",
+        "start",
+        "stop",
+        "restart",
+        "reload",
+        "status",
+    ] {
+        // No systemd at that address (as on a host not booted with systemd).
+        let out = std::process::Command::new(bin)
+            .arg(command)
+            .env(
+                "DBUS_SYSTEM_BUS_ADDRESS",
+                "unix:path=/nonexistent/system_bus_socket",
+            )
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{command}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(
+                "cannot reach systemd over D-Bus at unix:path=/nonexistent/system_bus_socket"
+            ) && err.contains("--root DIR"),
+            "{command}: {err}"
+        );
+        // Not root.
+        let out = std::process::Command::new("setpriv")
+            .args([
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+                bin,
+                command,
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{command}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("`iptables-ctl {command}` must run as root")),
+            "{command}: {err}"
+        );
+    }
+    // start/stop/reload/status have no offline form.
+    let root = tempfile::tempdir().unwrap();
+    let err = fail(root.path(), &["start"]);
+    assert!(
+        err.contains("`start` needs the running systemd; --root only works with"),
+        "{err}"
+    );
+}

@@ -10,8 +10,13 @@
 //! - `stop` loads the pass-through files, `start` brings the rules back, and a unit whose
 //!   rules fail to load is reported with its journal lines; `restart` with bad files is
 //!   refused before anything is taken down;
-//! - an image with netfilter-persistent enabled is refused (nothing changes) and
-//!   `--force` installs.
+//! - a machine with netfilter-persistent enabled (and its `iptables.service` alias) and
+//!   Docker's chains in the other backend is refused, nothing changes, and `--force`
+//!   installs; `status` gives 4 before install, 0 in force, 1 on drift, and `--json`;
+//! - with a real dockerd started by the machine's systemd and a real container: the
+//!   published port filter works, `systemctl restart docker` re-asserts the rules after
+//!   Docker (DOCKER-USER still first), stopping Docker keeps INPUT, and after a reboot
+//!   the rules were active before network-pre.target and before dockerd started.
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)] // test support may fail loudly
 
 mod common;
@@ -294,16 +299,22 @@ fn install_reload_stop_start_on_a_booted_systemd() {
 }
 
 #[test]
-fn install_refuses_when_netfilter_persistent_is_enabled_and_force_proceeds() {
+fn install_refuses_netfilter_persistent_and_a_backend_mismatch_until_forced() {
     if !systemd_tests_enabled(
-        "install_refuses_when_netfilter_persistent_is_enabled_and_force_proceeds",
+        "install_refuses_netfilter_persistent_and_a_backend_mismatch_until_forced",
     ) {
         return;
     }
     let image = image();
     let state = MachineState::new(&image);
     let machine = Machine::boot(&state);
+    // Nothing installed yet: status says so with systemctl's code.
+    let out = machine.exec(&["iptables-ctl", "status"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stdout(&out));
+    assert!(stdout(&out).contains("iptables@base.service: not installed"));
     machine.exec_ok(&["systemctl", "enable", "netfilter-persistent.service"]);
+    // Docker's chains in the legacy tables while iptables here is nf_tables.
+    machine.exec_ok(&["iptables-legacy", "-t", "nat", "-N", "DOCKER"]);
     fs::write(state.etc_iptables().join("base.toml"), EDITED_POLICY).unwrap();
     let before = (
         tree(&state.etc_systemd()),
@@ -318,6 +329,10 @@ fn install_refuses_when_netfilter_persistent_is_enabled_and_force_proceeds() {
     assert!(err.contains("netfilter-persistent is enabled"), "{err}");
     assert!(
         err.contains("/etc/systemd/system/iptables.service is an alias of"),
+        "{err}"
+    );
+    assert!(
+        err.contains("iptables here is nf_tables but Docker's chains are in the legacy tables"),
         "{err}"
     );
     assert!(err.contains("--force"), "{err}");
@@ -344,6 +359,25 @@ fn install_refuses_when_netfilter_persistent_is_enabled_and_force_proceeds() {
     assert_eq!(
         machine.bus().unit_status(RULES_UNIT).unwrap().active_state,
         "active"
+    );
+    let out = machine.exec(&["iptables-ctl", "status", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["unit"]["active_state"], "active");
+    assert_eq!(report["live"]["backend"], "nft");
+    for family in report["live"]["families"].as_array().unwrap() {
+        assert_eq!(family["in_force"], true, "{family}");
+    }
+    // Drift: a rule added by hand is reported, with exit code 1.
+    machine.exec_ok(&[
+        "iptables", "-I", "INPUT", "-p", "tcp", "--dport", "5555", "-j", "ACCEPT",
+    ]);
+    let out = machine.exec(&["iptables-ctl", "status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("unexpected: -A INPUT -p tcp -m tcp --dport 5555 -j ACCEPT"),
+        "{}",
+        stdout(&out)
     );
     machine.poweroff();
 }
