@@ -295,6 +295,27 @@ fn install_reload_stop_start_on_a_booted_systemd() {
         Some(0)
     );
 
+    // uninstall: pass-through, units gone, policy and rules kept.
+    let out = machine.exec(&["iptables-ctl", "uninstall"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(both(&machine, 2223), [Outcome::Open; 2]);
+    assert!(bus.unit_status(RULES_UNIT).unwrap().is_not_found());
+    assert!(!state.etc_systemd().join("iptables@.service").exists());
+    assert!(
+        state
+            .etc_systemd()
+            .join("multi-user.target.wants")
+            .join(RULES_UNIT)
+            .symlink_metadata()
+            .is_err()
+    );
+    assert!(state.etc_iptables().join("base.toml").exists());
+    assert!(state.etc_iptables().join("base.rules").exists());
+    assert_eq!(
+        machine.exec(&["iptables-ctl", "status"]).status.code(),
+        Some(4)
+    );
+
     machine.poweroff();
 }
 
