@@ -176,12 +176,21 @@ pub fn install(
         Systemd::Staged => None,
     };
     let config_dir = target.layout.config_dir();
-    fs::create_dir_all(&config_dir)
-        .with_context(|| format!("cannot create {}", config_dir.display()))?;
+    let created = CreatedDirs::create(&config_dir)?;
     let _lock = DirLock::acquire(&config_dir)?;
 
     let (policy, starter_text) = policy_or_starter(target, out)?;
-    let rendered = render_and_prove(target, &policy)?;
+    let rendered = match (render_and_prove(target, &policy), &starter_text) {
+        (Ok(rendered), _) => rendered,
+        (Err(error), None) => return Err(error),
+        (Err(error), Some(_)) => {
+            return Err(error.context(format!(
+                "the starter policy for {path} cannot be used on this host, so nothing was written; \
+                 write one with `iptables-ctl init --stdout > {path}`, edit it, then install",
+                path = target.policy_path.display()
+            )));
+        }
+    };
     writeln!(
         out,
         "policy {} is valid and its rules load in a throwaway namespace",
@@ -190,6 +199,7 @@ pub fn install(
 
     let conflicts = ConflictFacts::gather(root, target.instance, manager)?.conflicts();
     refuse_on_conflicts(&conflicts, options.force, out)?;
+    created.keep();
 
     // Everything checked: write.
     let mut outputs = rendered_outputs(rendered);
@@ -277,6 +287,44 @@ pub fn install(
         units.rules, target.instance
     )?;
     Ok(())
+}
+
+/// Directories created for a command, removed again (when still empty) unless the
+/// command got far enough to keep them.
+struct CreatedDirs {
+    dirs: Vec<PathBuf>,
+    keep: std::cell::Cell<bool>,
+}
+
+impl CreatedDirs {
+    /// Creates `dir` and its missing parents, remembering which were missing.
+    fn create(dir: &Path) -> anyhow::Result<CreatedDirs> {
+        let dirs: Vec<PathBuf> = dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+            .map(Path::to_owned)
+            .collect();
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(CreatedDirs {
+            dirs,
+            keep: std::cell::Cell::new(false),
+        })
+    }
+
+    fn keep(&self) {
+        self.keep.set(true);
+    }
+}
+
+impl Drop for CreatedDirs {
+    fn drop(&mut self) {
+        if !self.keep.get() {
+            // Deepest first; remove_dir leaves anything that is not empty.
+            for dir in &self.dirs {
+                let _ = fs::remove_dir(dir);
+            }
+        }
+    }
 }
 
 fn refuse_on_conflicts(
@@ -397,6 +445,11 @@ pub fn uninstall(
                                 format!("cannot remove {}", link.link.display())
                             })?;
                             writeln!(out, "removed {}", link.link.display())?;
+                            // The .wants directory was made for the link if it is now
+                            // empty; remove_dir leaves it when it is not.
+                            if let Some(dir) = link.link.parent() {
+                                let _ = fs::remove_dir(dir);
+                            }
                         }
                     }
                 }

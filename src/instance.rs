@@ -30,6 +30,15 @@ impl Layout {
         &self.root
     }
 
+    /// `path` as the booted system sees it: without the root prefix when it lies under
+    /// the root, unchanged otherwise.
+    pub fn as_booted(&self, path: &Path) -> PathBuf {
+        match path.strip_prefix(&self.root) {
+            Ok(inner) => Path::new("/").join(inner),
+            Err(_) => path.to_owned(),
+        }
+    }
+
     /// `/etc/iptables`: policies and rendered files.
     pub fn config_dir(&self) -> PathBuf {
         self.root.join("etc/iptables")
@@ -102,7 +111,8 @@ pub fn render_policy(
     policy: &Policy,
     probe: &dyn HostProbe,
 ) -> anyhow::Result<Vec<RenderedFile>> {
-    let policy_path = policy.path();
+    // The header names the policy as the booted system will see it, not the staging path.
+    let policy_path = &layout.as_booted(policy.path());
     let external = resolve_external(policy, probe)?;
     let templates = Templates::load(&layout.templates_dir())?;
     render::render(

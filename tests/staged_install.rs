@@ -1,0 +1,447 @@
+//! `--root` install into an empty directory produces exactly the expected tree (snapshot).
+//!
+//! Also proven on staged trees: a second install changes nothing; install with no policy
+//! writes the starter policy (when the host has a default route) or fails with a located
+//! error and writes no file (when it has none); uninstall removes the unit files and enable
+//! links and keeps the policy and rendered files; a netfilter-persistent enable link makes
+//! install refuse without touching the tree, and `--force` installs anyway.
+//!
+//! install runs the kernel check (a throwaway network namespace), so these tests need
+//! root. The starter-policy cases run the binary in a fresh network namespace of its own
+//! (`unshare --net`) to control which default route it sees; the root namespace's network
+//! and firewall are never touched.
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)] // test support may fail loudly
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use common::kernel_tests_enabled;
+
+/// A small policy that names its external interface, so the result does not depend on
+/// this host's routes (`"auto"` would ask them).
+const POLICY: &str = r#"# Staged by tests/staged_install.rs.
+[interfaces]
+external = ["eth0"]
+
+[[host.services]]
+port = 22
+comment = "ssh"
+"#;
+
+/// The enable link netfilter-persistent's package makes.
+const NETFILTER_PERSISTENT_LINK: &str =
+    "etc/systemd/system/multi-user.target.wants/netfilter-persistent.service";
+
+/// `iptables-ctl --root ROOT ARGS...` (without the admin's SSH session, which the starter
+/// policy would record).
+fn command(root: &Path, args: &[&str]) -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("iptables-ctl").expect("binary");
+    cmd.arg("--root")
+        .arg(root)
+        .args(args)
+        .env_remove("SSH_CONNECTION");
+    cmd
+}
+
+/// Like [`command`], but the binary runs in a new network namespace made by `unshare`
+/// where `setup` (shell commands) runs first.
+fn command_in_new_netns(root: &Path, setup: &str, args: &[&str]) -> assert_cmd::Command {
+    let script = format!("{setup} exec \"$0\" \"$@\"");
+    let mut cmd = assert_cmd::Command::new("unshare");
+    cmd.args(["--net", "--", "sh", "-c", &script])
+        .arg(assert_cmd::cargo::cargo_bin("iptables-ctl"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .env_remove("SSH_CONNECTION");
+    cmd
+}
+
+/// An empty staged root, optionally holding [`POLICY`] as the base instance's policy.
+fn staged_root(with_policy: bool) -> tempfile::TempDir {
+    let root = tempfile::tempdir().expect("tempdir");
+    if with_policy {
+        let dir = root.path().join("etc/iptables");
+        fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("base.toml");
+        fs::write(&path, POLICY).expect("policy");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+    root
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `text` with the staged root's path replaced by `<ROOT>`.
+fn redact(text: &str, root: &Path) -> String {
+    text.replace(&root.display().to_string(), "<ROOT>")
+}
+
+/// Every path under `root`, depth first in name order.
+fn walk(root: &Path) -> Vec<PathBuf> {
+    fn visit(dir: &Path, out: &mut Vec<PathBuf>) {
+        let mut entries: Vec<PathBuf> = fs::read_dir(dir)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            out.push(path.clone());
+            if fs::symlink_metadata(&path).expect("stat").is_dir() {
+                visit(&path, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    visit(root, &mut out);
+    out
+}
+
+/// One line per path under `root`: its type, file mode, symlink target and, with
+/// `content`, each file's text (the root's own path redacted). Directory modes are left
+/// out: they follow the umask of whoever runs the tests.
+fn tree(root: &Path, content: bool) -> String {
+    let mut lines = Vec::new();
+    for path in walk(root) {
+        let rel = path.strip_prefix(root).expect("under root").display();
+        let meta = fs::symlink_metadata(&path).expect("stat");
+        let kind = meta.file_type();
+        if kind.is_symlink() {
+            let target = fs::read_link(&path).expect("readlink");
+            lines.push(format!("symlink {rel} -> {}", target.display()));
+        } else if kind.is_dir() {
+            lines.push(format!("dir     {rel}/"));
+        } else if kind.is_file() {
+            lines.push(format!("file    {rel} (mode {:o})", meta.mode() & 0o7777));
+            if content {
+                let body = redact(&fs::read_to_string(&path).expect("read"), root);
+                lines.extend(
+                    body.lines()
+                        .map(|l| format!("    | {l}").trim_end().to_owned()),
+                );
+            }
+        } else {
+            lines.push(format!("other   {rel}"));
+        }
+    }
+    lines.join("\n") + "\n"
+}
+
+/// [`tree`] with content, plus every entry's inode and modification time: equal
+/// fingerprints mean nothing under `root` was written, replaced or removed (a directory's
+/// mtime also changes when a temporary file was made and removed in it).
+fn fingerprint(root: &Path) -> String {
+    let mut text = tree(root, true);
+    for path in std::iter::once(root.to_owned()).chain(walk(root)) {
+        let meta = fs::symlink_metadata(&path).expect("stat");
+        text.push_str(&format!(
+            "{} ino {} mtime {}.{:09}\n",
+            path.display(),
+            meta.ino(),
+            meta.mtime(),
+            meta.mtime_nsec()
+        ));
+    }
+    text
+}
+
+/// The relative paths of the regular files and symlinks under `root`.
+fn files_and_links(root: &Path) -> Vec<String> {
+    walk(root)
+        .into_iter()
+        .filter(|p| !fs::symlink_metadata(p).expect("stat").is_dir())
+        .map(|p| {
+            p.strip_prefix(root)
+                .expect("under root")
+                .display()
+                .to_string()
+        })
+        .collect()
+}
+
+/// The files of a complete staged install of instance `base`.
+const INSTALLED: [&str; 11] = [
+    "etc/iptables/base.rules",
+    "etc/iptables/base.rules.empty",
+    "etc/iptables/base.rules6",
+    "etc/iptables/base.rules6.empty",
+    "etc/iptables/base.toml",
+    "etc/systemd/system/docker.service.wants/iptables-docker@base.service",
+    "etc/systemd/system/iptables-docker@.service",
+    "etc/systemd/system/iptables.service",
+    "etc/systemd/system/iptables@.service",
+    "etc/systemd/system/multi-user.target.wants/iptables.service",
+    "etc/systemd/system/multi-user.target.wants/iptables@base.service",
+];
+
+/// Every symlink under `root` points (as the booted system sees it) at a unit file that
+/// exists in the staged tree.
+fn assert_links_resolve_in_tree(root: &Path) {
+    for path in walk(root) {
+        if let Ok(target) = fs::read_link(&path) {
+            let staged = root.join(target.strip_prefix("/").expect("absolute target"));
+            assert!(
+                staged.is_file(),
+                "{} -> {} has no file in the staged tree",
+                path.display(),
+                target.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn staged_install_writes_exactly_the_expected_tree() {
+    if !kernel_tests_enabled("staged_install_writes_exactly_the_expected_tree") {
+        return;
+    }
+    let root = staged_root(true);
+    let r = root.path();
+    let out = command(r, &["install"])
+        .assert()
+        .code(0)
+        .get_output()
+        .clone();
+    let stdout = redact(&text(&out.stdout), r);
+    assert!(
+        stdout.contains("created symlink <ROOT>/etc/systemd/system/multi-user.target.wants/iptables@base.service -> /etc/systemd/system/iptables@.service"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("created symlink ").count(), 3, "{stdout}");
+    insta::assert_snapshot!("install_stdout", stdout);
+    insta::assert_snapshot!("install_tree", tree(r, true));
+    assert_eq!(files_and_links(r), INSTALLED);
+    assert_links_resolve_in_tree(r);
+
+    // A second run finds everything in place and writes nothing.
+    let before = fingerprint(r);
+    let out = command(r, &["install"])
+        .assert()
+        .code(0)
+        .get_output()
+        .clone();
+    let again = redact(&text(&out.stdout), r);
+    assert!(!again.contains("created symlink"), "{again}");
+    assert!(!again.contains("wrote "), "{again}");
+    assert_eq!(again.matches("unchanged ").count(), 7, "{again}");
+    assert_eq!(
+        fingerprint(r),
+        before,
+        "the second install changed the tree"
+    );
+}
+
+#[test]
+fn staged_install_without_a_policy_needs_a_default_route_for_the_starter() {
+    if !kernel_tests_enabled(
+        "staged_install_without_a_policy_needs_a_default_route_for_the_starter",
+    ) {
+        return;
+    }
+    // No default route: the starter policy says external = "auto", which cannot be
+    // resolved, so install fails with the located error and writes no file.
+    let root = staged_root(false);
+    let r = root.path();
+    let out = command_in_new_netns(r, "", &["install"])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let stdout = redact(&text(&out.stdout), r);
+    let stderr = redact(&text(&out.stderr), r);
+    assert!(
+        stdout.contains(
+            "no policy at <ROOT>/etc/iptables/base.toml yet: installing the starter policy"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("auto (no default route found now)"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("the starter policy for <ROOT>/etc/iptables/base.toml cannot be used on this host, so nothing was written")
+            && stderr.contains("interfaces.external: \"auto\" found no default route on this host: name the external interface(s), such as external = [\"eth0\"]"),
+        "{stderr}"
+    );
+    // Not even the directories install made for its lock are left.
+    assert_eq!(tree(r, false).trim(), "", "nothing may be left behind");
+
+    // A default route on ext0: the starter policy names it, is written, and the install
+    // goes through.
+    let root = staged_root(false);
+    let r = root.path();
+    let setup = "ip link add ext0 type veth peer name ext1 && ip link set ext0 up && \
+                 ip link set ext1 up && ip route add default dev ext0 &&";
+    let out = command_in_new_netns(r, setup, &["install"])
+        .assert()
+        .code(0)
+        .get_output()
+        .clone();
+    let stdout = redact(&text(&out.stdout), r);
+    assert!(
+        stdout.contains(
+            "no policy at <ROOT>/etc/iptables/base.toml yet: installing the starter policy"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("external interfaces: ext0"), "{stdout}");
+    assert!(
+        stdout.contains("wrote <ROOT>/etc/iptables/base.toml"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("created symlink ").count(), 3, "{stdout}");
+    assert_eq!(files_and_links(r), INSTALLED);
+    let policy = fs::read_to_string(r.join("etc/iptables/base.toml")).expect("starter");
+    assert!(policy.contains("external = [\"ext0\"]"), "{policy}");
+    let rules = fs::read_to_string(r.join("etc/iptables/base.rules")).expect("rules");
+    assert!(rules.contains("-i ext0"), "{rules}");
+    assert_links_resolve_in_tree(r);
+}
+
+#[test]
+fn staged_uninstall_removes_units_and_links_and_keeps_the_policy() {
+    if !kernel_tests_enabled("staged_uninstall_removes_units_and_links_and_keeps_the_policy") {
+        return;
+    }
+    let root = staged_root(true);
+    let r = root.path();
+    command(r, &["install"]).assert().code(0);
+    let config = r.join("etc/iptables");
+    let kept: Vec<(PathBuf, Vec<u8>)> = walk(&config)
+        .into_iter()
+        .map(|p| {
+            let bytes = fs::read(&p).expect("read");
+            (p, bytes)
+        })
+        .collect();
+
+    let out = command(r, &["uninstall"])
+        .assert()
+        .code(0)
+        .get_output()
+        .clone();
+    let stdout = redact(&text(&out.stdout), r);
+    insta::assert_snapshot!("uninstall_stdout", stdout);
+    insta::assert_snapshot!("uninstall_tree", tree(r, false));
+    assert_eq!(
+        files_and_links(r),
+        [
+            "etc/iptables/base.rules",
+            "etc/iptables/base.rules.empty",
+            "etc/iptables/base.rules6",
+            "etc/iptables/base.rules6.empty",
+            "etc/iptables/base.toml",
+        ]
+    );
+    for (path, bytes) in kept {
+        assert_eq!(
+            fs::read(&path).expect("kept file"),
+            bytes,
+            "{} changed",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn staged_install_refuses_next_to_netfilter_persistent_unless_forced() {
+    if !kernel_tests_enabled("staged_install_refuses_next_to_netfilter_persistent_unless_forced") {
+        return;
+    }
+    let root = staged_root(true);
+    let r = root.path();
+    let link = r.join(NETFILTER_PERSISTENT_LINK);
+    fs::create_dir_all(link.parent().expect("parent")).expect("mkdir");
+    std::os::unix::fs::symlink("/lib/systemd/system/netfilter-persistent.service", &link)
+        .expect("symlink");
+
+    let before = fingerprint(r);
+    let out = command(r, &["install"])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let stderr = redact(&text(&out.stderr), r);
+    assert!(
+        stderr.contains(
+            "refusing to install: another firewall setup would fight this one; nothing was changed"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "netfilter-persistent is enabled: at boot it restores /etc/iptables/rules.v4"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("(--force installs anyway)"), "{stderr}");
+    assert_eq!(fingerprint(r), before, "a refused install changed the tree");
+
+    let out = command(r, &["install", "--force"])
+        .assert()
+        .code(0)
+        .get_output()
+        .clone();
+    let stdout = redact(&text(&out.stdout), r);
+    assert!(
+        stdout.contains("warning (--force): netfilter-persistent is enabled"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("created symlink ").count(), 3, "{stdout}");
+    let mut expected: Vec<&str> = INSTALLED.to_vec();
+    expected.push(NETFILTER_PERSISTENT_LINK);
+    assert_eq!(files_and_links(r), expected);
+    assert_eq!(
+        fs::read_link(&link).expect("still there"),
+        Path::new("/lib/systemd/system/netfilter-persistent.service"),
+        "--force must leave the other firewall's link alone"
+    );
+}
+
+/// When a package already ships the units (in /usr/lib/systemd/system), install writes
+/// none to /etc/systemd/system and enables the packaged ones.
+#[test]
+fn staged_install_enables_units_a_package_ships() {
+    if !kernel_tests_enabled("staged_install_enables_units_a_package_ships") {
+        return;
+    }
+    let root = staged_root(true);
+    let r = root.path();
+    let packaged = r.join("usr/lib/systemd/system");
+    fs::create_dir_all(&packaged).unwrap();
+    for unit in [
+        "iptables.service",
+        "iptables@.service",
+        "iptables-docker@.service",
+    ] {
+        fs::copy(Path::new("units").join(unit), packaged.join(unit)).unwrap();
+    }
+    let out = command(r, &["install"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let stdout = redact(&text(&out.stdout), r);
+    assert!(
+        stdout.contains("units are shipped by the package in <ROOT>/usr/lib/systemd/system"),
+        "{stdout}"
+    );
+    let listing = tree(r, false);
+    assert!(
+        !listing.contains("file    etc/systemd/system/iptables"),
+        "{listing}"
+    );
+    for line in [
+        "symlink etc/systemd/system/multi-user.target.wants/iptables@base.service -> /usr/lib/systemd/system/iptables@.service",
+        "symlink etc/systemd/system/multi-user.target.wants/iptables.service -> /usr/lib/systemd/system/iptables.service",
+        "symlink etc/systemd/system/docker.service.wants/iptables-docker@base.service -> /usr/lib/systemd/system/iptables-docker@.service",
+    ] {
+        assert!(listing.contains(line), "{line}\n{listing}");
+    }
+}
