@@ -31,12 +31,7 @@ fn fail(root: &Path, args: &[&str]) -> String {
 }
 
 fn command(root: &Path, args: &[&str]) -> assert_cmd::Command {
-    let mut cmd = assert_cmd::Command::cargo_bin("iptables-ctl").expect("binary");
-    cmd.arg("--root")
-        .arg(root)
-        .args(args)
-        .env_remove("SSH_CONNECTION");
-    cmd
+    common::staged_command(root, args)
 }
 
 fn listing(dir: &Path) -> Vec<String> {

@@ -14,6 +14,8 @@
 //! avoids it); and a bus that dies while `run_job` waits ends the wait with an error.
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::{BufRead, BufReader};
@@ -44,26 +46,9 @@ const WATCHDOG: Duration = Duration::from_secs(30);
 // The private bus
 // ---------------------------------------------------------------------------------------
 
-/// Whether dbus-daemon is installed. Without it the tests cannot run: in CI (CI set)
-/// that is a failure, elsewhere they are skipped with a loud message.
+/// Whether dbus-daemon is installed (see [`common::tools_available`]).
 fn dbus_daemon_available(test: &str) -> bool {
-    let found = Command::new("dbus-daemon")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if found {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} needs dbus-daemon on PATH, and CI must run it"
-    );
-    eprintln!(
-        "SKIPPED {test}: dbus-daemon is not on PATH (install the dbus-daemon package to run it)"
-    );
-    false
+    common::tools_available(test, &["dbus-daemon"], false)
 }
 
 /// A dbus-daemon started by the test on a socket in its own temporary directory; killed

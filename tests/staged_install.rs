@@ -35,15 +35,8 @@ comment = "ssh"
 const NETFILTER_PERSISTENT_LINK: &str =
     "etc/systemd/system/multi-user.target.wants/netfilter-persistent.service";
 
-/// `iptables-ctl --root ROOT ARGS...` (without the admin's SSH session, which the starter
-/// policy would record).
 fn command(root: &Path, args: &[&str]) -> assert_cmd::Command {
-    let mut cmd = assert_cmd::Command::cargo_bin("iptables-ctl").expect("binary");
-    cmd.arg("--root")
-        .arg(root)
-        .args(args)
-        .env_remove("SSH_CONNECTION");
-    cmd
+    common::staged_command(root, args)
 }
 
 /// Like [`command`], but the binary runs in a new network namespace made by `unshare`

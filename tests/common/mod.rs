@@ -225,3 +225,50 @@ pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bo
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Whether `tools` are all on PATH (and, with `needs_root`, we are root). Without them a
+/// test cannot run: in CI (CI set) that is a failure, elsewhere it is skipped with a
+/// loud message saying what to install.
+pub fn tools_available(test: &str, tools: &[&str], needs_root: bool) -> bool {
+    let root_ok = !needs_root || nix::unistd::geteuid().is_root();
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|tool| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect();
+    if root_ok && missing.is_empty() {
+        return true;
+    }
+    let why = format!(
+        "{}{}",
+        if root_ok { "" } else { "root " },
+        if missing.is_empty() {
+            String::new()
+        } else {
+            format!("and {} on PATH", missing.join(", "))
+        }
+    );
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} needs {why}, and CI must run it (bash .ci/run installs what it needs)"
+    );
+    eprintln!("SKIPPED {test}: needs {why} (bash .ci/run installs what it needs)");
+    false
+}
+
+/// `iptables-ctl --root ROOT ARGS...`, without the admin's SSH session (which the
+/// starter policy would record).
+pub fn staged_command(root: &Path, args: &[&str]) -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("iptables-ctl").expect("binary");
+    cmd.arg("--root")
+        .arg(root)
+        .args(args)
+        .env_remove("SSH_CONNECTION");
+    cmd
+}
