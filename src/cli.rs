@@ -12,6 +12,7 @@ use crate::files::{self, DirLock};
 use crate::host::LiveHost;
 use crate::instance::{self, Layout};
 use crate::iptables::Backend;
+use crate::live::SystemFirewall;
 use crate::policy::types::InstanceName;
 use crate::render::{TemplateKind, output_file_name};
 use crate::starter::{self, StarterFacts};
@@ -256,6 +257,7 @@ fn target<'a>(
         policy_path,
         host: &LiveHost,
         trial: &SYSTEM_TRIAL,
+        firewall: &SystemFirewall,
     }
 }
 

@@ -11,8 +11,8 @@ use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::command;
 use crate::iptables::{self, BackendKind};
+use crate::live::LiveFirewall;
 use crate::policy::types::InstanceName;
 use crate::systemd::ServiceManager;
 use crate::units::{self, ADMIN_UNIT_DIR, PACKAGE_UNIT_DIRS};
@@ -77,13 +77,13 @@ impl fmt::Display for Conflict {
 }
 
 impl ConflictFacts {
-    /// Gathers the facts for installing `instance` under `root`. With `manager` (a
-    /// live host) systemd is asked for runtime state and the iptables tools are run;
+    /// Gathers the facts for installing `instance` under `root`. On a live host
+    /// (`live`), systemd is asked for runtime state and the live firewall is read;
     /// without it only files under `root` are read.
     pub fn gather(
         root: &Path,
         instance: &InstanceName,
-        manager: Option<&dyn ServiceManager>,
+        live: Option<(&dyn ServiceManager, &dyn LiveFirewall)>,
     ) -> anyhow::Result<ConflictFacts> {
         let enabled_here = |unit: &str| !wants_links(root, unit).is_empty();
         let mut facts = ConflictFacts {
@@ -94,12 +94,12 @@ impl ConflictFacts {
             other_instances: other_instances(root, instance),
             backend: None,
         };
-        if let Some(manager) = manager {
+        if let Some((manager, firewall)) = live {
             facts.firewalld |= manager.unit_status("firewalld.service")?.is_active();
             facts.netfilter_persistent |= manager
                 .unit_file_state("netfilter-persistent.service")?
                 .is_some_and(|state| state.starts_with("enabled"));
-            facts.backend = backend_facts();
+            facts.backend = backend_facts(firewall);
         }
         Ok(facts)
     }
@@ -242,11 +242,9 @@ fn other_instances(root: &Path, instance: &InstanceName) -> Vec<String> {
 
 /// Which backend `iptables` is, and whether Docker's chains sit in the other one.
 /// None when the tools cannot tell (iptables missing, or only one backend installed).
-fn backend_facts() -> Option<BackendFacts> {
-    let version = command::run("iptables", &["-V"], b"").ok()?;
-    let system = iptables::backend_from_version(&version)?;
-    let other_save = format!("iptables-{}-save", system.other().tool_suffix());
-    let other = command::run(&other_save, &[], b"").ok()?;
+fn backend_facts(firewall: &dyn LiveFirewall) -> Option<BackendFacts> {
+    let system = firewall.backend()?;
+    let other = firewall.save_other_backend()?;
     Some(BackendFacts {
         system,
         docker_in_other: iptables::chain_names(&other).iter().any(|c| c == "DOCKER"),

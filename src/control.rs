@@ -15,7 +15,7 @@ use crate::conflicts::{Conflict, ConflictFacts};
 use crate::files::{self, DirLock, Snapshot};
 use crate::host::HostProbe;
 use crate::instance::{self, Layout};
-use crate::live::{self, LiveState};
+use crate::live::{self, LiveFirewall, LiveState};
 use crate::policy::Policy;
 use crate::policy::types::{Family, InstanceName};
 use crate::render::RenderedFile;
@@ -39,6 +39,8 @@ pub struct Target<'a> {
     pub host: &'a dyn HostProbe,
     /// The kernel check.
     pub trial: &'a dyn RulesetTrial,
+    /// The live firewall.
+    pub firewall: &'a dyn LiveFirewall,
 }
 
 /// Options of `install`.
@@ -197,7 +199,9 @@ pub fn install(
         target.policy_path.display()
     )?;
 
-    let conflicts = ConflictFacts::gather(root, target.instance, manager)?.conflicts();
+    let conflicts =
+        ConflictFacts::gather(root, target.instance, manager.map(|m| (m, target.firewall)))?
+            .conflicts();
     refuse_on_conflicts(&conflicts, options.force, out)?;
     created.keep();
 
@@ -692,7 +696,12 @@ pub fn status(target: &Target<'_>, manager: &dyn ServiceManager) -> anyhow::Resu
     let (live, live_error) = if unit.is_not_found() {
         (None, None)
     } else {
-        match live::inspect(target.layout, target.instance, target.trial) {
+        match live::inspect(
+            target.layout,
+            target.instance,
+            target.trial,
+            target.firewall,
+        ) {
             Ok(state) => (Some(state), None),
             Err(e) => (None, Some(format!("{e:#}"))),
         }
@@ -711,4 +720,303 @@ fn file_name(path: &Path) -> anyhow::Result<String> {
         .and_then(|n| n.to_str())
         .map(str::to_owned)
         .with_context(|| format!("{} is not a usable file name", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The flows against fakes: a service manager that records calls and answers as
+    //! told, a trial that accepts everything, a host with eth0. The real thing is
+    //! proven in tests/systemd_boot.rs; these reach the failure paths a real systemd
+    //! rarely takes.
+
+    use std::cell::RefCell;
+    use std::io;
+
+    use super::*;
+    use crate::host::SshConnection;
+    use crate::systemd::{SystemdError, UnitFileChange};
+    use crate::trial::{TrialError, TrialReport};
+
+    struct FakeHost;
+
+    impl HostProbe for FakeHost {
+        fn default_route_interfaces(&self) -> io::Result<Vec<String>> {
+            Ok(vec!["eth0".to_owned()])
+        }
+        fn sshd_ports(&self) -> Vec<u16> {
+            vec![22]
+        }
+        fn ssh_connection(&self) -> Option<SshConnection> {
+            None
+        }
+    }
+
+    struct AcceptingTrial;
+
+    /// A firewall with nothing to say (no backend, no other backend).
+    struct QuietFirewall;
+
+    impl LiveFirewall for QuietFirewall {
+        fn backend(&self) -> Option<crate::iptables::BackendKind> {
+            None
+        }
+        fn save(&self, _family: Family) -> Result<String, crate::command::ToolError> {
+            Ok(String::new())
+        }
+        fn save_other_backend(&self) -> Option<String> {
+            None
+        }
+    }
+
+    impl RulesetTrial for AcceptingTrial {
+        fn trial(
+            &self,
+            _family: Family,
+            _rules: (&str, &str),
+            _empty: (&str, &str),
+        ) -> Result<TrialReport, TrialError> {
+            Ok(TrialReport {
+                loaded: String::new(),
+                rule_count: 0,
+            })
+        }
+    }
+
+    /// Records every call; jobs end with `job_result`; the rules unit is `active_state`.
+    struct FakeManager {
+        calls: RefCell<Vec<String>>,
+        job_result: JobResult,
+        active_state: &'static str,
+    }
+
+    impl FakeManager {
+        fn new(active_state: &'static str, job_result: JobResult) -> FakeManager {
+            FakeManager {
+                calls: RefCell::new(Vec::new()),
+                job_result,
+                active_state,
+            }
+        }
+
+        fn calls(&self) -> Vec<String> {
+            self.calls.borrow().clone()
+        }
+    }
+
+    impl ServiceManager for FakeManager {
+        fn daemon_reload(&self) -> Result<(), SystemdError> {
+            self.calls.borrow_mut().push("daemon-reload".to_owned());
+            Ok(())
+        }
+        fn enable(&self, units: &[&str]) -> Result<Vec<UnitFileChange>, SystemdError> {
+            self.calls
+                .borrow_mut()
+                .push(format!("enable {}", units.join(" ")));
+            Ok(Vec::new())
+        }
+        fn disable(&self, units: &[&str]) -> Result<Vec<UnitFileChange>, SystemdError> {
+            self.calls
+                .borrow_mut()
+                .push(format!("disable {}", units.join(" ")));
+            Ok(Vec::new())
+        }
+        fn run_job(&self, kind: JobKind, unit: &str) -> Result<JobResult, SystemdError> {
+            self.calls.borrow_mut().push(format!("{kind} {unit}"));
+            Ok(self.job_result.clone())
+        }
+        fn unit_status(&self, unit: &str) -> Result<UnitStatus, SystemdError> {
+            Ok(UnitStatus {
+                name: unit.to_owned(),
+                load_state: "loaded".to_owned(),
+                active_state: if unit.starts_with("iptables@") {
+                    self.active_state.to_owned()
+                } else {
+                    "inactive".to_owned()
+                },
+                sub_state: "dead".to_owned(),
+                unit_file_state: "enabled".to_owned(),
+                fragment_path: String::new(),
+                result: Some("exit-code".to_owned()),
+                active_enter_monotonic_us: 0,
+                inactive_exit_monotonic_us: 0,
+            })
+        }
+        fn unit_file_state(&self, _unit: &str) -> Result<Option<String>, SystemdError> {
+            Ok(None)
+        }
+    }
+
+    const POLICY: &str = "[interfaces]\nexternal = [\"eth0\"]\n";
+
+    struct Staged {
+        root: tempfile::TempDir,
+        layout: Layout,
+        instance: InstanceName,
+        policy_path: PathBuf,
+    }
+
+    fn staged(policy: Option<&str>) -> Staged {
+        let root = tempfile::tempdir().unwrap();
+        let layout = Layout::new(root.path());
+        let instance: InstanceName = "base".parse().unwrap();
+        let policy_path = layout.policy_path(&instance);
+        if let Some(text) = policy {
+            fs::create_dir_all(layout.config_dir()).unwrap();
+            fs::write(&policy_path, text).unwrap();
+        }
+        Staged {
+            root,
+            layout,
+            instance,
+            policy_path,
+        }
+    }
+
+    impl Staged {
+        fn target(&self) -> Target<'_> {
+            Target {
+                layout: &self.layout,
+                instance: &self.instance,
+                policy_path: &self.policy_path,
+                host: &FakeHost,
+                trial: &AcceptingTrial,
+                firewall: &QuietFirewall,
+            }
+        }
+
+        fn files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+            let mut all = Vec::new();
+            let mut stack = vec![self.root.path().to_owned()];
+            while let Some(dir) = stack.pop() {
+                for entry in fs::read_dir(dir).unwrap() {
+                    let path = entry.unwrap().path();
+                    if path.is_dir() {
+                        stack.push(path);
+                    } else {
+                        all.push((path.clone(), fs::read(&path).unwrap_or_default()));
+                    }
+                }
+            }
+            all.sort();
+            all
+        }
+    }
+
+    #[test]
+    fn install_starts_an_inactive_unit_and_reloads_an_active_one() {
+        for (state, job) in [("inactive", "start"), ("active", "reload")] {
+            let staged = staged(Some(POLICY));
+            let manager = FakeManager::new(state, JobResult::Done);
+            let mut out = Vec::new();
+            install(
+                &staged.target(),
+                Systemd::Live(&manager),
+                InstallOptions::default(),
+                &mut out,
+            )
+            .unwrap();
+            assert_eq!(
+                manager.calls(),
+                [
+                    "daemon-reload".to_owned(),
+                    "enable iptables.service iptables@base.service iptables-docker@base.service"
+                        .to_owned(),
+                    format!("{job} iptables@base.service"),
+                    "start iptables.service".to_owned(),
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn install_puts_the_previous_files_back_when_the_unit_fails() {
+        let staged = staged(Some(POLICY));
+        let config = staged.layout.config_dir();
+        fs::write(config.join("base.rules"), "previous rules\n").unwrap();
+        let before = staged.files();
+        let manager = FakeManager::new("inactive", JobResult::Other("failed".to_owned()));
+        let mut out = Vec::new();
+        let error = install(
+            &staged.target(),
+            Systemd::Live(&manager),
+            InstallOptions::default(),
+            &mut out,
+        )
+        .unwrap_err();
+        let failed = error.downcast_ref::<JobFailed>().expect("a JobFailed");
+        assert_eq!(failed.unit, "iptables@base.service");
+        assert!(
+            failed.details.contains("result: exit-code"),
+            "{}",
+            failed.details
+        );
+        assert_eq!(staged.files(), before, "every file is as it was");
+        assert!(String::from_utf8_lossy(&out).contains("putting the previous files back"));
+    }
+
+    #[test]
+    fn reload_refuses_an_inactive_unit_and_changes_nothing() {
+        let staged = staged(Some(POLICY));
+        let before = staged.files();
+        let manager = FakeManager::new("failed", JobResult::Done);
+        let error = reload(&staged.target(), &manager, &mut Vec::new()).unwrap_err();
+        assert!(format!("{error:#}").contains("is failed, so there is nothing to reload"));
+        assert_eq!(staged.files(), before);
+        assert!(manager.calls().is_empty(), "{:?}", manager.calls());
+    }
+
+    #[test]
+    fn a_failed_reload_restores_and_reloads_the_previous_files() {
+        let staged = staged(Some(POLICY));
+        let config = staged.layout.config_dir();
+        for name in [
+            "base.rules",
+            "base.rules.empty",
+            "base.rules6",
+            "base.rules6.empty",
+        ] {
+            fs::write(config.join(name), format!("previous {name}\n")).unwrap();
+        }
+        let before = staged.files();
+        let manager = FakeManager::new("active", JobResult::Other("failed".to_owned()));
+        assert!(reload(&staged.target(), &manager, &mut Vec::new()).is_err());
+        assert_eq!(staged.files(), before);
+        assert_eq!(
+            manager.calls(),
+            [
+                "reload iptables@base.service",
+                "reload iptables@base.service"
+            ],
+            "the new files, then the previous ones again"
+        );
+    }
+
+    #[test]
+    fn status_exit_codes_follow_systemctl() {
+        let mut report = StatusReport {
+            instance: "base".to_owned(),
+            unit: FakeManager::new("active", JobResult::Done)
+                .unit_status("iptables@base.service")
+                .unwrap(),
+            docker_unit: FakeManager::new("inactive", JobResult::Done)
+                .unit_status("iptables-docker@base.service")
+                .unwrap(),
+            live: Some(LiveState {
+                backend: None,
+                families: Vec::new(),
+            }),
+            live_error: None,
+        };
+        assert_eq!(report.exit_code(), exit::ACTIVE);
+        report.live = None;
+        assert_eq!(
+            report.exit_code(),
+            exit::DRIFT,
+            "unknown live state is not in force"
+        );
+        report.unit.active_state = "failed".to_owned();
+        assert_eq!(report.exit_code(), exit::INACTIVE);
+        report.unit.load_state = "not-found".to_owned();
+        assert_eq!(report.exit_code(), exit::NOT_FOUND);
+    }
 }

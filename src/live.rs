@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::command;
+use crate::command::{self, ToolError};
 use crate::instance::{self, Layout};
 use crate::iptables::{self, Backend, BackendKind};
 use crate::policy::types::{Family, InstanceName};
@@ -16,6 +16,38 @@ use crate::trial::RulesetTrial;
 /// Docker appends this to DOCKER-USER when it (re)creates the chain; it changes nothing
 /// after our own final RETURN, so it is not drift.
 const DOCKER_OWN_RETURN: &str = "-A DOCKER-USER -j RETURN";
+
+/// Reading the live firewall: the one place that runs `iptables -V` and the save tools
+/// on the host, so the flows that read it can be exercised without touching a kernel.
+pub trait LiveFirewall {
+    /// What `iptables` drives on this host, when it says.
+    fn backend(&self) -> Option<BackendKind>;
+    /// `iptables-save` (or `ip6tables-save`) of the system backend.
+    fn save(&self, family: Family) -> Result<String, ToolError>;
+    /// `iptables-save` of the backend `iptables` does not drive, if its tools exist.
+    fn save_other_backend(&self) -> Option<String>;
+}
+
+/// The host's own iptables tools.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemFirewall;
+
+impl LiveFirewall for SystemFirewall {
+    fn backend(&self) -> Option<BackendKind> {
+        command::run("iptables", &["-V"], b"")
+            .ok()
+            .and_then(|v| iptables::backend_from_version(&v))
+    }
+
+    fn save(&self, family: Family) -> Result<String, ToolError> {
+        command::run(Backend::System.save_program(family), &[], b"")
+    }
+
+    fn save_other_backend(&self) -> Option<String> {
+        let other = self.backend()?.other();
+        command::run(&format!("iptables-{}-save", other.tool_suffix()), &[], b"").ok()
+    }
+}
 
 /// One family's live state against its rendered file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -90,11 +122,10 @@ pub fn inspect(
     layout: &Layout,
     instance: &InstanceName,
     trial: &dyn RulesetTrial,
+    firewall: &dyn LiveFirewall,
 ) -> anyhow::Result<LiveState> {
     use anyhow::Context as _;
-    let backend = command::run("iptables", &["-V"], b"")
-        .ok()
-        .and_then(|v| iptables::backend_from_version(&v));
+    let backend = firewall.backend();
     let mut families = Vec::new();
     for family in Family::ALL {
         let [(rules_name, rules), (empty_name, empty)] =
@@ -102,7 +133,7 @@ pub fn inspect(
         let expected = trial
             .trial(family, (&rules_name, &rules), (&empty_name, &empty))
             .with_context(|| format!("cannot interpret {rules_name}"))?;
-        let live = command::run(Backend::System.save_program(family), &[], b"")?;
+        let live = firewall.save(family)?;
         families.push(compare(family, &expected.loaded, &live));
     }
     Ok(LiveState { backend, families })
