@@ -510,6 +510,15 @@ fn docker_started_by_systemd_restarts_stops_and_reboots_under_the_rules() {
     assert_eq!(status.status.code(), Some(0), "{}", stdout(&status));
     assert_eq!(published(&machine), (Outcome::Open, Outcome::Refused));
 
+    // The admin's own `systemctl reload` loads the files again beside Docker's chains.
+    machine.exec_ok(&["systemctl", "reload", RULES_UNIT]);
+    assert_eq!(forward_first(&machine), "-A FORWARD -j DOCKER-USER");
+    assert_eq!(published(&machine), (Outcome::Open, Outcome::Refused));
+    assert_eq!(
+        machine.exec(&["iptables-ctl", "status"]).status.code(),
+        Some(0)
+    );
+
     // Stopping Docker leaves the host's protection in place.
     let input_before =
         iptables_ctl::iptables::chain_rules(&machine.save("iptables-save"), &["INPUT"]);
