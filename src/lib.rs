@@ -10,9 +10,11 @@
 pub mod cli;
 pub mod command;
 pub mod conflicts;
+pub mod evaluate;
 pub mod control;
 pub mod files;
 pub mod host;
+pub mod hostnet;
 pub mod instance;
 pub mod iptables;
 pub mod live;

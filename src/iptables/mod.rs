@@ -2,6 +2,9 @@
 //! input on stdin, and reading what they print. Parsing of their output is kept in plain
 //! functions apart from the running.
 
+pub mod dump;
+pub mod rule;
+
 use crate::policy::types::Family;
 
 /// Which iptables implementation loads the rules.
