@@ -75,7 +75,9 @@ impl Ruleset {
         for table in &dump.tables {
             let mut parsed = ParsedTable::default();
             for chain in &table.chains {
-                parsed.policies.insert(chain.name.clone(), chain.policy.clone());
+                parsed
+                    .policies
+                    .insert(chain.name.clone(), chain.policy.clone());
                 parsed.chains.entry(chain.name.clone()).or_default();
             }
             for line in &table.rules {
@@ -208,7 +210,9 @@ pub fn walk(ruleset: &Ruleset, host: &HostNet, packet: &Packet) -> Walk {
     let finish = |steps, path: &str, state: &State<'_>, verdict| Walk {
         packet: packet.clone(),
         path: path.to_owned(),
-        translated_to: state.dnat.then_some((state.destination, state.destination_port)),
+        translated_to: state
+            .dnat
+            .then_some((state.destination, state.destination_port)),
         steps,
         verdict,
     };
@@ -250,7 +254,10 @@ pub fn walk(ruleset: &Ruleset, host: &HostNet, packet: &Packet) -> Walk {
         state.out_interface = Some(out.to_owned());
         "FORWARD"
     };
-    let path = state.out_interface.clone().unwrap_or_else(|| "local".to_owned());
+    let path = state
+        .out_interface
+        .clone()
+        .unwrap_or_else(|| "local".to_owned());
     for table in ["mangle", "filter"] {
         match run_builtin(ruleset, host, table, chain, &mut state, &mut steps) {
             ChainEnd::Verdict(Verdict::Accept) | ChainEnd::Return => {}
@@ -350,9 +357,16 @@ fn run_chain(
                 return ChainEnd::Dnat(*address, port.map(|p| p.low));
             }
             Target::Jump(target) | Target::Goto(target) => {
-                if !ruleset.tables.get(table).is_some_and(|t| t.chains.contains_key(target)) {
+                if !ruleset
+                    .tables
+                    .get(table)
+                    .is_some_and(|t| t.chains.contains_key(target))
+                {
                     return ChainEnd::Verdict(Verdict::Unknown {
-                        reason: format!("target {target} of line {} is not a chain of {table}", rule.line),
+                        reason: format!(
+                            "target {target} of line {} is not a chain of {table}",
+                            rule.line
+                        ),
                     });
                 }
                 match run_chain(ruleset, host, table, target, state, steps, depth + 1) {
@@ -372,7 +386,10 @@ fn run_chain(
 
 /// Whether every condition of `rule` holds for the packet in `state`.
 fn conditions(rule: &Rule, host: &HostNet, state: &State<'_>) -> Truth {
-    let mut unsure = rule.unknown.first().map(|u| format!("`{u}` is not understood"));
+    let mut unsure = rule
+        .unknown
+        .first()
+        .map(|u| format!("`{u}` is not understood"));
     for condition in &rule.matches {
         match condition_holds(condition, host, state) {
             Some(true) => {}
@@ -408,7 +425,9 @@ fn condition_holds(condition: &Match, host: &HostNet, state: &State<'_>) -> Opti
     let address_type = |kind: &str, address: IpAddr| -> Option<bool> {
         match kind {
             "LOCAL" => Some(host.is_local(address)),
-            "UNICAST" => Some(!address.is_multicast() && address != IpAddr::from([255, 255, 255, 255])),
+            "UNICAST" => {
+                Some(!address.is_multicast() && address != IpAddr::from([255, 255, 255, 255]))
+            }
             "MULTICAST" => Some(address.is_multicast()),
             "BROADCAST" => Some(address == IpAddr::from([255, 255, 255, 255])),
             _ => None,
@@ -426,12 +445,17 @@ fn condition_holds(condition: &Match, host: &HostNet, state: &State<'_>) -> Opti
         Match::Protocol(n) => negate(
             n,
             match (&n.value, packet.transport) {
-                (Proto::All, _) | (Proto::Tcp, Transport::Tcp) | (Proto::Udp, Transport::Udp) => true,
+                (Proto::All, _) | (Proto::Tcp, Transport::Tcp) | (Proto::Udp, Transport::Udp) => {
+                    true
+                }
                 _ => false,
             },
         ),
         Match::SourcePort(n) => negate(n, n.value.iter().any(|p| p.contains(packet.source_port))),
-        Match::DestinationPort(n) => negate(n, n.value.iter().any(|p| p.contains(state.destination_port))),
+        Match::DestinationPort(n) => negate(
+            n,
+            n.value.iter().any(|p| p.contains(state.destination_port)),
+        ),
         Match::EitherPort(n) => negate(
             n,
             n.value
@@ -489,12 +513,24 @@ mod tests {
     fn host() -> HostNet {
         HostNet {
             interfaces: vec![
-                Interface { name: "eth0".into(), addresses: vec!["203.0.113.10/24".parse().unwrap()] },
-                Interface { name: "docker0".into(), addresses: vec!["172.17.0.1/16".parse().unwrap()] },
+                Interface {
+                    name: "eth0".into(),
+                    addresses: vec!["203.0.113.10/24".parse().unwrap()],
+                },
+                Interface {
+                    name: "docker0".into(),
+                    addresses: vec!["172.17.0.1/16".parse().unwrap()],
+                },
             ],
             routes: vec![
-                Route { destination: "0.0.0.0/0".parse().unwrap(), interface: "eth0".into() },
-                Route { destination: "172.17.0.0/16".parse().unwrap(), interface: "docker0".into() },
+                Route {
+                    destination: "0.0.0.0/0".parse().unwrap(),
+                    interface: "eth0".into(),
+                },
+                Route {
+                    destination: "172.17.0.0/16".parse().unwrap(),
+                    interface: "docker0".into(),
+                },
             ],
             forwards_v4: true,
             forwards_v6: true,
@@ -525,8 +561,16 @@ mod tests {
         let allowed = probe("192.0.2.7", 8080);
         assert_eq!(allowed.verdict, Verdict::Accept);
         assert_eq!(allowed.path, "docker0");
-        assert_eq!(allowed.translated_to, Some(("172.17.0.2".parse().unwrap(), 80)));
-        assert!(allowed.steps.iter().any(|s| s.what.contains("--ctorigdstport 8080 -j RETURN")));
+        assert_eq!(
+            allowed.translated_to,
+            Some(("172.17.0.2".parse().unwrap(), 80))
+        );
+        assert!(
+            allowed
+                .steps
+                .iter()
+                .any(|s| s.what.contains("--ctorigdstport 8080 -j RETURN"))
+        );
         assert_eq!(probe("198.51.100.1", 8080).verdict, Verdict::Drop);
     }
 
@@ -534,16 +578,27 @@ mod tests {
     fn host_ports_go_through_input() {
         let ssh = probe("198.51.100.1", 22);
         assert_eq!((ssh.verdict, ssh.path.as_str()), (Verdict::Accept, "local"));
-        assert_eq!(probe("198.51.100.1", 23).verdict, Verdict::Reject { with: "tcp-reset".into() });
+        assert_eq!(
+            probe("198.51.100.1", 23).verdict,
+            Verdict::Reject {
+                with: "tcp-reset".into()
+            }
+        );
     }
 
     #[test]
     fn an_unknown_match_that_could_decide_makes_the_answer_unknown() {
-        let text = DOCKER.replace("-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT", "-A INPUT -p tcp -m mark --mark 0x1 -j ACCEPT");
+        let text = DOCKER.replace(
+            "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT",
+            "-A INPUT -p tcp -m mark --mark 0x1 -j ACCEPT",
+        );
         let ruleset = Ruleset::new(&dump::parse(&text).unwrap());
         let mut packet = probe("198.51.100.1", 22).packet;
         let verdict = walk(&ruleset, &host(), &packet).verdict;
-        assert!(matches!(&verdict, Verdict::Unknown { reason } if reason.contains("-m mark --mark") && reason.contains("line")), "{verdict:?}");
+        assert!(
+            matches!(&verdict, Verdict::Unknown { reason } if reason.contains("-m mark --mark") && reason.contains("line")),
+            "{verdict:?}"
+        );
         // ...but not when another condition of that rule is already false.
         packet.transport = Transport::Udp;
         assert_eq!(walk(&ruleset, &host(), &packet).verdict, Verdict::Drop);

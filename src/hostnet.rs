@@ -91,8 +91,16 @@ impl HostNet {
     /// Reads the live host (the network namespace this process is in).
     pub fn read() -> anyhow::Result<HostNet> {
         let addresses = command::run("ip", &["-j", "address", "show"], b"")?;
-        let mut routes = parse_routes(&command::run("ip", &["-4", "-j", "route", "show", "table", "main"], b"")?)?;
-        routes.extend(parse_routes(&command::run("ip", &["-6", "-j", "route", "show", "table", "main"], b"")?)?);
+        let mut routes = parse_routes(&command::run(
+            "ip",
+            &["-4", "-j", "route", "show", "table", "main"],
+            b"",
+        )?)?;
+        routes.extend(parse_routes(&command::run(
+            "ip",
+            &["-6", "-j", "route", "show", "table", "main"],
+            b"",
+        )?)?);
         let flag = |path: &str| std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "1");
         Ok(HostNet {
             interfaces: parse_addresses(&addresses)?,
@@ -164,16 +172,27 @@ pub fn parse_routes(json: &str) -> anyhow::Result<Vec<Route>> {
             let destination = match r.dst.as_str() {
                 // `ip -4`/`-6` says "default" for either family; the caller's family
                 // decides, so both are produced and only the right one ever matches.
-                "default" => return Some(vec![
-                    Route { destination: "0.0.0.0/0".parse().ok()?, interface: interface.clone() },
-                    Route { destination: "::/0".parse().ok()?, interface },
-                ]),
+                "default" => {
+                    return Some(vec![
+                        Route {
+                            destination: "0.0.0.0/0".parse().ok()?,
+                            interface: interface.clone(),
+                        },
+                        Route {
+                            destination: "::/0".parse().ok()?,
+                            interface,
+                        },
+                    ]);
+                }
                 dst => dst
                     .parse::<IpNet>()
                     .ok()
                     .or_else(|| dst.parse::<IpAddr>().ok().map(IpNet::from))?,
             };
-            Some(vec![Route { destination, interface }])
+            Some(vec![Route {
+                destination,
+                interface,
+            }])
         })
         .flatten()
         .collect())
@@ -211,14 +230,29 @@ mod tests {
     fn reads_addresses_routes_and_sets() {
         let interfaces = parse_addresses(r#"[{"ifindex":1,"ifname":"lo","addr_info":[{"family":"inet","local":"127.0.0.1","prefixlen":8}]},{"ifname":"eth0","addr_info":[{"local":"192.0.2.2","prefixlen":24},{"local":"fe80::1","prefixlen":64},{"local":"2001:db8::2","prefixlen":64}]}]"#).unwrap();
         let routes = parse_routes(r#"[{"dst":"default","gateway":"192.0.2.1","dev":"eth0"},{"dst":"172.17.0.0/16","dev":"docker0"},{"dst":"unreachable 10.0.0.0/8"}]"#).unwrap();
-        let host = HostNet { interfaces, routes, ..HostNet::default() };
+        let host = HostNet {
+            interfaces,
+            routes,
+            ..HostNet::default()
+        };
         assert!(host.is_local("192.0.2.2".parse().unwrap()));
         assert!(!host.is_local("192.0.2.3".parse().unwrap()));
         assert_eq!(host.route("172.17.0.2".parse().unwrap()), Some("docker0"));
         assert_eq!(host.route("8.8.8.8".parse().unwrap()), Some("eth0"));
-        assert_eq!(host.address_of("eth0", true), Some("2001:db8::2".parse().unwrap()));
+        assert_eq!(
+            host.address_of("eth0", true),
+            Some("2001:db8::2".parse().unwrap())
+        );
         assert_eq!(host.default_route_interfaces(), ["eth0"]);
-        let sets = parse_ipset_save("create office hash:net family inet\nadd office 192.0.2.0/28\nadd office 198.51.100.7\n");
-        assert_eq!(sets["office"], ["192.0.2.0/28".parse::<IpNet>().unwrap(), "198.51.100.7/32".parse().unwrap()]);
+        let sets = parse_ipset_save(
+            "create office hash:net family inet\nadd office 192.0.2.0/28\nadd office 198.51.100.7\n",
+        );
+        assert_eq!(
+            sets["office"],
+            [
+                "192.0.2.0/28".parse::<IpNet>().unwrap(),
+                "198.51.100.7/32".parse().unwrap()
+            ]
+        );
     }
 }

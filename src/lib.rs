@@ -10,8 +10,8 @@
 pub mod cli;
 pub mod command;
 pub mod conflicts;
-pub mod evaluate;
 pub mod control;
+pub mod evaluate;
 pub mod files;
 pub mod host;
 pub mod hostnet;

@@ -120,7 +120,12 @@ impl fmt::Display for Dump {
         for table in &self.tables {
             writeln!(f, "*{}", table.name)?;
             for chain in &table.chains {
-                write!(f, ":{} {}", chain.name, chain.policy.as_deref().unwrap_or("-"))?;
+                write!(
+                    f,
+                    ":{} {}",
+                    chain.name,
+                    chain.policy.as_deref().unwrap_or("-")
+                )?;
                 if let Some(counters) = &chain.counters {
                     write!(f, " {counters}")?;
                 }
@@ -161,7 +166,10 @@ pub fn parse(text: &str) -> Result<Dump, DumpError> {
         }
         if let Some(name) = trimmed.strip_prefix('*') {
             if let Some(open) = &current {
-                return Err(error(format!("table {name} starts before table {} was committed", open.name)));
+                return Err(error(format!(
+                    "table {name} starts before table {} was committed",
+                    open.name
+                )));
             }
             current = Some(Table {
                 name: name.to_owned(),
@@ -171,7 +179,9 @@ pub fn parse(text: &str) -> Result<Dump, DumpError> {
             continue;
         }
         let Some(table) = current.as_mut() else {
-            return Err(error(format!("`{trimmed}` is outside any table (expected `*filter` or another table first)")));
+            return Err(error(format!(
+                "`{trimmed}` is outside any table (expected `*filter` or another table first)"
+            )));
         };
         if trimmed == "COMMIT" {
             if let Some(done) = current.take() {
@@ -182,7 +192,9 @@ pub fn parse(text: &str) -> Result<Dump, DumpError> {
         if let Some(decl) = trimmed.strip_prefix(':') {
             let mut parts = decl.split_whitespace();
             let (Some(name), Some(policy)) = (parts.next(), parts.next()) else {
-                return Err(error(format!("chain declaration `{trimmed}` needs a name and a policy")));
+                return Err(error(format!(
+                    "chain declaration `{trimmed}` needs a name and a policy"
+                )));
             };
             table.chains.push(ChainDecl {
                 name: name.to_owned(),
@@ -286,25 +298,51 @@ COMMIT
         assert_eq!(dump.tables.len(), 2);
         let nat = dump.table("nat").unwrap();
         assert_eq!(nat.chain("DOCKER").unwrap().policy, None);
-        assert_eq!(nat.chain("PREROUTING").unwrap().policy.as_deref(), Some("ACCEPT"));
+        assert_eq!(
+            nat.chain("PREROUTING").unwrap().policy.as_deref(),
+            Some("ACCEPT")
+        );
         let filter = dump.table("filter").unwrap();
         let first = &filter.rules[0];
         assert_eq!(first.counters.as_deref(), Some("[5:300]"));
-        assert_eq!(first.words[3], Word { text: "say \"hi\" it's".to_owned(), quoted: true });
+        assert_eq!(
+            first.words[3],
+            Word {
+                text: "say \"hi\" it's".to_owned(),
+                quoted: true
+            }
+        );
         assert_eq!(first.line, 9);
     }
 
     #[test]
     fn prints_back_what_it_read() {
-        let text: String = SAMPLE.lines().filter(|l| !l.starts_with('#')).map(|l| format!("{l}\n")).collect();
+        let text: String = SAMPLE
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
         assert_eq!(parse(SAMPLE).unwrap().to_string(), text);
     }
 
     #[test]
     fn broken_dumps_name_the_line() {
-        assert_eq!(parse("*filter\n-A INPUT -j ACCEPT\n").unwrap_err().message, "table filter has no COMMIT");
+        assert_eq!(
+            parse("*filter\n-A INPUT -j ACCEPT\n").unwrap_err().message,
+            "table filter has no COMMIT"
+        );
         assert_eq!(parse("-A INPUT -j ACCEPT\n").unwrap_err().line, 1);
-        assert_eq!(parse("*filter\n-A INPUT -m comment --comment \"x\n").unwrap_err().line, 2);
-        assert_eq!(parse("*filter\n-I INPUT -j ACCEPT\nCOMMIT\n").unwrap_err().line, 2);
+        assert_eq!(
+            parse("*filter\n-A INPUT -m comment --comment \"x\n")
+                .unwrap_err()
+                .line,
+            2
+        );
+        assert_eq!(
+            parse("*filter\n-I INPUT -j ACCEPT\nCOMMIT\n")
+                .unwrap_err()
+                .line,
+            2
+        );
     }
 }

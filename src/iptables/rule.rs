@@ -252,10 +252,18 @@ pub fn parse(rule: &RuleLine) -> Rule {
         let mut consumed = 2;
         let understood: Option<Option<Match>> = match (word, value(i)) {
             ("-s" | "--source", Some(v)) => net(v).map(|n| Some(Match::Source(neg(negated, n)))),
-            ("-d" | "--destination", Some(v)) => net(v).map(|n| Some(Match::Destination(neg(negated, n)))),
-            ("-i" | "--in-interface", Some(v)) => Some(Some(Match::InInterface(neg(negated, v.to_owned())))),
-            ("-o" | "--out-interface", Some(v)) => Some(Some(Match::OutInterface(neg(negated, v.to_owned())))),
-            ("-p" | "--protocol", Some(v)) => Some(Some(Match::Protocol(neg(negated, Proto::parse(v))))),
+            ("-d" | "--destination", Some(v)) => {
+                net(v).map(|n| Some(Match::Destination(neg(negated, n))))
+            }
+            ("-i" | "--in-interface", Some(v)) => {
+                Some(Some(Match::InInterface(neg(negated, v.to_owned()))))
+            }
+            ("-o" | "--out-interface", Some(v)) => {
+                Some(Some(Match::OutInterface(neg(negated, v.to_owned()))))
+            }
+            ("-p" | "--protocol", Some(v)) => {
+                Some(Some(Match::Protocol(neg(negated, Proto::parse(v)))))
+            }
             ("-m" | "--match", Some(v)) => {
                 module = v.to_owned();
                 Some(None)
@@ -274,14 +282,18 @@ pub fn parse(rule: &RuleLine) -> Rule {
             }
             ("--ports", Some(v)) => port_list(v).map(|p| Some(Match::EitherPort(neg(negated, p)))),
             ("--src-range", Some(v)) => range(v).map(|r| Some(Match::SourceRange(neg(negated, r)))),
-            ("--dst-range", Some(v)) => range(v).map(|r| Some(Match::DestinationRange(neg(negated, r)))),
+            ("--dst-range", Some(v)) => {
+                range(v).map(|r| Some(Match::DestinationRange(neg(negated, r))))
+            }
             ("--ctstate" | "--state", Some(v)) => v
                 .split(',')
                 .map(CtState::parse)
                 .collect::<Option<Vec<_>>>()
                 .map(|s| Some(Match::ConnState(neg(negated, s)))),
             ("--ctorigsrc", Some(v)) => net(v).map(|n| Some(Match::CtOrigSource(neg(negated, n)))),
-            ("--ctorigdst", Some(v)) => net(v).map(|n| Some(Match::CtOrigDestination(neg(negated, n)))),
+            ("--ctorigdst", Some(v)) => {
+                net(v).map(|n| Some(Match::CtOrigDestination(neg(negated, n))))
+            }
             ("--ctorigsrcport", Some(v)) => {
                 PortSpan::parse(v).map(|p| Some(Match::CtOrigSourcePort(neg(negated, p))))
             }
@@ -289,7 +301,9 @@ pub fn parse(rule: &RuleLine) -> Rule {
                 PortSpan::parse(v).map(|p| Some(Match::CtOrigDestinationPort(neg(negated, p))))
             }
             ("--src-type", Some(v)) => Some(Some(Match::SourceType(neg(negated, v.to_owned())))),
-            ("--dst-type", Some(v)) => Some(Some(Match::DestinationType(neg(negated, v.to_owned())))),
+            ("--dst-type", Some(v)) => {
+                Some(Some(Match::DestinationType(neg(negated, v.to_owned()))))
+            }
             ("--match-set", Some(name)) => match words.get(i + 2).map(|w| w.text.as_str()) {
                 Some(flags) if !flags.contains(',') => {
                     consumed = 3;
@@ -308,16 +322,21 @@ pub fn parse(rule: &RuleLine) -> Rule {
             },
             ("--tcp-flags", Some(mask)) => words.get(i + 2).map(|set| {
                 consumed = 3;
-                Some(Match::TcpFlags(neg(negated, (flag_list(mask), flag_list(&set.text)))))
+                Some(Match::TcpFlags(neg(
+                    negated,
+                    (flag_list(mask), flag_list(&set.text)),
+                )))
             }),
             ("--syn", _) => {
                 consumed = 1;
-                Some(Some(Match::TcpFlags(neg(negated, (
-                    flag_list("FIN,SYN,RST,ACK"),
-                    flag_list("SYN"),
-                )))))
+                Some(Some(Match::TcpFlags(neg(
+                    negated,
+                    (flag_list("FIN,SYN,RST,ACK"), flag_list("SYN")),
+                ))))
             }
-            ("--icmp-type" | "--icmpv6-type", Some(v)) => Some(Some(Match::IcmpType(neg(negated, v.to_owned())))),
+            ("--icmp-type" | "--icmpv6-type", Some(v)) => {
+                Some(Some(Match::IcmpType(neg(negated, v.to_owned()))))
+            }
             ("--comment", Some(_)) => Some(None),
             ("--limit" | "--limit-burst", Some(_)) if module == "limit" => {
                 if !parsed.matches.contains(&Match::Limit) {
@@ -371,7 +390,10 @@ fn target(option: &str, name: &str, rest: &[Word], unknown: &mut Vec<String>) ->
         "REJECT" => Target::Reject(
             option_value("--reject-with").unwrap_or_else(|| "icmp-port-unreachable".to_owned()),
         ),
-        "DNAT" => match option_value("--to-destination").as_deref().map(dnat_destination) {
+        "DNAT" => match option_value("--to-destination")
+            .as_deref()
+            .map(dnat_destination)
+        {
             Some(Some((address, port))) => Target::Dnat { address, port },
             _ => {
                 unknown.push("-j DNAT (destination not understood)".to_owned());
@@ -434,7 +456,9 @@ fn range(text: &str) -> Option<(IpAddr, IpAddr)> {
 
 fn flag_list(text: &str) -> Vec<String> {
     if text == "ALL" {
-        return ["FIN", "SYN", "RST", "PSH", "ACK", "URG"].map(str::to_owned).to_vec();
+        return ["FIN", "SYN", "RST", "PSH", "ACK", "URG"]
+            .map(str::to_owned)
+            .to_vec();
     }
     if text == "NONE" {
         return Vec::new();
@@ -454,23 +478,68 @@ mod tests {
 
     #[test]
     fn docker_user_rules_are_understood() {
-        let r = rule("-A DOCKER-USER -s 192.0.2.0/24 -i eth0 -p tcp -m conntrack --ctstate DNAT --ctorigdst 203.0.113.10 --ctorigdstport 8080 -m comment --comment \"office app\" -j RETURN");
+        let r = rule(
+            "-A DOCKER-USER -s 192.0.2.0/24 -i eth0 -p tcp -m conntrack --ctstate DNAT --ctorigdst 203.0.113.10 --ctorigdstport 8080 -m comment --comment \"office app\" -j RETURN",
+        );
         assert!(r.unknown.is_empty(), "{:?}", r.unknown);
         assert_eq!(r.target, Target::Return);
         assert_eq!(r.matches.len(), 6);
-        assert!(r.matches.contains(&Match::CtOrigDestinationPort(Neg { negated: false, value: PortSpan { low: 8080, high: 8080 } })));
-        assert!(r.matches.contains(&Match::CtOrigDestination(Neg { negated: false, value: "203.0.113.10/32".parse().unwrap() })));
+        assert!(r.matches.contains(&Match::CtOrigDestinationPort(Neg {
+            negated: false,
+            value: PortSpan {
+                low: 8080,
+                high: 8080
+            }
+        })));
+        assert!(r.matches.contains(&Match::CtOrigDestination(Neg {
+            negated: false,
+            value: "203.0.113.10/32".parse().unwrap()
+        })));
     }
 
     #[test]
     fn negation_multiport_iprange_and_targets() {
-        let r = rule("-A DOCKER ! -i docker0 -p tcp -m multiport --dports 80,8000:8100 -m iprange --src-range 10.0.0.1-10.0.0.9 -j DNAT --to-destination 172.17.0.2:80");
+        let r = rule(
+            "-A DOCKER ! -i docker0 -p tcp -m multiport --dports 80,8000:8100 -m iprange --src-range 10.0.0.1-10.0.0.9 -j DNAT --to-destination 172.17.0.2:80",
+        );
         assert!(r.unknown.is_empty(), "{:?}", r.unknown);
-        assert_eq!(r.matches[0], Match::InInterface(Neg { negated: true, value: "docker0".into() }));
-        assert_eq!(r.matches[2], Match::DestinationPort(Neg { negated: false, value: vec![PortSpan { low: 80, high: 80 }, PortSpan { low: 8000, high: 8100 }] }));
-        assert_eq!(r.target, Target::Dnat { address: Some("172.17.0.2".parse().unwrap()), port: Some(PortSpan { low: 80, high: 80 }) });
-        let v6 = rule("-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination [fd00::2]:80");
-        assert_eq!(v6.target, Target::Dnat { address: Some("fd00::2".parse().unwrap()), port: Some(PortSpan { low: 80, high: 80 }) });
+        assert_eq!(
+            r.matches[0],
+            Match::InInterface(Neg {
+                negated: true,
+                value: "docker0".into()
+            })
+        );
+        assert_eq!(
+            r.matches[2],
+            Match::DestinationPort(Neg {
+                negated: false,
+                value: vec![
+                    PortSpan { low: 80, high: 80 },
+                    PortSpan {
+                        low: 8000,
+                        high: 8100
+                    }
+                ]
+            })
+        );
+        assert_eq!(
+            r.target,
+            Target::Dnat {
+                address: Some("172.17.0.2".parse().unwrap()),
+                port: Some(PortSpan { low: 80, high: 80 })
+            }
+        );
+        let v6 = rule(
+            "-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination [fd00::2]:80",
+        );
+        assert_eq!(
+            v6.target,
+            Target::Dnat {
+                address: Some("fd00::2".parse().unwrap()),
+                port: Some(PortSpan { low: 80, high: 80 })
+            }
+        );
     }
 
     #[test]

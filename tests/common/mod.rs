@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 pub mod nspawn;
+pub mod topology;
 
 use iptables_ctl::host::{HostProbe, SshConnection};
 use iptables_ctl::instance::{Layout, render_instance};
@@ -180,6 +181,17 @@ pub fn listen(ns: &Netns, ports: &[u16]) -> Vec<TcpListener> {
 
 /// A TCP connect from `source` to `dest:port` made inside `ns`.
 pub fn probe(ns: &Netns, source: Option<&str>, dest: &str, port: u16) -> Outcome {
+    probe_within(ns, source, dest, port, Duration::from_secs(3))
+}
+
+/// [`probe`] with its own limit for an unanswered connect (a DROP).
+pub fn probe_within(
+    ns: &Netns,
+    source: Option<&str>,
+    dest: &str,
+    port: u16,
+    limit: Duration,
+) -> Outcome {
     let dest: IpAddr = dest.parse().expect("dest");
     let source: Option<IpAddr> = source.map(|s| s.parse().expect("source"));
     ns.enter(move || {
@@ -196,7 +208,7 @@ pub fn probe(ns: &Netns, source: Option<&str>, dest: &str, port: u16) -> Outcome
         }
         // Refusals here are TCP resets, which arrive at once; the timeout only bounds
         // the test if a rule silently drops instead.
-        match socket.connect_timeout(&SocketAddr::new(dest, port).into(), Duration::from_secs(3)) {
+        match socket.connect_timeout(&SocketAddr::new(dest, port).into(), limit) {
             Ok(()) => Outcome::Open,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Outcome::Refused,
             Err(e)

@@ -1,0 +1,292 @@
+//! The packet evaluator against the kernel. For 32 generated policies, each rendered and
+//! loaded (with `iptables-restore -n`) into a Docker-like host namespace beside
+//! Docker 20.10's rules, every probe is answered twice: by the evaluator, from the host's
+//! `iptables-save` and `ip -j` output, and by a real TCP connect from the client
+//! namespace. Where the evaluator answers, it must agree with the kernel every time, and
+//! it must answer at least 95% of the probes.
+//!
+//! Probes cover both families, three client addresses (allowed and denied sources),
+//! published ports (listed, unlisted, in ranges, pinned to a host address), unpublished
+//! host ports, and both deny styles (reject and drop).
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)] // test support may fail loudly
+
+mod common;
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use common::topology::{Family, Topology, v4, v6};
+use common::{Netns, Outcome, file, kernel_tests_enabled, listen, probe_within, render_policy};
+use iptables_ctl::evaluate::{self, Packet, Ruleset, Transport, Verdict};
+use iptables_ctl::hostnet::HostNet;
+use iptables_ctl::iptables::dump;
+
+const POLICIES: u64 = 32;
+/// Ports probed on the host: published 8080/8443/9090, host services 2222/2223/3000.
+const PORTS: [u16; 6] = [8080, 8443, 9090, 2222, 2223, 3000];
+/// How long a dropped probe waits.
+/// (Neighbour caches are warm by then: a local handshake takes well under a millisecond.)
+const DROP_WAIT: Duration = Duration::from_millis(500);
+
+/// A small deterministic generator (xorshift64*), so every run tests the same policies.
+struct Dice(u64);
+
+impl Dice {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+/// Source restrictions a rule may carry: nothing (anywhere), single clients, networks
+/// holding some of them, and the named lists below.
+const SOURCES: [&str; 12] = [
+    "",
+    "\"192.0.2.10\"",
+    "\"192.0.2.0/27\"",
+    "\"192.0.2.24/29\"",
+    "\"2001:db8:1::a\"",
+    "\"2001:db8:1::10/124\"",
+    "\"office\"",
+    "\"lab\"",
+    "\"office\", \"2001:db8:1::1e\"",
+    "\"192.0.2.16/28\", \"2001:db8:1::/124\"",
+    "\"lab\", \"192.0.2.30\"",
+    "\"198.51.100.0/24\"",
+];
+
+fn from(dice: &mut Dice) -> String {
+    match *dice.pick(&SOURCES) {
+        "" => String::new(),
+        list => format!("from = [{list}]\n"),
+    }
+}
+
+/// The `n`th generated policy.
+fn policy(n: u64) -> String {
+    let mut dice = Dice(0x9e37_79b9_7f4a_7c15 ^ (n + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9));
+    let mut text = String::from("[interfaces]\nexternal = \"eth0\"\n\n");
+    let deny = if n % 8 == 7 { "drop" } else { "reject" };
+    writeln!(text, "[defaults]\ndeny = \"{deny}\"\n").unwrap();
+    text.push_str(
+        "[lists]\noffice = [\"192.0.2.0/28\", \"2001:db8:1::/124\"]\nlab = [\"192.0.2.16/28\"]\n\n",
+    );
+    let docker_default = if dice.chance(15) { "allow" } else { "deny" };
+    writeln!(text, "[docker]\ndefault = \"{docker_default}\"\n").unwrap();
+    for (port, _) in [(2222, ()), (3000, ())] {
+        if dice.chance(70) {
+            writeln!(
+                text,
+                "[[host.services]]\nport = {port}\n{}",
+                from(&mut dice)
+            )
+            .unwrap();
+        }
+    }
+    if dice.chance(30) {
+        writeln!(
+            text,
+            "[[host.services]]\nport = \"2222-2223\"\n{}",
+            from(&mut dice)
+        )
+        .unwrap();
+    }
+    for port in ["8080", "8443", "9090", "\"8000-8500\"", "[8080, 9090]"] {
+        if dice.chance(45) {
+            if dice.chance(20) {
+                // Pinned to the host's IPv4 address: IPv4 sources only.
+                let from = dice.pick(&["", "from = [\"192.0.2.10\"]\n", "from = [\"lab\"]\n"]);
+                writeln!(
+                    text,
+                    "[[docker.published]]\nport = {port}\nhost_address = \"192.0.2.1\"\n{from}"
+                )
+                .unwrap();
+            } else {
+                writeln!(
+                    text,
+                    "[[docker.published]]\nport = {port}\n{}",
+                    from(&mut dice)
+                )
+                .unwrap();
+            }
+        }
+    }
+    if dice.chance(25) {
+        text.push_str("[[raw]]\nchain = \"docker-user\"\nfamily = \"ipv4\"\nrule = \"-m iprange --src-range 192.0.2.18-192.0.2.22 -m conntrack --ctstate DNAT --ctorigdstport 9090 -j RETURN\"\n\n");
+    }
+    if dice.chance(25) {
+        text.push_str("[[raw]]\nchain = \"input\"\nrule = \"-p tcp -m multiport --dports 3000,2223 -j ACCEPT\"\n\n");
+    }
+    text
+}
+
+/// One probe's two answers.
+struct Answer {
+    description: String,
+    kernel: Outcome,
+    model: Verdict,
+}
+
+fn agrees(kernel: Outcome, model: &Verdict) -> Option<bool> {
+    match model {
+        Verdict::Unknown { .. } => None,
+        Verdict::Accept => Some(kernel == Outcome::Open),
+        Verdict::Reject { .. } => Some(kernel == Outcome::Refused),
+        Verdict::Drop => Some(kernel == Outcome::Timeout),
+    }
+}
+
+fn load(ns: &Netns, family: &Family, text: &str) {
+    let program = format!("ip{}tables-restore", family.six);
+    ns.exec_ok(&program, &["-w", "-n"], text.as_bytes());
+}
+
+#[test]
+fn the_evaluator_agrees_with_the_kernel_on_generated_policies() {
+    if !kernel_tests_enabled("the_evaluator_agrees_with_the_kernel_on_generated_policies") {
+        return;
+    }
+    let topology = Topology::build();
+    let families = [v4(), v6()];
+    for family in &families {
+        load(&topology.host, family, &family.docker_rules);
+    }
+    let _container = listen(&topology.container, &[80, 443, 9090]);
+    let _host = listen(&topology.host, &[2222, 2223, 3000]);
+    // Warm-up, not measured: resolve every neighbour (client, host, container) with the
+    // firewall still open, so that a first IPv6 neighbour solicitation is never mistaken
+    // for a dropped probe.
+    for family in &families {
+        for client in family.clients {
+            for port in [8080, 2222] {
+                let outcome = probe_within(
+                    &topology.client,
+                    Some(client),
+                    family.host_ext,
+                    port,
+                    Duration::from_secs(3),
+                );
+                assert_eq!(outcome, Outcome::Open, "warm-up {client} -> {port}");
+            }
+        }
+    }
+    let host_net = topology
+        .host
+        .enter(HostNet::read)
+        .expect("read the host's network");
+    let dir = tempfile::tempdir().unwrap();
+
+    let mut answers: Vec<Answer> = Vec::new();
+    for n in 0..POLICIES {
+        let path = dir.path().join(format!("generated-{n}.toml"));
+        let text = policy(n);
+        std::fs::write(&path, &text).unwrap();
+        let rendered = render_policy(&path);
+        for family in &families {
+            let rules = file(
+                &rendered,
+                if family.six.is_empty() {
+                    "base.rules"
+                } else {
+                    "base.rules6"
+                },
+            );
+            load(&topology.host, family, rules);
+            let save = topology
+                .host
+                .exec_ok(&format!("ip{}tables-save", family.six), &[], b"");
+            let ruleset = Ruleset::new(&dump::parse(&save).expect("the kernel's own dump parses"));
+            for client in family.clients {
+                for port in PORTS {
+                    let kernel = probe_within(
+                        &topology.client,
+                        Some(client),
+                        family.host_ext,
+                        port,
+                        DROP_WAIT,
+                    );
+                    let packet = Packet {
+                        source: client.parse::<IpAddr>().unwrap(),
+                        destination: family.host_ext.parse().unwrap(),
+                        transport: Transport::Tcp,
+                        source_port: 40000,
+                        destination_port: port,
+                        in_interface: "eth0".to_owned(),
+                    };
+                    let walk = evaluate::walk(&ruleset, &host_net, &packet);
+                    answers.push(Answer {
+                        description: format!(
+                            "policy {n} ({path}), {client} -> {}:{port}",
+                            family.host_ext,
+                            path = path.display()
+                        ),
+                        kernel,
+                        model: walk.verdict,
+                    });
+                }
+            }
+        }
+    }
+
+    let total = answers.len();
+    let answered: Vec<&Answer> = answers
+        .iter()
+        .filter(|a| agrees(a.kernel, &a.model).is_some())
+        .collect();
+    let wrong: Vec<String> = answered
+        .iter()
+        .filter(|a| agrees(a.kernel, &a.model) == Some(false))
+        .map(|a| {
+            format!(
+                "{}: kernel {:?}, evaluator {}",
+                a.description, a.kernel, a.model
+            )
+        })
+        .collect();
+    let count = |o: Outcome| answers.iter().filter(|a| a.kernel == o).count();
+    eprintln!(
+        "differential: {POLICIES} policies, {total} probes ({} open, {} refused, {} dropped); evaluator answered {} ({:.1}%), agreed with the kernel on {}",
+        count(Outcome::Open),
+        count(Outcome::Refused),
+        count(Outcome::Timeout),
+        answered.len(),
+        100.0 * answered.len() as f64 / total as f64,
+        answered.len() - wrong.len()
+    );
+    for unknown in answers
+        .iter()
+        .filter(|a| agrees(a.kernel, &a.model).is_none())
+        .take(5)
+    {
+        eprintln!("  unanswered: {}: {}", unknown.description, unknown.model);
+    }
+    assert!(total >= 500, "{total} probes");
+    assert!(
+        wrong.is_empty(),
+        "the evaluator disagrees with the kernel:\n{}",
+        wrong.join("\n")
+    );
+    assert!(
+        answered.len() * 100 >= total * 95,
+        "answered {} of {total}",
+        answered.len()
+    );
+    for outcome in [Outcome::Open, Outcome::Refused, Outcome::Timeout] {
+        assert!(
+            count(outcome) > 0,
+            "no probe ended {outcome:?}: the policies do not exercise it"
+        );
+    }
+}
