@@ -444,12 +444,10 @@ fn condition_holds(condition: &Match, host: &HostNet, state: &State<'_>) -> Opti
         },
         Match::Protocol(n) => negate(
             n,
-            match (&n.value, packet.transport) {
-                (Proto::All, _) | (Proto::Tcp, Transport::Tcp) | (Proto::Udp, Transport::Udp) => {
-                    true
-                }
-                _ => false,
-            },
+            matches!(
+                (&n.value, packet.transport),
+                (Proto::All, _) | (Proto::Tcp, Transport::Tcp) | (Proto::Udp, Transport::Udp)
+            ),
         ),
         Match::SourcePort(n) => negate(n, n.value.iter().any(|p| p.contains(packet.source_port))),
         Match::DestinationPort(n) => negate(
