@@ -7,12 +7,18 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::audit;
 use crate::control;
+use crate::evaluate::{self, Endpoint, Packet, Ruleset};
 use crate::files::{self, DirLock};
 use crate::host::LiveHost;
+use crate::hostnet::HostNet;
 use crate::instance::{self, Layout};
 use crate::iptables::Backend;
-use crate::live::SystemFirewall;
+use crate::iptables::dump;
+use crate::live::{LiveFirewall, SystemFirewall};
+use crate::policy::Policy;
+use crate::policy::types::Family;
 use crate::policy::types::InstanceName;
 use crate::render::{TemplateKind, output_file_name};
 use crate::starter::{self, StarterFacts};
@@ -123,6 +129,32 @@ pub enum Command {
         #[arg(default_value = "base")]
         instance: InstanceName,
     },
+    /// Every port Docker publishes, who can reach it from the external interfaces and
+    /// which rule decides, compared with the policy. Exit code 1 when a port is reachable
+    /// from sources the policy does not allow, or cannot be decided.
+    Audit {
+        /// Instance whose policy to compare with (reachability only without one).
+        #[arg(default_value = "base")]
+        instance: InstanceName,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The path of one packet through the live rules, rule by rule, and its verdict.
+    Explain {
+        /// Source address of the packet.
+        #[arg(long, value_name = "ADDR")]
+        from: std::net::IpAddr,
+        /// Where it goes: ADDR:PORT[/tcp|udp], IPv6 as [ADDR]:PORT.
+        #[arg(long, value_name = "ADDR:PORT")]
+        to: Endpoint,
+        /// The interface it arrives on (default: the one the host routes FROM through).
+        #[arg(long = "in", value_name = "IFACE")]
+        in_interface: Option<String>,
+        /// Print the walk as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the units' state and whether the live rules are the rendered ones.
     /// Exit code: 0 active and in force, 1 drift, 3 inactive, 4 not installed.
     Status {
@@ -225,6 +257,85 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             )?;
             Ok(0)
         }
+        Command::Audit { instance, json } => {
+            require_live(&cli, "audit")?;
+            let host = HostNet::read()?;
+            let rulesets = live_rulesets(&SystemFirewall)?;
+            let path = policy_path(instance);
+            let policy = if path.exists() {
+                Some(Policy::load(&path)?)
+            } else {
+                None
+            };
+            let interfaces: Vec<String> = match &policy {
+                Some(policy) => instance::resolve_external(policy, &LiveHost)?
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                None => host.default_route_interfaces(),
+            };
+            let report = audit::audit(&rulesets, &host, &interfaces, policy.as_ref());
+            if *json {
+                let text =
+                    serde_json::to_string_pretty(&report).context("cannot encode the report")?;
+                print_stdout(&format!("{text}\n"))?;
+            } else {
+                print_stdout(&report.human())?;
+            }
+            Ok(u8::from(report.is_flagged()))
+        }
+        Command::Explain {
+            from,
+            to,
+            in_interface,
+            json,
+        } => {
+            require_live(&cli, "explain")?;
+            if from.is_ipv6() != to.address.is_ipv6() {
+                bail!(
+                    "--from {from} and --to {} are of different families",
+                    to.address
+                );
+            }
+            let host = HostNet::read()?;
+            let in_interface = match in_interface {
+                Some(name) => name.clone(),
+                None => host.route(*from).map(str::to_owned).with_context(|| {
+                    format!("no route to {from} on this host, so the interface it arrives on is unknown: pass --in IFACE")
+                })?,
+            };
+            let family = if to.address.is_ipv6() {
+                Family::Ipv6
+            } else {
+                Family::Ipv4
+            };
+            let save = SystemFirewall.save(family)?;
+            let dump = dump::parse(&save).with_context(|| {
+                format!(
+                    "cannot read {}'s output",
+                    Backend::System.save_program(family)
+                )
+            })?;
+            let walk = evaluate::walk(
+                &Ruleset::new(&dump),
+                &host,
+                &Packet {
+                    source: *from,
+                    destination: to.address,
+                    transport: to.transport,
+                    source_port: EXPLAIN_SOURCE_PORT,
+                    destination_port: to.port,
+                    in_interface,
+                },
+            );
+            if *json {
+                let text = serde_json::to_string_pretty(&walk).context("cannot encode the walk")?;
+                print_stdout(&format!("{text}\n"))?;
+            } else {
+                print_stdout(&walk.human())?;
+            }
+            Ok(0)
+        }
         Command::Status { instance, json } => {
             let manager = live_systemd(&cli, "status")?;
             let report =
@@ -239,6 +350,39 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(report.exit_code())
         }
     }
+}
+
+/// The source port explain gives its packet (no rule of ours matches source ports).
+const EXPLAIN_SOURCE_PORT: u16 = 40000;
+
+/// Both families' live rulesets, parsed.
+fn live_rulesets(firewall: &dyn LiveFirewall) -> anyhow::Result<Vec<(Family, Ruleset)>> {
+    Family::ALL
+        .into_iter()
+        .map(|family| {
+            let save = firewall.save(family)?;
+            let dump = dump::parse(&save).with_context(|| {
+                format!(
+                    "cannot read {}'s output",
+                    Backend::System.save_program(family)
+                )
+            })?;
+            Ok((family, Ruleset::new(&dump)))
+        })
+        .collect()
+}
+
+/// Commands that read the live firewall: root, and not a staged tree.
+fn require_live(cli: &Cli, command: &str) -> anyhow::Result<()> {
+    if staged(cli) {
+        bail!(
+            "`{command}` reads the live firewall; --root only works with init, render, check, install and uninstall"
+        );
+    }
+    if !nix::unistd::geteuid().is_root() {
+        bail!("`iptables-ctl {command}` must run as root: it reads the live firewall");
+    }
+    Ok(())
 }
 
 /// The host and kernel check every live command uses.

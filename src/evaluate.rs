@@ -502,6 +502,87 @@ fn condition_holds(condition: &Match, host: &HostNet, state: &State<'_>) -> Opti
     })
 }
 
+/// Where a probe goes: `ADDR:PORT[/tcp|udp]`, with `[ADDR]` for IPv6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The address.
+    pub address: IpAddr,
+    /// The port.
+    pub port: u16,
+    /// tcp unless `/udp` is given.
+    pub transport: Transport,
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Endpoint, String> {
+        let expected =
+            || format!("expected ADDR:PORT[/tcp|udp] (IPv6 as [ADDR]:PORT), found {text:?}");
+        let (rest, transport) = match text.rsplit_once('/') {
+            Some((rest, "tcp")) => (rest, Transport::Tcp),
+            Some((rest, "udp")) => (rest, Transport::Udp),
+            Some(_) => return Err(expected()),
+            None => (text, Transport::Tcp),
+        };
+        let (address, port) = match rest.strip_prefix('[') {
+            Some(inner) => {
+                let (address, port) = inner.split_once("]:").ok_or_else(expected)?;
+                (address, port)
+            }
+            None => rest.rsplit_once(':').ok_or_else(expected)?,
+        };
+        let address: IpAddr = address.parse().map_err(|_| expected())?;
+        if address.is_ipv6() && !rest.starts_with('[') {
+            return Err(expected());
+        }
+        let port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(expected)?;
+        Ok(Endpoint {
+            address,
+            port,
+            transport,
+        })
+    }
+}
+
+impl Walk {
+    /// The walk for a person: each step, then the verdict.
+    pub fn human(&self) -> String {
+        let packet = &self.packet;
+        let mut text = format!(
+            "{} {} port {} -> {} port {}, in on {}\n",
+            packet.transport,
+            packet.source,
+            packet.source_port,
+            packet.destination,
+            packet.destination_port,
+            packet.in_interface
+        );
+        for step in &self.steps {
+            match step.line {
+                Some(line) => text.push_str(&format!(
+                    "  {} {} (line {line}): {}\n",
+                    step.table, step.chain, step.what
+                )),
+                None => text.push_str(&format!("  {} {}: {}\n", step.table, step.chain, step.what)),
+            }
+        }
+        if let Some((address, port)) = self.translated_to {
+            text.push_str(&format!("  translated to {address} port {port}\n"));
+        }
+        text.push_str(&format!(
+            "  path: {}\n",
+            if self.path == "local" {
+                "to the host itself (INPUT)".to_owned()
+            } else {
+                format!("forwarded out of {} (FORWARD)", self.path)
+            }
+        ));
+        text.push_str(&format!("verdict: {}\n", self.verdict));
+        text
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -570,6 +651,31 @@ mod tests {
                 .any(|s| s.what.contains("--ctorigdstport 8080 -j RETURN"))
         );
         assert_eq!(probe("198.51.100.1", 8080).verdict, Verdict::Drop);
+    }
+
+    #[test]
+    fn endpoints_parse_with_clear_errors() {
+        let web: Endpoint = "203.0.113.10:8080".parse().unwrap();
+        assert_eq!((web.port, web.transport), (8080, Transport::Tcp));
+        let dns: Endpoint = "[2001:db8::1]:53/udp".parse().unwrap();
+        assert_eq!(
+            (dns.address, dns.transport),
+            ("2001:db8::1".parse().unwrap(), Transport::Udp)
+        );
+        for bad in [
+            "203.0.113.10",
+            "203.0.113.10:0",
+            "2001:db8::1:80",
+            "x:80",
+            "1.2.3.4:80/sctp",
+            "1.2.3.4:99999",
+        ] {
+            let error = bad.parse::<Endpoint>().unwrap_err();
+            assert!(
+                error.starts_with("expected ADDR:PORT[/tcp|udp]"),
+                "{bad}: {error}"
+            );
+        }
     }
 
     #[test]

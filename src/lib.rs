@@ -7,6 +7,7 @@
 //! loading them into a throwaway network namespace with the kernel's own parser
 //! ([`trial`]), before they are written atomically ([`files`]).
 
+pub mod audit;
 pub mod cli;
 pub mod command;
 pub mod conflicts;

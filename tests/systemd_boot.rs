@@ -576,3 +576,142 @@ fn docker_started_by_systemd_restarts_stops_and_reboots_under_the_rules() {
     );
     machine.poweroff();
 }
+
+/// The policy of the audit test: 8080 open to the client's network, 8081 only to a
+/// network the client is not in, 9090 not listed (denied), and the default bridges.
+const AUDIT_POLICY: &str = r#"
+[interfaces]
+external = "eth0"
+
+[[docker.published]]
+port = 8080
+from = ["10.99.0.0/24"]
+
+[[docker.published]]
+port = 8081
+from = ["192.0.2.0/24"]
+"#;
+
+#[test]
+fn audit_on_a_real_dockerd_lists_every_published_port_and_flags_the_uncovered_one() {
+    if !systemd_tests_enabled(
+        "audit_on_a_real_dockerd_lists_every_published_port_and_flags_the_uncovered_one",
+    ) {
+        return;
+    }
+    let image = image();
+    let state = MachineState::new(&image);
+    fs::write(state.etc_iptables().join("base.toml"), AUDIT_POLICY).unwrap();
+    let machine = Machine::boot(&state);
+    let out = machine.exec(&["iptables-ctl", "install"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    machine.exec_ok(&["systemctl", "enable", "--now", "docker.service"]);
+    machine.exec_ok(&[
+        "sh",
+        "-c",
+        "mkdir -p /tmp/bb/bin && cp /bin/busybox /tmp/bb/bin/ && tar -C /tmp/bb -c . | docker import - bb",
+    ]);
+    let httpd = ["bb", "/bin/busybox", "httpd", "-f", "-p", "80"];
+    let run = |args: &[&str]| {
+        let mut argv = vec!["docker", "run", "-d", "--init"];
+        argv.extend_from_slice(args);
+        argv.extend_from_slice(&httpd);
+        machine.exec_ok(&argv);
+    };
+    run(&["-p", "8080:80", "-p", "8081:80", "-p", "9090:80"]);
+    // A network whose bridge has a custom name: the policy's docker_bridges (docker0,
+    // br-+) do not cover it, so its published port is open to the world.
+    machine.exec_ok(&[
+        "docker",
+        "network",
+        "create",
+        "-o",
+        "com.docker.network.bridge.name=legacy0",
+        "legacy",
+    ]);
+    run(&["--network", "legacy", "-p", "7070:80"]);
+
+    // What real connections from the client see.
+    let real: Vec<Outcome> = [8080, 8081, 9090, 7070]
+        .iter()
+        .map(|port| probe(&machine.client, None, MACHINE_V4, *port))
+        .collect();
+    assert_eq!(
+        real,
+        [
+            Outcome::Open,
+            Outcome::Refused,
+            Outcome::Refused,
+            Outcome::Open
+        ]
+    );
+
+    let out = machine.exec(&["iptables-ctl", "audit"]);
+    let text = stdout(&out);
+    eprintln!("{text}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a port is open beyond the policy: {}",
+        stderr(&out)
+    );
+    let line = |port: u16| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("tcp {MACHINE_V4}:{port} ->")))
+            .unwrap_or_else(|| panic!("no line for {port}:\n{text}"))
+            .to_owned()
+    };
+    assert!(
+        line(8080).ends_with("reachable only from 10.99.0.0/24  ok"),
+        "{}",
+        line(8080)
+    );
+    assert!(
+        line(8081).ends_with("reachable only from 192.0.2.0/24  ok"),
+        "{}",
+        line(8081)
+    );
+    assert!(
+        line(9090).ends_with("reachable from nowhere  ok"),
+        "{}",
+        line(9090)
+    );
+    assert!(
+        line(7070).ends_with("reachable from anywhere  NOT ALLOWED BY THE POLICY"),
+        "{}",
+        line(7070)
+    );
+    // The audit agrees with the real connections from the client (10.99.0.1).
+    let client_allowed = |port: u16| {
+        let l = line(port);
+        l.contains("reachable from anywhere") || l.contains("10.99.0.0/24")
+    };
+    for (port, outcome) in [8080, 8081, 9090, 7070].into_iter().zip(real) {
+        assert_eq!(client_allowed(port), outcome == Outcome::Open, "{port}");
+    }
+
+    let out = machine.exec(&["iptables-ctl", "audit", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let flagged: Vec<u64> = report["exposures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| !e["not_allowed"].as_array().unwrap().is_empty())
+        .map(|e| e["port"]["host_port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(flagged, [7070]);
+
+    let out = machine.exec(&[
+        "iptables-ctl",
+        "explain",
+        "--from",
+        "10.99.0.1",
+        "--to",
+        &format!("{MACHINE_V4}:9090"),
+    ]);
+    let walk = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(walk.contains("-j DNAT --to-destination"), "{walk}");
+    assert!(walk.ends_with("verdict: REJECT (tcp-reset)\n"), "{walk}");
+    machine.poweroff();
+}

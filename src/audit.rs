@@ -1,0 +1,609 @@
+//! The exposure audit: every port Docker publishes (read from its DNAT rules), who can
+//! reach it from the external interfaces, which rule decides, and whether that agrees
+//! with the policy.
+//!
+//! Reachability is exact for the rules the evaluator understands: the source address
+//! space is cut at every boundary any rule or the policy mentions, one address of each
+//! piece is walked through the ruleset, and the pieces that get through are reported as
+//! networks. Within a piece no rule can tell addresses apart, so one walk speaks for all.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv4Subnets, Ipv6Subnets};
+use serde::Serialize;
+
+use crate::evaluate::{self, Packet, Ruleset, Transport, Verdict};
+use crate::hostnet::HostNet;
+use crate::iptables::rule::{Match, Proto, Target};
+use crate::policy::types::{Family, Proto as PolicyProto};
+use crate::policy::{DockerDefault, Policy};
+
+/// A port Docker publishes, as its DNAT rule says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublishedPort {
+    /// `IPv4` or `IPv6`.
+    pub family: String,
+    /// tcp or udp.
+    pub transport: Transport,
+    /// Only when dialed to this host address (`-d`); any local address otherwise.
+    pub host_address: Option<IpAddr>,
+    /// The host port.
+    pub host_port: u16,
+    /// Where it leads.
+    pub container_address: Option<IpAddr>,
+    /// The container port.
+    pub container_port: Option<u16>,
+    /// The DNAT rule.
+    pub rule: String,
+}
+
+/// Who can reach a published port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reach", content = "sources", rename_all = "lowercase")]
+pub enum Reach {
+    /// Every source address.
+    Anywhere,
+    /// Only these networks.
+    Only(Vec<IpNet>),
+    /// No source address.
+    Nowhere,
+}
+
+/// One published port, seen from one external interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Exposure {
+    /// The port.
+    pub port: PublishedPort,
+    /// The interface the probes came in on.
+    pub interface: String,
+    /// The address they were sent to.
+    pub dialed: IpAddr,
+    /// Who gets through (None when some source could not be decided).
+    pub reach: Option<Reach>,
+    /// Rules that decided, in the order first seen (the last step of each walk).
+    pub decided_by: Vec<String>,
+    /// Why some sources could not be decided.
+    pub unknown: Option<String>,
+    /// Sources the policy allows for this port (None: no policy to compare with).
+    pub allowed: Option<Reach>,
+    /// Sources that get through although the policy does not allow them.
+    pub not_allowed: Vec<IpNet>,
+}
+
+impl Exposure {
+    /// The port is reachable from sources the policy does not allow, or cannot be told.
+    pub fn is_flagged(&self) -> bool {
+        !self.not_allowed.is_empty() || self.unknown.is_some()
+    }
+}
+
+/// The DNAT rules reachable from nat PREROUTING: Docker's published ports.
+pub fn published_ports(ruleset: &Ruleset, family: Family) -> Vec<PublishedPort> {
+    let mut chains = vec!["PREROUTING".to_owned()];
+    let mut seen = BTreeSet::new();
+    let mut ports = Vec::new();
+    while let Some(chain) = chains.pop() {
+        if !seen.insert(chain.clone()) {
+            continue;
+        }
+        for rule in ruleset.rules("nat", &chain) {
+            match &rule.target {
+                Target::Jump(next) | Target::Goto(next) => chains.push(next.clone()),
+                Target::Dnat { address, port } => {
+                    let mut published = PublishedPort {
+                        family: family.to_string(),
+                        transport: Transport::Tcp,
+                        host_address: None,
+                        host_port: 0,
+                        container_address: *address,
+                        container_port: port.map(|p| p.low),
+                        rule: rule.text.clone(),
+                    };
+                    let mut understood = true;
+                    for condition in &rule.matches {
+                        match condition {
+                            Match::Protocol(p) if !p.negated => match p.value {
+                                Proto::Tcp => published.transport = Transport::Tcp,
+                                Proto::Udp => published.transport = Transport::Udp,
+                                _ => understood = false,
+                            },
+                            Match::DestinationPort(p) if !p.negated && p.value.len() == 1 => {
+                                published.host_port = p.value[0].low;
+                            }
+                            Match::Destination(d) if !d.negated => {
+                                published.host_address = Some(d.value.addr());
+                            }
+                            _ => {}
+                        }
+                    }
+                    if understood && published.host_port != 0 {
+                        ports.push(published);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    ports.sort_by_key(|p| (p.host_port, p.transport == Transport::Udp, p.host_address));
+    ports
+}
+
+/// Works out who can reach `port` coming in on `interface`, and compares it with
+/// `policy` when there is one.
+pub fn expose(
+    ruleset: &Ruleset,
+    host: &HostNet,
+    port: &PublishedPort,
+    interface: &str,
+    policy: Option<&Policy>,
+) -> Option<Exposure> {
+    let ipv6 = port.family == Family::Ipv6.to_string();
+    let dialed = match port.host_address {
+        Some(address) => address,
+        None => host.address_of(interface, ipv6)?,
+    };
+    let allowed = policy.map(|p| allowed_sources(p, port, dialed));
+    let mut boundaries = boundaries(ruleset, host, ipv6);
+    if let Some(Reach::Only(nets)) = &allowed {
+        for net in nets {
+            add_boundaries(&mut boundaries, *net);
+        }
+    }
+    let pieces = pieces(&boundaries, ipv6);
+    let mut open: Vec<(IpAddr, IpAddr)> = Vec::new();
+    let mut decided_by: Vec<String> = Vec::new();
+    let mut unknown = None;
+    for (first, last) in &pieces {
+        let walk = evaluate::walk(
+            ruleset,
+            host,
+            &Packet {
+                source: *first,
+                destination: dialed,
+                transport: port.transport,
+                source_port: 40000,
+                destination_port: port.host_port,
+                in_interface: interface.to_owned(),
+            },
+        );
+        if let Some(step) = walk.steps.last() {
+            let text = match step.line {
+                Some(line) => format!("{} {} line {line}: {}", step.table, step.chain, step.what),
+                None => format!("{} {}: {}", step.table, step.chain, step.what),
+            };
+            if !decided_by.contains(&text) {
+                decided_by.push(text);
+            }
+        }
+        match walk.verdict {
+            Verdict::Accept => match open.last_mut() {
+                Some((_, end)) if next_address(*end) == Some(*first) => *end = *last,
+                _ => open.push((*first, *last)),
+            },
+            Verdict::Unknown { reason } => {
+                unknown.get_or_insert(reason);
+            }
+            Verdict::Drop | Verdict::Reject { .. } => {}
+        }
+    }
+    let reach = unknown.is_none().then(|| {
+        if open.is_empty() {
+            Reach::Nowhere
+        } else if open.len() == 1
+            && pieces.first().map(|p| p.0) == Some(open[0].0)
+            && pieces.last().map(|p| p.1) == Some(open[0].1)
+        {
+            Reach::Anywhere
+        } else {
+            Reach::Only(open.iter().flat_map(|(a, b)| networks(*a, *b)).collect())
+        }
+    });
+    let not_allowed = match &allowed {
+        None | Some(Reach::Anywhere) => Vec::new(),
+        Some(allowed) => open
+            .iter()
+            .flat_map(|(a, b)| networks(*a, *b))
+            .filter(|net| match allowed {
+                Reach::Only(allowed) => !allowed.iter().any(|a| a.contains(net)),
+                _ => true,
+            })
+            .collect(),
+    };
+    Some(Exposure {
+        port: port.clone(),
+        interface: interface.to_owned(),
+        dialed,
+        reach,
+        decided_by,
+        unknown,
+        allowed,
+        not_allowed,
+    })
+}
+
+/// What the policy allows to reach `port` dialed at `dialed`.
+fn allowed_sources(policy: &Policy, port: &PublishedPort, dialed: IpAddr) -> Reach {
+    if policy.docker.default == DockerDefault::Allow {
+        return Reach::Anywhere;
+    }
+    let family = if dialed.is_ipv6() {
+        Family::Ipv6
+    } else {
+        Family::Ipv4
+    };
+    let mut nets = Vec::new();
+    for entry in &policy.docker.published {
+        let proto = match entry.proto {
+            PolicyProto::Tcp => Transport::Tcp,
+            PolicyProto::Udp => Transport::Udp,
+        };
+        let covers_port = entry
+            .port
+            .ranges()
+            .iter()
+            .any(|r| (r.first()..=r.last()).contains(&port.host_port));
+        let covers_address = entry
+            .host_address
+            .as_ref()
+            .is_none_or(|a| a.get_ref().addr() == dialed);
+        if proto != port.transport
+            || !covers_port
+            || !covers_address
+            || !entry.family.includes(family)
+        {
+            continue;
+        }
+        match &entry.from {
+            None => return Reach::Anywhere,
+            Some(from) => nets.extend(
+                policy
+                    .expand(from.get_ref())
+                    .iter()
+                    .map(|n| n.net())
+                    .filter(|n| n.addr().is_ipv6() == dialed.is_ipv6()),
+            ),
+        }
+    }
+    if nets.is_empty() {
+        Reach::Nowhere
+    } else {
+        Reach::Only(nets)
+    }
+}
+
+/// Every address where a source match in any rule (or a known ipset) starts or ends.
+fn boundaries(ruleset: &Ruleset, host: &HostNet, ipv6: bool) -> BTreeSet<IpAddr> {
+    let mut cuts = BTreeSet::new();
+    for table in ["raw", "mangle", "nat", "filter"] {
+        for chain in ruleset.chains(table) {
+            for rule in ruleset.rules(table, chain) {
+                for condition in &rule.matches {
+                    match condition {
+                        Match::Source(n) | Match::CtOrigSource(n) => {
+                            add_boundaries(&mut cuts, n.value)
+                        }
+                        Match::SourceRange(n) => {
+                            cuts.insert(n.value.0);
+                            if let Some(after) = next_address(n.value.1) {
+                                cuts.insert(after);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    for members in host.sets.values() {
+        for net in members {
+            add_boundaries(&mut cuts, *net);
+        }
+    }
+    cuts.retain(|a| a.is_ipv6() == ipv6);
+    cuts
+}
+
+fn add_boundaries(cuts: &mut BTreeSet<IpAddr>, net: IpNet) {
+    cuts.insert(net.network());
+    if let Some(after) = next_address(net.broadcast()) {
+        cuts.insert(after);
+    }
+}
+
+/// The address space of one family cut at `cuts`, as (first, last) pieces.
+fn pieces(cuts: &BTreeSet<IpAddr>, ipv6: bool) -> Vec<(IpAddr, IpAddr)> {
+    let (zero, max): (IpAddr, IpAddr) = if ipv6 {
+        (
+            Ipv6Addr::UNSPECIFIED.into(),
+            Ipv6Addr::from(u128::MAX).into(),
+        )
+    } else {
+        (Ipv4Addr::UNSPECIFIED.into(), Ipv4Addr::BROADCAST.into())
+    };
+    let mut starts: Vec<IpAddr> = std::iter::once(zero).chain(cuts.iter().copied()).collect();
+    starts.dedup();
+    starts
+        .iter()
+        .enumerate()
+        .map(|(i, start)| {
+            let last = starts
+                .get(i + 1)
+                .and_then(|next| previous_address(*next))
+                .unwrap_or(max);
+            (*start, last)
+        })
+        .collect()
+}
+
+fn next_address(address: IpAddr) -> Option<IpAddr> {
+    match address {
+        IpAddr::V4(a) => u32::from(a)
+            .checked_add(1)
+            .map(|n| Ipv4Addr::from(n).into()),
+        IpAddr::V6(a) => u128::from(a)
+            .checked_add(1)
+            .map(|n| Ipv6Addr::from(n).into()),
+    }
+}
+
+fn previous_address(address: IpAddr) -> Option<IpAddr> {
+    match address {
+        IpAddr::V4(a) => u32::from(a)
+            .checked_sub(1)
+            .map(|n| Ipv4Addr::from(n).into()),
+        IpAddr::V6(a) => u128::from(a)
+            .checked_sub(1)
+            .map(|n| Ipv6Addr::from(n).into()),
+    }
+}
+
+/// The fewest networks that cover exactly `first..=last`.
+fn networks(first: IpAddr, last: IpAddr) -> Vec<IpNet> {
+    match (first, last) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => Ipv4Subnets::new(a, b, 0).map(IpNet::V4).collect(),
+        (IpAddr::V6(a), IpAddr::V6(b)) => Ipv6Subnets::new(a, b, 0).map(IpNet::V6).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The whole audit: every published port of both families from every external
+/// interface.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditReport {
+    /// The policy compared with (None: reachability only).
+    pub policy: Option<String>,
+    /// The interfaces probed from.
+    pub interfaces: Vec<String>,
+    /// One entry per published port and interface.
+    pub exposures: Vec<Exposure>,
+}
+
+impl AuditReport {
+    /// Some port is reachable beyond the policy, or could not be decided.
+    pub fn is_flagged(&self) -> bool {
+        self.exposures.iter().any(Exposure::is_flagged)
+    }
+
+    /// The report for a person.
+    pub fn human(&self) -> String {
+        let mut text = String::new();
+        if self.exposures.is_empty() {
+            text.push_str("no published ports (no DNAT rules from Docker)\n");
+        }
+        for exposure in &self.exposures {
+            let port = &exposure.port;
+            let container = match (port.container_address, port.container_port) {
+                (Some(a), Some(p)) if a.is_ipv6() => format!("[{a}]:{p}"),
+                (Some(a), Some(p)) => format!("{a}:{p}"),
+                (Some(a), None) => a.to_string(),
+                (None, _) => "?".to_owned(),
+            };
+            let dialed = if exposure.dialed.is_ipv6() {
+                format!("[{}]", exposure.dialed)
+            } else {
+                exposure.dialed.to_string()
+            };
+            let verdict = if !exposure.not_allowed.is_empty() {
+                "  NOT ALLOWED BY THE POLICY"
+            } else if exposure.unknown.is_some() {
+                "  UNDECIDED"
+            } else if exposure.allowed.is_some() {
+                "  ok"
+            } else {
+                ""
+            };
+            text.push_str(&format!(
+                "{} {dialed}:{} -> {container} (in on {}): {}{verdict}\n",
+                port.transport,
+                port.host_port,
+                exposure.interface,
+                describe(exposure.reach.as_ref()),
+            ));
+            if let Some(allowed) = &exposure.allowed {
+                text.push_str(&format!("    policy allows: {}\n", describe(Some(allowed))));
+            }
+            if !exposure.not_allowed.is_empty() {
+                let nets: Vec<String> = exposure
+                    .not_allowed
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                text.push_str(&format!(
+                    "    reachable beyond the policy from: {}\n",
+                    nets.join(", ")
+                ));
+            }
+            if let Some(reason) = &exposure.unknown {
+                text.push_str(&format!("    cannot tell: {reason}\n"));
+            }
+            for rule in &exposure.decided_by {
+                text.push_str(&format!("    decided by {rule}\n"));
+            }
+        }
+        if self.policy.is_none() {
+            text.push_str("no policy to compare with: reachability only\n");
+        }
+        text
+    }
+}
+
+fn describe(reach: Option<&Reach>) -> String {
+    match reach {
+        None => "reachability unknown".to_owned(),
+        Some(Reach::Anywhere) => "reachable from anywhere".to_owned(),
+        Some(Reach::Nowhere) => "reachable from nowhere".to_owned(),
+        Some(Reach::Only(nets)) => {
+            let nets: Vec<String> = nets.iter().map(ToString::to_string).collect();
+            format!("reachable only from {}", nets.join(", "))
+        }
+    }
+}
+
+/// Audits the rulesets of both families (`(family, ruleset)`) from `interfaces`.
+pub fn audit(
+    rulesets: &[(Family, Ruleset)],
+    host: &HostNet,
+    interfaces: &[String],
+    policy: Option<&Policy>,
+) -> AuditReport {
+    let mut exposures = Vec::new();
+    for (family, ruleset) in rulesets {
+        for port in published_ports(ruleset, *family) {
+            for interface in interfaces {
+                exposures.extend(expose(ruleset, host, &port, interface, policy));
+            }
+        }
+    }
+    AuditReport {
+        policy: policy.map(|p| p.path().display().to_string()),
+        interfaces: interfaces.to_vec(),
+        exposures,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hostnet::{Interface, Route};
+    use crate::iptables::dump;
+
+    const RULES: &str = "*nat\n:PREROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80\n-A DOCKER ! -i docker0 -p tcp -m tcp --dport 9090 -j DNAT --to-destination 172.17.0.2:9090\n-A DOCKER -d 203.0.113.10/32 ! -i docker0 -p udp -m udp --dport 5353 -j DNAT --to-destination 172.17.0.2:53\nCOMMIT\n*filter\n:FORWARD DROP [0:0]\n:DOCKER - [0:0]\n:DOCKER-USER - [0:0]\n-A FORWARD -j DOCKER-USER\n-A FORWARD -o docker0 -j DOCKER\n-A DOCKER -d 172.17.0.2/32 -o docker0 -j ACCEPT\n-A DOCKER-USER -s 192.0.2.0/25 -m conntrack --ctstate DNAT --ctorigdstport 8080 -j RETURN\n-A DOCKER-USER -m iprange --src-range 198.51.100.10-198.51.100.20 -m conntrack --ctorigdstport 8080 -j RETURN\n-A DOCKER-USER -p udp -j RETURN\n-A DOCKER-USER -i eth0 -o docker0 -j DROP\nCOMMIT\n";
+
+    fn host() -> HostNet {
+        HostNet {
+            interfaces: vec![
+                Interface {
+                    name: "eth0".into(),
+                    addresses: vec!["203.0.113.10/24".parse().unwrap()],
+                },
+                Interface {
+                    name: "docker0".into(),
+                    addresses: vec!["172.17.0.1/16".parse().unwrap()],
+                },
+            ],
+            routes: vec![
+                Route {
+                    destination: "0.0.0.0/0".parse().unwrap(),
+                    interface: "eth0".into(),
+                },
+                Route {
+                    destination: "172.17.0.0/16".parse().unwrap(),
+                    interface: "docker0".into(),
+                },
+            ],
+            forwards_v4: true,
+            forwards_v6: true,
+            sets: Default::default(),
+        }
+    }
+
+    fn exposures(policy: Option<&Policy>) -> Vec<Exposure> {
+        let ruleset = Ruleset::new(&dump::parse(RULES).unwrap());
+        published_ports(&ruleset, Family::Ipv4)
+            .iter()
+            .filter_map(|p| expose(&ruleset, &host(), p, "eth0", policy))
+            .collect()
+    }
+
+    #[test]
+    fn published_ports_come_from_the_dnat_rules() {
+        let ruleset = Ruleset::new(&dump::parse(RULES).unwrap());
+        let ports = published_ports(&ruleset, Family::Ipv4);
+        let summary: Vec<(u16, Transport, Option<IpAddr>, Option<u16>)> = ports
+            .iter()
+            .map(|p| (p.host_port, p.transport, p.host_address, p.container_port))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    5353,
+                    Transport::Udp,
+                    Some("203.0.113.10".parse().unwrap()),
+                    Some(53)
+                ),
+                (8080, Transport::Tcp, None, Some(80)),
+                (9090, Transport::Tcp, None, Some(9090)),
+            ]
+        );
+    }
+
+    #[test]
+    fn reach_is_computed_exactly_from_the_rules() {
+        let found = exposures(None);
+        assert_eq!(
+            found[0].reach,
+            Some(Reach::Anywhere),
+            "udp is let through for all"
+        );
+        let web: Vec<String> = match &found[1].reach {
+            Some(Reach::Only(nets)) => nets.iter().map(ToString::to_string).collect(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            web,
+            [
+                "192.0.2.0/25",
+                "198.51.100.10/31",
+                "198.51.100.12/30",
+                "198.51.100.16/30",
+                "198.51.100.20/32"
+            ]
+        );
+        assert_eq!(found[2].reach, Some(Reach::Nowhere));
+        assert!(
+            found[2]
+                .decided_by
+                .iter()
+                .any(|d| d.contains("-A DOCKER-USER -i eth0 -o docker0 -j DROP")),
+            "{:?}",
+            found[2].decided_by
+        );
+    }
+
+    #[test]
+    fn sources_beyond_the_policy_are_flagged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, "[interfaces]\nexternal = [\"eth0\"]\n[[docker.published]]\nport = 8080\nfrom = [\"192.0.2.0/24\"]\n").unwrap();
+        let policy = Policy::load(&path).unwrap();
+        let found = exposures(Some(&policy));
+        // udp 5353: open to all, the policy lists nothing for it.
+        assert!(found[0].is_flagged());
+        assert_eq!(
+            found[0].not_allowed,
+            ["0.0.0.0/0".parse::<IpNet>().unwrap()]
+        );
+        // 8080: the /25 is inside the allowed /24, the iprange is not.
+        assert_eq!(found[1].not_allowed.len(), 4);
+        assert!(
+            found[1]
+                .not_allowed
+                .iter()
+                .all(|n| n.to_string().starts_with("198.51.100."))
+        );
+        // 9090: reachable from nowhere, nothing to flag.
+        assert!(!found[2].is_flagged());
+    }
+}
