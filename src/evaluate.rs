@@ -654,6 +654,28 @@ mod tests {
     }
 
     #[test]
+    fn set_matches_use_the_hosts_ipsets_and_an_unknown_set_is_unknown() {
+        let text = DOCKER.replace(
+            "-A DOCKER-USER -s 192.0.2.0/24 -m conntrack",
+            "-A DOCKER-USER -m set --match-set office src -m conntrack",
+        );
+        let ruleset = Ruleset::new(&dump::parse(&text).unwrap());
+        let packet = probe("192.0.2.7", 8080).packet;
+        let mut with_set = host();
+        with_set
+            .sets
+            .insert("office".into(), vec!["192.0.2.0/28".parse().unwrap()]);
+        assert_eq!(walk(&ruleset, &with_set, &packet).verdict, Verdict::Accept);
+        let outsider = Packet {
+            source: "192.0.2.77".parse().unwrap(),
+            ..packet.clone()
+        };
+        assert_eq!(walk(&ruleset, &with_set, &outsider).verdict, Verdict::Drop);
+        let verdict = walk(&ruleset, &host(), &packet).verdict;
+        assert!(matches!(verdict, Verdict::Unknown { .. }), "{verdict:?}");
+    }
+
+    #[test]
     fn endpoints_parse_with_clear_errors() {
         let web: Endpoint = "203.0.113.10:8080".parse().unwrap();
         assert_eq!((web.port, web.transport), (8080, Transport::Tcp));
