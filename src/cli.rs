@@ -309,15 +309,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             } else {
                 Family::Ipv4
             };
-            let save = SystemFirewall.save(family)?;
-            let dump = dump::parse(&save).with_context(|| {
-                format!(
-                    "cannot read {}'s output",
-                    Backend::System.save_program(family)
-                )
-            })?;
+            let ruleset = live_ruleset(&SystemFirewall, family)?;
             let walk = evaluate::walk(
-                &Ruleset::new(&dump),
+                &ruleset,
                 &host,
                 &Packet {
                     source: *from,
@@ -355,20 +349,23 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
 /// The source port explain gives its packet (no rule of ours matches source ports).
 const EXPLAIN_SOURCE_PORT: u16 = 40000;
 
+/// One family's live ruleset, parsed.
+fn live_ruleset(firewall: &dyn LiveFirewall, family: Family) -> anyhow::Result<Ruleset> {
+    let save = firewall.save(family)?;
+    let dump = dump::parse(&save).with_context(|| {
+        format!(
+            "cannot read {}'s output",
+            Backend::System.save_program(family)
+        )
+    })?;
+    Ok(Ruleset::new(&dump))
+}
+
 /// Both families' live rulesets, parsed.
 fn live_rulesets(firewall: &dyn LiveFirewall) -> anyhow::Result<Vec<(Family, Ruleset)>> {
     Family::ALL
         .into_iter()
-        .map(|family| {
-            let save = firewall.save(family)?;
-            let dump = dump::parse(&save).with_context(|| {
-                format!(
-                    "cannot read {}'s output",
-                    Backend::System.save_program(family)
-                )
-            })?;
-            Ok((family, Ruleset::new(&dump)))
-        })
+        .map(|family| Ok((family, live_ruleset(firewall, family)?)))
         .collect()
 }
 

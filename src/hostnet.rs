@@ -222,6 +222,35 @@ pub fn parse_ipset_save(text: &str) -> BTreeMap<String, Vec<IpNet>> {
     sets
 }
 
+/// A host for unit tests: eth0 203.0.113.10/24 with the default route, docker0
+/// 172.17.0.1/16, forwarding on.
+#[cfg(test)]
+pub(crate) fn docker_test_host() -> HostNet {
+    let interface = |name: &str, address: &str| Interface {
+        name: name.to_owned(),
+        addresses: vec![address.parse().unwrap_or_else(|e| panic!("{address}: {e}"))],
+    };
+    let route = |destination: &str, interface: &str| Route {
+        destination: destination
+            .parse()
+            .unwrap_or_else(|e| panic!("{destination}: {e}")),
+        interface: interface.to_owned(),
+    };
+    HostNet {
+        interfaces: vec![
+            interface("eth0", "203.0.113.10/24"),
+            interface("docker0", "172.17.0.1/16"),
+        ],
+        routes: vec![
+            route("0.0.0.0/0", "eth0"),
+            route("172.17.0.0/16", "docker0"),
+        ],
+        forwards_v4: true,
+        forwards_v6: true,
+        sets: BTreeMap::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

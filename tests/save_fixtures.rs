@@ -234,3 +234,38 @@ fn the_admin_rules_decide_by_the_port_the_client_dialed() {
     let other = send(&admin, "198.51.100.7", "203.0.113.10", 23, Transport::Tcp);
     assert_eq!(other.verdict, Verdict::Drop, "INPUT policy DROP");
 }
+
+/// Any prefix of any line (cut at any character) is either a parse error or a rule, and
+/// walking the result never panics: truncated or odd input is never a crash.
+#[test]
+fn truncated_lines_never_panic() {
+    let host = host();
+    for path in fixtures() {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for line in text.lines().filter(|l| l.starts_with("-A ")) {
+            for (cut, _) in line.char_indices() {
+                let dump_text = format!("*filter\n:INPUT ACCEPT [0:0]\n{}\nCOMMIT\n", &line[..cut]);
+                if let Ok(parsed) = dump::parse(&dump_text) {
+                    let ruleset = Ruleset::new(&parsed);
+                    for chain in ruleset.chains("filter") {
+                        for rule in ruleset.rules("filter", chain) {
+                            let _ = &rule.target;
+                        }
+                    }
+                    let _ = evaluate::walk(
+                        &ruleset,
+                        &host,
+                        &Packet {
+                            source: addr("198.51.100.7"),
+                            destination: addr("203.0.113.10"),
+                            transport: Transport::Tcp,
+                            source_port: 40000,
+                            destination_port: 8080,
+                            in_interface: "eth0".to_owned(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
