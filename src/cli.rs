@@ -275,13 +275,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 None => host.default_route_interfaces(),
             };
             let report = audit::audit(&rulesets, &host, &interfaces, policy.as_ref());
-            if *json {
-                let text =
-                    serde_json::to_string_pretty(&report).context("cannot encode the report")?;
-                print_stdout(&format!("{text}\n"))?;
-            } else {
-                print_stdout(&report.human())?;
-            }
+            print_report(*json, &report, report.human())?;
             Ok(u8::from(report.is_flagged()))
         }
         Command::Explain {
@@ -322,25 +316,14 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     in_interface,
                 },
             );
-            if *json {
-                let text = serde_json::to_string_pretty(&walk).context("cannot encode the walk")?;
-                print_stdout(&format!("{text}\n"))?;
-            } else {
-                print_stdout(&walk.human())?;
-            }
+            print_report(*json, &walk, walk.human())?;
             Ok(0)
         }
         Command::Status { instance, json } => {
             let manager = live_systemd(&cli, "status")?;
             let report =
                 control::status(&target(&layout, instance, &policy_path(instance)), &manager)?;
-            if *json {
-                let text =
-                    serde_json::to_string_pretty(&report).context("cannot encode the report")?;
-                print_stdout(&format!("{text}\n"))?;
-            } else {
-                print_stdout(&report.human())?;
-            }
+            print_report(*json, &report, report.human())?;
             Ok(report.exit_code())
         }
     }
@@ -551,6 +534,16 @@ fn file_name(path: &Path) -> anyhow::Result<String> {
         .and_then(|n| n.to_str())
         .map(str::to_owned)
         .with_context(|| format!("{} is not a usable file name", path.display()))
+}
+
+/// Prints a report as pretty JSON or as its text for a person.
+fn print_report(json: bool, report: &impl serde::Serialize, human: String) -> anyhow::Result<()> {
+    if json {
+        let text = serde_json::to_string_pretty(report).context("cannot encode the report")?;
+        print_stdout(&format!("{text}\n"))
+    } else {
+        print_stdout(&human)
+    }
 }
 
 /// Prints to stdout; a closed pipe (`| head`) is not an error worth a panic.
