@@ -1,6 +1,6 @@
-//! The exposure audit: every port Docker publishes (read from its DNAT rules), who can
-//! reach it from the external interfaces, which rule decides, and whether that agrees
-//! with the policy.
+//! The exposure audit and packet explain: every port Docker publishes (read from its
+//! DNAT rules), who can reach it from the external interfaces, which rule decides, and
+//! whether that agrees with the policy; and the walk of one packet, for `explain`.
 //!
 //! Reachability is exact for the rules the evaluator understands: the source address
 //! space is cut at every boundary any rule or the policy mentions, one address of each
@@ -13,9 +13,16 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::{IpNet, Ipv4Subnets, Ipv6Subnets};
 use serde::Serialize;
 
-use crate::evaluate::{self, Packet, Ruleset, Transport, Verdict};
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+
+use crate::evaluate::{self, Endpoint, Packet, Ruleset, Transport, Verdict, Walk};
+use crate::host::HostProbe;
 use crate::hostnet::HostNet;
+use crate::instance;
 use crate::iptables::rule::{Match, Proto, Target};
+use crate::live::{self, LiveFirewall};
 use crate::policy::types::{Family, Proto as PolicyProto};
 use crate::policy::{DockerDefault, Policy};
 
@@ -480,6 +487,77 @@ pub fn audit(
         interfaces: interfaces.to_vec(),
         exposures,
     }
+}
+
+/// `audit` on the live host: both families' rulesets, the policy at `policy_path` when
+/// there is one (its external interfaces; else the default-route interfaces).
+pub fn audit_live(
+    firewall: &dyn LiveFirewall,
+    host: &HostNet,
+    probe: &dyn HostProbe,
+    policy_path: &Path,
+) -> anyhow::Result<AuditReport> {
+    let rulesets = Family::ALL
+        .into_iter()
+        .map(|family| Ok((family, live::ruleset(firewall, family)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let policy = if policy_path.exists() {
+        Some(Policy::load(policy_path)?)
+    } else {
+        None
+    };
+    let interfaces: Vec<String> = match &policy {
+        Some(policy) => instance::resolve_external(policy, probe)?
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        None => host.default_route_interfaces(),
+    };
+    Ok(audit(&rulesets, host, &interfaces, policy.as_ref()))
+}
+
+/// The source port `explain` gives its packet (no rule of ours matches source ports).
+const EXPLAIN_SOURCE_PORT: u16 = 40000;
+
+/// `explain` on the live host: the walk of a packet from `from` to `to`, arriving on
+/// `in_interface` (default: the interface the host routes `from` through).
+pub fn explain_live(
+    firewall: &dyn LiveFirewall,
+    host: &HostNet,
+    from: IpAddr,
+    to: &Endpoint,
+    in_interface: Option<&str>,
+) -> anyhow::Result<Walk> {
+    if from.is_ipv6() != to.address.is_ipv6() {
+        bail!(
+            "--from {from} and --to {} are of different families",
+            to.address
+        );
+    }
+    let in_interface = match in_interface {
+        Some(name) => name.to_owned(),
+        None => host.route(from).map(str::to_owned).with_context(|| {
+            format!("no route to {from} on this host, so the interface it arrives on is unknown: pass --in IFACE")
+        })?,
+    };
+    let family = if to.address.is_ipv6() {
+        Family::Ipv6
+    } else {
+        Family::Ipv4
+    };
+    let ruleset = live::ruleset(firewall, family)?;
+    Ok(evaluate::walk(
+        &ruleset,
+        host,
+        &Packet {
+            source: from,
+            destination: to.address,
+            transport: to.transport,
+            source_port: EXPLAIN_SOURCE_PORT,
+            destination_port: to.port,
+            in_interface,
+        },
+    ))
 }
 
 #[cfg(test)]

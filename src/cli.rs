@@ -9,16 +9,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::audit;
 use crate::control;
-use crate::evaluate::{self, Endpoint, Packet, Ruleset};
+use crate::evaluate::Endpoint;
 use crate::files::{self, DirLock};
 use crate::host::LiveHost;
 use crate::hostnet::HostNet;
 use crate::instance::{self, Layout};
 use crate::iptables::Backend;
-use crate::iptables::dump;
-use crate::live::{LiveFirewall, SystemFirewall};
-use crate::policy::Policy;
-use crate::policy::types::Family;
+use crate::live::SystemFirewall;
 use crate::policy::types::InstanceName;
 use crate::render::{TemplateKind, output_file_name};
 use crate::starter::{self, StarterFacts};
@@ -260,21 +257,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Audit { instance, json } => {
             require_live(&cli, "audit")?;
             let host = HostNet::read()?;
-            let rulesets = live_rulesets(&SystemFirewall)?;
-            let path = policy_path(instance);
-            let policy = if path.exists() {
-                Some(Policy::load(&path)?)
-            } else {
-                None
-            };
-            let interfaces: Vec<String> = match &policy {
-                Some(policy) => instance::resolve_external(policy, &LiveHost)?
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect(),
-                None => host.default_route_interfaces(),
-            };
-            let report = audit::audit(&rulesets, &host, &interfaces, policy.as_ref());
+            let report =
+                audit::audit_live(&SystemFirewall, &host, &LiveHost, &policy_path(instance))?;
             print_report(*json, &report, report.human())?;
             Ok(u8::from(report.is_flagged()))
         }
@@ -285,37 +269,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             json,
         } => {
             require_live(&cli, "explain")?;
-            if from.is_ipv6() != to.address.is_ipv6() {
-                bail!(
-                    "--from {from} and --to {} are of different families",
-                    to.address
-                );
-            }
             let host = HostNet::read()?;
-            let in_interface = match in_interface {
-                Some(name) => name.clone(),
-                None => host.route(*from).map(str::to_owned).with_context(|| {
-                    format!("no route to {from} on this host, so the interface it arrives on is unknown: pass --in IFACE")
-                })?,
-            };
-            let family = if to.address.is_ipv6() {
-                Family::Ipv6
-            } else {
-                Family::Ipv4
-            };
-            let ruleset = live_ruleset(&SystemFirewall, family)?;
-            let walk = evaluate::walk(
-                &ruleset,
-                &host,
-                &Packet {
-                    source: *from,
-                    destination: to.address,
-                    transport: to.transport,
-                    source_port: EXPLAIN_SOURCE_PORT,
-                    destination_port: to.port,
-                    in_interface,
-                },
-            );
+            let walk =
+                audit::explain_live(&SystemFirewall, &host, *from, to, in_interface.as_deref())?;
             print_report(*json, &walk, walk.human())?;
             Ok(0)
         }
@@ -327,29 +283,6 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(report.exit_code())
         }
     }
-}
-
-/// The source port explain gives its packet (no rule of ours matches source ports).
-const EXPLAIN_SOURCE_PORT: u16 = 40000;
-
-/// One family's live ruleset, parsed.
-fn live_ruleset(firewall: &dyn LiveFirewall, family: Family) -> anyhow::Result<Ruleset> {
-    let save = firewall.save(family)?;
-    let dump = dump::parse(&save).with_context(|| {
-        format!(
-            "cannot read {}'s output",
-            Backend::System.save_program(family)
-        )
-    })?;
-    Ok(Ruleset::new(&dump))
-}
-
-/// Both families' live rulesets, parsed.
-fn live_rulesets(firewall: &dyn LiveFirewall) -> anyhow::Result<Vec<(Family, Ruleset)>> {
-    Family::ALL
-        .into_iter()
-        .map(|family| Ok((family, live_ruleset(firewall, family)?)))
-        .collect()
 }
 
 /// Commands that read the live firewall: root, and not a staged tree.

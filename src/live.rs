@@ -7,7 +7,9 @@
 use serde::Serialize;
 
 use crate::command::{self, ToolError};
+use crate::evaluate::Ruleset;
 use crate::instance::{self, Layout};
+use crate::iptables::dump;
 use crate::iptables::{self, Backend, BackendKind};
 use crate::policy::types::{Family, InstanceName};
 use crate::ruleset::OWNED_CHAINS;
@@ -47,6 +49,19 @@ impl LiveFirewall for SystemFirewall {
         let other = self.backend()?.other();
         command::run(&format!("iptables-{}-save", other.tool_suffix()), &[], b"").ok()
     }
+}
+
+/// One family's live ruleset, parsed.
+pub fn ruleset(firewall: &dyn LiveFirewall, family: Family) -> anyhow::Result<Ruleset> {
+    use anyhow::Context as _;
+    let save = firewall.save(family)?;
+    let dump = dump::parse(&save).with_context(|| {
+        format!(
+            "cannot read {}'s output",
+            Backend::System.save_program(family)
+        )
+    })?;
+    Ok(Ruleset::new(&dump))
 }
 
 /// One family's live state against its rendered file.
