@@ -185,6 +185,33 @@ fn live_commands_explain_a_missing_systemd_and_a_caller_who_is_not_root() {
             "{command}: {err}"
         );
     }
+    // audit and explain read the live firewall: root only.
+    for args in [
+        vec!["audit"],
+        vec!["explain", "--from", "192.0.2.1", "--to", "192.0.2.2:80"],
+    ] {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", bin])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "`iptables-ctl {}` must run as root: it reads the live firewall",
+                args[0]
+            )),
+            "{err}"
+        );
+    }
+    // explain's destination is checked before anything runs.
+    let out = std::process::Command::new(bin)
+        .args(["explain", "--from", "192.0.2.1", "--to", "192.0.2.2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected ADDR:PORT[/tcp|udp]"));
     // start/stop/reload/status have no offline form.
     let root = tempfile::tempdir().unwrap();
     let err = fail(root.path(), &["start"]);
