@@ -1,13 +1,15 @@
 //! The packet evaluator against the kernel. For 32 generated policies, each rendered and
-//! loaded (with `iptables-restore -n`) into a Docker-like host namespace beside
-//! Docker 20.10's rules, every probe is answered twice: by the evaluator, from the host's
+//! loaded (with `iptables-restore -n`) into a Docker-like host namespace beside Docker's
+//! rules (Docker 20.10's layout for even policies, 28.2+'s with DOCKER-FORWARD and raw
+//! drops for odd ones), every probe is answered twice: by the evaluator, from the host's
 //! `iptables-save` and `ip -j` output, and by a real TCP connect from the client
 //! namespace. Where the evaluator answers, it must agree with the kernel every time, and
 //! it must answer at least 95% of the probes.
 //!
 //! Probes cover both families, three client addresses (allowed and denied sources),
 //! published ports (listed, unlisted, in ranges, pinned to a host address), unpublished
-//! host ports, and both deny styles (reject and drop).
+//! host ports, connections routed straight to the container's address, and both deny
+//! styles (reject and drop).
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)] // test support may fail loudly
 
 mod common;
@@ -27,7 +29,7 @@ const POLICIES: u64 = 32;
 const PORTS: [u16; 6] = [8080, 8443, 9090, 2222, 2223, 3000];
 /// How long a dropped probe waits.
 /// (Neighbour caches are warm by then: a local handshake takes well under a millisecond.)
-const DROP_WAIT: Duration = Duration::from_millis(500);
+const DROP_WAIT: Duration = Duration::from_millis(400);
 
 /// A small deterministic generator (xorshift64*), so every run tests the same policies.
 struct Dice(u64);
@@ -153,6 +155,22 @@ fn load(ns: &Netns, family: &Family, text: &str) {
     ns.exec_ok(&program, &["-w", "-n"], text.as_bytes());
 }
 
+/// Replaces the raw, nat and filter tables with Docker's rules in the layout of
+/// policy `n`, as a freshly started Docker would leave them.
+fn load_docker(ns: &Netns, family: &Family, n: u64) {
+    let program = format!("ip{}tables-restore", family.six);
+    let layout = if n % 2 == 0 {
+        // 20.10 has no raw rules: reset the table another layout may have filled.
+        format!(
+            "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n{}",
+            family.docker_rules
+        )
+    } else {
+        family.docker28_rules.clone()
+    };
+    ns.exec_ok(&program, &["-w"], layout.as_bytes());
+}
+
 #[test]
 fn the_evaluator_agrees_with_the_kernel_on_generated_policies() {
     if !kernel_tests_enabled("the_evaluator_agrees_with_the_kernel_on_generated_policies") {
@@ -195,6 +213,7 @@ fn the_evaluator_agrees_with_the_kernel_on_generated_policies() {
         std::fs::write(&path, &text).unwrap();
         let rendered = render_policy(&path);
         for family in &families {
+            load_docker(&topology.host, family, n);
             let rules = file(
                 &rendered,
                 if family.six.is_empty() {
@@ -208,18 +227,22 @@ fn the_evaluator_agrees_with_the_kernel_on_generated_policies() {
                 .host
                 .exec_ok(&format!("ip{}tables-save", family.six), &[], b"");
             let ruleset = Ruleset::new(&dump::parse(&save).expect("the kernel's own dump parses"));
-            for client in family.clients {
-                for port in PORTS {
-                    let kernel = probe_within(
-                        &topology.client,
-                        Some(client),
-                        family.host_ext,
-                        port,
-                        DROP_WAIT,
-                    );
+            let targets = PORTS
+                .iter()
+                .map(|port| (family.host_ext, *port))
+                .chain([(family.container, 80)]);
+            for (index, client) in family.clients.iter().copied().enumerate() {
+                // Straight to the container: from one client (its fate does not
+                // depend on the source, and on 28+ each such probe waits out a drop).
+                for (destination, port) in targets
+                    .clone()
+                    .filter(|(d, _)| index == 0 || *d == family.host_ext)
+                {
+                    let kernel =
+                        probe_within(&topology.client, Some(client), destination, port, DROP_WAIT);
                     let packet = Packet {
                         source: client.parse::<IpAddr>().unwrap(),
-                        destination: family.host_ext.parse().unwrap(),
+                        destination: destination.parse().unwrap(),
                         transport: Transport::Tcp,
                         source_port: 40000,
                         destination_port: port,
@@ -228,8 +251,7 @@ fn the_evaluator_agrees_with_the_kernel_on_generated_policies() {
                     let walk = evaluate::walk(&ruleset, &host_net, &packet);
                     answers.push(Answer {
                         description: format!(
-                            "policy {n} ({path}), {client} -> {}:{port}",
-                            family.host_ext,
+                            "policy {n} ({path}), {client} -> {destination}:{port}",
                             path = path.display()
                         ),
                         kernel,

@@ -16,8 +16,13 @@ pub struct Family {
     pub clients: [&'static str; 3],
     pub host_ext: &'static str,
     pub client_prefix: u8,
-    /// Docker-style rules for this family's tools.
+    /// Docker-style rules for this family's tools (Docker 20.10's layout).
     pub docker_rules: String,
+    /// The same containers in Docker 28.2+'s layout (DOCKER-FORWARD, DOCKER-CT,
+    /// DOCKER-BRIDGE, raw drops of direct access).
+    pub docker28_rules: String,
+    /// The container's address.
+    pub container: &'static str,
 }
 
 pub fn v4() -> Family {
@@ -33,6 +38,8 @@ pub fn v4() -> Family {
             "198.51.100.2/32",
             "127.0.0.0/8",
         ),
+        docker28_rules: docker28_rules("198.51.100.0/24", "198.51.100.2", "198.51.100.2/32", ""),
+        container: "198.51.100.2",
     }
 }
 
@@ -49,6 +56,13 @@ pub fn v6() -> Family {
             "2001:db8:2::2/128",
             "::1/128",
         ),
+        docker28_rules: docker28_rules(
+            "2001:db8:2::/64",
+            "[2001:db8:2::2]",
+            "2001:db8:2::2/128",
+            "! -s fe80::/10 ",
+        ),
+        container: "2001:db8:2::2",
     }
 }
 
@@ -79,6 +93,44 @@ pub fn docker_rules(subnet: &str, dnat_to: &str, container: &str, loopback: &str
         ));
     }
     format!("{nat}COMMIT\n{filter}COMMIT\n")
+}
+
+/// The same container in Docker 28.2+'s layout (as tests/fixtures/save/docker-28.rules):
+/// FORWARD jumps to DOCKER-USER and DOCKER-FORWARD only, and the raw table drops packets
+/// routed straight to the container from other interfaces. `dnat_source` is the IPv6
+/// DNAT's `! -s fe80::/10 ` (empty for IPv4). The libvirt accepts follow, as before.
+pub fn docker28_rules(subnet: &str, dnat_to: &str, container: &str, dnat_source: &str) -> String {
+    let raw = format!(
+        "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A PREROUTING -d {container} ! -i docker0 -j DROP\nCOMMIT\n"
+    );
+    let mut nat = format!(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n\
+-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n\
+-A POSTROUTING -s {subnet} ! -o docker0 -j MASQUERADE\n\
+-A DOCKER -i docker0 -j RETURN\n"
+    );
+    let mut filter = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:DOCKER - [0:0]\n\
+:DOCKER-BRIDGE - [0:0]\n:DOCKER-CT - [0:0]\n:DOCKER-FORWARD - [0:0]\n:DOCKER-ISOLATION-STAGE-1 - [0:0]\n\
+:DOCKER-ISOLATION-STAGE-2 - [0:0]\n:DOCKER-USER - [0:0]\n\
+-A FORWARD -j DOCKER-USER\n-A FORWARD -j DOCKER-FORWARD\n\
+-A FORWARD -o virbr0 -j ACCEPT\n-A FORWARD -i virbr0 -j ACCEPT\n\
+-A DOCKER-BRIDGE -o docker0 -j DOCKER\n\
+-A DOCKER-CT -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+-A DOCKER-FORWARD -j DOCKER-CT\n-A DOCKER-FORWARD -j DOCKER-ISOLATION-STAGE-1\n\
+-A DOCKER-FORWARD -j DOCKER-BRIDGE\n-A DOCKER-FORWARD -i docker0 -j ACCEPT\n\
+-A DOCKER-ISOLATION-STAGE-1 -i docker0 ! -o docker0 -j DOCKER-ISOLATION-STAGE-2\n\
+-A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP\n"
+        .to_owned();
+    for (host_port, port) in PUBLISHED {
+        nat.push_str(&format!(
+            "-A DOCKER {dnat_source}! -i docker0 -p tcp -m tcp --dport {host_port} -j DNAT --to-destination {dnat_to}:{port}\n"
+        ));
+        filter.push_str(&format!(
+            "-A DOCKER -d {container} ! -i docker0 -o docker0 -p tcp -m tcp --dport {port} -j ACCEPT\n"
+        ));
+    }
+    filter.push_str("-A DOCKER ! -i docker0 -o docker0 -j DROP\n");
+    format!("{raw}{nat}COMMIT\n{filter}COMMIT\n")
 }
 
 /// (host port, container port)
@@ -149,6 +201,16 @@ impl Topology {
         vm.ip(&["route", "add", "default", "via", "203.0.113.1"]);
         vm.ip(&["-6", "route", "add", "default", "via", "2001:db8:3::1"]);
         client.ip(&["route", "add", "203.0.113.0/24", "via", "192.0.2.1"]);
+        // Routes straight to the containers' network, for probes that skip the DNAT.
+        client.ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.1"]);
+        client.ip(&[
+            "-6",
+            "route",
+            "add",
+            "2001:db8:2::/64",
+            "via",
+            "2001:db8:1::1",
+        ]);
         client.ip(&[
             "-6",
             "route",
