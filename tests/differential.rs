@@ -159,7 +159,7 @@ fn load(ns: &Netns, family: &Family, text: &str) {
 /// policy `n`, as a freshly started Docker would leave them.
 fn load_docker(ns: &Netns, family: &Family, n: u64) {
     let program = format!("ip{}tables-restore", family.six);
-    let layout = if n % 2 == 0 {
+    let layout = if n.is_multiple_of(2) {
         // 20.10 has no raw rules: reset the table another layout may have filled.
         format!(
             "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n{}",
