@@ -11,7 +11,8 @@ use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::iptables::{self, BackendKind};
+use crate::iptables::BackendKind;
+use crate::iptables::dump;
 use crate::live::LiveFirewall;
 use crate::policy::types::InstanceName;
 use crate::systemd::ServiceManager;
@@ -244,10 +245,10 @@ fn other_instances(root: &Path, instance: &InstanceName) -> Vec<String> {
 /// None when the tools cannot tell (iptables missing, or only one backend installed).
 fn backend_facts(firewall: &dyn LiveFirewall) -> Option<BackendFacts> {
     let system = firewall.backend()?;
-    let other = firewall.save_other_backend()?;
+    let other = dump::parse(&firewall.save_other_backend()?).ok()?;
     Some(BackendFacts {
         system,
-        docker_in_other: iptables::chain_names(&other).iter().any(|c| c == "DOCKER"),
+        docker_in_other: other.declares("DOCKER"),
     })
 }
 

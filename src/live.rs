@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::command::{self, ToolError};
 use crate::evaluate::Ruleset;
 use crate::instance::{self, Layout};
-use crate::iptables::dump;
+use crate::iptables::dump::{self, Dump};
 use crate::iptables::{self, Backend, BackendKind};
 use crate::policy::types::{Family, InstanceName};
 use crate::ruleset::OWNED_CHAINS;
@@ -51,17 +51,20 @@ impl LiveFirewall for SystemFirewall {
     }
 }
 
-/// One family's live ruleset, parsed.
-pub fn ruleset(firewall: &dyn LiveFirewall, family: Family) -> anyhow::Result<Ruleset> {
+/// Parses what `family`'s save program printed.
+fn parse_save(family: Family, save: &str) -> anyhow::Result<Dump> {
     use anyhow::Context as _;
-    let save = firewall.save(family)?;
-    let dump = dump::parse(&save).with_context(|| {
+    dump::parse(save).with_context(|| {
         format!(
             "cannot read {}'s output",
             Backend::System.save_program(family)
         )
-    })?;
-    Ok(Ruleset::new(&dump))
+    })
+}
+
+/// One family's live ruleset, parsed.
+pub fn ruleset(firewall: &dyn LiveFirewall, family: Family) -> anyhow::Result<Ruleset> {
+    Ok(Ruleset::new(&parse_save(family, &firewall.save(family)?)?))
 }
 
 /// One family's live state against its rendered file.
@@ -98,12 +101,19 @@ impl LiveState {
     }
 }
 
+/// The filter table's lines for `chains` (none when there is no filter table).
+fn filter_lines(dump: &Dump, chains: &[&str]) -> Vec<String> {
+    dump.table("filter")
+        .map(|t| t.chain_lines(chains))
+        .unwrap_or_default()
+}
+
 /// Compares the owned chains of `live` with those of `expected` (both `iptables-save`
 /// dumps of the same backend; `expected` is the rendered file as loaded into a
 /// throwaway namespace, so both are in the kernel's own spelling).
-pub fn compare(family: Family, expected: &str, live: &str) -> FamilyState {
-    let want = iptables::chain_rules(expected, &OWNED_CHAINS);
-    let mut have = iptables::chain_rules(live, &OWNED_CHAINS);
+pub fn compare(family: Family, expected: &Dump, live: &Dump) -> FamilyState {
+    let want = filter_lines(expected, &OWNED_CHAINS);
+    let mut have = filter_lines(live, &OWNED_CHAINS);
     // Drop Docker's trailing RETURNs beyond the ones we rendered.
     let ours = want.iter().filter(|l| *l == DOCKER_OWN_RETURN).count();
     let mut seen = 0;
@@ -118,8 +128,10 @@ pub fn compare(family: Family, expected: &str, live: &str) -> FamilyState {
     let missing: Vec<String> = want.iter().filter(|l| !have.contains(l)).cloned().collect();
     let unexpected: Vec<String> = have.iter().filter(|l| !want.contains(l)).cloned().collect();
     let in_force = want == have;
-    let docker_user_first =
-        iptables::first_forward_rule(live).map(|rule| rule == "-A FORWARD -j DOCKER-USER");
+    let docker_user_first = live
+        .table("filter")
+        .and_then(|t| t.rules_of("FORWARD").next())
+        .map(|rule| rule.text() == "-A FORWARD -j DOCKER-USER");
     FamilyState {
         family: family.to_string(),
         in_force,
@@ -148,8 +160,9 @@ pub fn inspect(
         let expected = trial
             .trial(family, (&rules_name, &rules), (&empty_name, &empty))
             .with_context(|| format!("cannot interpret {rules_name}"))?;
-        let live = firewall.save(family)?;
-        families.push(compare(family, &expected.loaded, &live));
+        let live = parse_save(family, &firewall.save(family)?)?;
+        let expected = parse_save(family, &expected.loaded)?;
+        families.push(compare(family, &expected, &live));
     }
     Ok(LiveState { backend, families })
 }
@@ -158,6 +171,12 @@ pub fn inspect(
 mod tests {
     use super::*;
 
+    /// [`compare`] on two dumps given as text.
+    fn compare_texts(expected: &str, live: &str) -> FamilyState {
+        let parse = |text| dump::parse(text).unwrap();
+        compare(Family::Ipv4, &parse(expected), &parse(live))
+    }
+
     const EXPECTED: &str = "*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:DOCKER-USER - [0:0]\n-A INPUT -i lo -j ACCEPT\n-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\n-A DOCKER-USER -j RETURN\nCOMMIT\n";
 
     #[test]
@@ -165,8 +184,10 @@ mod tests {
         let live = EXPECTED.replace(
             ":DOCKER-USER - [0:0]\n",
             ":DOCKER-USER - [0:0]\n:DOCKER - [0:0]\n-A FORWARD -j DOCKER-USER\n-A FORWARD -o docker0 -j DOCKER\n",
-        ) + "-A DOCKER-USER -j RETURN\n";
-        let state = compare(Family::Ipv4, EXPECTED, &live);
+        )
+        // Docker appended its own RETURN after ours.
+        .replace("COMMIT\n", "-A DOCKER-USER -j RETURN\nCOMMIT\n");
+        let state = compare_texts(EXPECTED, &live);
         assert!(state.in_force, "{state:?}");
         assert_eq!(state.docker_user_first, Some(true));
     }
@@ -179,7 +200,7 @@ mod tests {
                 "-A INPUT -p tcp -m tcp --dport 23 -j ACCEPT\n",
             )
             .replace(":INPUT DROP", ":INPUT ACCEPT");
-        let state = compare(Family::Ipv4, EXPECTED, &live);
+        let state = compare_texts(EXPECTED, &live);
         assert!(!state.in_force);
         assert_eq!(
             state.missing,
@@ -201,7 +222,7 @@ mod tests {
             "-A INPUT -i lo -j ACCEPT\n-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\n",
             "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\n-A INPUT -i lo -j ACCEPT\n",
         );
-        let state = compare(Family::Ipv4, EXPECTED, &live);
+        let state = compare_texts(EXPECTED, &live);
         assert!(!state.in_force && state.reordered);
     }
 
@@ -212,7 +233,7 @@ mod tests {
             ":DOCKER-USER - [0:0]\n-A FORWARD -j ACCEPT\n-A FORWARD -j DOCKER-USER\n",
         );
         assert_eq!(
-            compare(Family::Ipv4, EXPECTED, &live).docker_user_first,
+            compare_texts(EXPECTED, &live).docker_user_first,
             Some(false)
         );
     }

@@ -433,6 +433,15 @@ fn published(machine: &Machine<'_>) -> (Outcome, Outcome) {
     )
 }
 
+/// The machine's live INPUT chain: its policy and rules.
+fn input_lines(machine: &Machine<'_>) -> Vec<String> {
+    iptables_ctl::iptables::dump::parse(&machine.save("iptables-save"))
+        .unwrap()
+        .table("filter")
+        .unwrap()
+        .chain_lines(&["INPUT"])
+}
+
 fn forward_first(machine: &Machine<'_>) -> String {
     machine
         .save("iptables-save")
@@ -520,17 +529,13 @@ fn docker_started_by_systemd_restarts_stops_and_reboots_under_the_rules() {
     );
 
     // Stopping Docker leaves the host's protection in place.
-    let input_before =
-        iptables_ctl::iptables::chain_rules(&machine.save("iptables-save"), &["INPUT"]);
+    let input_before = input_lines(&machine);
     machine.exec_ok(&["systemctl", "stop", "docker.service", "docker.socket"]);
     assert_eq!(
         bus.unit_status("docker.service").unwrap().active_state,
         "inactive"
     );
-    assert_eq!(
-        iptables_ctl::iptables::chain_rules(&machine.save("iptables-save"), &["INPUT"]),
-        input_before
-    );
+    assert_eq!(input_lines(&machine), input_before);
     assert_eq!(
         probe(&machine.client, None, MACHINE_V4, 2223),
         Outcome::Refused

@@ -99,6 +99,23 @@ impl Table {
     pub fn rules_of<'a>(&'a self, chain: &'a str) -> impl Iterator<Item = &'a RuleLine> + 'a {
         self.rules.iter().filter(move |r| r.chain == chain)
     }
+
+    /// What the table holds for `chains`, as lines: each declaration with its policy
+    /// but without counters (`:INPUT DROP`), then each rule (`-A INPUT ...`), in dump
+    /// order. Two tables with equal results hold the same rules in those chains.
+    pub fn chain_lines(&self, chains: &[&str]) -> Vec<String> {
+        let declarations = self
+            .chains
+            .iter()
+            .filter(|c| chains.contains(&c.name.as_str()))
+            .map(|c| format!(":{} {}", c.name, c.policy.as_deref().unwrap_or("-")));
+        let rules = self
+            .rules
+            .iter()
+            .filter(|r| chains.contains(&r.chain.as_str()))
+            .map(RuleLine::text);
+        declarations.chain(rules).collect()
+    }
 }
 
 /// A whole dump.
@@ -112,6 +129,11 @@ impl Dump {
     /// The table called `name`.
     pub fn table(&self, name: &str) -> Option<&Table> {
         self.tables.iter().find(|t| t.name == name)
+    }
+
+    /// Some table declares a chain called `chain`.
+    pub fn declares(&self, chain: &str) -> bool {
+        self.tables.iter().any(|t| t.chain(chain).is_some())
     }
 }
 
@@ -323,6 +345,30 @@ COMMIT
             .map(|l| format!("{l}\n"))
             .collect();
         assert_eq!(parse(SAMPLE).unwrap().to_string(), text);
+    }
+
+    #[test]
+    fn chain_lines_keep_policies_and_rules_of_the_named_chains() {
+        let dump = parse("*nat\n:DOCKER - [0:0]\n-A DOCKER -j RETURN\nCOMMIT\n*filter\n:INPUT DROP [3:120]\n:FORWARD DROP [0:0]\n:DOCKER-USER - [0:0]\n-A INPUT -i lo -j ACCEPT\n-A FORWARD -j DOCKER-USER\n-A DOCKER-USER -j RETURN\nCOMMIT\n").unwrap();
+        let filter = dump.table("filter").unwrap();
+        assert_eq!(
+            filter.chain_lines(&["INPUT", "DOCKER-USER"]),
+            [
+                ":INPUT DROP",
+                ":DOCKER-USER -",
+                "-A INPUT -i lo -j ACCEPT",
+                "-A DOCKER-USER -j RETURN"
+            ]
+        );
+        assert!(dump.declares("DOCKER") && dump.declares("FORWARD") && !dump.declares("NOPE"));
+        assert_eq!(
+            filter
+                .rules_of("FORWARD")
+                .next()
+                .map(RuleLine::text)
+                .as_deref(),
+            Some("-A FORWARD -j DOCKER-USER")
+        );
     }
 
     #[test]

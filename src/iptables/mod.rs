@@ -94,55 +94,6 @@ pub fn backend_from_version(version: &str) -> Option<BackendKind> {
     }
 }
 
-/// The chains an `iptables-save` dump declares, in every table.
-pub fn chain_names(save: &str) -> Vec<String> {
-    save.lines()
-        .filter_map(|l| l.strip_prefix(':'))
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The lines of an `iptables-save` dump's filter table that belong to `chains`: their
-/// policies (without counters) and their rules, in order. Two dumps with equal results
-/// hold the same rules in those chains.
-pub fn chain_rules(save: &str, chains: &[&str]) -> Vec<String> {
-    let mut in_filter = false;
-    let mut lines = Vec::new();
-    for line in save.lines() {
-        if let Some(table) = line.strip_prefix('*') {
-            in_filter = table == "filter";
-            continue;
-        }
-        if !in_filter {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix(':') {
-            let mut words = rest.split_whitespace();
-            if let (Some(chain), Some(policy)) = (words.next(), words.next())
-                && chains.contains(&chain)
-            {
-                lines.push(format!(":{chain} {policy}"));
-            }
-        } else if let Some(rest) = line.strip_prefix("-A ")
-            && rest
-                .split_whitespace()
-                .next()
-                .is_some_and(|chain| chains.contains(&chain))
-        {
-            lines.push(line.to_owned());
-        }
-    }
-    lines
-}
-
-/// The first rule of the filter table's FORWARD chain, if any.
-pub fn first_forward_rule(save: &str) -> Option<String> {
-    chain_rules(save, &["FORWARD"])
-        .into_iter()
-        .find(|l| l.starts_with("-A "))
-}
-
 /// The line of the input that `iptables-restore` blamed, if it said so. It reports
 /// `Error occurred at line: N` for parse errors and `line N failed` for rejected rules.
 pub fn failing_line(stderr: &str) -> Option<usize> {
@@ -225,27 +176,5 @@ mod tests {
             Some(BackendKind::Legacy)
         );
         assert_eq!(backend_from_version("iptables v1.6.1\n"), None);
-    }
-
-    #[test]
-    fn chain_rules_keep_filter_policies_and_rules_of_the_named_chains() {
-        let save = "*nat\n:DOCKER - [0:0]\n-A DOCKER -j RETURN\nCOMMIT\n*filter\n:INPUT DROP [3:120]\n:FORWARD DROP [0:0]\n:DOCKER-USER - [0:0]\n-A INPUT -i lo -j ACCEPT\n-A FORWARD -j DOCKER-USER\n-A DOCKER-USER -j RETURN\nCOMMIT\n";
-        assert_eq!(
-            chain_rules(save, &["INPUT", "DOCKER-USER"]),
-            [
-                ":INPUT DROP",
-                ":DOCKER-USER -",
-                "-A INPUT -i lo -j ACCEPT",
-                "-A DOCKER-USER -j RETURN"
-            ]
-        );
-        assert_eq!(
-            chain_names(save),
-            ["DOCKER", "INPUT", "FORWARD", "DOCKER-USER"]
-        );
-        assert_eq!(
-            first_forward_rule(save).as_deref(),
-            Some("-A FORWARD -j DOCKER-USER")
-        );
     }
 }
