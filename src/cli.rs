@@ -17,7 +17,7 @@ use crate::instance::{self, Layout};
 use crate::iptables::Backend;
 use crate::live::SystemFirewall;
 use crate::policy::types::InstanceName;
-use crate::render::{TemplateKind, output_file_name};
+use crate::render::{RenderedFile, TemplateKind, output_file_name};
 use crate::starter::{self, StarterFacts};
 use crate::systemd::JobKind;
 use crate::systemd::bus::SystemdBus;
@@ -370,10 +370,7 @@ fn init(path: &Path, force: bool, stdout: bool) -> anyhow::Result<()> {
         print_stdout(&text)?;
         return Ok(());
     }
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let (dir, name) = files::dir_and_name(path)?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let _lock = DirLock::acquire(dir)?;
     if path.exists() && !force {
@@ -382,7 +379,6 @@ fn init(path: &Path, force: bool, stdout: bool) -> anyhow::Result<()> {
             path.display()
         );
     }
-    let name = file_name(path)?;
     files::write_files(dir, &[(name, text)])?;
     println!("wrote {}", path.display());
     for line in starter::summary(&facts, &policy) {
@@ -420,16 +416,9 @@ fn render(
         print_stdout(&all)?;
         return Ok(());
     }
-    let outputs: Vec<(String, String)> = rendered
-        .into_iter()
-        .map(|f| (f.file_name, f.text))
-        .collect();
-    let summary = files::write_files(&dir, &outputs)?;
-    for path in &summary.written {
-        println!("wrote {}", path.display());
-    }
-    for path in &summary.unchanged {
-        println!("unchanged {}", path.display());
+    let summary = files::write_files(&dir, &RenderedFile::outputs(rendered))?;
+    for line in summary.lines() {
+        println!("{line}");
     }
     Ok(())
 }
@@ -460,13 +449,6 @@ fn no_config_dir_hint(dir: &Path) -> String {
         "cannot use {} (run `iptables-ctl init` to create a policy there)",
         dir.display()
     )
-}
-
-fn file_name(path: &Path) -> anyhow::Result<String> {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .map(str::to_owned)
-        .with_context(|| format!("{} is not a usable file name", path.display()))
 }
 
 /// Prints a report as pretty JSON or as its text for a person.

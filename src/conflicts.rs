@@ -170,6 +170,15 @@ impl ConflictFacts {
 /// The symlinks in any `*.wants/` directory under the admin unit directory that enable
 /// `unit`.
 fn wants_links(root: &Path, unit: &str) -> Vec<PathBuf> {
+    wants_dirs(root)
+        .into_iter()
+        .map(|dir| dir.join(unit))
+        .filter(|link| link.symlink_metadata().is_ok())
+        .collect()
+}
+
+/// The `*.wants/` directories under the admin unit directory.
+fn wants_dirs(root: &Path) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(root.join(ADMIN_UNIT_DIR)) else {
         return Vec::new();
     };
@@ -177,8 +186,6 @@ fn wants_links(root: &Path, unit: &str) -> Vec<PathBuf> {
         .filter_map(Result::ok)
         .map(|entry| entry.path())
         .filter(|dir| dir.extension().is_some_and(|e| e == "wants"))
-        .map(|dir| dir.join(unit))
-        .filter(|link| link.symlink_metadata().is_ok())
         .collect()
 }
 
@@ -219,13 +226,9 @@ fn foreign_units(root: &Path) -> Vec<ForeignUnit> {
 
 fn other_instances(root: &Path, instance: &InstanceName) -> Vec<String> {
     let ours = format!("iptables@{instance}.service");
-    let Ok(entries) = fs::read_dir(root.join(ADMIN_UNIT_DIR)) else {
-        return Vec::new();
-    };
-    let mut others: Vec<String> = entries
-        .filter_map(Result::ok)
-        .filter(|e| e.path().extension().is_some_and(|x| x == "wants"))
-        .filter_map(|e| fs::read_dir(e.path()).ok())
+    let mut others: Vec<String> = wants_dirs(root)
+        .into_iter()
+        .filter_map(|dir| fs::read_dir(dir).ok())
         .flatten()
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().into_string().ok())

@@ -142,13 +142,6 @@ fn render_and_prove(target: &Target<'_>, policy: &Policy) -> anyhow::Result<Vec<
     Ok(rendered)
 }
 
-fn rendered_outputs(rendered: Vec<RenderedFile>) -> Vec<(String, String)> {
-    rendered
-        .into_iter()
-        .map(|f| (f.file_name, f.text))
-        .collect()
-}
-
 /// Where the shipped units are loaded from: a package's copy if it ships ours,
 /// otherwise the admin directory (where install writes them).
 fn unit_dir(root: &Path) -> (PathBuf, bool) {
@@ -178,7 +171,7 @@ pub fn install(
         Systemd::Staged => None,
     };
     let config_dir = target.layout.config_dir();
-    let created = CreatedDirs::create(&config_dir)?;
+    let mut created = CreatedDirs::create(&config_dir)?;
     let _lock = DirLock::acquire(&config_dir)?;
 
     let (policy, starter_text) = policy_or_starter(target, out)?;
@@ -206,12 +199,11 @@ pub fn install(
     created.keep();
 
     // Everything checked: write.
-    let mut outputs = rendered_outputs(rendered);
+    let outputs = RenderedFile::outputs(rendered);
     let mut snapshot = Snapshot::take(&config_dir, outputs.iter().map(|(n, _)| n.as_str()))?;
     if let Some(text) = starter_text {
-        let dir = target.policy_path.parent().unwrap_or(Path::new("."));
+        let (dir, name) = files::dir_and_name(target.policy_path)?;
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let name = file_name(target.policy_path)?;
         snapshot.extend(Snapshot::take(dir, [name.as_str()])?);
         files::write_files(dir, &[(name, text)])?;
         writeln!(out, "wrote {}", target.policy_path.display())?;
@@ -244,11 +236,10 @@ pub fn install(
         restore(&snapshot, out);
         return Err(error);
     }
-    outputs.clear();
 
     let units = InstanceUnits::new(target.instance);
     let Some(manager) = manager else {
-        return stage_enable(root, &unit_dir, &units, out);
+        return stage_enable(target.layout, &unit_dir, &units, out);
     };
     let result = (|| -> anyhow::Result<()> {
         manager.daemon_reload()?;
@@ -297,7 +288,7 @@ pub fn install(
 /// command got far enough to keep them.
 struct CreatedDirs {
     dirs: Vec<PathBuf>,
-    keep: std::cell::Cell<bool>,
+    keep: bool,
 }
 
 impl CreatedDirs {
@@ -309,20 +300,17 @@ impl CreatedDirs {
             .map(Path::to_owned)
             .collect();
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        Ok(CreatedDirs {
-            dirs,
-            keep: std::cell::Cell::new(false),
-        })
+        Ok(CreatedDirs { dirs, keep: false })
     }
 
-    fn keep(&self) {
-        self.keep.set(true);
+    fn keep(&mut self) {
+        self.keep = true;
     }
 }
 
 impl Drop for CreatedDirs {
     fn drop(&mut self) {
-        if !self.keep.get() {
+        if !self.keep {
             // Deepest first; remove_dir leaves anything that is not empty.
             for dir in &self.dirs {
                 let _ = fs::remove_dir(dir);
@@ -353,11 +341,8 @@ fn refuse_on_conflicts(
 }
 
 fn report_writes(summary: files::WriteSummary, out: &mut dyn Write) -> anyhow::Result<()> {
-    for path in &summary.written {
-        writeln!(out, "wrote {}", path.display())?;
-    }
-    for path in &summary.unchanged {
-        writeln!(out, "unchanged {}", path.display())?;
+    for line in summary.lines() {
+        writeln!(out, "{line}")?;
     }
     Ok(())
 }
@@ -370,19 +355,17 @@ fn restore(snapshot: &Snapshot, out: &mut dyn Write) {
 
 /// Enables the units in a staged tree with the symlinks `systemctl --root enable` makes.
 fn stage_enable(
-    root: &Path,
+    layout: &Layout,
     unit_dir: &Path,
     units: &InstanceUnits,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
+    let root = layout.root();
     for unit in units.all() {
-        let file = units::template_file_name(unit);
-        let Some(shipped) = SHIPPED_UNITS.iter().find(|u| u.file_name == file) else {
-            bail!("internal error: {file} is not a shipped unit");
+        let Some(shipped) = units::shipped_unit(unit) else {
+            bail!("internal error: {unit} is not a shipped unit");
         };
-        let booted_path = Path::new("/")
-            .join(unit_dir.strip_prefix(root).unwrap_or(unit_dir))
-            .join(&file);
+        let booted_path = layout.as_booted(&unit_dir.join(shipped.file_name));
         for link in units::enable_links(root, unit, &booted_path, shipped.text) {
             if let Some(dir) = link.link.parent() {
                 fs::create_dir_all(dir)
@@ -441,8 +424,7 @@ pub fn uninstall(
         }
         Systemd::Staged => {
             for unit in units.all() {
-                let file = units::template_file_name(unit);
-                if let Some(shipped) = SHIPPED_UNITS.iter().find(|u| u.file_name == file) {
+                if let Some(shipped) = units::shipped_unit(unit) {
                     for link in units::enable_links(root, unit, Path::new("/"), shipped.text) {
                         if link.link.symlink_metadata().is_ok() {
                             fs::remove_file(&link.link).with_context(|| {
@@ -519,11 +501,7 @@ pub fn lifecycle(
 /// Loads the instance's files as they are on disk into a throwaway namespace.
 fn prove_files_on_disk(target: &Target<'_>) -> anyhow::Result<()> {
     for family in Family::ALL {
-        let [(rules_name, rules), (empty_name, empty)] =
-            instance::read_rendered(target.layout, target.instance, family)?;
-        target
-            .trial
-            .trial(family, (&rules_name, &rules), (&empty_name, &empty))?;
+        instance::prove_on_disk(target.layout, target.instance, family, target.trial)?;
     }
     Ok(())
 }
@@ -557,7 +535,7 @@ pub fn reload(
             target.instance
         );
     }
-    let outputs = rendered_outputs(rendered);
+    let outputs = RenderedFile::outputs(rendered);
     let snapshot = Snapshot::take(&config_dir, outputs.iter().map(|(n, _)| n.as_str()))?;
     report_writes(files::write_files(&config_dir, &outputs)?, out)?;
     if let Err(error) = run_job(manager, JobKind::Reload, &units.rules) {
@@ -713,13 +691,6 @@ pub fn status(target: &Target<'_>, manager: &dyn ServiceManager) -> anyhow::Resu
         live,
         live_error,
     })
-}
-
-fn file_name(path: &Path) -> anyhow::Result<String> {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .map(str::to_owned)
-        .with_context(|| format!("{} is not a usable file name", path.display()))
 }
 
 #[cfg(test)]

@@ -28,6 +28,12 @@ pub enum WriteError {
         /// The directory.
         path: PathBuf,
     },
+    /// A path that names no file (`/`, `..`, or not UTF-8).
+    #[error("{} is not a usable file name", path.display())]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+    },
     /// A file system operation failed.
     #[error("{} {}", action, path.display())]
     Io {
@@ -70,6 +76,37 @@ pub struct WriteSummary {
     pub written: Vec<PathBuf>,
     /// Files that already had this content.
     pub unchanged: Vec<PathBuf>,
+}
+
+impl WriteSummary {
+    /// One line per file: `wrote PATH` or `unchanged PATH`.
+    pub fn lines(&self) -> Vec<String> {
+        let written = self
+            .written
+            .iter()
+            .map(|p| format!("wrote {}", p.display()));
+        let unchanged = self
+            .unchanged
+            .iter()
+            .map(|p| format!("unchanged {}", p.display()));
+        written.chain(unchanged).collect()
+    }
+}
+
+/// The directory a file path lies in (`.` for a bare name) and its file name, as
+/// [`write_files`] takes them.
+pub fn dir_and_name(path: &Path) -> Result<(&Path, String), WriteError> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| WriteError::NotAFile {
+            path: path.to_owned(),
+        })?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Ok((dir, name.to_owned()))
 }
 
 /// Writes `(file name, content)` pairs into `dir` as one step as far as the file system

@@ -169,13 +169,14 @@ pub fn prove(
     Ok(reports)
 }
 
-/// The rendered rules and pass-through files of one family as they are on disk, each as
-/// (path, text), ready for a [`RulesetTrial`].
-pub fn read_rendered(
+/// Loads one family's rendered rules and pass-through files, as they are on disk, with
+/// `trial`. Errors name the file.
+pub fn prove_on_disk(
     layout: &Layout,
     instance: &InstanceName,
     family: Family,
-) -> anyhow::Result<[(String, String); 2]> {
+    trial: &dyn RulesetTrial,
+) -> anyhow::Result<TrialReport> {
     let read = |kind| {
         let path = layout
             .config_dir()
@@ -184,5 +185,9 @@ pub fn read_rendered(
             .with_context(|| format!("cannot read {}", path.display()))
             .map(|text| (path.display().to_string(), text))
     };
-    Ok([read(TemplateKind::Rules)?, read(TemplateKind::Empty)?])
+    let (rules_name, rules) = read(TemplateKind::Rules)?;
+    let (empty_name, empty) = read(TemplateKind::Empty)?;
+    trial
+        .trial(family, (&rules_name, &rules), (&empty_name, &empty))
+        .with_context(|| format!("cannot interpret {rules_name}"))
 }

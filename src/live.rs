@@ -151,15 +151,10 @@ pub fn inspect(
     trial: &dyn RulesetTrial,
     firewall: &dyn LiveFirewall,
 ) -> anyhow::Result<LiveState> {
-    use anyhow::Context as _;
     let backend = firewall.backend();
     let mut families = Vec::new();
     for family in Family::ALL {
-        let [(rules_name, rules), (empty_name, empty)] =
-            instance::read_rendered(layout, instance, family)?;
-        let expected = trial
-            .trial(family, (&rules_name, &rules), (&empty_name, &empty))
-            .with_context(|| format!("cannot interpret {rules_name}"))?;
+        let expected = instance::prove_on_disk(layout, instance, family, trial)?;
         let live = parse_save(family, &firewall.save(family)?)?;
         let expected = parse_save(family, &expected.loaded)?;
         families.push(compare(family, &expected, &live));

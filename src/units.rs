@@ -84,6 +84,12 @@ pub fn template_file_name(unit: &str) -> String {
     }
 }
 
+/// The shipped unit file `unit` is loaded from (its template for an instance).
+pub fn shipped_unit(unit: &str) -> Option<&'static ShippedUnit> {
+    let file = template_file_name(unit);
+    SHIPPED_UNITS.iter().find(|u| u.file_name == file)
+}
+
 /// The targets whose `.wants/` directory enabling a unit links it into: the
 /// `WantedBy=` values of its `[Install]` section.
 pub fn wanted_by(unit_text: &str) -> Vec<String> {

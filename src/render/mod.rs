@@ -153,6 +153,13 @@ pub struct RenderedFile {
     pub text: String,
 }
 
+impl RenderedFile {
+    /// The files as `(file name, content)` pairs, ready for [`crate::files::write_files`].
+    pub fn outputs(files: Vec<RenderedFile>) -> Vec<(String, String)> {
+        files.into_iter().map(|f| (f.file_name, f.text)).collect()
+    }
+}
+
 /// What to render.
 pub struct RenderRequest<'a> {
     /// The instance.

@@ -77,7 +77,8 @@ impl SystemdBus {
         Ok(())
     }
 
-    async fn job(&self, kind: JobKind, unit: &str) -> Result<JobResult, zbus::Error> {
+    /// Runs the job; None when the signal stream ended (the bus went away) first.
+    async fn job(&self, kind: JobKind, unit: &str) -> zbus::Result<Option<JobResult>> {
         let manager = self.manager().await?;
         // Order matters: stream (AddMatch), then Subscribe, then the job.
         let mut removed = manager.receive_job_removed_with_args(&[(2, unit)]).await?;
@@ -91,12 +92,10 @@ impl SystemdBus {
         while let Some(signal) = removed.next().await {
             let args = signal.args()?;
             if *args.job() == job {
-                return Ok(JobResult::from_signal(args.result()));
+                return Ok(Some(JobResult::from_signal(args.result())));
             }
         }
-        Err(zbus::Error::InputOutput(std::sync::Arc::new(
-            std::io::Error::from(std::io::ErrorKind::ConnectionAborted),
-        )))
+        Ok(None)
     }
 
     async fn status(&self, unit: &str) -> zbus::Result<UnitStatus> {
@@ -167,15 +166,11 @@ impl ServiceManager for SystemdBus {
 
     fn run_job(&self, kind: JobKind, unit: &str) -> Result<JobResult, SystemdError> {
         match zbus::block_on(self.job(kind, unit)) {
-            Ok(result) => Ok(result),
-            Err(zbus::Error::InputOutput(e))
-                if e.kind() == std::io::ErrorKind::ConnectionAborted =>
-            {
-                Err(SystemdError::Disconnected {
-                    unit: unit.to_owned(),
-                    kind,
-                })
-            }
+            Ok(Some(result)) => Ok(result),
+            Ok(None) => Err(SystemdError::Disconnected {
+                unit: unit.to_owned(),
+                kind,
+            }),
             Err(e) => Err(self.error(&format!("{kind} {unit}"), Some(unit), e)),
         }
     }
