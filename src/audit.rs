@@ -136,97 +136,113 @@ pub fn published_ports(ruleset: &Ruleset, family: Family) -> Vec<PublishedPort> 
     ports
 }
 
-/// Works out who can reach `port` coming in on `interface`, and compares it with
-/// `policy` when there is one.
-pub fn expose(
-    ruleset: &Ruleset,
-    host: &HostNet,
-    port: &PublishedPort,
-    interface: &str,
-    policy: Option<&Policy>,
-) -> Option<Exposure> {
-    let ipv6 = port.family == Family::Ipv6.to_string();
-    let dialed = match port.host_address {
-        Some(address) => address,
-        None => host.address_of(interface, ipv6)?,
-    };
-    let allowed = policy.map(|p| allowed_sources(p, port, dialed));
-    let mut boundaries = boundaries(ruleset, host, ipv6);
-    if let Some(Reach::Only(nets)) = &allowed {
-        for net in nets {
-            add_boundaries(&mut boundaries, *net);
-        }
-    }
-    let pieces = pieces(&boundaries, ipv6);
-    let mut open: Vec<(IpAddr, IpAddr)> = Vec::new();
-    let mut decided_by: Vec<String> = Vec::new();
-    let mut unknown = None;
-    for (first, last) in &pieces {
-        let walk = evaluate::walk(
+/// One family's ruleset, with the source boundaries its rules and the host's ipsets
+/// draw (the same for every port, so found once).
+pub struct AuditedRuleset<'a> {
+    family: Family,
+    ruleset: &'a Ruleset,
+    cuts: BTreeSet<IpAddr>,
+}
+
+impl<'a> AuditedRuleset<'a> {
+    /// Prepares `ruleset` (of `family`) on `host` for exposure questions.
+    pub fn new(family: Family, ruleset: &'a Ruleset, host: &HostNet) -> AuditedRuleset<'a> {
+        AuditedRuleset {
+            family,
             ruleset,
-            host,
-            &Packet {
-                source: *first,
-                destination: dialed,
-                transport: port.transport,
-                source_port: 40000,
-                destination_port: port.host_port,
-                in_interface: interface.to_owned(),
-            },
-        );
-        if let Some(step) = walk.steps.last() {
-            let text = match step.line {
-                Some(line) => format!("{} {} line {line}: {}", step.table, step.chain, step.what),
-                None => format!("{} {}: {}", step.table, step.chain, step.what),
-            };
-            if !decided_by.contains(&text) {
-                decided_by.push(text);
-            }
-        }
-        match walk.verdict {
-            Verdict::Accept => match open.last_mut() {
-                Some((_, end)) if next_address(*end) == Some(*first) => *end = *last,
-                _ => open.push((*first, *last)),
-            },
-            Verdict::Unknown { reason } => {
-                unknown.get_or_insert(reason);
-            }
-            Verdict::Drop | Verdict::Reject { .. } => {}
+            cuts: boundaries(ruleset, host, family == Family::Ipv6),
         }
     }
-    let reach = unknown.is_none().then(|| {
-        if open.is_empty() {
-            Reach::Nowhere
-        } else if open.len() == 1
-            && pieces.first().map(|p| p.0) == Some(open[0].0)
-            && pieces.last().map(|p| p.1) == Some(open[0].1)
-        {
-            Reach::Anywhere
-        } else {
-            Reach::Only(open.iter().flat_map(|(a, b)| networks(*a, *b)).collect())
+
+    /// Works out who can reach `port` coming in on `interface`, and compares it with
+    /// `policy` when there is one.
+    pub fn expose(
+        &self,
+        host: &HostNet,
+        port: &PublishedPort,
+        interface: &str,
+        policy: Option<&Policy>,
+    ) -> Option<Exposure> {
+        let (ruleset, ipv6) = (self.ruleset, self.family == Family::Ipv6);
+        let dialed = match port.host_address {
+            Some(address) => address,
+            None => host.address_of(interface, ipv6)?,
+        };
+        let allowed = policy.map(|p| allowed_sources(p, port, dialed));
+        let mut boundaries = self.cuts.clone();
+        if let Some(Reach::Only(nets)) = &allowed {
+            for net in nets {
+                add_boundaries(&mut boundaries, *net);
+            }
         }
-    });
-    let not_allowed = match &allowed {
-        None | Some(Reach::Anywhere) => Vec::new(),
-        Some(allowed) => open
-            .iter()
-            .flat_map(|(a, b)| networks(*a, *b))
-            .filter(|net| match allowed {
-                Reach::Only(allowed) => !allowed.iter().any(|a| a.contains(net)),
-                _ => true,
-            })
-            .collect(),
-    };
-    Some(Exposure {
-        port: port.clone(),
-        interface: interface.to_owned(),
-        dialed,
-        reach,
-        decided_by,
-        unknown,
-        allowed,
-        not_allowed,
-    })
+        let pieces = pieces(&boundaries, ipv6);
+        let mut open: Vec<(IpAddr, IpAddr)> = Vec::new();
+        let mut decided_by: Vec<String> = Vec::new();
+        let mut unknown = None;
+        for (first, last) in &pieces {
+            let walk = evaluate::walk(
+                ruleset,
+                host,
+                &Packet {
+                    source: *first,
+                    destination: dialed,
+                    transport: port.transport,
+                    source_port: 40000,
+                    destination_port: port.host_port,
+                    in_interface: interface.to_owned(),
+                },
+            );
+            if let Some(step) = walk.steps.last() {
+                let text = step.to_string();
+                if !decided_by.contains(&text) {
+                    decided_by.push(text);
+                }
+            }
+            match walk.verdict {
+                Verdict::Accept => match open.last_mut() {
+                    Some((_, end)) if next_address(*end) == Some(*first) => *end = *last,
+                    _ => open.push((*first, *last)),
+                },
+                Verdict::Unknown { reason } => {
+                    unknown.get_or_insert(reason);
+                }
+                Verdict::Drop | Verdict::Reject { .. } => {}
+            }
+        }
+        let open_nets: Vec<IpNet> = open.iter().flat_map(|(a, b)| networks(*a, *b)).collect();
+        let reach = unknown.is_none().then(|| {
+            if open.is_empty() {
+                Reach::Nowhere
+            } else if open.len() == 1
+                && pieces.first().map(|p| p.0) == Some(open[0].0)
+                && pieces.last().map(|p| p.1) == Some(open[0].1)
+            {
+                Reach::Anywhere
+            } else {
+                Reach::Only(open_nets.clone())
+            }
+        });
+        let not_allowed = match &allowed {
+            None | Some(Reach::Anywhere) => Vec::new(),
+            Some(allowed) => open_nets
+                .into_iter()
+                .filter(|net| match allowed {
+                    Reach::Only(allowed) => !allowed.iter().any(|a| a.contains(net)),
+                    _ => true,
+                })
+                .collect(),
+        };
+        Some(Exposure {
+            port: port.clone(),
+            interface: interface.to_owned(),
+            dialed,
+            reach,
+            decided_by,
+            unknown,
+            allowed,
+            not_allowed,
+        })
+    }
 }
 
 /// What the policy allows to reach `port` dialed at `dialed`.
@@ -234,11 +250,7 @@ fn allowed_sources(policy: &Policy, port: &PublishedPort, dialed: IpAddr) -> Rea
     if policy.docker.default == DockerDefault::Allow {
         return Reach::Anywhere;
     }
-    let family = if dialed.is_ipv6() {
-        Family::Ipv6
-    } else {
-        Family::Ipv4
-    };
+    let family = Family::of(&dialed);
     let mut nets = Vec::new();
     for entry in &policy.docker.published {
         let proto = match entry.proto {
@@ -476,9 +488,10 @@ pub fn audit(
 ) -> AuditReport {
     let mut exposures = Vec::new();
     for (family, ruleset) in rulesets {
+        let audited = AuditedRuleset::new(*family, ruleset, host);
         for port in published_ports(ruleset, *family) {
             for interface in interfaces {
-                exposures.extend(expose(ruleset, host, &port, interface, policy));
+                exposures.extend(audited.expose(host, &port, interface, policy));
             }
         }
     }
@@ -540,11 +553,7 @@ pub fn explain_live(
             format!("no route to {from} on this host, so the interface it arrives on is unknown: pass --in IFACE")
         })?,
     };
-    let family = if to.address.is_ipv6() {
-        Family::Ipv6
-    } else {
-        Family::Ipv4
-    };
+    let family = Family::of(&to.address);
     let ruleset = live::ruleset(firewall, family)?;
     Ok(evaluate::walk(
         &ruleset,
@@ -573,9 +582,10 @@ mod tests {
 
     fn exposures(policy: Option<&Policy>) -> Vec<Exposure> {
         let ruleset = Ruleset::new(&dump::parse(RULES).unwrap());
+        let audited = AuditedRuleset::new(Family::Ipv4, &ruleset, &host());
         published_ports(&ruleset, Family::Ipv4)
             .iter()
-            .filter_map(|p| expose(&ruleset, &host(), p, "eth0", policy))
+            .filter_map(|p| audited.expose(&host(), p, "eth0", policy))
             .collect()
     }
 

@@ -156,6 +156,19 @@ pub struct Step {
     pub what: String,
 }
 
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(
+                f,
+                "{} {} line {line}: {}",
+                self.table, self.chain, self.what
+            ),
+            None => write!(f, "{} {}: {}", self.table, self.chain, self.what),
+        }
+    }
+}
+
 /// A finished walk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Walk {
@@ -559,13 +572,7 @@ impl Walk {
             packet.in_interface
         );
         for step in &self.steps {
-            match step.line {
-                Some(line) => text.push_str(&format!(
-                    "  {} {} (line {line}): {}\n",
-                    step.table, step.chain, step.what
-                )),
-                None => text.push_str(&format!("  {} {}: {}\n", step.table, step.chain, step.what)),
-            }
+            text.push_str(&format!("  {step}\n"));
         }
         if let Some((address, port)) = self.translated_to {
             text.push_str(&format!("  translated to {address} port {port}\n"));
