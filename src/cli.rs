@@ -287,13 +287,24 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
 
 /// Commands that read the live firewall: root, and not a staged tree.
 fn require_live(cli: &Cli, command: &str) -> anyhow::Result<()> {
+    require_live_host(
+        cli,
+        command,
+        "reads the live firewall",
+        "it reads the live firewall",
+    )
+}
+
+/// Refuses a staged tree (`--root`) and a caller who is not root, saying why `command`
+/// needs the live host (`needs`) and root (`why_root`).
+fn require_live_host(cli: &Cli, command: &str, needs: &str, why_root: &str) -> anyhow::Result<()> {
     if staged(cli) {
         bail!(
-            "`{command}` reads the live firewall; --root only works with init, render, check, install and uninstall"
+            "`{command}` {needs}; --root only works with init, render, check, install and uninstall"
         );
     }
     if !nix::unistd::geteuid().is_root() {
-        bail!("`iptables-ctl {command}` must run as root: it reads the live firewall");
+        bail!("`iptables-ctl {command}` must run as root: {why_root}");
     }
     Ok(())
 }
@@ -324,16 +335,12 @@ fn staged(cli: &Cli) -> bool {
 
 /// Connects to the running systemd, after checking the caller may change it.
 fn live_systemd(cli: &Cli, command: &str) -> anyhow::Result<SystemdBus> {
-    if staged(cli) {
-        bail!(
-            "`{command}` needs the running systemd; --root only works with init, render, check, install and uninstall"
-        );
-    }
-    if !nix::unistd::geteuid().is_root() {
-        bail!(
-            "`iptables-ctl {command}` must run as root: it changes system services and reads the live firewall"
-        );
-    }
+    require_live_host(
+        cli,
+        command,
+        "needs the running systemd",
+        "it changes system services and reads the live firewall",
+    )?;
     Ok(SystemdBus::system()?)
 }
 
