@@ -425,12 +425,57 @@ fn activated_at(bus: &impl ServiceManager, unit: &str) -> u64 {
     at
 }
 
-/// The container's published ports from the client: (8080, 9090).
-fn published(machine: &Machine<'_>) -> (Outcome, Outcome) {
-    (
+/// Asserts that, from the client, the container's published 8080 is open and 9090
+/// refused. On a mismatch the message carries what is needed to tell the firewall's
+/// fault from the container's: the live rules, the containers and our units' journal.
+fn assert_published_8080_only(machine: &Machine<'_>) {
+    let seen = (
         probe(&machine.client, None, MACHINE_V4, 8080),
         probe(&machine.client, None, MACHINE_V4, 9090),
-    )
+    );
+    if seen != (Outcome::Open, Outcome::Refused) {
+        let text = |argv: &[&str]| {
+            let out = machine.exec(argv);
+            format!("$ {}\n{}{}", argv.join(" "), stdout(&out), stderr(&out))
+        };
+        panic!(
+            "published 8080, 9090: expected (Open, Refused), saw {seen:?}\n{}\n{}\n{}",
+            text(&["iptables-save"]),
+            text(&["docker", "ps", "-a"]),
+            text(&[
+                "journalctl",
+                "-o",
+                "short-monotonic",
+                "-u",
+                "iptables@*",
+                "-u",
+                "iptables-docker@*",
+                "-u",
+                "docker.service"
+            ]),
+        );
+    }
+}
+
+/// Waits until the container `name`'s httpd accepts connections on its own address.
+/// `docker run -d` and `docker start` return once the process is started, not once it
+/// listens; a probe through the firewall before then would be refused by the
+/// container, not by the rules. The wait connects from the machine itself (OUTPUT to
+/// the bridge), a path the FORWARD and DOCKER-USER rules under test never see.
+fn wait_until_serving(machine: &Machine<'_>, name: &str) {
+    let address = machine.exec_ok(&[
+        "docker",
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        name,
+    ]);
+    let address = address.trim().to_owned();
+    wait_until(
+        Duration::from_secs(30),
+        &format!("container {name} serves on {address}:80"),
+        || probe(&machine.netns, None, &address, 80) == Outcome::Open,
+    );
 }
 
 /// The machine's live INPUT chain: its policy and rules.
@@ -490,7 +535,8 @@ fn docker_started_by_systemd_restarts_stops_and_reboots_under_the_rules() {
         "-p",
         "80",
     ]);
-    assert_eq!(published(&machine), (Outcome::Open, Outcome::Refused));
+    wait_until_serving(&machine, "web");
+    assert_published_8080_only(&machine);
     assert_eq!(forward_first(&machine), "-A FORWARD -j DOCKER-USER");
     assert_eq!(
         machine.exec(&["iptables-ctl", "status"]).status.code(),
@@ -502,6 +548,7 @@ fn docker_started_by_systemd_restarts_stops_and_reboots_under_the_rules() {
     let asserted_before = activated_at(&bus, DOCKER_UNIT);
     machine.exec_ok(&["systemctl", "restart", "docker.service"]);
     machine.exec_ok(&["docker", "start", "web"]);
+    wait_until_serving(&machine, "web");
     let docker_up = activated_at(&bus, "docker.service");
     // systemctl waits for docker's own job only; the propagated restart of our unit
     // (PartOf=, ordered After=) finishes a moment later.
@@ -517,12 +564,12 @@ fn docker_started_by_systemd_restarts_stops_and_reboots_under_the_rules() {
     assert_eq!(forward_first(&machine), "-A FORWARD -j DOCKER-USER");
     let status = machine.exec(&["iptables-ctl", "status"]);
     assert_eq!(status.status.code(), Some(0), "{}", stdout(&status));
-    assert_eq!(published(&machine), (Outcome::Open, Outcome::Refused));
+    assert_published_8080_only(&machine);
 
     // The admin's own `systemctl reload` loads the files again beside Docker's chains.
     machine.exec_ok(&["systemctl", "reload", RULES_UNIT]);
     assert_eq!(forward_first(&machine), "-A FORWARD -j DOCKER-USER");
-    assert_eq!(published(&machine), (Outcome::Open, Outcome::Refused));
+    assert_published_8080_only(&machine);
     assert_eq!(
         machine.exec(&["iptables-ctl", "status"]).status.code(),
         Some(0)
@@ -568,12 +615,13 @@ fn docker_started_by_systemd_restarts_stops_and_reboots_under_the_rules() {
     );
     assert!(activated_at(&bus, DOCKER_UNIT) >= activated_at(&bus, "docker.service"));
     machine.exec_ok(&["docker", "start", "web"]);
+    wait_until_serving(&machine, "web");
     let _listeners = listen(&machine.netns, &[2223]);
     assert_eq!(
         probe(&machine.client, None, MACHINE_V4, 2223),
         Outcome::Refused
     );
-    assert_eq!(published(&machine), (Outcome::Open, Outcome::Refused));
+    assert_published_8080_only(&machine);
     assert_eq!(forward_first(&machine), "-A FORWARD -j DOCKER-USER");
     assert_eq!(
         machine.exec(&["iptables-ctl", "status"]).status.code(),
@@ -623,7 +671,10 @@ fn audit_on_a_real_dockerd_lists_every_published_port_and_flags_the_uncovered_on
         argv.extend_from_slice(&httpd);
         machine.exec_ok(&argv);
     };
-    run(&["-p", "8080:80", "-p", "8081:80", "-p", "9090:80"]);
+    run(&[
+        "--name", "web", "-p", "8080:80", "-p", "8081:80", "-p", "9090:80",
+    ]);
+    wait_until_serving(&machine, "web");
     // A network whose bridge has a custom name: the policy's docker_bridges (docker0,
     // br-+) do not cover it, so its published port is open to the world.
     machine.exec_ok(&[
@@ -634,7 +685,8 @@ fn audit_on_a_real_dockerd_lists_every_published_port_and_flags_the_uncovered_on
         "com.docker.network.bridge.name=legacy0",
         "legacy",
     ]);
-    run(&["--network", "legacy", "-p", "7070:80"]);
+    run(&["--name", "legacy", "--network", "legacy", "-p", "7070:80"]);
+    wait_until_serving(&machine, "legacy");
 
     // What real connections from the client see.
     let real: Vec<Outcome> = [8080, 8081, 9090, 7070]
