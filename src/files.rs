@@ -5,7 +5,7 @@
 
 use std::fs::{self, File, Permissions};
 use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use tempfile::NamedTempFile;
@@ -120,42 +120,90 @@ pub fn write_files(dir: &Path, files: &[(String, String)]) -> Result<WriteSummar
             summary.unchanged.push(target);
             continue;
         }
-        let mut temp = tempfile::Builder::new()
-            .prefix(".iptables-ctl-")
-            .tempfile_in(dir)
-            .map_err(io_error("cannot create a temporary file in", dir))?;
-        temp.write_all(content.as_bytes())
-            .map_err(io_error("cannot write", temp.path()))?;
-        temp.as_file()
-            .set_permissions(Permissions::from_mode(FILE_MODE))
-            .map_err(io_error("cannot set permissions of", temp.path()))?;
-        temp.as_file()
-            .sync_all()
-            .map_err(io_error("cannot sync", temp.path()))?;
-        staged.push((temp, target));
+        staged.push((
+            stage_file(dir, content.as_bytes(), FILE_MODE, None)?,
+            target,
+        ));
     }
     for (temp, target) in staged {
-        temp.persist(&target)
-            .map_err(|e| io_error("cannot rename into", &target)(e.error))?;
+        persist(temp, &target)?;
         summary.written.push(target);
     }
     if !summary.written.is_empty() {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_error("cannot sync directory", dir))?;
+        sync_dir(dir)?;
     }
     Ok(summary)
 }
 
-/// The contents some files had before a change, to put back if the change fails later
-/// (a unit that will not start after its files were replaced).
+/// A synced temporary file in `dir` holding `bytes`, with `mode` and, when given, the
+/// owner `(uid, gid)`; removed again if it is dropped before being persisted.
+fn stage_file(
+    dir: &Path,
+    bytes: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> Result<NamedTempFile, WriteError> {
+    let mut temp = temp_builder()
+        .tempfile_in(dir)
+        .map_err(io_error("cannot create a temporary file in", dir))?;
+    temp.write_all(bytes)
+        .map_err(io_error("cannot write", temp.path()))?;
+    temp.as_file()
+        .set_permissions(Permissions::from_mode(mode))
+        .map_err(io_error("cannot set permissions of", temp.path()))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(temp.as_file(), Some(uid), Some(gid))
+            .map_err(io_error("cannot set the owner of", temp.path()))?;
+    }
+    temp.as_file()
+        .sync_all()
+        .map_err(io_error("cannot sync", temp.path()))?;
+    Ok(temp)
+}
+
+fn temp_builder() -> tempfile::Builder<'static, 'static> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".iptables-ctl-");
+    builder
+}
+
+fn persist<F>(temp: NamedTempFile<F>, target: &Path) -> Result<(), WriteError> {
+    temp.persist(target)
+        .map(drop)
+        .map_err(|e| io_error("cannot rename into", target)(e.error))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), WriteError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error("cannot sync directory", dir))
+}
+
+/// What a path was before a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Previous {
+    Absent,
+    /// A regular file: its bytes, permission bits and owner.
+    File {
+        bytes: Vec<u8>,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    /// A symbolic link (an alias such as netfilter-persistent's `iptables.service`):
+    /// put back as the same link, not as a copy of what it pointed to.
+    Symlink(PathBuf),
+}
+
+/// What some paths were before a change, to put back if the change fails later (a unit
+/// that will not start after its files were replaced).
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    entries: Vec<(PathBuf, Option<Vec<u8>>)>,
+    entries: Vec<(PathBuf, Previous)>,
 }
 
 impl Snapshot {
-    /// Records the current content (or absence) of `dir/name` for every name.
+    /// Records what `dir/name` is now (a file, a symlink, or nothing) for every name.
     pub fn take<'a>(
         dir: &Path,
         names: impl IntoIterator<Item = &'a str>,
@@ -163,49 +211,66 @@ impl Snapshot {
         let mut entries = Vec::new();
         for name in names {
             let path = dir.join(name);
-            let content = match fs::read(&path) {
-                Ok(bytes) => Some(bytes),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                Err(e) => return Err(io_error("cannot read", &path)(e)),
+            let previous = match fs::symlink_metadata(&path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Previous::Absent,
+                Err(e) => return Err(io_error("cannot inspect", &path)(e)),
+                Ok(meta) if meta.file_type().is_symlink() => Previous::Symlink(
+                    fs::read_link(&path).map_err(io_error("cannot read the link", &path))?,
+                ),
+                Ok(meta) if meta.is_file() => Previous::File {
+                    bytes: fs::read(&path).map_err(io_error("cannot read", &path))?,
+                    mode: meta.permissions().mode() & 0o7777,
+                    uid: meta.uid(),
+                    gid: meta.gid(),
+                },
+                Ok(_) => return Err(WriteError::NotAFile { path }),
             };
-            entries.push((path, content));
+            entries.push((path, previous));
         }
         Ok(Snapshot { entries })
     }
 
-    /// Adds another snapshot's files to this one.
+    /// Adds another snapshot's paths to this one.
     pub fn extend(&mut self, other: Snapshot) {
         self.entries.extend(other.entries);
     }
 
-    /// Puts every file back as it was: rewritten atomically, or removed if it did not
-    /// exist. Every file is attempted; the first error is returned.
+    /// Puts every path back as it was, each atomically: a file with its bytes, mode and
+    /// owner, a symlink as the same link, an absent one removed. Every path is
+    /// attempted; the first error is returned.
     pub fn restore(&self) -> Result<(), WriteError> {
         let mut first_error = None;
-        for (path, content) in &self.entries {
-            let result = match (content, path.parent(), path.file_name()) {
-                (Some(bytes), Some(dir), Some(name)) => write_files(
-                    dir,
-                    &[(
-                        name.to_string_lossy().into_owned(),
-                        String::from_utf8_lossy(bytes).into_owned(),
-                    )],
-                )
-                .map(drop),
-                (None, _, _) => match fs::remove_file(path) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                        Err(io_error("cannot remove", path)(e))
-                    }
-                    _ => Ok(()),
-                },
-                _ => Ok(()),
-            };
-            if let Err(e) = result {
+        for (path, previous) in &self.entries {
+            if let Err(e) = restore_one(path, previous) {
                 first_error.get_or_insert(e);
             }
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+fn restore_one(path: &Path, previous: &Previous) -> Result<(), WriteError> {
+    let (dir, _) = dir_and_name(path)?;
+    match previous {
+        Previous::Absent => match fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error("cannot remove", path)(e)),
+        },
+        Previous::File {
+            bytes,
+            mode,
+            uid,
+            gid,
+        } => persist(stage_file(dir, bytes, *mode, Some((*uid, *gid)))?, path)?,
+        Previous::Symlink(destination) => {
+            let link = temp_builder()
+                .make_in(dir, |temp| std::os::unix::fs::symlink(destination, temp))
+                .map_err(io_error("cannot create a temporary link in", dir))?;
+            persist(link, path)?;
+        }
+    }
+    sync_dir(dir)
 }
 
 #[cfg(test)]
@@ -264,5 +329,41 @@ mod tests {
         snapshot.restore().expect("restore");
         assert_eq!(fs::read_to_string(dir.path().join("a")).expect("a"), "old");
         assert!(!dir.path().join("b").exists());
+    }
+
+    #[test]
+    fn snapshot_puts_back_symlinks_as_links_and_files_with_their_mode_and_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let alias = dir.path().join("iptables.service");
+        std::os::unix::fs::symlink("/lib/systemd/system/netfilter-persistent.service", &alias)
+            .expect("link");
+        let private = dir.path().join("base.toml");
+        let not_utf8 = [b'#', 0xff, 0xfe, b'\n'];
+        fs::write(&private, not_utf8).expect("seed");
+        fs::set_permissions(&private, Permissions::from_mode(0o600)).expect("chmod");
+        let snapshot =
+            Snapshot::take(dir.path(), ["iptables.service", "base.toml"]).expect("snapshot");
+        write_files(
+            dir.path(),
+            &[
+                ("iptables.service".into(), "[Unit]\n".into()),
+                ("base.toml".into(), "new\n".into()),
+            ],
+        )
+        .expect("write");
+        assert!(!alias.symlink_metadata().expect("meta").is_symlink());
+        snapshot.restore().expect("restore");
+        assert_eq!(
+            fs::read_link(&alias).expect("still a link"),
+            Path::new("/lib/systemd/system/netfilter-persistent.service")
+        );
+        assert_eq!(fs::read(&private).expect("read"), not_utf8);
+        let meta = fs::metadata(&private).expect("meta");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "no temporary files left: {names:?}");
     }
 }
