@@ -241,15 +241,25 @@ pub fn install(
     let Some(manager) = manager else {
         return stage_enable(target.layout, &unit_dir, &units, out);
     };
+    // From here on a failure undoes what this run did in systemd too: the links it
+    // created go, and systemd reloads the unit files as they were put back.
+    let mut undo = LiveUndo {
+        manager,
+        snapshot,
+        created_links: Vec::new(),
+    };
     let result = (|| -> anyhow::Result<()> {
         manager.daemon_reload()?;
         for change in manager.enable(&units.all())? {
             writeln!(out, "{change}")?;
+            if change.kind == "symlink" {
+                undo.created_links.push(PathBuf::from(&change.path));
+            }
         }
         Ok(())
     })();
     if let Err(error) = result {
-        restore(&snapshot, out);
+        undo.run(out);
         return Err(error);
     }
     if options.no_start {
@@ -269,10 +279,15 @@ pub fn install(
     if let Err(error) = run_job(manager, kind, &units.rules) {
         writeln!(
             out,
-            "{} did not {kind}; putting the previous files back",
+            "{} did not {kind}; putting the previous files and unit state back",
             units.rules
         )?;
-        restore(&snapshot, out);
+        undo.run(out);
+        if kind == JobKind::Reload {
+            // The unit is still active, and a reload that failed part way may have
+            // loaded the new IPv4 rules but not the IPv6 ones: load the previous files.
+            reload_previous(manager, &units.rules, out);
+        }
         return Err(error);
     }
     run_job(manager, JobKind::Start, &units.umbrella)?;
@@ -282,6 +297,60 @@ pub fn install(
         units.rules, target.instance
     )?;
     Ok(())
+}
+
+/// What a live install undoes when systemd refuses a step after files were written.
+struct LiveUndo<'a> {
+    manager: &'a dyn ServiceManager,
+    snapshot: Snapshot,
+    /// Enable links this run created (enable never replaces an existing link, so none
+    /// of these was there before).
+    created_links: Vec<PathBuf>,
+}
+
+impl LiveUndo<'_> {
+    /// Puts the files back, removes the links this run created (and the `.wants`
+    /// directories they leave empty), and has systemd load the unit files as they are
+    /// again. Best effort: each step that fails is reported and the rest still run.
+    fn run(&self, out: &mut dyn Write) {
+        restore(&self.snapshot, out);
+        for link in &self.created_links {
+            match fs::remove_file(link) {
+                Ok(()) => {
+                    let _ = writeln!(out, "removed {}", link.display());
+                    if let Some(dir) = link.parent() {
+                        let _ = fs::remove_dir(dir);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    let _ = writeln!(out, "warning: could not remove {}: {e}", link.display());
+                }
+            }
+        }
+        if let Err(e) = self.manager.daemon_reload() {
+            let _ = writeln!(out, "warning: systemd did not reload its unit files: {e}");
+        }
+    }
+}
+
+/// After a failed reload and the previous files put back: loads them again, so the live
+/// rules are the previous ones whatever the failed reload had loaded.
+fn reload_previous(manager: &dyn ServiceManager, unit: &str, out: &mut dyn Write) {
+    match manager.run_job(JobKind::Reload, unit) {
+        Ok(JobResult::Done) => {
+            let _ = writeln!(out, "{unit}: the previous files are loaded again");
+        }
+        Ok(other) => {
+            let _ = writeln!(
+                out,
+                "warning: reloading the previous files did not succeed either ({other})"
+            );
+        }
+        Err(e) => {
+            let _ = writeln!(out, "warning: reloading the previous files failed too: {e}");
+        }
+    }
 }
 
 /// Directories created for a command, removed again (when still empty) unless the
@@ -544,12 +613,7 @@ pub fn reload(
             "reload failed; putting the previous files back and loading them again"
         )?;
         restore(&snapshot, out);
-        if let Err(again) = manager.run_job(JobKind::Reload, &units.rules) {
-            writeln!(
-                out,
-                "warning: reloading the previous files failed too: {again}"
-            )?;
-        }
+        reload_previous(manager, &units.rules, out);
         return Err(error);
     }
     writeln!(out, "{}: reloaded; the new rules are in force", units.rules)?;
@@ -754,10 +818,12 @@ mod tests {
     }
 
     /// Records every call; jobs end with `job_result`; the rules unit is `active_state`.
+    /// With `links_in`, enable creates one link per unit there, as systemd would.
     struct FakeManager {
         calls: RefCell<Vec<String>>,
         job_result: JobResult,
         active_state: &'static str,
+        links_in: Option<PathBuf>,
     }
 
     impl FakeManager {
@@ -766,7 +832,13 @@ mod tests {
                 calls: RefCell::new(Vec::new()),
                 job_result,
                 active_state,
+                links_in: None,
             }
+        }
+
+        fn linking_in(mut self, dir: PathBuf) -> FakeManager {
+            self.links_in = Some(dir);
+            self
         }
 
         fn calls(&self) -> Vec<String> {
@@ -783,7 +855,23 @@ mod tests {
             self.calls
                 .borrow_mut()
                 .push(format!("enable {}", units.join(" ")));
-            Ok(Vec::new())
+            let Some(dir) = &self.links_in else {
+                return Ok(Vec::new());
+            };
+            fs::create_dir_all(dir).unwrap();
+            Ok(units
+                .iter()
+                .map(|unit| {
+                    let link = dir.join(unit);
+                    std::os::unix::fs::symlink(format!("/etc/systemd/system/{unit}"), &link)
+                        .unwrap();
+                    UnitFileChange {
+                        kind: "symlink".to_owned(),
+                        path: link.display().to_string(),
+                        destination: format!("/etc/systemd/system/{unit}"),
+                    }
+                })
+                .collect())
         }
         fn disable(&self, units: &[&str]) -> Result<Vec<UnitFileChange>, SystemdError> {
             self.calls
@@ -900,29 +988,56 @@ mod tests {
     }
 
     #[test]
-    fn install_puts_the_previous_files_back_when_the_unit_fails() {
-        let staged = staged(Some(POLICY));
-        let config = staged.layout.config_dir();
-        fs::write(config.join("base.rules"), "previous rules\n").unwrap();
-        let before = staged.files();
-        let manager = FakeManager::new("inactive", JobResult::Other("failed".to_owned()));
-        let mut out = Vec::new();
-        let error = install(
-            &staged.target(),
-            Systemd::Live(&manager),
-            InstallOptions::default(),
-            &mut out,
-        )
-        .unwrap_err();
-        let failed = error.downcast_ref::<JobFailed>().expect("a JobFailed");
-        assert_eq!(failed.unit, "iptables@base.service");
-        assert!(
-            failed.details.contains("result: exit-code"),
-            "{}",
-            failed.details
-        );
-        assert_eq!(staged.files(), before, "every file is as it was");
-        assert!(String::from_utf8_lossy(&out).contains("putting the previous files back"));
+    fn a_failed_install_puts_back_files_links_and_unit_state() {
+        for (state, job) in [("inactive", "start"), ("active", "reload")] {
+            let staged = staged(Some(POLICY));
+            let config = staged.layout.config_dir();
+            fs::write(config.join("base.rules"), "previous rules\n").unwrap();
+            let before = staged.files();
+            let wants = staged
+                .root
+                .path()
+                .join("etc/systemd/system/multi-user.target.wants");
+            let manager = FakeManager::new(state, JobResult::Other("failed".to_owned()))
+                .linking_in(wants.clone());
+            let mut out = Vec::new();
+            let error = install(
+                &staged.target(),
+                Systemd::Live(&manager),
+                InstallOptions::default(),
+                &mut out,
+            )
+            .unwrap_err();
+            let failed = error.downcast_ref::<JobFailed>().expect("a JobFailed");
+            assert_eq!(failed.unit, "iptables@base.service");
+            assert!(
+                failed.details.contains("result: exit-code"),
+                "{}",
+                failed.details
+            );
+            assert_eq!(staged.files(), before, "{state}: every file is as it was");
+            assert!(
+                !wants.exists(),
+                "{state}: the links and their directory are gone"
+            );
+            let text = String::from_utf8_lossy(&out);
+            assert!(
+                text.contains("putting the previous files and unit state back"),
+                "{text}"
+            );
+            let mut expected = vec![
+                "daemon-reload".to_owned(),
+                "enable iptables.service iptables@base.service iptables-docker@base.service"
+                    .to_owned(),
+                format!("{job} iptables@base.service"),
+                "daemon-reload".to_owned(),
+            ];
+            if state == "active" {
+                // The unit stays active: the previous files are loaded again.
+                expected.push("reload iptables@base.service".to_owned());
+            }
+            assert_eq!(manager.calls(), expected, "{state}");
+        }
     }
 
     #[test]

@@ -374,6 +374,53 @@ fn install_refuses_netfilter_persistent_and_a_backend_mismatch_until_forced() {
             .is_not_found()
     );
 
+    // A start that systemd fails (here an admin's drop-in whose ExecStartPre fails):
+    // install --force gets past the conflicts, writes, enables, fails to start, and puts
+    // everything back: files, enable links, and systemd's view of the units.
+    let drop_in = state.etc_systemd().join("iptables@base.service.d");
+    fs::create_dir_all(&drop_in).unwrap();
+    fs::write(
+        drop_in.join("fail.conf"),
+        "[Service]\nExecStartPre=/bin/false\n",
+    )
+    .unwrap();
+    let bus = machine.bus();
+    let our_units = [RULES_UNIT, DOCKER_UNIT, "iptables.service"];
+    let unit_file_states = || -> Vec<Option<String>> {
+        our_units
+            .iter()
+            .map(|unit| bus.unit_file_state(unit).unwrap())
+            .collect()
+    };
+    let before = (
+        tree(&state.etc_systemd()),
+        tree(&state.etc_iptables()),
+        machine.save("iptables-save"),
+        unit_file_states(),
+    );
+    // netfilter-persistent's alias is what systemd knows as iptables.service.
+    assert_eq!(before.3, [None, None, Some("alias".to_owned())]);
+    let out = machine.exec(&["iptables-ctl", "install", "--force"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains("created symlink"), "{text}");
+    assert!(
+        text.contains("putting the previous files and unit state back"),
+        "{text}"
+    );
+    assert!(stderr(&out).contains("start failed"), "{}", stderr(&out));
+    assert_eq!(
+        (
+            tree(&state.etc_systemd()),
+            tree(&state.etc_iptables()),
+            machine.save("iptables-save"),
+            unit_file_states(),
+        ),
+        before,
+        "a failed start changes nothing, the alias included"
+    );
+    fs::remove_dir_all(&drop_in).unwrap();
+
     let out = machine.exec(&["iptables-ctl", "install", "--force"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("warning (--force): netfilter-persistent is enabled"));
