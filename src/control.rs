@@ -245,6 +245,7 @@ pub fn install(
     // created go, and systemd reloads the unit files as they were put back.
     let mut undo = LiveUndo {
         manager,
+        rules_unit: &units.rules,
         snapshot,
         created_links: Vec::new(),
     };
@@ -302,6 +303,8 @@ pub fn install(
 /// What a live install undoes when systemd refuses a step after files were written.
 struct LiveUndo<'a> {
     manager: &'a dyn ServiceManager,
+    /// The instance's rules unit, the one a failed job leaves failed.
+    rules_unit: &'a str,
     snapshot: Snapshot,
     /// Enable links this run created (enable never replaces an existing link, so none
     /// of these was there before).
@@ -330,6 +333,17 @@ impl LiveUndo<'_> {
         }
         if let Err(e) = self.manager.daemon_reload() {
             let _ = writeln!(out, "warning: systemd did not reload its unit files: {e}");
+            return;
+        }
+        // A first install whose start failed: the unit file is gone again, and a unit
+        // that no longer exists should not linger in `systemctl --failed`. (The failure
+        // was reported, journal lines included.)
+        let gone_but_failed = self
+            .manager
+            .unit_status(self.rules_unit)
+            .is_ok_and(|s| s.is_not_found() && s.active_state == "failed");
+        if gone_but_failed && let Err(e) = self.manager.reset_failed(self.rules_unit) {
+            let _ = writeln!(out, "warning: {e}");
         }
     }
 }
@@ -902,6 +916,10 @@ mod tests {
         }
         fn unit_file_state(&self, _unit: &str) -> Result<Option<String>, SystemdError> {
             Ok(None)
+        }
+        fn reset_failed(&self, unit: &str) -> Result<(), SystemdError> {
+            self.calls.borrow_mut().push(format!("reset-failed {unit}"));
+            Ok(())
         }
     }
 

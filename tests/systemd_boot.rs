@@ -419,6 +419,12 @@ fn install_refuses_netfilter_persistent_and_a_backend_mismatch_until_forced() {
         before,
         "a failed start changes nothing, the alias included"
     );
+    // Nor does the unit, gone again, linger in `systemctl --failed`.
+    let rules = bus.unit_status(RULES_UNIT).unwrap();
+    assert_eq!(
+        (rules.load_state.as_str(), rules.active_state.as_str()),
+        ("not-found", "inactive")
+    );
     fs::remove_dir_all(&drop_in).unwrap();
 
     let out = machine.exec(&["iptables-ctl", "install", "--force"]);

@@ -189,6 +189,11 @@ impl ServiceManager for SystemdBus {
             },
         }
     }
+
+    fn reset_failed(&self, unit: &str) -> Result<(), SystemdError> {
+        zbus::block_on(async { self.manager().await?.reset_failed_unit(unit).await })
+            .map_err(|e| self.error(&format!("reset-failed {unit}"), Some(unit), e))
+    }
 }
 
 /// Sorts a zbus error into what callers branch on.

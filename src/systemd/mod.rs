@@ -208,4 +208,7 @@ pub trait ServiceManager {
 
     /// The enablement state of a unit file, or None when there is no such file.
     fn unit_file_state(&self, unit: &str) -> Result<Option<String>, SystemdError>;
+
+    /// `systemctl reset-failed UNIT`: systemd forgets that the unit failed.
+    fn reset_failed(&self, unit: &str) -> Result<(), SystemdError>;
 }

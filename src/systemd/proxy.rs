@@ -47,6 +47,9 @@ pub trait Manager {
     /// Queues a restart job and returns its path.
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
 
+    /// `systemctl reset-failed`: forgets a unit's failed state.
+    fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
+
     /// Loads a unit (if it is not loaded) and returns its object path.
     fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
 
