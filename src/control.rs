@@ -318,14 +318,11 @@ impl LiveUndo<'_> {
     fn run(&self, out: &mut dyn Write) {
         restore(&self.snapshot, out);
         for link in &self.created_links {
-            match fs::remove_file(link) {
-                Ok(()) => {
+            match files::remove_link(link) {
+                Ok(true) => {
                     let _ = writeln!(out, "removed {}", link.display());
-                    if let Some(dir) = link.parent() {
-                        let _ = fs::remove_dir(dir);
-                    }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Ok(false) => {}
                 Err(e) => {
                     let _ = writeln!(out, "warning: could not remove {}: {e}", link.display());
                 }
@@ -509,16 +506,10 @@ pub fn uninstall(
             for unit in units.all() {
                 if let Some(shipped) = units::shipped_unit(unit) {
                     for link in units::enable_links(root, unit, Path::new("/"), shipped.text) {
-                        if link.link.symlink_metadata().is_ok() {
-                            fs::remove_file(&link.link).with_context(|| {
-                                format!("cannot remove {}", link.link.display())
-                            })?;
+                        let removed = files::remove_link(&link.link)
+                            .with_context(|| format!("cannot remove {}", link.link.display()))?;
+                        if removed {
                             writeln!(out, "removed {}", link.link.display())?;
-                            // The .wants directory was made for the link if it is now
-                            // empty; remove_dir leaves it when it is not.
-                            if let Some(dir) = link.link.parent() {
-                                let _ = fs::remove_dir(dir);
-                            }
                         }
                     }
                 }

@@ -249,6 +249,22 @@ impl Snapshot {
     }
 }
 
+/// Removes the link (or file) at `path` and then its directory if that is left empty:
+/// a `.wants` directory made for an enable link goes with the link, one holding
+/// anything else stays. Returns whether there was anything to remove.
+pub fn remove_link(path: &Path) -> io::Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => {
+            if let Some(dir) = path.parent() {
+                let _ = fs::remove_dir(dir);
+            }
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 fn restore_one(path: &Path, previous: &Previous) -> Result<(), WriteError> {
     let (dir, _) = dir_and_name(path)?;
     match previous {
