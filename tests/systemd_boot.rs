@@ -510,6 +510,32 @@ fn assert_published_8080_only(machine: &Machine<'_>) {
     }
 }
 
+/// Starts the machine's dockerd and imports `bb`, an image holding only busybox.
+fn start_docker_with_busybox(machine: &Machine<'_>) {
+    machine.exec_ok(&["systemctl", "enable", "--now", "docker.service"]);
+    machine.exec_ok(&[
+        "sh",
+        "-c",
+        "mkdir -p /tmp/bb/bin && cp /bin/busybox /tmp/bb/bin/ && tar -C /tmp/bb -c . | docker import - bb",
+    ]);
+}
+
+/// Runs busybox httpd on port 80 in a new container `name`, with the `docker run`
+/// `options` (ports, network, restart policy), and waits until it serves.
+fn run_httpd(machine: &Machine<'_>, name: &str, options: &[&str]) {
+    let mut argv = vec!["docker", "run", "-d", "--init", "--name", name];
+    argv.extend_from_slice(options);
+    argv.extend_from_slice(&["bb", "/bin/busybox", "httpd", "-f", "-p", "80"]);
+    machine.exec_ok(&argv);
+    wait_until_serving(machine, name);
+}
+
+/// Starts the existing container `name` and waits until it serves.
+fn start_httpd(machine: &Machine<'_>, name: &str) {
+    machine.exec_ok(&["docker", "start", name]);
+    wait_until_serving(machine, name);
+}
+
 /// Waits until the container `name`'s httpd accepts connections on its own address.
 /// `docker run -d` and `docker start` return once the process is started, not once it
 /// listens; a probe through the firewall before then would be refused by the
@@ -566,29 +592,12 @@ fn docker_started_by_systemd_restarts_stops_and_reboots_under_the_rules() {
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
 
     // A real dockerd, started by the machine's systemd, and a real container.
-    machine.exec_ok(&["systemctl", "enable", "--now", "docker.service"]);
-    machine.exec_ok(&["sh", "-c", "mkdir -p /tmp/bb/bin && cp /bin/busybox /tmp/bb/bin/ && tar -C /tmp/bb -c . | docker import - bb"]);
-    machine.exec_ok(&[
-        "docker",
-        "run",
-        "-d",
-        "--init",
-        "--restart",
-        "always",
-        "--name",
+    start_docker_with_busybox(&machine);
+    run_httpd(
+        &machine,
         "web",
-        "-p",
-        "8080:80",
-        "-p",
-        "9090:80",
-        "bb",
-        "/bin/busybox",
-        "httpd",
-        "-f",
-        "-p",
-        "80",
-    ]);
-    wait_until_serving(&machine, "web");
+        &["--restart", "always", "-p", "8080:80", "-p", "9090:80"],
+    );
     assert_published_8080_only(&machine);
     assert_eq!(forward_first(&machine), "-A FORWARD -j DOCKER-USER");
     assert_eq!(
@@ -600,8 +609,7 @@ fn docker_started_by_systemd_restarts_stops_and_reboots_under_the_rules() {
     // first and the rules are in force.
     let asserted_before = activated_at(&bus, DOCKER_UNIT);
     machine.exec_ok(&["systemctl", "restart", "docker.service"]);
-    machine.exec_ok(&["docker", "start", "web"]);
-    wait_until_serving(&machine, "web");
+    start_httpd(&machine, "web");
     let docker_up = activated_at(&bus, "docker.service");
     // systemctl waits for docker's own job only; the propagated restart of our unit
     // (PartOf=, ordered After=) finishes a moment later.
@@ -667,8 +675,7 @@ fn docker_started_by_systemd_restarts_stops_and_reboots_under_the_rules() {
         "rules in force before dockerd started ({rules_at} > {docker_started})"
     );
     assert!(activated_at(&bus, DOCKER_UNIT) >= activated_at(&bus, "docker.service"));
-    machine.exec_ok(&["docker", "start", "web"]);
-    wait_until_serving(&machine, "web");
+    start_httpd(&machine, "web");
     let _listeners = listen(&machine.netns, &[2223]);
     assert_eq!(
         probe(&machine.client, None, MACHINE_V4, 2223),
@@ -711,23 +718,12 @@ fn audit_on_a_real_dockerd_lists_every_published_port_and_flags_the_uncovered_on
     let machine = Machine::boot(&state);
     let out = machine.exec(&["iptables-ctl", "install"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    machine.exec_ok(&["systemctl", "enable", "--now", "docker.service"]);
-    machine.exec_ok(&[
-        "sh",
-        "-c",
-        "mkdir -p /tmp/bb/bin && cp /bin/busybox /tmp/bb/bin/ && tar -C /tmp/bb -c . | docker import - bb",
-    ]);
-    let httpd = ["bb", "/bin/busybox", "httpd", "-f", "-p", "80"];
-    let run = |args: &[&str]| {
-        let mut argv = vec!["docker", "run", "-d", "--init"];
-        argv.extend_from_slice(args);
-        argv.extend_from_slice(&httpd);
-        machine.exec_ok(&argv);
-    };
-    run(&[
-        "--name", "web", "-p", "8080:80", "-p", "8081:80", "-p", "9090:80",
-    ]);
-    wait_until_serving(&machine, "web");
+    start_docker_with_busybox(&machine);
+    run_httpd(
+        &machine,
+        "web",
+        &["-p", "8080:80", "-p", "8081:80", "-p", "9090:80"],
+    );
     // A network whose bridge has a custom name: the policy's docker_bridges (docker0,
     // br-+) do not cover it, so its published port is open to the world.
     machine.exec_ok(&[
@@ -738,8 +734,11 @@ fn audit_on_a_real_dockerd_lists_every_published_port_and_flags_the_uncovered_on
         "com.docker.network.bridge.name=legacy0",
         "legacy",
     ]);
-    run(&["--name", "legacy", "--network", "legacy", "-p", "7070:80"]);
-    wait_until_serving(&machine, "legacy");
+    run_httpd(
+        &machine,
+        "legacy",
+        &["--network", "legacy", "-p", "7070:80"],
+    );
 
     // What real connections from the client see.
     let real: Vec<Outcome> = [8080, 8081, 9090, 7070]
