@@ -1,6 +1,8 @@
 //! The exposure audit and packet explain: every port Docker publishes (read from its
-//! DNAT rules), who can reach it from the external interfaces, which rule decides, and
-//! whether that agrees with the policy; and the walk of one packet, for `explain`.
+//! DNAT rules, and from the docker-proxy processes that serve a family Docker does not
+//! NAT, as IPv6 under Docker's default setup), who can reach it from the external
+//! interfaces, which rule decides, and whether that agrees with the policy; and the
+//! walk of one packet, for `explain`.
 //!
 //! Reachability is exact for the rules the evaluator understands: the source address
 //! space is cut at every boundary any rule or the policy mentions, one address of each
@@ -20,17 +22,37 @@ use anyhow::{Context as _, bail};
 use crate::evaluate::{self, Endpoint, Packet, Ruleset, Transport, Verdict, Walk};
 use crate::host::HostProbe;
 use crate::hostnet::HostNet;
-use crate::instance;
 use crate::iptables::rule::{Match, Proto, Target};
 use crate::live::{self, LiveFirewall};
 use crate::policy::types::{Family, Proto as PolicyProto};
-use crate::policy::{DockerDefault, Policy};
+use crate::policy::{DockerDefault, ExternalInterfaces, Policy};
 
-/// A port Docker publishes, as its DNAT rule says.
+/// How clients reach a published port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PortPath {
+    /// Docker's DNAT rule sends them through FORWARD (and DOCKER-USER).
+    Dnat,
+    /// docker-proxy accepts them on the host (INPUT) and connects to the container.
+    DockerProxy,
+}
+
+impl std::fmt::Display for PortPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PortPath::Dnat => "DNAT",
+            PortPath::DockerProxy => "docker-proxy",
+        })
+    }
+}
+
+/// A port Docker publishes, as its DNAT rule (or docker-proxy) says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PublishedPort {
     /// `IPv4` or `IPv6`.
     pub family: String,
+    /// Through FORWARD (DNAT) or INPUT (docker-proxy).
+    pub path: PortPath,
     /// tcp or udp.
     pub transport: Transport,
     /// Only when dialed to this host address (`-d`); any local address otherwise.
@@ -41,7 +63,7 @@ pub struct PublishedPort {
     pub container_address: Option<IpAddr>,
     /// The container port.
     pub container_port: Option<u16>,
-    /// The DNAT rule.
+    /// The DNAT rule, or docker-proxy's command line.
     pub rule: String,
 }
 
@@ -100,6 +122,7 @@ pub fn published_ports(ruleset: &Ruleset, family: Family) -> Vec<PublishedPort> 
                 Target::Dnat { address, port } => {
                     let mut published = PublishedPort {
                         family: family.to_string(),
+                        path: PortPath::Dnat,
                         transport: Transport::Tcp,
                         host_address: None,
                         host_port: 0,
@@ -136,6 +159,34 @@ pub fn published_ports(ruleset: &Ruleset, family: Family) -> Vec<PublishedPort> 
     ports
 }
 
+/// The ports docker-proxy serves in `family` that no DNAT rule of that family takes
+/// first: their clients reach the host itself, through INPUT.
+pub fn proxy_ports(host: &HostNet, family: Family, dnat: &[PublishedPort]) -> Vec<PublishedPort> {
+    let mut ports: Vec<PublishedPort> = host
+        .proxies
+        .iter()
+        .filter(|p| Family::of(&p.host_address) == family)
+        .filter(|p| {
+            !dnat
+                .iter()
+                .any(|d| d.transport == p.transport && d.host_port == p.host_port)
+        })
+        .map(|p| PublishedPort {
+            family: family.to_string(),
+            path: PortPath::DockerProxy,
+            transport: p.transport,
+            host_address: (!p.host_address.is_unspecified()).then_some(p.host_address),
+            host_port: p.host_port,
+            container_address: p.container_address,
+            container_port: p.container_port,
+            rule: p.command.clone(),
+        })
+        .collect();
+    ports.sort_by_key(|p| (p.host_port, p.transport == Transport::Udp, p.host_address));
+    ports.dedup_by_key(|p| (p.host_port, p.transport, p.host_address));
+    ports
+}
+
 /// One family's ruleset, with the source boundaries its rules and the host's ipsets
 /// draw (the same for every port, so found once).
 pub struct AuditedRuleset<'a> {
@@ -168,7 +219,7 @@ impl<'a> AuditedRuleset<'a> {
             Some(address) => address,
             None => host.address_of(interface, ipv6)?,
         };
-        let allowed = policy.map(|p| allowed_sources(p, port, dialed));
+        let allowed = policy.map(|p| allowed_sources(p, port, dialed, interface));
         let mut boundaries = self.cuts.clone();
         if let Some(Reach::Only(nets)) = &allowed {
             for net in nets {
@@ -245,8 +296,13 @@ impl<'a> AuditedRuleset<'a> {
     }
 }
 
-/// What the policy allows to reach `port` dialed at `dialed`.
-fn allowed_sources(policy: &Policy, port: &PublishedPort, dialed: IpAddr) -> Reach {
+/// What the policy allows to reach `port` dialed at `dialed`, arriving on `interface`.
+fn allowed_sources(
+    policy: &Policy,
+    port: &PublishedPort,
+    dialed: IpAddr,
+    interface: &str,
+) -> Reach {
     if policy.docker.default == DockerDefault::Allow {
         return Reach::Anywhere;
     }
@@ -266,9 +322,16 @@ fn allowed_sources(policy: &Policy, port: &PublishedPort, dialed: IpAddr) -> Rea
             .host_address
             .as_ref()
             .is_none_or(|a| a.get_ref().addr() == dialed);
+        let covers_interface = entry.interfaces.is_empty()
+            || entry.interfaces.iter().any(|i| {
+                let name = i.get_ref().as_str();
+                name.strip_suffix('+')
+                    .map_or(name == interface, |prefix| interface.starts_with(prefix))
+            });
         if proto != port.transport
             || !covers_port
             || !covers_address
+            || !covers_interface
             || !entry.family.includes(family)
         {
             continue;
@@ -394,6 +457,8 @@ pub struct AuditReport {
     pub policy: Option<String>,
     /// The interfaces probed from.
     pub interfaces: Vec<String>,
+    /// Every published port found, both families and both paths.
+    pub ports: Vec<PublishedPort>,
     /// One entry per published port and interface.
     pub exposures: Vec<Exposure>,
 }
@@ -404,11 +469,65 @@ impl AuditReport {
         self.exposures.iter().any(Exposure::is_flagged)
     }
 
+    /// The published ports by family and path, such as "IPv4 DNAT: 2, IPv6
+    /// docker-proxy: 2".
+    pub fn port_summary(&self) -> String {
+        let mut counts: Vec<(String, usize)> = Vec::new();
+        for port in &self.ports {
+            let key = format!("{} {}", port.family, port.path);
+            match counts.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((key, 1)),
+            }
+        }
+        counts
+            .iter()
+            .map(|(k, n)| format!("{k}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// One line per flagged exposure, for `status`.
+    pub fn flagged_lines(&self) -> Vec<String> {
+        self.exposures
+            .iter()
+            .filter(|e| e.is_flagged())
+            .map(|e| {
+                let port = &e.port;
+                let target = format!(
+                    "{} {}:{} (in on {})",
+                    port.transport,
+                    bracketed(e.dialed),
+                    port.host_port,
+                    e.interface
+                );
+                match &e.unknown {
+                    Some(reason) => format!("cannot tell who reaches {target}: {reason}"),
+                    None => {
+                        let nets: Vec<String> =
+                            e.not_allowed.iter().map(ToString::to_string).collect();
+                        format!(
+                            "{target} is reachable beyond the policy from {}",
+                            nets.join(", ")
+                        )
+                    }
+                }
+            })
+            .collect()
+    }
+
     /// The report for a person.
     pub fn human(&self) -> String {
         let mut text = String::new();
-        if self.exposures.is_empty() {
-            text.push_str("no published ports (no DNAT rules from Docker)\n");
+        if self.ports.is_empty() {
+            text.push_str(
+                "no published ports (no DNAT rules from Docker, no docker-proxy listening)\n",
+            );
+        } else if self.exposures.is_empty() {
+            text.push_str(&format!(
+                "published ports ({}) not evaluated: no external interface with an address to evaluate them from\n",
+                self.port_summary()
+            ));
         }
         for exposure in &self.exposures {
             let port = &exposure.port;
@@ -418,11 +537,7 @@ impl AuditReport {
                 (Some(a), None) => a.to_string(),
                 (None, _) => "?".to_owned(),
             };
-            let dialed = if exposure.dialed.is_ipv6() {
-                format!("[{}]", exposure.dialed)
-            } else {
-                exposure.dialed.to_string()
-            };
+            let dialed = bracketed(exposure.dialed);
             let verdict = if !exposure.not_allowed.is_empty() {
                 "  NOT ALLOWED BY THE POLICY"
             } else if exposure.unknown.is_some() {
@@ -432,8 +547,12 @@ impl AuditReport {
             } else {
                 ""
             };
+            let via = match port.path {
+                PortPath::Dnat => "",
+                PortPath::DockerProxy => " via docker-proxy",
+            };
             text.push_str(&format!(
-                "{} {dialed}:{} -> {container} (in on {}): {}{verdict}\n",
+                "{} {dialed}:{} -> {container}{via} (in on {}): {}{verdict}\n",
                 port.transport,
                 port.host_port,
                 exposure.interface,
@@ -467,6 +586,15 @@ impl AuditReport {
     }
 }
 
+/// An address as it is written before `:PORT`.
+fn bracketed(address: IpAddr) -> String {
+    if address.is_ipv6() {
+        format!("[{address}]")
+    } else {
+        address.to_string()
+    }
+}
+
 fn describe(reach: Option<&Reach>) -> String {
     match reach {
         None => "reachability unknown".to_owned(),
@@ -479,31 +607,115 @@ fn describe(reach: Option<&Reach>) -> String {
     }
 }
 
-/// Audits the rulesets of both families (`(family, ruleset)`) from `interfaces`.
+/// Audits the rulesets of both families (`(family, ruleset)`) from `interfaces`. An
+/// interface the host does not have cannot be evaluated from: its entries say so and
+/// are flagged (a policy naming one does not mean what its author thinks).
 pub fn audit(
     rulesets: &[(Family, Ruleset)],
     host: &HostNet,
     interfaces: &[String],
     policy: Option<&Policy>,
 ) -> AuditReport {
+    let mut names = host.interface_names();
+    names.sort();
+    let mut ports = Vec::new();
     let mut exposures = Vec::new();
     for (family, ruleset) in rulesets {
         let audited = AuditedRuleset::new(*family, ruleset, host);
-        for port in published_ports(ruleset, *family) {
+        let dnat = published_ports(ruleset, *family);
+        let proxied = proxy_ports(host, *family, &dnat);
+        for port in dnat.into_iter().chain(proxied) {
             for interface in interfaces {
-                exposures.extend(audited.expose(host, &port, interface, policy));
+                if names.contains(interface) {
+                    exposures.extend(audited.expose(host, &port, interface, policy));
+                } else {
+                    exposures.push(missing_interface(&port, interface, &names));
+                }
             }
+            ports.push(port);
         }
     }
     AuditReport {
         policy: policy.map(|p| p.path().display().to_string()),
         interfaces: interfaces.to_vec(),
+        ports,
         exposures,
     }
 }
 
+/// The entry for `port` seen from `interface`, which the host does not have.
+fn missing_interface(port: &PublishedPort, interface: &str, names: &[String]) -> Exposure {
+    let unspecified: IpAddr = if port.family == Family::Ipv6.to_string() {
+        Ipv6Addr::UNSPECIFIED.into()
+    } else {
+        Ipv4Addr::UNSPECIFIED.into()
+    };
+    Exposure {
+        port: port.clone(),
+        interface: interface.to_owned(),
+        dialed: port.host_address.unwrap_or(unspecified),
+        reach: None,
+        decided_by: Vec::new(),
+        unknown: Some(format!(
+            "{interface} does not exist on this host (interfaces here: {})",
+            names.join(", ")
+        )),
+        allowed: None,
+        not_allowed: Vec::new(),
+    }
+}
+
+/// The interfaces the audit looks from: the policy's external interfaces (`auto`: those
+/// of the default routes; a name ending in `+` stands for every interface it matches)
+/// and the default-route interfaces; when there are none, every interface with an
+/// address that is neither loopback nor one of the policy's Docker bridges.
+pub fn audit_interfaces(
+    host: &HostNet,
+    probe: &dyn HostProbe,
+    policy: Option<&Policy>,
+) -> Vec<String> {
+    let names = host.interface_names();
+    let mut interfaces: Vec<String> = Vec::new();
+    if let Some(policy) = policy
+        && let Some(external) = &policy.interfaces.external
+        && let ExternalInterfaces::Named(named) = external.get_ref()
+    {
+        for name in named {
+            let pattern = name.as_str();
+            match pattern.strip_suffix('+') {
+                Some(prefix) => {
+                    interfaces.extend(names.iter().filter(|n| n.starts_with(prefix)).cloned())
+                }
+                None => interfaces.push(pattern.to_owned()),
+            }
+        }
+    }
+    interfaces.extend(probe.default_route_interfaces().unwrap_or_default());
+    interfaces.extend(host.default_route_interfaces());
+    let mut seen = BTreeSet::new();
+    interfaces.retain(|i| seen.insert(i.clone()));
+    if interfaces.is_empty() {
+        let is_bridge = |name: &str| {
+            policy.is_some_and(|p| {
+                p.interfaces.docker_bridges.get_ref().iter().any(|b| {
+                    let b = b.as_str();
+                    b.strip_suffix('+')
+                        .map_or(b == name, |prefix| name.starts_with(prefix))
+                })
+            })
+        };
+        interfaces = host
+            .interfaces
+            .iter()
+            .filter(|i| i.name != "lo" && !i.addresses.is_empty() && !is_bridge(&i.name))
+            .map(|i| i.name.clone())
+            .collect();
+    }
+    interfaces
+}
+
 /// `audit` on the live host: both families' rulesets, the policy at `policy_path` when
-/// there is one (its external interfaces; else the default-route interfaces).
+/// there is one.
 pub fn audit_live(
     firewall: &dyn LiveFirewall,
     host: &HostNet,
@@ -519,13 +731,7 @@ pub fn audit_live(
     } else {
         None
     };
-    let interfaces: Vec<String> = match &policy {
-        Some(policy) => instance::resolve_external(policy, probe)?
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
-        None => host.default_route_interfaces(),
-    };
+    let interfaces = audit_interfaces(host, probe, policy.as_ref());
     Ok(audit(&rulesets, host, &interfaces, policy.as_ref()))
 }
 

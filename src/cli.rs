@@ -1,7 +1,8 @@
 //! The command line: argument definitions (clap) and one small function per command,
-//! each a sequence of library calls. Errors are reported by `main` with their context.
+//! each a sequence of library calls. Everything the commands say goes through one
+//! [`Output`]; errors are reported by `main` with their context; exit codes come from
+//! [`crate::exit`].
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
@@ -10,15 +11,18 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::audit;
 use crate::control;
 use crate::evaluate::Endpoint;
+use crate::exit;
 use crate::files::{self, DirLock};
-use crate::host::LiveHost;
-use crate::hostnet::HostNet;
+use crate::host::{HostProbe, LiveHost, StagedHost};
 use crate::instance::{self, Layout};
 use crate::iptables::Backend;
 use crate::live::SystemFirewall;
-use crate::policy::types::InstanceName;
+use crate::lockout;
+use crate::output::Output;
+use crate::policy::types::{Family, InstanceName};
 use crate::render::{RenderedFile, TemplateKind, output_file_name};
 use crate::starter::{self, StarterFacts};
+use crate::status;
 use crate::systemd::JobKind;
 use crate::systemd::bus::SystemdBus;
 use crate::trial::NetnsTrial;
@@ -101,13 +105,17 @@ pub enum Command {
         #[arg(default_value = "base")]
         instance: InstanceName,
     },
-    /// Start the instance's unit: load its rules.
+    /// Start the instance: load its rules, and re-assert them after every Docker start.
     Start {
         /// Instance name.
         #[arg(default_value = "base")]
         instance: InstanceName,
+        /// Start even when the rules would lock out an open SSH session.
+        #[arg(long)]
+        force: bool,
     },
-    /// Stop the instance's unit: load its pass-through (.empty) files.
+    /// Stop the instance: load its pass-through (.empty) files; Docker starts do not
+    /// load the rules until it is started again.
     Stop {
         /// Instance name.
         #[arg(default_value = "base")]
@@ -118,17 +126,25 @@ pub enum Command {
         /// Instance name.
         #[arg(default_value = "base")]
         instance: InstanceName,
+        /// Restart even when the rules would lock out an open SSH session.
+        #[arg(long)]
+        force: bool,
     },
     /// Re-render and check the policy, write what changed, and reload the unit with no
-    /// gap. A bad policy is refused and the live rules stay as they were.
+    /// gap. A bad policy, or rules that would lock out an open SSH session, are refused
+    /// and the live rules stay as they were.
     Reload {
         /// Instance name.
         #[arg(default_value = "base")]
         instance: InstanceName,
+        /// Reload even when the rules would lock out an open SSH session.
+        #[arg(long)]
+        force: bool,
     },
-    /// Every port Docker publishes, who can reach it from the external interfaces and
-    /// which rule decides, compared with the policy. Exit code 1 when a port is reachable
-    /// from sources the policy does not allow, or cannot be decided.
+    /// Every port Docker publishes (DNAT and docker-proxy), who can reach it from the
+    /// external interfaces and which rule decides, compared with the policy. Exit code 6
+    /// when a port is reachable from sources the policy does not allow, or cannot be
+    /// decided.
     Audit {
         /// Instance whose policy to compare with (reachability only without one).
         #[arg(default_value = "base")]
@@ -152,8 +168,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show the units' state and whether the live rules are the rendered ones.
-    /// Exit code: 0 active and in force, 1 drift, 3 inactive, 4 not installed.
+    /// Show the units' state and whether the rules protect what the policy says.
+    /// Exit code: 0 in force, 3 not running, 4 not installed, 5 active but not in force.
     Status {
         /// Instance name.
         #[arg(default_value = "base")]
@@ -162,6 +178,31 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run by the units after every load: make FORWARD jump to DOCKER-USER first in
+    /// both families, recording each repair for `status`.
+    #[command(hide = true)]
+    ForwardJump {
+        /// Instance name.
+        instance: InstanceName,
+    },
+    /// Run by iptables.service: start, stop or reload every enabled instance and wait.
+    #[command(hide = true)]
+    Umbrella {
+        /// What to do.
+        #[arg(value_enum)]
+        action: UmbrellaAction,
+    },
+}
+
+/// What `iptables.service` asks of every enabled instance.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum UmbrellaAction {
+    /// Start the rules and their re-assertion after Docker.
+    Start,
+    /// Stop both.
+    Stop,
+    /// Reload the active instances' rules.
+    Reload,
 }
 
 /// `--backend`.
@@ -187,8 +228,16 @@ impl From<BackendArg> for Backend {
 }
 
 /// Runs the parsed command line and returns the process exit code.
-pub fn run(cli: Cli) -> anyhow::Result<u8> {
+pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
     let layout = Layout::new(&cli.root);
+    let staged_host = StagedHost {
+        root: cli.root.clone(),
+    };
+    let host: &dyn HostProbe = if staged(&cli) {
+        &staged_host
+    } else {
+        &LiveHost
+    };
     let policy_path = |instance: &InstanceName| {
         cli.config
             .clone()
@@ -199,7 +248,15 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             instance,
             force,
             stdout,
-        } => init(&policy_path(instance), *force, *stdout).map(|()| 0),
+        } => init(
+            &layout,
+            instance,
+            &policy_path(instance),
+            host,
+            *force,
+            *stdout,
+            out,
+        ),
         Command::Render {
             instance,
             stdout,
@@ -209,14 +266,20 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             &layout,
             instance,
             &policy_path(instance),
+            host,
             *stdout,
             !*no_kernel_check,
             (*backend).into(),
-        )
-        .map(|()| 0),
-        Command::Check { instance, backend } => {
-            check(&layout, instance, &policy_path(instance), (*backend).into()).map(|()| 0)
-        }
+            out,
+        ),
+        Command::Check { instance, backend } => check(
+            &layout,
+            instance,
+            &policy_path(instance),
+            host,
+            (*backend).into(),
+            out,
+        ),
         Command::Install {
             instance,
             no_start,
@@ -226,41 +289,65 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 no_start: *no_start,
                 force: *force,
             };
-            with_systemd(&cli, "install", |systemd| {
-                control::install(
-                    &target(&layout, instance, &policy_path(instance)),
-                    systemd,
-                    options,
-                    &mut std::io::stdout(),
-                )
-            })
+            let path = policy_path(instance);
+            let target = target(&layout, instance, &path, host);
+            if staged(&cli) {
+                control::install(&target, control::Systemd::Staged, options, out)
+            } else {
+                let manager = live_systemd(&cli, "install", "it changes system services")?;
+                control::install(&target, control::Systemd::Live(&manager), options, out)
+            }
         }
-        Command::Uninstall { instance } => with_systemd(&cli, "uninstall", |systemd| {
-            control::uninstall(
-                &target(&layout, instance, &policy_path(instance)),
-                systemd,
-                &mut std::io::stdout(),
-            )
-        }),
-        Command::Start { instance } => job(&cli, &layout, instance, JobKind::Start),
-        Command::Stop { instance } => job(&cli, &layout, instance, JobKind::Stop),
-        Command::Restart { instance } => job(&cli, &layout, instance, JobKind::Restart),
-        Command::Reload { instance } => {
-            let manager = live_systemd(&cli, "reload")?;
+        Command::Uninstall { instance } => {
+            let path = policy_path(instance);
+            let target = target(&layout, instance, &path, host);
+            if staged(&cli) {
+                control::uninstall(&target, control::Systemd::Staged, out)
+            } else {
+                let manager = live_systemd(&cli, "uninstall", "it changes system services")?;
+                control::uninstall(&target, control::Systemd::Live(&manager), out)
+            }
+        }
+        Command::Start { instance, force } => lifecycle(
+            &cli,
+            &target(&layout, instance, &policy_path(instance), host),
+            JobKind::Start,
+            *force,
+            out,
+        ),
+        Command::Stop { instance } => lifecycle(
+            &cli,
+            &target(&layout, instance, &policy_path(instance), host),
+            JobKind::Stop,
+            false,
+            out,
+        ),
+        Command::Restart { instance, force } => lifecycle(
+            &cli,
+            &target(&layout, instance, &policy_path(instance), host),
+            JobKind::Restart,
+            *force,
+            out,
+        ),
+        Command::Reload { instance, force } => {
+            let manager = live_systemd(&cli, "reload", "it changes system services")?;
             control::reload(
-                &target(&layout, instance, &policy_path(instance)),
+                &target(&layout, instance, &policy_path(instance), host),
                 &manager,
-                &mut std::io::stdout(),
-            )?;
-            Ok(0)
+                *force,
+                out,
+            )
         }
         Command::Audit { instance, json } => {
-            require_live(&cli, "audit")?;
-            let host = HostNet::read()?;
-            let report =
-                audit::audit_live(&SystemFirewall, &host, &LiveHost, &policy_path(instance))?;
-            print_report(*json, &report, report.human())?;
-            Ok(u8::from(report.is_flagged()))
+            require_live(&cli, "audit", "it reads the live firewall")?;
+            let net = host.network()?;
+            let report = audit::audit_live(&SystemFirewall, &net, host, &policy_path(instance))?;
+            print_report(*json, &report, report.human(), out)?;
+            Ok(if report.is_flagged() {
+                exit::EXPOSED
+            } else {
+                exit::SUCCESS
+            })
         }
         Command::Explain {
             from,
@@ -268,35 +355,75 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             in_interface,
             json,
         } => {
-            require_live(&cli, "explain")?;
-            let host = HostNet::read()?;
+            require_live(&cli, "explain", "it reads the live firewall")?;
+            let net = host.network()?;
+            if let Some(name) = in_interface
+                && !net.interface_names().contains(name)
+            {
+                bail!(
+                    "--in {name}: no such interface on this host (interfaces here: {})",
+                    net.interface_names().join(", ")
+                );
+            }
             let walk =
-                audit::explain_live(&SystemFirewall, &host, *from, to, in_interface.as_deref())?;
-            print_report(*json, &walk, walk.human())?;
-            Ok(0)
+                audit::explain_live(&SystemFirewall, &net, *from, to, in_interface.as_deref())?;
+            print_report(*json, &walk, walk.human(), out)?;
+            Ok(exit::SUCCESS)
         }
         Command::Status { instance, json } => {
-            let manager = live_systemd(&cli, "status")?;
-            let report =
-                control::status(&target(&layout, instance, &policy_path(instance)), &manager)?;
-            print_report(*json, &report, report.human())?;
+            let manager = live_systemd(
+                &cli,
+                "status",
+                "it reads the live firewall and asks systemd",
+            )?;
+            let report = status::status(
+                &target(&layout, instance, &policy_path(instance), host),
+                &manager,
+            )?;
+            print_report(*json, &report, report.human(), out)?;
             Ok(report.exit_code())
+        }
+        Command::ForwardJump { instance } => {
+            require_live(&cli, "forward-jump", "it changes the live firewall")?;
+            control::forward_jump(&layout, instance, &SystemFirewall, out)
+        }
+        Command::Umbrella { action } => {
+            let manager =
+                live_systemd(&cli, "umbrella", "it asks systemd to start and stop units")?;
+            let kind = match action {
+                UmbrellaAction::Start => JobKind::Start,
+                UmbrellaAction::Stop => JobKind::Stop,
+                UmbrellaAction::Reload => JobKind::Reload,
+            };
+            control::umbrella(&manager, kind, out)
         }
     }
 }
 
-/// Commands that read the live firewall: root, and not a staged tree.
-fn require_live(cli: &Cli, command: &str) -> anyhow::Result<()> {
-    require_live_host(
-        cli,
-        command,
-        "reads the live firewall",
-        "it reads the live firewall",
-    )
+/// What a live command works on.
+fn target<'a>(
+    layout: &'a Layout,
+    instance: &'a InstanceName,
+    policy_path: &'a Path,
+    host: &'a dyn HostProbe,
+) -> control::Target<'a> {
+    control::Target {
+        layout,
+        instance,
+        policy_path,
+        host,
+        trial: &SYSTEM_TRIAL,
+        firewall: &SystemFirewall,
+    }
 }
 
 /// Refuses a staged tree (`--root`) and a caller who is not root, saying why `command`
-/// needs the live host (`needs`) and root (`why_root`).
+/// needs root (`why_root`).
+fn require_live(cli: &Cli, command: &str, why_root: &str) -> anyhow::Result<()> {
+    require_live_host(cli, command, "reads the live firewall", why_root)
+}
+
+/// [`require_live`], saying what `command` needs of the live host (`needs`).
 fn require_live_host(cli: &Cli, command: &str, needs: &str, why_root: &str) -> anyhow::Result<()> {
     if staged(cli) {
         bail!(
@@ -314,68 +441,41 @@ const SYSTEM_TRIAL: NetnsTrial = NetnsTrial {
     backend: Backend::System,
 };
 
-fn target<'a>(
-    layout: &'a Layout,
-    instance: &'a InstanceName,
-    policy_path: &'a Path,
-) -> control::Target<'a> {
-    control::Target {
-        layout,
-        instance,
-        policy_path,
-        host: &LiveHost,
-        trial: &SYSTEM_TRIAL,
-        firewall: &SystemFirewall,
-    }
-}
-
 fn staged(cli: &Cli) -> bool {
     cli.root != Path::new("/")
 }
 
-/// Connects to the running systemd, after checking the caller may change it.
-fn live_systemd(cli: &Cli, command: &str) -> anyhow::Result<SystemdBus> {
-    require_live_host(
-        cli,
-        command,
-        "needs the running systemd",
-        "it changes system services and reads the live firewall",
-    )?;
+/// Connects to the running systemd, after checking the caller may use it.
+fn live_systemd(cli: &Cli, command: &str, why_root: &str) -> anyhow::Result<SystemdBus> {
+    require_live_host(cli, command, "needs the running systemd", why_root)?;
     Ok(SystemdBus::system()?)
 }
 
-fn with_systemd(
+fn lifecycle(
     cli: &Cli,
-    command: &str,
-    action: impl FnOnce(control::Systemd<'_>) -> anyhow::Result<()>,
+    target: &control::Target<'_>,
+    kind: JobKind,
+    force: bool,
+    out: &mut Output,
 ) -> anyhow::Result<u8> {
-    if staged(cli) {
-        action(control::Systemd::Staged)?;
-    } else {
-        let manager = live_systemd(cli, command)?;
-        action(control::Systemd::Live(&manager))?;
-    }
-    Ok(0)
+    let manager = live_systemd(cli, &kind.to_string(), "it changes system services")?;
+    control::lifecycle(target, &manager, kind, force, out)
 }
 
-fn job(cli: &Cli, layout: &Layout, instance: &InstanceName, kind: JobKind) -> anyhow::Result<u8> {
-    let manager = live_systemd(cli, &kind.to_string())?;
-    let policy_path = layout.policy_path(instance);
-    control::lifecycle(
-        &target(layout, instance, &policy_path),
-        &manager,
-        kind,
-        &mut std::io::stdout(),
-    )?;
-    Ok(0)
-}
-
-fn init(path: &Path, force: bool, stdout: bool) -> anyhow::Result<()> {
-    let facts = StarterFacts::gather(&LiveHost);
+fn init(
+    layout: &Layout,
+    instance: &InstanceName,
+    path: &Path,
+    host: &dyn HostProbe,
+    force: bool,
+    stdout: bool,
+    out: &mut Output,
+) -> anyhow::Result<u8> {
+    let facts = StarterFacts::gather(host);
     let (text, policy) = starter::starter_policy(&facts, path)?;
     if stdout {
-        print_stdout(&text)?;
-        return Ok(());
+        out.print(&text);
+        return Ok(exit::SUCCESS);
     }
     let (dir, name) = files::dir_and_name(path)?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -387,32 +487,54 @@ fn init(path: &Path, force: bool, stdout: bool) -> anyhow::Result<()> {
         );
     }
     files::write_files(dir, &[(name, text)])?;
-    println!("wrote {}", path.display());
+    writeln!(out, "wrote {}", path.display());
     for line in starter::summary(&facts, &policy) {
-        println!("  {line}");
+        writeln!(out, "  {line}");
     }
-    println!("next: review it, then `iptables-ctl check` and `iptables-ctl render`");
-    Ok(())
+    let others = crate::conflicts::other_instances(layout.root(), instance);
+    if control::enabled_under(layout.root(), instance) {
+        writeln!(
+            out,
+            "next: review it, then `iptables-ctl check {instance}` and `iptables-ctl reload {instance}`"
+        );
+    } else if let Some(other) = others.first() {
+        // One instance at a time: this one cannot be installed next to it.
+        writeln!(
+            out,
+            "note: instance {other} is installed, and only one instance can be; edit its policy and `iptables-ctl reload {other}`, or `iptables-ctl uninstall {other}` first"
+        );
+    } else {
+        writeln!(
+            out,
+            "next: review it, then `iptables-ctl check {instance}` and `iptables-ctl install {instance}`"
+        );
+    }
+    Ok(exit::SUCCESS)
 }
 
+#[allow(clippy::too_many_arguments)] // one per command-line option
 fn render(
     layout: &Layout,
     instance: &InstanceName,
     policy_path: &Path,
+    host: &dyn HostProbe,
     stdout: bool,
     kernel_check: bool,
     backend: Backend,
-) -> anyhow::Result<()> {
+    out: &mut Output,
+) -> anyhow::Result<u8> {
     let dir = layout.config_dir();
     let _lock = if stdout {
         None
     } else {
         Some(DirLock::acquire(&dir).with_context(|| no_config_dir_hint(&dir))?)
     };
-    let (policy, rendered) = instance::render_instance(layout, instance, policy_path, &LiveHost)?;
+    let (policy, rendered) = instance::render_instance(layout, instance, policy_path)?;
+    control::warn_missing_interfaces(&policy, host, out);
     if kernel_check {
-        instance::prove(&policy, &rendered, &NetnsTrial { backend })
+        let reports = instance::prove(&policy, &rendered, &NetnsTrial { backend })
             .context("kernel check of the rendered files failed; nothing was written (--no-kernel-check skips the check)")?;
+        warn_lockouts(host, reports, out);
     }
     if stdout {
         let all: String = rendered
@@ -420,35 +542,63 @@ fn render(
             .map(|f| f.text.as_str())
             .collect::<Vec<_>>()
             .join("\n");
-        print_stdout(&all)?;
-        return Ok(());
+        out.print(&all);
+        return Ok(exit::SUCCESS);
     }
     let summary = files::write_files(&dir, &RenderedFile::outputs(rendered))?;
     for line in summary.lines() {
-        println!("{line}");
+        writeln!(out, "{line}");
     }
-    Ok(())
+    if control::enabled_under(layout.root(), instance) && !summary.written.is_empty() {
+        writeln!(
+            out,
+            "iptables@{instance}.service is installed: these files are loaded at the next boot or Docker start; `iptables-ctl reload {instance}` loads them now (render does not)"
+        );
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// Warns about SSH sessions that rules as loaded in `reports` would lock out.
+fn warn_lockouts(
+    host: &dyn HostProbe,
+    reports: Vec<(Family, crate::trial::TrialReport)>,
+    out: &mut Output,
+) {
+    let loaded: Vec<(Family, String)> = reports
+        .into_iter()
+        .map(|(family, report)| (family, report.loaded))
+        .collect();
+    for lockout in lockout::check(host, &loaded) {
+        out.warn(format!(
+            "{lockout}; reload, install and start refuse these rules without --force"
+        ));
+    }
 }
 
 fn check(
     layout: &Layout,
     instance: &InstanceName,
     policy_path: &Path,
+    host: &dyn HostProbe,
     backend: Backend,
-) -> anyhow::Result<()> {
-    let (policy, rendered) = instance::render_instance(layout, instance, policy_path, &LiveHost)?;
-    println!("policy {} is valid", policy_path.display());
+    out: &mut Output,
+) -> anyhow::Result<u8> {
+    let (policy, rendered) = instance::render_instance(layout, instance, policy_path)?;
+    writeln!(out, "policy {} is valid", policy_path.display());
+    control::warn_missing_interfaces(&policy, host, out);
     let reports = instance::prove(&policy, &rendered, &NetnsTrial { backend })?;
-    for (family, report) in reports {
-        let restore = backend.restore_program(family);
-        let rules = output_file_name(instance, family, TemplateKind::Rules);
-        let empty = output_file_name(instance, family, TemplateKind::Empty);
-        println!(
+    for (family, report) in &reports {
+        let restore = backend.restore_program(*family);
+        let rules = output_file_name(instance, *family, TemplateKind::Rules);
+        let empty = output_file_name(instance, *family, TemplateKind::Empty);
+        writeln!(
+            out,
             "{rules}: {} rules loaded by {restore} in a throwaway network namespace; a second load changed nothing; {empty} loads too",
             report.rule_count
         );
     }
-    Ok(())
+    warn_lockouts(host, reports, out);
+    Ok(exit::SUCCESS)
 }
 
 fn no_config_dir_hint(dir: &Path) -> String {
@@ -459,20 +609,17 @@ fn no_config_dir_hint(dir: &Path) -> String {
 }
 
 /// Prints a report as pretty JSON or as its text for a person.
-fn print_report(json: bool, report: &impl serde::Serialize, human: String) -> anyhow::Result<()> {
+fn print_report(
+    json: bool,
+    report: &impl serde::Serialize,
+    human: String,
+    out: &mut Output,
+) -> anyhow::Result<()> {
     if json {
         let text = serde_json::to_string_pretty(report).context("cannot encode the report")?;
-        print_stdout(&format!("{text}\n"))
+        out.print(&format!("{text}\n"));
     } else {
-        print_stdout(&human)
+        out.print(&human);
     }
-}
-
-/// Prints to stdout; a closed pipe (`| head`) is not an error worth a panic.
-fn print_stdout(text: &str) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => other.context("cannot write to standard output"),
-    }
+    Ok(())
 }

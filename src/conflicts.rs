@@ -69,6 +69,9 @@ pub struct Conflict {
     pub found: String,
     /// Why it matters and what to do.
     pub advice: String,
+    /// `--force` may install anyway (false: nothing can make it work, such as a second
+    /// instance that would overwrite the first one's chains).
+    pub forceable: bool,
 }
 
 impl fmt::Display for Conflict {
@@ -112,6 +115,7 @@ impl ConflictFacts {
             found.push(Conflict {
                 found: "firewalld is running".to_owned(),
                 advice: "it rewrites the firewall on its own; stop and disable it (systemctl disable --now firewalld) or manage Docker's exposure with firewalld zones instead".to_owned(),
+                forceable: true,
             });
         }
         if self.ufw {
@@ -119,12 +123,14 @@ impl ConflictFacts {
                 found: "ufw is enabled".to_owned(),
                 advice: "ufw owns INPUT and reloads it on its own; run `ufw disable` first"
                     .to_owned(),
+                forceable: true,
             });
         }
         if self.netfilter_persistent {
             found.push(Conflict {
                 found: "netfilter-persistent is enabled".to_owned(),
                 advice: "at boot it restores /etc/iptables/rules.v4 over the whole table, Docker's chains included; disable it (systemctl disable netfilter-persistent) or remove iptables-persistent".to_owned(),
+                forceable: true,
             });
         }
         for unit in &self.foreign_units {
@@ -139,12 +145,16 @@ impl ConflictFacts {
             found.push(Conflict {
                 found: what,
                 advice: "a unit of that name would load another firewall's rules in place of ours (netfilter-persistent and RHEL's iptables-services ship one); remove or disable that package".to_owned(),
+                forceable: true,
             });
         }
         for other in &self.other_instances {
             found.push(Conflict {
                 found: format!("instance {other} is enabled"),
-                advice: "every instance owns INPUT, OUTPUT and DOCKER-USER, so two would overwrite each other; uninstall it first (iptables-ctl uninstall {other})".replace("{other}", other),
+                advice: format!(
+                    "every instance owns INPUT, OUTPUT and DOCKER-USER, so two would overwrite each other (--force cannot change that); uninstall it first (iptables-ctl uninstall {other})"
+                ),
+                forceable: false,
             });
         }
         if let Some(backend) = &self.backend
@@ -161,6 +171,7 @@ impl ConflictFacts {
                     backend.system,
                     other.tool_suffix()
                 ),
+                forceable: true,
             });
         }
         found
@@ -224,7 +235,8 @@ fn foreign_units(root: &Path) -> Vec<ForeignUnit> {
     found
 }
 
-fn other_instances(root: &Path, instance: &InstanceName) -> Vec<String> {
+/// The instances other than `instance` that are enabled under `root`.
+pub fn other_instances(root: &Path, instance: &InstanceName) -> Vec<String> {
     let ours = format!("iptables@{instance}.service");
     let mut others: Vec<String> = wants_dirs(root)
         .into_iter()

@@ -1,27 +1,38 @@
 //! The commands that put an instance in force and take it out: install, uninstall,
-//! start, stop, restart, reload and status. Each is a sequence over the parts it needs
-//! (the file layout, the kernel check, systemd behind [`ServiceManager`]) with one rule:
-//! everything that can be checked is checked before anything changes, and a step that
-//! fails after files were replaced puts them back.
+//! start, stop, restart, reload, and the two the units run (`forward-jump` after every
+//! load, `umbrella` for `systemctl start|stop|reload iptables`). Each is a sequence
+//! over the parts it needs (the file layout, the kernel check, systemd behind
+//! [`ServiceManager`]) with three rules: everything that can be checked is checked
+//! before anything changes (a refusal says the files and live rules were left as they
+//! are); a step that fails after files were replaced puts them back; and a command
+//! that changed the live rules ends with the `status` check, saying "in force" only
+//! when it passes (exit code [`exit::NOT_IN_FORCE`] when it does not).
+//!
+//! "Started" means the whole set: the rules unit and the re-assertion after Docker
+//! starts (`iptables-docker@`), which stops with it. "Stopped" means stopped until
+//! started: a Docker restart does not bring the rules back.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use serde::Serialize;
 
-use crate::conflicts::{Conflict, ConflictFacts};
+use crate::conflicts::{self, Conflict, ConflictFacts};
+use crate::exit;
 use crate::files::{self, DirLock, Snapshot};
+use crate::forward::{self, Finding};
 use crate::host::HostProbe;
 use crate::instance::{self, Layout};
-use crate::live::{self, LiveFirewall, LiveState};
+use crate::live::LiveFirewall;
+use crate::lockout::{self, LoadedRules};
+use crate::output::Output;
 use crate::policy::Policy;
 use crate::policy::types::{Family, InstanceName};
 use crate::render::RenderedFile;
 use crate::starter::{self, StarterFacts};
-use crate::systemd::{JobKind, JobResult, ServiceManager, UnitStatus, journal};
-use crate::trial::RulesetTrial;
+use crate::status;
+use crate::systemd::{JobKind, JobResult, ServiceManager, journal};
+use crate::trial::{RulesetTrial, TrialReport};
 use crate::units::{self, ADMIN_UNIT_DIR, InstanceUnits, PACKAGE_UNIT_DIRS, SHIPPED_UNITS};
 
 /// How many journal lines a failure report shows.
@@ -48,7 +59,8 @@ pub struct Target<'a> {
 pub struct InstallOptions {
     /// Enable but do not start.
     pub no_start: bool,
-    /// Go on despite conflicts.
+    /// Go on despite conflicts that can be overridden, and despite SSH sessions the
+    /// new rules would lock out.
     pub force: bool,
 }
 
@@ -112,11 +124,20 @@ pub fn failure_details(manager: &dyn ServiceManager, unit: &str) -> String {
     text
 }
 
+/// The context every refusal carries: nothing was touched.
+fn refused(command: &str) -> String {
+    format!("{command} refused; {UNCHANGED}")
+}
+
+/// What every refusal says.
+pub(crate) const UNCHANGED: &str =
+    "nothing was changed: the files and the live rules were left as they are";
+
 /// Loads the policy, or builds the starter policy when there is none yet (returning
 /// its text so it is written together with everything else).
 fn policy_or_starter(
     target: &Target<'_>,
-    out: &mut dyn Write,
+    out: &mut Output,
 ) -> anyhow::Result<(Policy, Option<String>)> {
     if target.policy_path.exists() {
         return Ok((Policy::load(target.policy_path)?, None));
@@ -127,19 +148,89 @@ fn policy_or_starter(
         out,
         "no policy at {} yet: installing the starter policy",
         target.policy_path.display()
-    )?;
+    );
     for line in starter::summary(&facts, &policy) {
-        writeln!(out, "  {line}")?;
+        writeln!(out, "  {line}");
     }
     Ok((policy, Some(text)))
 }
 
-/// Renders and proves the instance's files; nothing is written.
-fn render_and_prove(target: &Target<'_>, policy: &Policy) -> anyhow::Result<Vec<RenderedFile>> {
-    let rendered = instance::render_policy(target.layout, target.instance, policy, target.host)?;
-    instance::prove(policy, &rendered, target.trial)
-        .context("kernel check of the rendered files failed; nothing was changed")?;
-    Ok(rendered)
+/// Renders and proves the instance's files; nothing is written. Returns the files and
+/// what the kernel loaded of each family's rules.
+fn render_and_prove(
+    target: &Target<'_>,
+    policy: &Policy,
+) -> anyhow::Result<(Vec<RenderedFile>, LoadedRules)> {
+    let rendered = instance::render_policy(target.layout, target.instance, policy)?;
+    let reports = instance::prove(policy, &rendered, target.trial)
+        .context("kernel check of the rendered files failed")?;
+    Ok((rendered, loaded_rules(reports)))
+}
+
+fn loaded_rules(reports: Vec<(Family, TrialReport)>) -> LoadedRules {
+    reports
+        .into_iter()
+        .map(|(family, report)| (family, report.loaded))
+        .collect()
+}
+
+/// Warns about every interface the policy names that this host does not have (a
+/// staged tree knows none, so says nothing).
+pub fn warn_missing_interfaces(policy: &Policy, host: &dyn HostProbe, out: &mut Output) {
+    if let Ok(existing) = host.interface_names()
+        && !existing.is_empty()
+    {
+        for missing in policy.missing_interfaces(&existing) {
+            out.warn(missing);
+        }
+    }
+}
+
+/// Refuses (unless `force`) when the rules in `loaded` would refuse new connections of
+/// an SSH session open now.
+fn refuse_lockouts(
+    command: &str,
+    target: &Target<'_>,
+    loaded: &[(Family, String)],
+    force: bool,
+    out: &mut Output,
+) -> anyhow::Result<()> {
+    let lockouts = lockout::check(target.host, loaded);
+    if lockouts.is_empty() {
+        return Ok(());
+    }
+    if force {
+        for lockout in &lockouts {
+            out.warn(format!("(--force) {lockout}"));
+        }
+        return Ok(());
+    }
+    bail!(lockout::refusal(command, &lockouts))
+}
+
+/// Ends a command that changed the live rules: the `status` check, and its verdict. A
+/// check that cannot run is reported, never turned into a failure of the change.
+fn report_in_force(target: &Target<'_>, manager: &dyn ServiceManager, out: &mut Output) -> u8 {
+    match status::status(target, manager) {
+        Ok(report) if report.in_force => {
+            writeln!(out, "{}", report.in_force_line());
+            exit::SUCCESS
+        }
+        Ok(report) => {
+            let mut text = "the rules are loaded but NOT IN FORCE:".to_owned();
+            for problem in &report.problems {
+                text.push_str(&format!("\n  - {problem}"));
+            }
+            out.warn(text);
+            exit::NOT_IN_FORCE
+        }
+        Err(e) => {
+            out.warn(format!(
+                "the rules are loaded, but whether they are in force could not be checked: {e:#}"
+            ));
+            exit::NOT_IN_FORCE
+        }
+    }
 }
 
 /// Where the shipped units are loaded from: a package's copy if it ships ours,
@@ -157,14 +248,14 @@ fn unit_dir(root: &Path) -> (PathBuf, bool) {
     (root.join(ADMIN_UNIT_DIR), false)
 }
 
-/// `install`: policy (starter if none), render and prove, conflicts, files, units,
-/// enable, start.
+/// `install`: policy (starter if none), render and prove, conflicts, SSH sessions,
+/// files, units, enable, start the whole set, and the status check.
 pub fn install(
     target: &Target<'_>,
     systemd: Systemd<'_>,
     options: InstallOptions,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
+    out: &mut Output,
+) -> anyhow::Result<u8> {
     let root = target.layout.root();
     let manager = match systemd {
         Systemd::Live(manager) => Some(manager),
@@ -175,9 +266,9 @@ pub fn install(
     let _lock = DirLock::acquire(&config_dir)?;
 
     let (policy, starter_text) = policy_or_starter(target, out)?;
-    let rendered = match (render_and_prove(target, &policy), &starter_text) {
-        (Ok(rendered), _) => rendered,
-        (Err(error), None) => return Err(error),
+    let (rendered, loaded) = match (render_and_prove(target, &policy), &starter_text) {
+        (Ok(done), _) => done,
+        (Err(error), None) => return Err(error.context(refused("install"))),
         (Err(error), Some(_)) => {
             return Err(error.context(format!(
                 "the starter policy for {path} cannot be used on this host, so nothing was written; \
@@ -190,12 +281,16 @@ pub fn install(
         out,
         "policy {} is valid and its rules load in a throwaway namespace",
         target.policy_path.display()
-    )?;
+    );
+    warn_missing_interfaces(&policy, target.host, out);
 
     let conflicts =
         ConflictFacts::gather(root, target.instance, manager.map(|m| (m, target.firewall)))?
             .conflicts();
     refuse_on_conflicts(&conflicts, options.force, out)?;
+    if manager.is_some() && !options.no_start {
+        refuse_lockouts("install", target, &loaded, options.force, out)?;
+    }
     created.keep();
 
     // Everything checked: write.
@@ -206,17 +301,17 @@ pub fn install(
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         snapshot.extend(Snapshot::take(dir, [name.as_str()])?);
         files::write_files(dir, &[(name, text)])?;
-        writeln!(out, "wrote {}", target.policy_path.display())?;
+        writeln!(out, "wrote {}", target.policy_path.display());
     }
     let (unit_dir, packaged) = unit_dir(root);
     let result = (|| -> anyhow::Result<()> {
-        report_writes(files::write_files(&config_dir, &outputs)?, out)?;
+        report_writes(&files::write_files(&config_dir, &outputs)?, out);
         if packaged {
             writeln!(
                 out,
                 "units are shipped by the package in {}",
                 unit_dir.display()
-            )?;
+            );
         } else {
             fs::create_dir_all(&unit_dir)
                 .with_context(|| format!("cannot create {}", unit_dir.display()))?;
@@ -228,7 +323,7 @@ pub fn install(
                 .iter()
                 .map(|u| (u.file_name.to_owned(), u.text.to_owned()))
                 .collect();
-            report_writes(files::write_files(&unit_dir, &unit_files)?, out)?;
+            report_writes(&files::write_files(&unit_dir, &unit_files)?, out);
         }
         Ok(())
     })();
@@ -239,7 +334,8 @@ pub fn install(
 
     let units = InstanceUnits::new(target.instance);
     let Some(manager) = manager else {
-        return stage_enable(target.layout, &unit_dir, &units, out);
+        stage_enable(target.layout, &unit_dir, &units, out)?;
+        return Ok(exit::SUCCESS);
     };
     // From here on a failure undoes what this run did in systemd too: the links it
     // created go, and systemd reloads the unit files as they were put back.
@@ -252,7 +348,7 @@ pub fn install(
     let result = (|| -> anyhow::Result<()> {
         manager.daemon_reload()?;
         for change in manager.enable(&units.all())? {
-            writeln!(out, "{change}")?;
+            writeln!(out, "{change}");
             if change.kind == "symlink" {
                 undo.created_links.push(PathBuf::from(&change.path));
             }
@@ -268,8 +364,8 @@ pub fn install(
             out,
             "{} is enabled; it loads the rules at the next boot (--no-start)",
             units.rules
-        )?;
-        return Ok(());
+        );
+        return Ok(exit::SUCCESS);
     }
     // A oneshot unit that is already active ignores start: reload it to load the new files.
     let kind = if manager.unit_status(&units.rules)?.is_active() {
@@ -282,7 +378,7 @@ pub fn install(
             out,
             "{} did not {kind}; putting the previous files and unit state back",
             units.rules
-        )?;
+        );
         undo.run(out);
         if kind == JobKind::Reload {
             // The unit is still active, and a reload that failed part way may have
@@ -291,12 +387,41 @@ pub fn install(
         }
         return Err(error);
     }
+    start_reassertion(manager, &units, out)?;
     run_job(manager, JobKind::Start, &units.umbrella)?;
-    writeln!(
-        out,
-        "{} is active: the rules of {} are in force",
-        units.rules, target.instance
-    )?;
+    writeln!(out, "{} is active", units.rules);
+    Ok(report_in_force(target, manager, out))
+}
+
+/// Stops an instance's set: the re-assertion after Docker, then the rules (the
+/// pass-through files are loaded).
+fn stop_set(manager: &dyn ServiceManager, units: &InstanceUnits) -> anyhow::Result<()> {
+    run_job(manager, JobKind::Stop, &units.docker)?;
+    run_job(manager, JobKind::Stop, &units.rules)
+}
+
+/// Starts the re-assertion after Docker starts (it skips itself while Docker is not
+/// running, and is then started with Docker).
+fn start_reassertion(
+    manager: &dyn ServiceManager,
+    units: &InstanceUnits,
+    out: &mut Output,
+) -> anyhow::Result<()> {
+    run_job(manager, JobKind::Start, &units.docker)?;
+    let state = manager.unit_status(&units.docker)?;
+    if state.is_active() {
+        writeln!(
+            out,
+            "{} is active: the rules are re-asserted after every start of Docker",
+            units.docker
+        );
+    } else {
+        writeln!(
+            out,
+            "{} starts with Docker (Docker is not running now)",
+            units.docker
+        );
+    }
     Ok(())
 }
 
@@ -315,21 +440,17 @@ impl LiveUndo<'_> {
     /// Puts the files back, removes the links this run created (and the `.wants`
     /// directories they leave empty), and has systemd load the unit files as they are
     /// again. Best effort: each step that fails is reported and the rest still run.
-    fn run(&self, out: &mut dyn Write) {
+    fn run(&self, out: &mut Output) {
         restore(&self.snapshot, out);
         for link in &self.created_links {
             match files::remove_link(link) {
-                Ok(true) => {
-                    let _ = writeln!(out, "removed {}", link.display());
-                }
+                Ok(true) => writeln!(out, "removed {}", link.display()),
                 Ok(false) => {}
-                Err(e) => {
-                    let _ = writeln!(out, "warning: could not remove {}: {e}", link.display());
-                }
+                Err(e) => out.warn(format!("could not remove {}: {e}", link.display())),
             }
         }
         if let Err(e) = self.manager.daemon_reload() {
-            let _ = writeln!(out, "warning: systemd did not reload its unit files: {e}");
+            out.warn(format!("systemd did not reload its unit files: {e}"));
             return;
         }
         // A first install whose start failed: the unit file is gone again, and a unit
@@ -340,27 +461,20 @@ impl LiveUndo<'_> {
             .unit_status(self.rules_unit)
             .is_ok_and(|s| s.is_not_found() && s.active_state == "failed");
         if gone_but_failed && let Err(e) = self.manager.reset_failed(self.rules_unit) {
-            let _ = writeln!(out, "warning: {e}");
+            out.warn(e);
         }
     }
 }
 
 /// After a failed reload and the previous files put back: loads them again, so the live
 /// rules are the previous ones whatever the failed reload had loaded.
-fn reload_previous(manager: &dyn ServiceManager, unit: &str, out: &mut dyn Write) {
+fn reload_previous(manager: &dyn ServiceManager, unit: &str, out: &mut Output) {
     match manager.run_job(JobKind::Reload, unit) {
-        Ok(JobResult::Done) => {
-            let _ = writeln!(out, "{unit}: the previous files are loaded again");
-        }
-        Ok(other) => {
-            let _ = writeln!(
-                out,
-                "warning: reloading the previous files did not succeed either ({other})"
-            );
-        }
-        Err(e) => {
-            let _ = writeln!(out, "warning: reloading the previous files failed too: {e}");
-        }
+        Ok(JobResult::Done) => writeln!(out, "{unit}: the previous files are loaded again"),
+        Ok(other) => out.warn(format!(
+            "reloading the previous files did not succeed either ({other})"
+        )),
+        Err(e) => out.warn(format!("reloading the previous files failed too: {e}")),
     }
 }
 
@@ -399,37 +513,43 @@ impl Drop for CreatedDirs {
     }
 }
 
+/// Refuses on conflicts; `force` overrides those that can be overridden.
 fn refuse_on_conflicts(
     conflicts: &[Conflict],
     force: bool,
-    out: &mut dyn Write,
+    out: &mut Output,
 ) -> anyhow::Result<()> {
-    if conflicts.is_empty() {
-        return Ok(());
-    }
-    if force {
+    let blocking: Vec<&Conflict> = conflicts
+        .iter()
+        .filter(|c| !force || !c.forceable)
+        .collect();
+    if blocking.is_empty() {
         for conflict in conflicts {
-            writeln!(out, "warning (--force): {conflict}")?;
+            out.warn(format!("(--force) {conflict}"));
         }
         return Ok(());
     }
-    let list: Vec<String> = conflicts.iter().map(|c| format!("  - {c}")).collect();
+    let list: Vec<String> = blocking.iter().map(|c| format!("  - {c}")).collect();
+    let hint = if blocking.iter().all(|c| c.forceable) {
+        "\n(--force installs anyway)"
+    } else {
+        ""
+    };
     bail!(
-        "refusing to install: another firewall setup would fight this one; nothing was changed\n{}\n(--force installs anyway)",
+        "refusing to install: another firewall setup would fight this one; {UNCHANGED}\n{}{hint}",
         list.join("\n")
     )
 }
 
-fn report_writes(summary: files::WriteSummary, out: &mut dyn Write) -> anyhow::Result<()> {
+fn report_writes(summary: &files::WriteSummary, out: &mut Output) {
     for line in summary.lines() {
-        writeln!(out, "{line}")?;
+        writeln!(out, "{line}");
     }
-    Ok(())
 }
 
-fn restore(snapshot: &Snapshot, out: &mut dyn Write) {
+fn restore(snapshot: &Snapshot, out: &mut Output) {
     if let Err(e) = snapshot.restore() {
-        let _ = writeln!(out, "warning: could not put every file back: {e}");
+        out.warn(format!("could not put every file back: {e}"));
     }
 }
 
@@ -438,7 +558,7 @@ fn stage_enable(
     layout: &Layout,
     unit_dir: &Path,
     units: &InstanceUnits,
-    out: &mut dyn Write,
+    out: &mut Output,
 ) -> anyhow::Result<()> {
     let root = layout.root();
     for unit in units.all() {
@@ -465,68 +585,106 @@ fn stage_enable(
                 "created symlink {} -> {}",
                 link.link.display(),
                 link.target.display()
-            )?;
+            );
         }
     }
     writeln!(
         out,
         "staged under {}: the units start at its first boot",
         root.display()
-    )?;
+    );
     Ok(())
 }
 
-/// `uninstall`: stop (the pass-through files are loaded), disable, remove the units
-/// install wrote. Policy and rendered files stay.
+/// Whether `instance` has an enable link under `root` (systemd not asked: works for a
+/// staged tree and without root).
+pub fn enabled_under(root: &Path, instance: &InstanceName) -> bool {
+    let unit = InstanceUnits::new(instance).rules;
+    units::SHIPPED_UNITS
+        .iter()
+        .filter(|u| u.file_name == "iptables@.service")
+        .flat_map(|u| units::enable_links(root, &unit, Path::new("/"), u.text))
+        .any(|link| link.link.symlink_metadata().is_ok())
+}
+
+/// `uninstall`: stop (the pass-through files are loaded), disable, and remove the
+/// units install wrote, unless another instance still uses them. Policy and rendered
+/// files stay.
 pub fn uninstall(
     target: &Target<'_>,
     systemd: Systemd<'_>,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
+    out: &mut Output,
+) -> anyhow::Result<u8> {
     let root = target.layout.root();
     let units = InstanceUnits::new(target.instance);
+    let others = conflicts::other_instances(root, target.instance);
+    let shared_in_use = !others.is_empty();
+    // The umbrella and the template files serve every instance.
+    let own: Vec<&str> = if shared_in_use {
+        vec![units.rules.as_str(), units.docker.as_str()]
+    } else {
+        units.all().to_vec()
+    };
     match systemd {
         Systemd::Live(manager) => {
             let status = manager.unit_status(&units.rules)?;
+            if !status.is_installed() && !enabled_under(root, target.instance) {
+                writeln!(out, "{} is not installed; nothing was changed", units.rules);
+                return Ok(exit::SUCCESS);
+            }
             if status.is_active() {
-                run_job(manager, JobKind::Stop, &units.rules)?;
+                stop_set(manager, &units)?;
                 writeln!(
                     out,
                     "stopped {}: INPUT, OUTPUT and DOCKER-USER now pass traffic through",
                     units.rules
-                )?;
+                );
             }
-            for change in manager.disable(&units.all())? {
-                writeln!(out, "{change}")?;
+            if !shared_in_use && manager.unit_status(&units.umbrella)?.is_active() {
+                run_job(manager, JobKind::Stop, &units.umbrella)?;
             }
-            remove_admin_units(root, out)?;
+            for change in manager.disable(&own)? {
+                writeln!(out, "{change}");
+            }
+            if !shared_in_use {
+                remove_admin_units(root, out)?;
+            }
             manager.daemon_reload()?;
         }
         Systemd::Staged => {
-            for unit in units.all() {
+            for unit in &own {
                 if let Some(shipped) = units::shipped_unit(unit) {
                     for link in units::enable_links(root, unit, Path::new("/"), shipped.text) {
                         let removed = files::remove_link(&link.link)
                             .with_context(|| format!("cannot remove {}", link.link.display()))?;
                         if removed {
-                            writeln!(out, "removed {}", link.link.display())?;
+                            writeln!(out, "removed {}", link.link.display());
                         }
                     }
                 }
             }
-            remove_admin_units(root, out)?;
+            if !shared_in_use {
+                remove_admin_units(root, out)?;
+            }
         }
+    }
+    if shared_in_use {
+        writeln!(
+            out,
+            "kept iptables.service and the unit templates: instance {} still uses them",
+            others.join(", ")
+        );
     }
     writeln!(
         out,
         "policy and rendered files under {} are kept",
         target.layout.config_dir().display()
-    )?;
-    Ok(())
+    );
+    Ok(exit::SUCCESS)
 }
 
 /// Removes the unit files install wrote to the admin directory (only ours).
-fn remove_admin_units(root: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+fn remove_admin_units(root: &Path, out: &mut Output) -> anyhow::Result<()> {
     let dir = root.join(ADMIN_UNIT_DIR);
     for unit in SHIPPED_UNITS {
         let path = dir.join(unit.file_name);
@@ -534,232 +692,198 @@ fn remove_admin_units(root: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
             && fs::read_to_string(&path).is_ok_and(|t| units::is_ours(&t));
         if is_ours {
             fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
-            writeln!(out, "removed {}", path.display())?;
+            writeln!(out, "removed {}", path.display());
         }
     }
     Ok(())
 }
 
-/// `start`, `stop`, `restart`: one job on the instance's rules unit. Restart first
-/// proves the files on disk, because it takes the working rules down before loading
-/// them again: files that would not load are refused while the old rules still stand.
-/// Start does not: when the unit is not active there is nothing to protect, and a
-/// failure is reported with the journal.
+/// `start`, `stop`, `restart`. Start and restart act on the whole set (rules and the
+/// re-assertion after Docker), refuse rules that would lock out an SSH session open
+/// now (unless `force`), and end with the status check. Restart first proves the files
+/// on disk, because it takes the working rules down before loading them again: files
+/// that would not load are refused while the old rules still stand.
 pub fn lifecycle(
     target: &Target<'_>,
     manager: &dyn ServiceManager,
     kind: JobKind,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
+    force: bool,
+    out: &mut Output,
+) -> anyhow::Result<u8> {
     let instance = target.instance;
     let units = InstanceUnits::new(instance);
     let status = manager.unit_status(&units.rules)?;
-    if status.is_not_found() {
+    if !status.is_installed() {
         bail!(
-            "{} is not installed (run `iptables-ctl install {instance}`)",
+            "{} is not installed (run `iptables-ctl install {instance}`); {UNCHANGED}",
             units.rules
         );
     }
-    if kind == JobKind::Restart {
-        prove_files_on_disk(target).context("refusing to restart: the rules on disk would not load; the live rules were left as they are")?;
+    match kind {
+        JobKind::Stop => {
+            stop_set(manager, &units)?;
+            writeln!(
+                out,
+                "{}: stopped: the pass-through (.empty) files are loaded; Docker starts do not load the rules until `iptables-ctl start {instance}`",
+                units.rules
+            );
+            Ok(exit::SUCCESS)
+        }
+        JobKind::Start | JobKind::Restart | JobKind::Reload => {
+            let changes_rules = kind != JobKind::Start || !status.is_active();
+            if changes_rules {
+                let loaded = prove_files_on_disk(target).with_context(|| {
+                    format!("refusing to {kind}: the rules on disk would not load; {UNCHANGED}")
+                })?;
+                refuse_lockouts(&kind.to_string(), target, &loaded, force, out)?;
+            }
+            run_job(manager, kind, &units.rules)?;
+            start_reassertion(manager, &units, out)?;
+            writeln!(out, "{}: active", units.rules);
+            Ok(report_in_force(target, manager, out))
+        }
     }
-    run_job(manager, kind, &units.rules)?;
-    let done = match kind {
-        JobKind::Stop => "stopped: the pass-through (.empty) files are loaded",
-        _ => "active: the rules are in force",
-    };
-    writeln!(out, "{}: {done}", units.rules)?;
-    Ok(())
 }
 
-/// Loads the instance's files as they are on disk into a throwaway namespace.
-fn prove_files_on_disk(target: &Target<'_>) -> anyhow::Result<()> {
-    for family in Family::ALL {
-        instance::prove_on_disk(target.layout, target.instance, family, target.trial)?;
-    }
-    Ok(())
+/// Loads the instance's files as they are on disk into a throwaway namespace; returns
+/// what the kernel loaded of each family's rules.
+fn prove_files_on_disk(target: &Target<'_>) -> anyhow::Result<LoadedRules> {
+    Family::ALL
+        .into_iter()
+        .map(|family| {
+            instance::prove_on_disk(target.layout, target.instance, family, target.trial)
+                .map(|report| (family, report.loaded))
+        })
+        .collect()
 }
 
-/// `reload`: re-render and prove the policy (a bad one changes nothing), write the
-/// files that changed, and reload the unit; if the reload fails, the previous files
-/// are put back and loaded again.
+/// `reload`: re-render and prove the policy (a bad one changes nothing), refuse rules
+/// that would lock out an SSH session (unless `force`), write the files that changed,
+/// and reload the unit; if the reload fails, the previous files are put back and loaded
+/// again. Ends with the status check.
 pub fn reload(
     target: &Target<'_>,
     manager: &dyn ServiceManager,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
+    force: bool,
+    out: &mut Output,
+) -> anyhow::Result<u8> {
     let units = InstanceUnits::new(target.instance);
     let config_dir = target.layout.config_dir();
     let _lock = DirLock::acquire(&config_dir)?;
-    let policy = Policy::load(target.policy_path)?;
-    let rendered = render_and_prove(target, &policy)?;
-    let status = manager.unit_status(&units.rules)?;
-    if status.is_not_found() {
-        bail!(
-            "{} is not installed (run `iptables-ctl install {}`); nothing was changed",
-            units.rules,
-            target.instance
-        );
-    }
-    if !status.is_active() {
-        bail!(
-            "{} is {}, so there is nothing to reload; nothing was changed (`iptables-ctl start {}` loads the rules)",
-            units.rules,
-            status.active_state,
-            target.instance
-        );
-    }
+    let (rendered, loaded) = (|| -> anyhow::Result<_> {
+        let policy = Policy::load(target.policy_path)?;
+        let proven = render_and_prove(target, &policy)?;
+        let status = manager.unit_status(&units.rules)?;
+        if !status.is_installed() {
+            bail!(
+                "{} is not installed (run `iptables-ctl install {}`)",
+                units.rules,
+                target.instance
+            );
+        }
+        if !status.is_active() {
+            bail!(
+                "{} is {}, so there is nothing to reload (`iptables-ctl start {}` loads the rules)",
+                units.rules,
+                status.active_state,
+                target.instance
+            );
+        }
+        warn_missing_interfaces(&policy, target.host, out);
+        Ok(proven)
+    })()
+    .context(refused("reload"))?;
+    refuse_lockouts("reload", target, &loaded, force, out)?;
     let outputs = RenderedFile::outputs(rendered);
     let snapshot = Snapshot::take(&config_dir, outputs.iter().map(|(n, _)| n.as_str()))?;
-    report_writes(files::write_files(&config_dir, &outputs)?, out)?;
+    let summary = files::write_files(&config_dir, &outputs)?;
+    report_writes(&summary, out);
     if let Err(error) = run_job(manager, JobKind::Reload, &units.rules) {
         writeln!(
             out,
             "reload failed; putting the previous files back and loading them again"
-        )?;
+        );
         restore(&snapshot, out);
         reload_previous(manager, &units.rules, out);
         return Err(error);
     }
-    writeln!(out, "{}: reloaded; the new rules are in force", units.rules)?;
-    Ok(())
+    if summary.written.is_empty() {
+        writeln!(
+            out,
+            "{}: reloaded; the files were unchanged, so the same rules were loaded again",
+            units.rules
+        );
+    } else {
+        writeln!(out, "{}: reloaded with the new files", units.rules);
+    }
+    Ok(report_in_force(target, manager, out))
 }
 
-/// The outcome of `status`, also its `--json` form.
-#[derive(Debug, Clone, Serialize)]
-pub struct StatusReport {
-    /// The instance.
-    pub instance: String,
-    /// `iptables@INSTANCE.service`.
-    pub unit: UnitStatus,
-    /// `iptables-docker@INSTANCE.service`.
-    pub docker_unit: UnitStatus,
-    /// The live rules against the rendered files (None when the unit is not installed
-    /// or the files are missing; see `live_error`).
-    pub live: Option<LiveState>,
-    /// Why the live state could not be read.
-    pub live_error: Option<String>,
-}
-
-/// Exit codes of `status`, as systemctl's.
-pub mod exit {
-    /// Active, and the live rules are the rendered ones.
-    pub const ACTIVE: u8 = 0;
-    /// Active, but the live rules differ from the rendered ones (or cannot be read).
-    pub const DRIFT: u8 = 1;
-    /// Not active.
-    pub const INACTIVE: u8 = 3;
-    /// No such unit.
-    pub const NOT_FOUND: u8 = 4;
-}
-
-impl StatusReport {
-    /// The exit code this report deserves.
-    pub fn exit_code(&self) -> u8 {
-        if self.unit.is_not_found() {
-            exit::NOT_FOUND
-        } else if !self.unit.is_active() {
-            exit::INACTIVE
-        } else if self.live.as_ref().is_some_and(LiveState::in_force) {
-            exit::ACTIVE
-        } else {
-            exit::DRIFT
+/// `forward-jump` (run by the units after every load): makes FORWARD jump to
+/// DOCKER-USER first in both families, and records each repair for `status`.
+pub fn forward_jump(
+    layout: &Layout,
+    instance: &InstanceName,
+    firewall: &dyn LiveFirewall,
+    out: &mut Output,
+) -> anyhow::Result<u8> {
+    for family in Family::ALL {
+        match forward::ensure(firewall, family)? {
+            Finding::InPlace => {}
+            Finding::Added => writeln!(out, "{family}: FORWARD jumps to DOCKER-USER (added)"),
+            Finding::Repaired { first_rule, jumps } => {
+                writeln!(
+                    out,
+                    "{family}: FORWARD did not jump to DOCKER-USER first (its first rule was `{first_rule}`; {jumps} jump(s)); it does now"
+                );
+                forward::record(layout, instance, family, &first_rule)?;
+            }
         }
     }
+    Ok(exit::SUCCESS)
+}
 
-    /// The report for a person.
-    pub fn human(&self) -> String {
-        let mut text = String::new();
-        let unit_line = |u: &UnitStatus| {
-            if u.is_not_found() {
-                format!("{}: not installed\n", u.name)
-            } else {
-                format!(
-                    "{}: {} ({}), {}{}\n",
-                    u.name,
-                    u.active_state,
-                    u.sub_state,
-                    if u.unit_file_state.is_empty() {
-                        "no unit file"
-                    } else {
-                        &u.unit_file_state
-                    },
-                    u.result
-                        .as_deref()
-                        .filter(|r| *r != "success")
-                        .map(|r| format!(", last result: {r}"))
-                        .unwrap_or_default()
-                )
+/// `umbrella` (the `ExecStart`/`ExecReload`/`ExecStop` of `iptables.service`): the job
+/// `kind` on every instance the umbrella wants (one `.wants/` link per enabled
+/// instance), with its re-assertion after Docker, waiting for each. A reload skips an
+/// instance that is not active (there is nothing to reload).
+pub fn umbrella(
+    manager: &dyn ServiceManager,
+    kind: JobKind,
+    out: &mut Output,
+) -> anyhow::Result<u8> {
+    let umbrella = manager.unit_status(units::UMBRELLA)?;
+    let instances: Vec<InstanceName> = umbrella
+        .wants
+        .iter()
+        .filter_map(|unit| units::instance_of(unit)?.parse().ok())
+        .collect();
+    let mut failures = Vec::new();
+    for instance in instances {
+        let units = InstanceUnits::new(&instance);
+        let result = match kind {
+            JobKind::Start => run_job(manager, JobKind::Start, &units.rules)
+                .and_then(|()| run_job(manager, JobKind::Start, &units.docker)),
+            JobKind::Stop => stop_set(manager, &units),
+            JobKind::Reload | JobKind::Restart => {
+                if manager.unit_status(&units.rules)?.is_active() {
+                    run_job(manager, kind, &units.rules)
+                } else {
+                    writeln!(out, "{} is not active: not reloaded", units.rules);
+                    Ok(())
+                }
             }
         };
-        text.push_str(&unit_line(&self.unit));
-        text.push_str(&unit_line(&self.docker_unit));
-        if let Some(error) = &self.live_error {
-            text.push_str(&format!("live rules: cannot tell ({error})\n"));
+        match result {
+            Ok(()) => writeln!(out, "{}: {kind} done", units.rules),
+            Err(e) => failures.push(format!("{e:#}")),
         }
-        if let Some(live) = &self.live {
-            text.push_str(&format!(
-                "backend: {}\n",
-                live.backend.map_or("unknown".to_owned(), |b| b.to_string())
-            ));
-            for family in &live.families {
-                let verdict = if family.in_force {
-                    "the rendered rules are in force".to_owned()
-                } else if family.reordered {
-                    "DRIFT: the rendered rules are live in another order".to_owned()
-                } else {
-                    format!(
-                        "DRIFT: {} rendered line(s) missing, {} unexpected",
-                        family.missing.len(),
-                        family.unexpected.len()
-                    )
-                };
-                text.push_str(&format!("{}: {verdict}\n", family.family));
-                for line in &family.missing {
-                    text.push_str(&format!("  missing:    {line}\n"));
-                }
-                for line in &family.unexpected {
-                    text.push_str(&format!("  unexpected: {line}\n"));
-                }
-                text.push_str(&format!(
-                    "  FORWARD: {}\n",
-                    match family.docker_user_first {
-                        Some(true) => "jumps to DOCKER-USER first",
-                        Some(false) => "WARNING: its first rule is not the jump to DOCKER-USER",
-                        None => "empty (Docker is not running)",
-                    }
-                ));
-            }
-        }
-        text
     }
-}
-
-/// `status`: unit states and the live rules against the rendered files.
-pub fn status(target: &Target<'_>, manager: &dyn ServiceManager) -> anyhow::Result<StatusReport> {
-    let units = InstanceUnits::new(target.instance);
-    let unit = manager.unit_status(&units.rules)?;
-    let docker_unit = manager.unit_status(&units.docker)?;
-    let (live, live_error) = if unit.is_not_found() {
-        (None, None)
+    if failures.is_empty() {
+        Ok(exit::SUCCESS)
     } else {
-        match live::inspect(
-            target.layout,
-            target.instance,
-            target.trial,
-            target.firewall,
-        ) {
-            Ok(state) => (Some(state), None),
-            Err(e) => (None, Some(format!("{e:#}"))),
-        }
-    };
-    Ok(StatusReport {
-        instance: target.instance.to_string(),
-        unit,
-        docker_unit,
-        live,
-        live_error,
-    })
+        bail!("{kind} failed for some instances:\n{}", failures.join("\n"))
+    }
 }
 
 #[cfg(test)]
@@ -771,23 +895,40 @@ mod tests {
 
     use std::cell::RefCell;
     use std::io;
+    use std::net::IpAddr;
 
     use super::*;
     use crate::host::SshConnection;
-    use crate::systemd::{SystemdError, UnitFileChange};
+    use crate::hostnet::HostNet;
+    use crate::live::LiveState;
+    use crate::status::StatusReport;
+    use crate::systemd::{SystemdError, UnitFileChange, UnitStatus};
     use crate::trial::{TrialError, TrialReport};
 
+    /// A host with eth0, no SSH session, and an empty network.
     struct FakeHost;
 
     impl HostProbe for FakeHost {
         fn default_route_interfaces(&self) -> io::Result<Vec<String>> {
             Ok(vec!["eth0".to_owned()])
         }
+        fn interface_names(&self) -> io::Result<Vec<String>> {
+            Ok(vec!["eth0".to_owned(), "lo".to_owned()])
+        }
         fn sshd_ports(&self) -> Vec<u16> {
             vec![22]
         }
         fn ssh_connection(&self) -> Option<SshConnection> {
             None
+        }
+        fn ssh_sessions(&self) -> Vec<SshConnection> {
+            Vec::new()
+        }
+        fn route_interface(&self, _address: IpAddr) -> Option<String> {
+            None
+        }
+        fn network(&self) -> anyhow::Result<HostNet> {
+            Ok(HostNet::default())
         }
     }
 
@@ -806,6 +947,9 @@ mod tests {
         fn save_other_backend(&self) -> Option<String> {
             None
         }
+        fn restore(&self, _family: Family, _text: &str) -> Result<(), crate::command::ToolError> {
+            Ok(())
+        }
     }
 
     impl RulesetTrial for AcceptingTrial {
@@ -817,6 +961,7 @@ mod tests {
         ) -> Result<TrialReport, TrialError> {
             Ok(TrialReport {
                 loaded: String::new(),
+                loaded_empty: String::new(),
                 rule_count: 0,
             })
         }
@@ -903,6 +1048,7 @@ mod tests {
                 result: Some("exit-code".to_owned()),
                 active_enter_monotonic_us: 0,
                 inactive_exit_monotonic_us: 0,
+                wants: Vec::new(),
             })
         }
         fn unit_file_state(&self, _unit: &str) -> Result<Option<String>, SystemdError> {
@@ -975,7 +1121,7 @@ mod tests {
         for (state, job) in [("inactive", "start"), ("active", "reload")] {
             let staged = staged(Some(POLICY));
             let manager = FakeManager::new(state, JobResult::Done);
-            let mut out = Vec::new();
+            let mut out = Output::capture();
             install(
                 &staged.target(),
                 Systemd::Live(&manager),
@@ -990,6 +1136,7 @@ mod tests {
                     "enable iptables.service iptables@base.service iptables-docker@base.service"
                         .to_owned(),
                     format!("{job} iptables@base.service"),
+                    "start iptables-docker@base.service".to_owned(),
                     "start iptables.service".to_owned(),
                 ]
             );
@@ -1009,7 +1156,7 @@ mod tests {
                 .join("etc/systemd/system/multi-user.target.wants");
             let manager = FakeManager::new(state, JobResult::Other("failed".to_owned()))
                 .linking_in(wants.clone());
-            let mut out = Vec::new();
+            let mut out = Output::capture();
             let error = install(
                 &staged.target(),
                 Systemd::Live(&manager),
@@ -1029,7 +1176,7 @@ mod tests {
                 !wants.exists(),
                 "{state}: the links and their directory are gone"
             );
-            let text = String::from_utf8_lossy(&out);
+            let text = out.stdout_text();
             assert!(
                 text.contains("putting the previous files and unit state back"),
                 "{text}"
@@ -1054,8 +1201,16 @@ mod tests {
         let staged = staged(Some(POLICY));
         let before = staged.files();
         let manager = FakeManager::new("failed", JobResult::Done);
-        let error = reload(&staged.target(), &manager, &mut Vec::new()).unwrap_err();
-        assert!(format!("{error:#}").contains("is failed, so there is nothing to reload"));
+        let error = reload(&staged.target(), &manager, false, &mut Output::capture()).unwrap_err();
+        let text = format!("{error:#}");
+        assert!(
+            text.contains("is failed, so there is nothing to reload"),
+            "{text}"
+        );
+        assert!(
+            text.contains("the files and the live rules were left as they are"),
+            "{text}"
+        );
         assert_eq!(staged.files(), before);
         assert!(manager.calls().is_empty(), "{:?}", manager.calls());
     }
@@ -1074,7 +1229,7 @@ mod tests {
         }
         let before = staged.files();
         let manager = FakeManager::new("active", JobResult::Other("failed".to_owned()));
-        assert!(reload(&staged.target(), &manager, &mut Vec::new()).is_err());
+        assert!(reload(&staged.target(), &manager, false, &mut Output::capture()).is_err());
         assert_eq!(staged.files(), before);
         assert_eq!(
             manager.calls(),
@@ -1088,30 +1243,53 @@ mod tests {
 
     #[test]
     fn status_exit_codes_follow_systemctl() {
+        let unit = |active: &str| {
+            let mut status = FakeManager::new("active", JobResult::Done)
+                .unit_status("iptables@base.service")
+                .unwrap();
+            status.active_state = active.to_owned();
+            status
+        };
         let mut report = StatusReport {
             instance: "base".to_owned(),
-            unit: FakeManager::new("active", JobResult::Done)
-                .unit_status("iptables@base.service")
-                .unwrap(),
-            docker_unit: FakeManager::new("inactive", JobResult::Done)
-                .unit_status("iptables-docker@base.service")
-                .unwrap(),
+            installed: true,
+            in_force: true,
+            problems: Vec::new(),
+            unit: unit("active"),
+            docker_unit: unit("inactive"),
+            docker: unit("inactive"),
             live: Some(LiveState {
                 backend: None,
                 families: Vec::new(),
             }),
             live_error: None,
+            exposure: None,
         };
-        assert_eq!(report.exit_code(), exit::ACTIVE);
-        report.live = None;
+        assert_eq!(report.exit_code(), exit::SUCCESS);
+        report.in_force = false;
         assert_eq!(
             report.exit_code(),
-            exit::DRIFT,
-            "unknown live state is not in force"
+            exit::NOT_IN_FORCE,
+            "active but not in force is its own code"
         );
         report.unit.active_state = "failed".to_owned();
-        assert_eq!(report.exit_code(), exit::INACTIVE);
-        report.unit.load_state = "not-found".to_owned();
-        assert_eq!(report.exit_code(), exit::NOT_FOUND);
+        assert_eq!(report.exit_code(), exit::NOT_RUNNING);
+        report.installed = false;
+        assert_eq!(report.exit_code(), exit::NOT_INSTALLED);
+        let codes = [
+            exit::SUCCESS,
+            exit::FAILURE,
+            exit::USAGE,
+            exit::NOT_RUNNING,
+            exit::NOT_INSTALLED,
+            exit::NOT_IN_FORCE,
+            exit::EXPOSED,
+        ];
+        let distinct: std::collections::BTreeSet<u8> = codes.into_iter().collect();
+        assert_eq!(
+            distinct.len(),
+            codes.len(),
+            "every outcome has its own code"
+        );
     }
 }

@@ -1,7 +1,10 @@
 //! The host's network as the packet evaluator needs it: interfaces and their addresses,
-//! routes, whether it forwards, and the contents of ipsets. Read from iproute2's JSON
-//! (`ip -j addr`, `ip -j route`), `/proc/sys/net`, and `ipset save`; the parsers are
-//! plain functions over that text, the reading is [`HostNet::read`].
+//! routes, whether it forwards, the contents of ipsets, and the ports Docker's userland
+//! proxy listens on (where clients reach a published port through INPUT, as IPv6
+//! clients do under Docker's default setup). Read from iproute2's JSON (`ip -j addr`,
+//! `ip -j route`), `/proc/sys/net`, `ipset save` and the command lines of
+//! `docker-proxy` processes; the parsers are plain functions over that text, the
+//! reading is [`HostNet::read`].
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -10,7 +13,28 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::command;
+use crate::evaluate::Transport;
 
+/// How many processes are looked at for docker-proxy (one per published port and
+/// family): a bound, so a host with a runaway process table cannot stall the reader.
+const MAX_PROCESSES: usize = 65_536;
+
+/// A port docker-proxy listens on, from its command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyListener {
+    /// tcp or udp.
+    pub transport: Transport,
+    /// The host address it listens on (`0.0.0.0`, `::` or one address).
+    pub host_address: IpAddr,
+    /// The host port.
+    pub host_port: u16,
+    /// Where it forwards to.
+    pub container_address: Option<IpAddr>,
+    /// The container port.
+    pub container_port: Option<u16>,
+    /// Its command line.
+    pub command: String,
+}
 /// One interface and its addresses (with their prefix lengths).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interface {
@@ -42,6 +66,8 @@ pub struct HostNet {
     pub forwards_v6: bool,
     /// ipset contents by set name (None: the set is not known).
     pub sets: BTreeMap<String, Vec<IpNet>>,
+    /// docker-proxy's listening ports.
+    pub proxies: Vec<ProxyListener>,
 }
 
 impl HostNet {
@@ -73,6 +99,11 @@ impl HostNet {
             .iter()
             .map(IpNet::addr)
             .find(|a| a.is_ipv6() == ipv6 && !is_link_local(*a))
+    }
+
+    /// Names of every interface.
+    pub fn interface_names(&self) -> Vec<String> {
+        self.interfaces.iter().map(|i| i.name.clone()).collect()
     }
 
     /// Interfaces that carry a default route.
@@ -111,8 +142,62 @@ impl HostNet {
             sets: command::run("ipset", &["save"], b"")
                 .map(|text| parse_ipset_save(&text))
                 .unwrap_or_default(),
+            proxies: read_proxies(),
         })
     }
+}
+
+/// The docker-proxy processes of this host (its PID namespace), from /proc.
+fn read_proxies() -> Vec<ProxyListener> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .take(MAX_PROCESSES)
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter_map(|bytes| {
+            let argv: Vec<String> = bytes
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            parse_docker_proxy(&argv)
+        })
+        .collect()
+}
+
+/// A docker-proxy command line (`docker-proxy -proto tcp -host-ip :: -host-port 8080
+/// -container-ip 172.17.0.2 -container-port 80`); None for any other process.
+pub fn parse_docker_proxy(argv: &[String]) -> Option<ProxyListener> {
+    let program = argv.first()?;
+    if program.rsplit('/').next() != Some("docker-proxy") {
+        return None;
+    }
+    let value = |flag: &str| {
+        argv.iter()
+            .position(|a| a == flag || a == &format!("-{flag}"))
+            .and_then(|i| argv.get(i + 1))
+            .map(String::as_str)
+    };
+    let transport = match value("-proto")? {
+        "tcp" => Transport::Tcp,
+        "udp" => Transport::Udp,
+        _ => return None,
+    };
+    Some(ProxyListener {
+        transport,
+        host_address: value("-host-ip")?.parse().ok()?,
+        host_port: value("-host-port")?.parse().ok().filter(|p| *p > 0)?,
+        container_address: value("-container-ip").and_then(|a| a.parse().ok()),
+        container_port: value("-container-port").and_then(|p| p.parse().ok()),
+        command: argv.join(" "),
+    })
 }
 
 fn is_link_local(address: IpAddr) -> bool {
@@ -248,12 +333,39 @@ pub(crate) fn docker_test_host() -> HostNet {
         forwards_v4: true,
         forwards_v6: true,
         sets: BTreeMap::new(),
+        proxies: Vec::new(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docker_proxy_command_lines_are_listeners() {
+        let argv = |line: &str| -> Vec<String> { line.split(' ').map(str::to_owned).collect() };
+        let proxy = parse_docker_proxy(&argv(
+            "/usr/sbin/docker-proxy -proto tcp -host-ip :: -host-port 8080 -container-ip 172.17.0.2 -container-port 80",
+        ))
+        .expect("a listener");
+        assert_eq!(
+            (
+                proxy.transport,
+                proxy.host_address,
+                proxy.host_port,
+                proxy.container_port
+            ),
+            (Transport::Tcp, "::".parse().unwrap(), 8080, Some(80))
+        );
+        assert!(parse_docker_proxy(&argv("/usr/bin/sleep -proto tcp")).is_none());
+        assert!(
+            parse_docker_proxy(&argv("docker-proxy -proto sctp -host-ip :: -host-port 1"))
+                .is_none()
+        );
+        assert!(
+            parse_docker_proxy(&argv("docker-proxy -proto tcp -host-ip :: -host-port 0")).is_none()
+        );
+    }
 
     #[test]
     fn reads_addresses_routes_and_sets() {

@@ -1,15 +1,13 @@
 //! An instance's files and how they are produced: where its policy, templates and
-//! outputs live (optionally under a staged `--root`), resolving `external = "auto"`
-//! against the host, and rendering everything in memory so that nothing is written
-//! until every check has passed.
+//! outputs live (optionally under a staged `--root`), and rendering everything in memory
+//! so that nothing is written until every check has passed.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use crate::host::HostProbe;
-use crate::policy::types::{Family, InstanceName, InterfaceName};
-use crate::policy::{ExternalInterfaces, Policy, PolicyError};
+use crate::policy::Policy;
+use crate::policy::types::{Family, InstanceName};
 use crate::render::{self, RenderRequest, RenderedFile, TemplateKind, Templates};
 use crate::trial::{RulesetTrial, TrialError, TrialReport};
 
@@ -49,45 +47,14 @@ impl Layout {
         self.config_dir().join(format!("{instance}.toml"))
     }
 
+    /// `/run/iptables-ctl`: what the units record for `status` until the next boot.
+    pub fn run_dir(&self) -> PathBuf {
+        self.root.join("run/iptables-ctl")
+    }
+
     /// `/etc/iptables/templates`: an admin's template overrides.
     pub fn templates_dir(&self) -> PathBuf {
         self.config_dir().join("templates")
-    }
-}
-
-/// The interfaces `policy` calls external, asking the host when it says `auto`.
-pub fn resolve_external(
-    policy: &Policy,
-    probe: &dyn HostProbe,
-) -> Result<Vec<InterfaceName>, PolicyError> {
-    let (span, spec) = match &policy.interfaces.external {
-        Some(spanned) => (spanned.span(), spanned.get_ref().clone()),
-        None => (0..0, ExternalInterfaces::Auto),
-    };
-    let field = "interfaces.external";
-    match spec {
-        ExternalInterfaces::Named(names) => Ok(names),
-        ExternalInterfaces::Auto => {
-            let names = probe.default_route_interfaces().map_err(|e| {
-                policy.error_at(
-                    span.clone(),
-                    field,
-                    format!("\"auto\" needs the host's routes, which could not be read: {e}"),
-                )
-            })?;
-            if names.is_empty() {
-                return Err(policy.error_at(
-                    span,
-                    field,
-                    "\"auto\" found no default route on this host: name the external interface(s), such as external = [\"eth0\"]".to_owned(),
-                ));
-            }
-            names
-                .iter()
-                .map(|n| n.parse::<InterfaceName>())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| policy.error_at(span, field, format!("\"auto\" found a default route on an interface iptables cannot name: {e}")))
-        }
     }
 }
 
@@ -97,23 +64,21 @@ pub fn render_instance(
     layout: &Layout,
     instance: &InstanceName,
     policy_path: &Path,
-    probe: &dyn HostProbe,
 ) -> anyhow::Result<(Policy, Vec<RenderedFile>)> {
     let policy = Policy::load(policy_path)?;
-    let files = render_policy(layout, instance, &policy, probe)?;
+    let files = render_policy(layout, instance, &policy)?;
     Ok((policy, files))
 }
 
-/// Renders an already loaded `policy` as [`render_instance`] does.
+/// Renders an already loaded `policy` as [`render_instance`] does. The result depends
+/// on the policy and the templates only, not on the host.
 pub fn render_policy(
     layout: &Layout,
     instance: &InstanceName,
     policy: &Policy,
-    probe: &dyn HostProbe,
 ) -> anyhow::Result<Vec<RenderedFile>> {
     // The header names the policy as the booted system will see it, not the staging path.
     let policy_path = &layout.as_booted(policy.path());
-    let external = resolve_external(policy, probe)?;
     let templates = Templates::load(&layout.templates_dir())?;
     render::render(
         &templates,
@@ -121,7 +86,6 @@ pub fn render_policy(
             instance,
             policy,
             policy_path,
-            external: &external,
         },
     )
     .with_context(|| format!("cannot render instance {instance}"))

@@ -1,8 +1,9 @@
 //! The firewall as the kernel holds it now, compared with what iptables-ctl rendered:
 //! whether the owned chains (INPUT, OUTPUT, DOCKER-USER) hold exactly the rendered
-//! rules, whether FORWARD still sends traffic to DOCKER-USER first, and which iptables
-//! backend is in use. The comparison ([`compare`]) is a pure function of two
-//! `iptables-save` dumps; [`inspect`] gathers them.
+//! rules, whether FORWARD still sends traffic to DOCKER-USER first (a family is in force
+//! only when both hold), and which iptables backend is in use. The comparison
+//! ([`compare`]) is a pure function of two `iptables-save` dumps; [`inspect`] gathers
+//! them, [`inspect_stopped`] the same against the pass-through files.
 
 use serde::Serialize;
 
@@ -28,6 +29,9 @@ pub trait LiveFirewall {
     fn save(&self, family: Family) -> Result<String, ToolError>;
     /// `iptables-save` of the backend `iptables` does not drive, if its tools exist.
     fn save_other_backend(&self) -> Option<String>;
+    /// Loads `text` with `iptables-restore -w -n` (or ip6tables-restore) of the system
+    /// backend: the one change made outside systemd's units (FORWARD's jump).
+    fn restore(&self, family: Family, text: &str) -> Result<(), ToolError>;
 }
 
 /// The host's own iptables tools.
@@ -48,6 +52,15 @@ impl LiveFirewall for SystemFirewall {
     fn save_other_backend(&self) -> Option<String> {
         let other = self.backend()?.other();
         command::run(&format!("iptables-{}-save", other.tool_suffix()), &[], b"").ok()
+    }
+
+    fn restore(&self, family: Family, text: &str) -> Result<(), ToolError> {
+        command::run(
+            Backend::System.restore_program(family),
+            &["-w", "-n"],
+            text.as_bytes(),
+        )
+        .map(|_| ())
     }
 }
 
@@ -70,19 +83,25 @@ pub fn ruleset(firewall: &dyn LiveFirewall, family: Family) -> anyhow::Result<Ru
 /// One family's live state against its rendered file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FamilyState {
-    /// `ipv4` or `ipv6`.
+    /// `IPv4` or `IPv6`.
     pub family: String,
-    /// The owned chains hold exactly the rendered rules, in order.
+    /// The rules protect what the files say: the owned chains hold exactly the
+    /// rendered rules and FORWARD jumps to DOCKER-USER first.
     pub in_force: bool,
+    /// The owned chains hold exactly the rendered rules, in order.
+    pub rules_match: bool,
     /// Rendered lines the kernel does not hold.
     pub missing: Vec<String>,
     /// Lines the kernel holds in the owned chains that were not rendered.
     pub unexpected: Vec<String>,
     /// Same lines, different order.
     pub reordered: bool,
-    /// FORWARD's first rule is the jump to DOCKER-USER (None when FORWARD is empty, as
-    /// on a host where Docker has not started).
+    /// FORWARD's first rule is the jump to DOCKER-USER (None when FORWARD is empty).
     pub docker_user_first: Option<bool>,
+    /// FORWARD's first rule, when it is not the jump.
+    pub forward_first: Option<String>,
+    /// What iptables-ctl had to repair in FORWARD since boot (filled in by `status`).
+    pub forward_repair: Option<crate::forward::Repair>,
 }
 
 /// The live firewall.
@@ -127,18 +146,22 @@ pub fn compare(family: Family, expected: &Dump, live: &Dump) -> FamilyState {
     });
     let missing: Vec<String> = want.iter().filter(|l| !have.contains(l)).cloned().collect();
     let unexpected: Vec<String> = have.iter().filter(|l| !want.contains(l)).cloned().collect();
-    let in_force = want == have;
-    let docker_user_first = live
+    let rules_match = want == have;
+    let first = live
         .table("filter")
         .and_then(|t| t.rules_of("FORWARD").next())
-        .map(|rule| rule.text() == "-A FORWARD -j DOCKER-USER");
+        .map(|rule| rule.text());
+    let docker_user_first = first.as_ref().map(|rule| rule == crate::forward::JUMP);
     FamilyState {
         family: family.to_string(),
-        in_force,
-        reordered: !in_force && missing.is_empty() && unexpected.is_empty(),
+        in_force: rules_match && docker_user_first == Some(true),
+        rules_match,
+        reordered: !rules_match && missing.is_empty() && unexpected.is_empty(),
         missing,
         unexpected,
         docker_user_first,
+        forward_first: first.filter(|rule| rule != crate::forward::JUMP),
+        forward_repair: None,
     }
 }
 
@@ -151,12 +174,34 @@ pub fn inspect(
     trial: &dyn RulesetTrial,
     firewall: &dyn LiveFirewall,
 ) -> anyhow::Result<LiveState> {
+    inspect_against(layout, instance, trial, firewall, |report| &report.loaded)
+}
+
+/// [`inspect`] against the pass-through (`.empty`) files, for a stopped instance.
+pub fn inspect_stopped(
+    layout: &Layout,
+    instance: &InstanceName,
+    trial: &dyn RulesetTrial,
+    firewall: &dyn LiveFirewall,
+) -> anyhow::Result<LiveState> {
+    inspect_against(layout, instance, trial, firewall, |report| {
+        &report.loaded_empty
+    })
+}
+
+fn inspect_against(
+    layout: &Layout,
+    instance: &InstanceName,
+    trial: &dyn RulesetTrial,
+    firewall: &dyn LiveFirewall,
+    expected_of: impl Fn(&crate::trial::TrialReport) -> &String,
+) -> anyhow::Result<LiveState> {
     let backend = firewall.backend();
     let mut families = Vec::new();
     for family in Family::ALL {
-        let expected = instance::prove_on_disk(layout, instance, family, trial)?;
+        let report = instance::prove_on_disk(layout, instance, family, trial)?;
         let live = parse_save(family, &firewall.save(family)?)?;
-        let expected = parse_save(family, &expected.loaded)?;
+        let expected = parse_save(family, expected_of(&report))?;
         families.push(compare(family, &expected, &live));
     }
     Ok(LiveState { backend, families })
@@ -183,7 +228,7 @@ mod tests {
         // Docker appended its own RETURN after ours.
         .replace("COMMIT\n", "-A DOCKER-USER -j RETURN\nCOMMIT\n");
         let state = compare_texts(EXPECTED, &live);
-        assert!(state.in_force, "{state:?}");
+        assert!(state.in_force && state.rules_match, "{state:?}");
         assert_eq!(state.docker_user_first, Some(true));
     }
 
@@ -222,14 +267,16 @@ mod tests {
     }
 
     #[test]
-    fn forward_jumping_elsewhere_first_is_reported() {
+    fn forward_jumping_elsewhere_first_is_not_in_force() {
         let live = EXPECTED.replace(
             ":DOCKER-USER - [0:0]\n",
             ":DOCKER-USER - [0:0]\n-A FORWARD -j ACCEPT\n-A FORWARD -j DOCKER-USER\n",
         );
-        assert_eq!(
-            compare_texts(EXPECTED, &live).docker_user_first,
-            Some(false)
-        );
+        let state = compare_texts(EXPECTED, &live);
+        assert_eq!(state.docker_user_first, Some(false));
+        assert_eq!(state.forward_first.as_deref(), Some("-A FORWARD -j ACCEPT"));
+        assert!(state.rules_match && !state.in_force, "{state:?}");
+        // No jump at all is not in force either.
+        assert!(!compare_texts(EXPECTED, EXPECTED).in_force);
     }
 }

@@ -3,14 +3,17 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use iptables_ctl::exit;
+use iptables_ctl::output::Output;
 
 fn main() -> ExitCode {
     let cli = iptables_ctl::cli::Cli::parse();
-    match iptables_ctl::cli::run(cli) {
+    let mut out = Output::stdio();
+    match iptables_ctl::cli::run(cli, &mut out) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("iptables-ctl: error: {error:#}");
-            ExitCode::FAILURE
+            out.error(format!("{error:#}"));
+            ExitCode::from(exit::FAILURE)
         }
     }
 }

@@ -1,7 +1,10 @@
-//! The starter policy written by `iptables-ctl init`: the host's external interface and
-//! SSH port filled in from what the host says, so that enabling the firewall right away
-//! cannot lock the admin out. The text is commented for a first-time reader and is
-//! parsed back before it is used, so it is always a valid policy.
+//! The starter policy written by `iptables-ctl init`: the host's SSH port filled in from
+//! what the host says, so that enabling the firewall right away cannot lock the admin
+//! out. It always says `external = "auto"`: a name copied from the host that wrote the
+//! file would be wrong on a host booted from a staged tree or after a rename (the
+//! interfaces found now are shown in a comment). The text is commented for a
+//! first-time reader and is parsed back before it is used, so it is always a valid
+//! policy.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -13,7 +16,8 @@ use crate::policy::{Policy, PolicyError};
 /// What the starter policy is built from, as found on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StarterFacts {
-    /// Interfaces of the default routes (empty: leave `auto`).
+    /// Interfaces of the default routes now (for the comment and the summary; empty
+    /// when none is known, as in a staged tree).
     pub external: Vec<InterfaceName>,
     /// SSH ports to keep open.
     pub ssh_ports: Vec<u16>,
@@ -54,9 +58,12 @@ pub fn summary(facts: &StarterFacts, policy: &Policy) -> Vec<String> {
         format!(
             "external interfaces: {}",
             if external.is_empty() {
-                "auto (no default route found now)".to_owned()
+                "auto (those of the default routes wherever it runs; none known here)".to_owned()
             } else {
-                external.join(", ")
+                format!(
+                    "{} (auto: those of the default routes wherever it runs)",
+                    external.join(", ")
+                )
             }
         ),
         format!(
@@ -75,16 +82,18 @@ pub fn summary(facts: &StarterFacts, policy: &Policy) -> Vec<String> {
 
 /// The starter policy text, and the policy it parses to (checked at `path`).
 pub fn starter_policy(facts: &StarterFacts, path: &Path) -> Result<(String, Policy), PolicyError> {
-    let external = if facts.external.is_empty() {
-        "# No default route was found: name your external interface(s) here.\nexternal = \"auto\""
-            .to_owned()
+    let now = if facts.external.is_empty() {
+        "none known where this file was written".to_owned()
     } else {
-        let names: Vec<String> = facts.external.iter().map(|n| format!("\"{n}\"")).collect();
-        format!(
-            "# Found from this host's default route(s); \"auto\" looks them up at each render.\nexternal = [{}]",
-            names.join(", ")
-        )
+        let names: Vec<String> = facts.external.iter().map(ToString::to_string).collect();
+        format!("{} where this file was written", names.join(", "))
     };
+    let external = format!(
+        "# The interfaces facing untrusted networks, as the audit sees them. \"auto\" takes\n\
+         # those of the default routes wherever it runs ({now}). Published ports are\n\
+         # protected on every interface whatever this says.\n\
+         external = \"auto\""
+    );
     let ports: Vec<String> = facts.ssh_ports.iter().map(u16::to_string).collect();
     let admin = match &facts.ssh_client {
         Some(client) => format!(
@@ -95,7 +104,8 @@ pub fn starter_policy(facts: &StarterFacts, path: &Path) -> Result<(String, Poli
         None => "# admin = [\"192.0.2.10\", \"2001:db8::10\"]\n".to_owned(),
     };
     let text = format!(
-        r#"# iptables-ctl policy. Edit, then run `iptables-ctl check` and `iptables-ctl render`.
+        r#"# iptables-ctl policy. Edit, then run `iptables-ctl check` and `iptables-ctl reload`
+# (the first time, `iptables-ctl install` puts it in force).
 # Everything not allowed here is refused: on the host (INPUT) and for ports that Docker
 # publishes (DOCKER-USER), for IPv4 and IPv6 alike.
 
@@ -163,7 +173,11 @@ mod tests {
             ssh_client: Some("2001:db8::9".to_owned()),
         };
         let (text, policy) = starter_policy(&facts, Path::new("base.toml")).expect("valid");
-        assert!(text.contains("external = [\"ens3\"]"));
+        assert!(text.contains("external = \"auto\""), "{text}");
+        assert!(
+            text.contains("(ens3 where this file was written)"),
+            "{text}"
+        );
         let ssh = &policy.host.services[0];
         let ports: Vec<u16> = ssh.port.ranges().iter().map(|r| r.first()).collect();
         assert_eq!(ports, [22, 2222]);

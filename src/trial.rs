@@ -21,6 +21,8 @@ use crate::ruleset::OWNED_CHAINS;
 pub struct TrialReport {
     /// The ruleset the kernel held after loading the rules (iptables-save, no comments).
     pub loaded: String,
+    /// The same after loading the pass-through file on top.
+    pub loaded_empty: String,
     /// Number of rules in the owned chains after loading.
     pub rule_count: usize,
 }
@@ -119,6 +121,7 @@ fn trial_in_this_namespace(
         });
     }
     load(backend, family, empty_name, empty)?;
+    let loaded_empty = save()?;
     let rule_count = first
         .lines()
         .filter(|l| {
@@ -129,6 +132,7 @@ fn trial_in_this_namespace(
         .count();
     Ok(TrialReport {
         loaded: first,
+        loaded_empty,
         rule_count,
     })
 }

@@ -43,6 +43,17 @@ pub const ADMIN_UNIT_DIR: &str = "etc/systemd/system";
 /// still uses /lib; merged-/usr systems see the same files under /usr/lib.
 pub const PACKAGE_UNIT_DIRS: [&str; 2] = ["usr/lib/systemd/system", "lib/systemd/system"];
 
+/// The umbrella unit: `systemctl start|stop|reload|restart iptables` acts on every
+/// enabled instance through it.
+pub const UMBRELLA: &str = "iptables.service";
+
+/// The instance name of a rules unit (`iptables@base.service` gives `base`).
+pub fn instance_of(unit: &str) -> Option<&str> {
+    unit.strip_prefix("iptables@")?
+        .strip_suffix(".service")
+        .filter(|name| !name.is_empty())
+}
+
 /// The units one instance runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceUnits {
@@ -58,7 +69,7 @@ impl InstanceUnits {
     /// The unit names for `instance`.
     pub fn new(instance: &InstanceName) -> InstanceUnits {
         InstanceUnits {
-            umbrella: "iptables.service".to_owned(),
+            umbrella: UMBRELLA.to_owned(),
             rules: format!("iptables@{instance}.service"),
             docker: format!("iptables-docker@{instance}.service"),
         }
@@ -148,6 +159,14 @@ mod tests {
             wanted_by(text),
             ["multi-user.target", "docker.service", "x.target"]
         );
+    }
+
+    #[test]
+    fn rules_units_name_their_instance() {
+        assert_eq!(instance_of("iptables@base.service"), Some("base"));
+        assert_eq!(instance_of("iptables-docker@base.service"), None);
+        assert_eq!(instance_of("iptables@.service"), None);
+        assert_eq!(instance_of("iptables.service"), None);
     }
 
     #[test]

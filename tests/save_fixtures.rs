@@ -106,6 +106,7 @@ fn host() -> HostNet {
         forwards_v4: true,
         forwards_v6: true,
         sets: Default::default(),
+        proxies: Vec::new(),
     }
 }
 

@@ -1,13 +1,13 @@
 //! `--root` install into an empty directory produces exactly the expected tree (snapshot).
 //!
 //! Also proven on staged trees: a second install changes nothing; install with no policy
-//! writes the starter policy (when the host has a default route) or fails with a located
-//! error and writes no file (when it has none); uninstall removes the unit files and enable
+//! writes the starter policy with `external = "auto"`, whatever routes the staging host
+//! has (the tree is for the host it boots on); uninstall removes the unit files and enable
 //! links and keeps the policy and rendered files; a netfilter-persistent enable link makes
 //! install refuse without touching the tree, and `--force` installs anyway.
 //!
 //! install runs the kernel check (a throwaway network namespace), so these tests need
-//! root. The starter-policy cases run the binary in a fresh network namespace of its own
+//! root. The starter-policy case runs the binary in a fresh network namespace of its own
 //! (`unshare --net`) to control which default route it sees; the root namespace's network
 //! and firewall are never touched.
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)] // test support may fail loudly
@@ -20,8 +20,7 @@ use std::path::{Path, PathBuf};
 
 use common::kernel_tests_enabled;
 
-/// A small policy that names its external interface, so the result does not depend on
-/// this host's routes (`"auto"` would ask them).
+/// A small policy.
 const POLICY: &str = r#"# Staged by tests/staged_install.rs.
 [interfaces]
 external = ["eth0"]
@@ -158,7 +157,7 @@ fn files_and_links(root: &Path) -> Vec<String> {
 }
 
 /// The files of a complete staged install of instance `base`.
-const INSTALLED: [&str; 11] = [
+const INSTALLED: [&str; 12] = [
     "etc/iptables/base.rules",
     "etc/iptables/base.rules.empty",
     "etc/iptables/base.rules6",
@@ -167,6 +166,7 @@ const INSTALLED: [&str; 11] = [
     "etc/systemd/system/docker.service.wants/iptables-docker@base.service",
     "etc/systemd/system/iptables-docker@.service",
     "etc/systemd/system/iptables.service",
+    "etc/systemd/system/iptables.service.wants/iptables@base.service",
     "etc/systemd/system/iptables@.service",
     "etc/systemd/system/multi-user.target.wants/iptables.service",
     "etc/systemd/system/multi-user.target.wants/iptables@base.service",
@@ -205,7 +205,7 @@ fn staged_install_writes_exactly_the_expected_tree() {
         stdout.contains("created symlink <ROOT>/etc/systemd/system/multi-user.target.wants/iptables@base.service -> /etc/systemd/system/iptables@.service"),
         "{stdout}"
     );
-    assert_eq!(stdout.matches("created symlink ").count(), 3, "{stdout}");
+    assert_eq!(stdout.matches("created symlink ").count(), 4, "{stdout}");
     insta::assert_snapshot!("install_stdout", stdout);
     insta::assert_snapshot!("install_tree", tree(r, true));
     assert_eq!(files_and_links(r), INSTALLED);
@@ -230,71 +230,54 @@ fn staged_install_writes_exactly_the_expected_tree() {
 }
 
 #[test]
-fn staged_install_without_a_policy_needs_a_default_route_for_the_starter() {
-    if !kernel_tests_enabled(
-        "staged_install_without_a_policy_needs_a_default_route_for_the_starter",
-    ) {
+fn a_staged_starter_policy_keeps_auto_whatever_the_staging_host_routes() {
+    if !kernel_tests_enabled("a_staged_starter_policy_keeps_auto_whatever_the_staging_host_routes")
+    {
         return;
     }
-    // No default route: the starter policy says external = "auto", which cannot be
-    // resolved, so install fails with the located error and writes no file.
-    let root = staged_root(false);
-    let r = root.path();
-    let out = command_in_new_netns(r, "", &["install"])
-        .assert()
-        .code(1)
-        .get_output()
-        .clone();
-    let stdout = redact(&text(&out.stdout), r);
-    let stderr = redact(&text(&out.stderr), r);
-    assert!(
-        stdout.contains(
-            "no policy at <ROOT>/etc/iptables/base.toml yet: installing the starter policy"
-        ),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("auto (no default route found now)"),
-        "{stdout}"
-    );
-    assert!(
-        stderr.contains("the starter policy for <ROOT>/etc/iptables/base.toml cannot be used on this host, so nothing was written")
-            && stderr.contains("interfaces.external: \"auto\" found no default route on this host: name the external interface(s), such as external = [\"eth0\"]"),
-        "{stderr}"
-    );
-    // Not even the directories install made for its lock are left.
-    assert_eq!(tree(r, false).trim(), "", "nothing may be left behind");
-
-    // A default route on ext0: the starter policy names it, is written, and the install
-    // goes through.
-    let root = staged_root(false);
-    let r = root.path();
-    let setup = "ip link add ext0 type veth peer name ext1 && ip link set ext0 up && \
-                 ip link set ext1 up && ip route add default dev ext0 &&";
-    let out = command_in_new_netns(r, setup, &["install"])
-        .assert()
-        .code(0)
-        .get_output()
-        .clone();
-    let stdout = redact(&text(&out.stdout), r);
-    assert!(
-        stdout.contains(
-            "no policy at <ROOT>/etc/iptables/base.toml yet: installing the starter policy"
-        ),
-        "{stdout}"
-    );
-    assert!(stdout.contains("external interfaces: ext0"), "{stdout}");
-    assert!(
-        stdout.contains("wrote <ROOT>/etc/iptables/base.toml"),
-        "{stdout}"
-    );
-    assert_eq!(stdout.matches("created symlink ").count(), 3, "{stdout}");
-    assert_eq!(files_and_links(r), INSTALLED);
-    let policy = fs::read_to_string(r.join("etc/iptables/base.toml")).expect("starter");
-    assert!(policy.contains("external = [\"ext0\"]"), "{policy}");
-    let rules = fs::read_to_string(r.join("etc/iptables/base.rules")).expect("rules");
-    assert!(rules.contains("-i ext0"), "{rules}");
-    assert_links_resolve_in_tree(r);
+    // Without a default route, and with one on ext0: the starter says "auto" both times
+    // (the tree is for the host it boots on), the rendered rules name no interface of the
+    // staging host, and the install goes through.
+    for setup in [
+        "",
+        "ip link add ext0 type veth peer name ext1 && ip link set ext0 up && \
+         ip link set ext1 up && ip route add default dev ext0 &&",
+    ] {
+        let root = staged_root(false);
+        let r = root.path();
+        let out = command_in_new_netns(r, setup, &["install"])
+            .assert()
+            .code(0)
+            .get_output()
+            .clone();
+        let stdout = redact(&text(&out.stdout), r);
+        assert!(
+            stdout.contains(
+                "no policy at <ROOT>/etc/iptables/base.toml yet: installing the starter policy"
+            ),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("external interfaces: auto (those of the default routes wherever it runs; none known here)"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("wrote <ROOT>/etc/iptables/base.toml"),
+            "{stdout}"
+        );
+        assert_eq!(stdout.matches("created symlink ").count(), 4, "{stdout}");
+        assert_eq!(files_and_links(r), INSTALLED);
+        let policy = fs::read_to_string(r.join("etc/iptables/base.toml")).expect("starter");
+        assert!(policy.contains("external = \"auto\""), "{policy}");
+        assert!(
+            policy.contains("none known where this file was written"),
+            "{policy}"
+        );
+        assert!(!policy.contains("ext0"), "{policy}");
+        let rules = fs::read_to_string(r.join("etc/iptables/base.rules")).expect("rules");
+        assert!(!rules.contains("ext0"), "{rules}");
+        assert_links_resolve_in_tree(r);
+    }
 }
 
 #[test]
@@ -382,11 +365,12 @@ fn staged_install_refuses_next_to_netfilter_persistent_unless_forced() {
         .get_output()
         .clone();
     let stdout = redact(&text(&out.stdout), r);
+    let stderr = redact(&text(&out.stderr), r);
     assert!(
-        stdout.contains("warning (--force): netfilter-persistent is enabled"),
-        "{stdout}"
+        stderr.contains("iptables-ctl: warning: (--force) netfilter-persistent is enabled"),
+        "{stderr}"
     );
-    assert_eq!(stdout.matches("created symlink ").count(), 3, "{stdout}");
+    assert_eq!(stdout.matches("created symlink ").count(), 4, "{stdout}");
     let mut expected: Vec<&str> = INSTALLED.to_vec();
     expected.push(NETFILTER_PERSISTENT_LINK);
     assert_eq!(files_and_links(r), expected);

@@ -7,16 +7,18 @@
 //! - an edited policy + `reload` is live with no moment where the rules are absent
 //!   (a prober hammers a closed port throughout); a broken policy is refused and the live
 //!   rules and files stay byte-identical;
-//! - `stop` loads the pass-through files, `start` brings the rules back, and a unit whose
-//!   rules fail to load is reported with its journal lines; `restart` with bad files is
-//!   refused before anything is taken down;
+//! - `stop` loads the pass-through files, `start` brings the rules back; `restart` and
+//!   `start` with bad files are refused before anything changes, and a unit that fails
+//!   to start all the same is reported with its journal lines;
 //! - a machine with netfilter-persistent enabled (and its `iptables.service` alias) and
 //!   Docker's chains in the other backend is refused, nothing changes, and `--force`
-//!   installs; `status` gives 4 before install, 0 in force, 1 on drift, and `--json`;
+//!   installs; `status` gives 4 before install, 0 in force, 5 on drift, and `--json`;
 //! - with a real dockerd started by the machine's systemd and a real container: the
 //!   published port filter works, `systemctl restart docker` re-asserts the rules after
 //!   Docker (DOCKER-USER still first), stopping Docker keeps INPUT, and after a reboot
-//!   the rules were active before network-pre.target and before dockerd started.
+//!   the rules were active before network-pre.target and before dockerd started;
+//! - the audit on a real dockerd lists every published port, agrees with real connects,
+//!   and flags a port a hand-made rule opens.
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)] // test support may fail loudly
 
 mod common;
@@ -26,8 +28,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::docker::{diagnostics, run_httpd, start_docker_with_busybox, start_httpd};
 use common::nspawn::{MACHINE_V4, MACHINE_V6, Machine, MachineState, image, systemd_tests_enabled};
 use common::{Outcome, listen, probe, wait_until};
+use common::{stderr, stdout, tree};
 use iptables_ctl::systemd::ServiceManager;
 
 const RULES_UNIT: &str = "iptables@base.service";
@@ -47,48 +51,12 @@ port = 2222
 comment = "host service"
 "#;
 
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// Probes `port` on the machine over IPv4 and IPv6.
 fn both(machine: &Machine<'_>, port: u16) -> [Outcome; 2] {
     [
         probe(&machine.client, None, MACHINE_V4, port),
         probe(&machine.client, None, MACHINE_V6, port),
     ]
-}
-
-fn tree(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    for entry in walk(dir) {
-        let content = fs::read_link(&entry)
-            .map(|t| t.to_string_lossy().into_owned().into_bytes())
-            .or_else(|_| fs::read(&entry))
-            .unwrap_or_default();
-        out.push((
-            entry.strip_prefix(dir).unwrap().display().to_string(),
-            content,
-        ));
-    }
-    out.sort();
-    out
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut all = Vec::new();
-    for entry in fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        all.push(path.clone());
-        if path.symlink_metadata().unwrap().is_dir() {
-            all.extend(walk(&path));
-        }
-    }
-    all
 }
 
 #[test]
@@ -275,8 +243,35 @@ fn install_reload_stop_start_on_a_booted_systemd() {
     );
     assert_eq!(machine.save("iptables-save"), live_before);
     assert_eq!(both(&machine, 2223), [Outcome::Refused; 2]);
-    // ...and a unit that fails to load them is reported with its journal lines.
+    // ...and so is start: the host stays as stopped left it, and the error names the line.
     assert!(machine.exec(&["iptables-ctl", "stop"]).status.success());
+    let out = machine.exec(&["iptables-ctl", "start"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("refusing to start") && err.contains("NO-SUCH-CHAIN"),
+        "{err}"
+    );
+    assert_eq!(
+        bus.unit_status(RULES_UNIT).unwrap().active_state,
+        "inactive"
+    );
+    fs::write(&rules, good).unwrap();
+    // A unit that fails to start all the same (here an admin's drop-in loading a file
+    // iptables-restore refuses) is reported with its journal lines.
+    fs::write(
+        state.etc_iptables().join("broken.rules"),
+        "*filter\n-A INPUT -j NO-SUCH-CHAIN\nCOMMIT\n",
+    )
+    .unwrap();
+    let drop_in = state.etc_systemd().join("iptables@base.service.d");
+    fs::create_dir_all(&drop_in).unwrap();
+    fs::write(
+        drop_in.join("broken.conf"),
+        "[Service]\nExecStartPre=/usr/sbin/iptables-restore -w -n /etc/iptables/broken.rules\n",
+    )
+    .unwrap();
+    machine.exec_ok(&["systemctl", "daemon-reload"]);
     let out = machine.exec(&["iptables-ctl", "start"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
@@ -288,7 +283,9 @@ fn install_reload_stop_start_on_a_booted_systemd() {
         "the journal shows iptables-restore's complaint: {err}"
     );
     assert_eq!(bus.unit_status(RULES_UNIT).unwrap().active_state, "failed");
-    fs::write(&rules, good).unwrap();
+    fs::remove_dir_all(&drop_in).unwrap();
+    fs::remove_file(state.etc_iptables().join("broken.rules")).unwrap();
+    machine.exec_ok(&["systemctl", "daemon-reload"]);
     assert!(machine.exec(&["iptables-ctl", "start"]).status.success());
     assert_eq!(
         machine.exec(&["iptables-ctl", "status"]).status.code(),
@@ -429,7 +426,11 @@ fn install_refuses_netfilter_persistent_and_a_backend_mismatch_until_forced() {
 
     let out = machine.exec(&["iptables-ctl", "install", "--force"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).contains("warning (--force): netfilter-persistent is enabled"));
+    assert!(
+        stderr(&out).contains("iptables-ctl: warning: (--force) netfilter-persistent is enabled"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(
         machine.bus().unit_status(RULES_UNIT).unwrap().active_state,
         "active"
@@ -438,16 +439,16 @@ fn install_refuses_netfilter_persistent_and_a_backend_mismatch_until_forced() {
     assert_eq!(out.status.code(), Some(0));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["unit"]["active_state"], "active");
-    assert_eq!(report["live"]["backend"], "nft");
+    assert_eq!(report["live"]["backend"], "nf_tables");
     for family in report["live"]["families"].as_array().unwrap() {
         assert_eq!(family["in_force"], true, "{family}");
     }
-    // Drift: a rule added by hand is reported, with exit code 1.
+    // Drift: a rule added by hand is reported, with exit code 5 (not in force).
     machine.exec_ok(&[
         "iptables", "-I", "INPUT", "-p", "tcp", "--dport", "5555", "-j", "ACCEPT",
     ]);
     let out = machine.exec(&["iptables-ctl", "status"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(5));
     assert!(
         stdout(&out).contains("unexpected: -A INPUT -p tcp -m tcp --dport 5555 -j ACCEPT"),
         "{}",
@@ -487,74 +488,11 @@ fn assert_published_8080_only(machine: &Machine<'_>) {
         probe(&machine.client, None, MACHINE_V4, 9090),
     );
     if seen != (Outcome::Open, Outcome::Refused) {
-        let text = |argv: &[&str]| {
-            let out = machine.exec(argv);
-            format!("$ {}\n{}{}", argv.join(" "), stdout(&out), stderr(&out))
-        };
         panic!(
-            "published 8080, 9090: expected (Open, Refused), saw {seen:?}\n{}\n{}\n{}",
-            text(&["iptables-save"]),
-            text(&["docker", "ps", "-a"]),
-            text(&[
-                "journalctl",
-                "-o",
-                "short-monotonic",
-                "-u",
-                "iptables@*",
-                "-u",
-                "iptables-docker@*",
-                "-u",
-                "docker.service"
-            ]),
+            "published 8080, 9090: expected (Open, Refused), saw {seen:?}\n{}",
+            diagnostics(machine)
         );
     }
-}
-
-/// Starts the machine's dockerd and imports `bb`, an image holding only busybox.
-fn start_docker_with_busybox(machine: &Machine<'_>) {
-    machine.exec_ok(&["systemctl", "enable", "--now", "docker.service"]);
-    machine.exec_ok(&[
-        "sh",
-        "-c",
-        "mkdir -p /tmp/bb/bin && cp /bin/busybox /tmp/bb/bin/ && tar -C /tmp/bb -c . | docker import - bb",
-    ]);
-}
-
-/// Runs busybox httpd on port 80 in a new container `name`, with the `docker run`
-/// `options` (ports, network, restart policy), and waits until it serves.
-fn run_httpd(machine: &Machine<'_>, name: &str, options: &[&str]) {
-    let mut argv = vec!["docker", "run", "-d", "--init", "--name", name];
-    argv.extend_from_slice(options);
-    argv.extend_from_slice(&["bb", "/bin/busybox", "httpd", "-f", "-p", "80"]);
-    machine.exec_ok(&argv);
-    wait_until_serving(machine, name);
-}
-
-/// Starts the existing container `name` and waits until it serves.
-fn start_httpd(machine: &Machine<'_>, name: &str) {
-    machine.exec_ok(&["docker", "start", name]);
-    wait_until_serving(machine, name);
-}
-
-/// Waits until the container `name`'s httpd accepts connections on its own address.
-/// `docker run -d` and `docker start` return once the process is started, not once it
-/// listens; a probe through the firewall before then would be refused by the
-/// container, not by the rules. The wait connects from the machine itself (OUTPUT to
-/// the bridge), a path the FORWARD and DOCKER-USER rules under test never see.
-fn wait_until_serving(machine: &Machine<'_>, name: &str) {
-    let address = machine.exec_ok(&[
-        "docker",
-        "inspect",
-        "-f",
-        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-        name,
-    ]);
-    let address = address.trim().to_owned();
-    wait_until(
-        Duration::from_secs(30),
-        &format!("container {name} serves on {address}:80"),
-        || probe(&machine.netns, None, &address, 80) == Outcome::Open,
-    );
 }
 
 /// The machine's live INPUT chain: its policy and rules.
@@ -592,7 +530,7 @@ fn docker_started_by_systemd_restarts_stops_and_reboots_under_the_rules() {
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
 
     // A real dockerd, started by the machine's systemd, and a real container.
-    start_docker_with_busybox(&machine);
+    start_docker_with_busybox(&machine, None);
     run_httpd(
         &machine,
         "web",
@@ -718,14 +656,15 @@ fn audit_on_a_real_dockerd_lists_every_published_port_and_flags_the_uncovered_on
     let machine = Machine::boot(&state);
     let out = machine.exec(&["iptables-ctl", "install"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    start_docker_with_busybox(&machine);
+    start_docker_with_busybox(&machine, None);
     run_httpd(
         &machine,
         "web",
         &["-p", "8080:80", "-p", "8081:80", "-p", "9090:80"],
     );
-    // A network whose bridge has a custom name: the policy's docker_bridges (docker0,
-    // br-+) do not cover it, so its published port is open to the world.
+    // A network whose bridge has a custom name, which the policy's docker_bridges
+    // (docker0, br-+) do not cover: its published port is refused all the same, since
+    // the deny does not depend on interface names.
     machine.exec_ok(&[
         "docker",
         "network",
@@ -739,66 +678,77 @@ fn audit_on_a_real_dockerd_lists_every_published_port_and_flags_the_uncovered_on
         "legacy",
         &["--network", "legacy", "-p", "7070:80"],
     );
-
-    // What real connections from the client see.
-    let real: Vec<Outcome> = [8080, 8081, 9090, 7070]
-        .iter()
-        .map(|port| probe(&machine.client, None, MACHINE_V4, *port))
-        .collect();
-    assert_eq!(
-        real,
+    let ports = [8080, 8081, 9090, 7070];
+    let audit_agrees = |expected: [Outcome; 4], code: i32, last: &str| {
+        // What real connections from the client (10.99.0.1) see.
+        let real: Vec<Outcome> = ports
+            .iter()
+            .map(|port| probe(&machine.client, None, MACHINE_V4, *port))
+            .collect();
+        assert_eq!(real, expected);
+        let out = machine.exec(&["iptables-ctl", "audit"]);
+        let text = stdout(&out);
+        eprintln!("{text}");
+        assert_eq!(out.status.code(), Some(code), "{text}{}", stderr(&out));
+        let line = |port: u16| {
+            text.lines()
+                .find(|l| l.starts_with(&format!("tcp {MACHINE_V4}:{port} ->")))
+                .unwrap_or_else(|| panic!("no line for {port}:\n{text}"))
+                .to_owned()
+        };
+        for (port, ending) in [
+            (8080, "reachable only from 10.99.0.0/24  ok"),
+            (8081, "reachable only from 192.0.2.0/24  ok"),
+            (9090, "reachable from nowhere  ok"),
+            (7070, last),
+        ] {
+            assert!(line(port).ends_with(ending), "{}", line(port));
+        }
+        // The audit agrees with the real connections.
+        for (port, outcome) in ports.into_iter().zip(real) {
+            let l = line(port);
+            let client_allowed =
+                l.contains("reachable from anywhere") || l.contains("10.99.0.0/24");
+            assert_eq!(client_allowed, outcome == Outcome::Open, "{port}");
+        }
+    };
+    audit_agrees(
         [
             Outcome::Open,
             Outcome::Refused,
             Outcome::Refused,
-            Outcome::Open
-        ]
+            Outcome::Refused,
+        ],
+        0,
+        "reachable from nowhere  ok",
     );
 
-    let out = machine.exec(&["iptables-ctl", "audit"]);
-    let text = stdout(&out);
-    eprintln!("{text}");
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "a port is open beyond the policy: {}",
-        stderr(&out)
+    // A rule inserted by hand opens 7070 to the world: the audit flags it.
+    machine.exec_ok(&[
+        "iptables",
+        "-I",
+        "DOCKER-USER",
+        "-p",
+        "tcp",
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "DNAT",
+        "--ctorigdstport",
+        "7070",
+        "-j",
+        "RETURN",
+    ]);
+    audit_agrees(
+        [
+            Outcome::Open,
+            Outcome::Refused,
+            Outcome::Refused,
+            Outcome::Open,
+        ],
+        6,
+        "reachable from anywhere  NOT ALLOWED BY THE POLICY",
     );
-    let line = |port: u16| {
-        text.lines()
-            .find(|l| l.starts_with(&format!("tcp {MACHINE_V4}:{port} ->")))
-            .unwrap_or_else(|| panic!("no line for {port}:\n{text}"))
-            .to_owned()
-    };
-    assert!(
-        line(8080).ends_with("reachable only from 10.99.0.0/24  ok"),
-        "{}",
-        line(8080)
-    );
-    assert!(
-        line(8081).ends_with("reachable only from 192.0.2.0/24  ok"),
-        "{}",
-        line(8081)
-    );
-    assert!(
-        line(9090).ends_with("reachable from nowhere  ok"),
-        "{}",
-        line(9090)
-    );
-    assert!(
-        line(7070).ends_with("reachable from anywhere  NOT ALLOWED BY THE POLICY"),
-        "{}",
-        line(7070)
-    );
-    // The audit agrees with the real connections from the client (10.99.0.1).
-    let client_allowed = |port: u16| {
-        let l = line(port);
-        l.contains("reachable from anywhere") || l.contains("10.99.0.0/24")
-    };
-    for (port, outcome) in [8080, 8081, 9090, 7070].into_iter().zip(real) {
-        assert_eq!(client_allowed(port), outcome == Outcome::Open, "{port}");
-    }
-
     let out = machine.exec(&["iptables-ctl", "audit", "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let flagged: Vec<u64> = report["exposures"]

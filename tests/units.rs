@@ -1,6 +1,6 @@
 //! The systemd units as shipped: `systemd-analyze verify` has nothing to say about them,
 //! and the properties the firewall depends on hold in the files themselves (the behaviour
-//! on a booted systemd is proven separately).
+//! on a booted systemd is proven separately, in tests/fail_closed.rs among others).
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)] // test support may fail loudly
 
 use std::process::Command;
@@ -30,10 +30,17 @@ fn values(text: &str, key: &str) -> Vec<String> {
 
 #[test]
 fn systemd_analyze_verify_reports_nothing() {
+    // The units run `iptables-ctl` from systemd's own search path (/usr/sbin for the
+    // package, /usr/local/bin for `cargo install`); verify resolves it the same way, so
+    // here it is pointed at the binary under test.
     let dir = tempfile::tempdir().expect("tempdir");
+    let binary = env!("CARGO_BIN_EXE_iptables-ctl");
     for entry in std::fs::read_dir("units").expect("units") {
         let path = entry.expect("entry").path();
-        std::fs::copy(&path, dir.path().join(path.file_name().expect("name"))).expect("copy");
+        let text = std::fs::read_to_string(&path)
+            .expect("unit")
+            .replace("=iptables-ctl ", &format!("={binary} "));
+        std::fs::write(dir.path().join(path.file_name().expect("name")), text).expect("copy");
     }
     let instances = [
         "iptables.service",
@@ -82,11 +89,26 @@ fn rules_load_before_the_network_and_fail_loudly() {
 }
 
 #[test]
-fn every_load_is_a_no_flush_restore_of_the_instance_files() {
+fn every_load_is_a_no_flush_restore_of_the_instance_files_then_the_forward_jump() {
     for name in ["iptables@.service", "iptables-docker@.service"] {
         let text = unit(name);
         for key in ["ExecStart", "ExecReload", "ExecStop"] {
-            for command in values(&text, key) {
+            let mut commands = values(&text, key);
+            if commands.is_empty() {
+                // The re-assertion unit has no reload, and no stop (see below).
+                assert_eq!(name, "iptables-docker@.service", "{key}");
+                continue;
+            }
+            if key != "ExecStop" {
+                // Every load ends by putting FORWARD's jump to DOCKER-USER first.
+                assert_eq!(
+                    commands.pop().as_deref(),
+                    Some("iptables-ctl forward-jump %i"),
+                    "{name} {key}"
+                );
+            }
+            assert_eq!(commands.len(), 2, "{name} {key}: both families");
+            for command in commands {
                 let words: Vec<&str> = command.split_whitespace().collect();
                 assert!(
                     matches!(
@@ -125,10 +147,28 @@ fn docker_reassertion_follows_docker_and_never_removes_rules() {
     );
     assert_eq!(
         values(&text, "PartOf"),
-        ["docker.service"],
-        "a Docker restart must re-run it"
+        ["docker.service iptables@%i.service"],
+        "a Docker restart must re-run it, and stopping the firewall stops it"
     );
     assert_eq!(values(&text, "WantedBy"), ["docker.service"]);
+    // It never pulls the firewall in (stopped means stopped): it runs only while the
+    // instance and Docker are active, and is skipped otherwise.
+    for key in ["Requires", "Wants", "BindsTo"] {
+        assert!(values(&text, key).is_empty(), "{key}");
+    }
+    assert_eq!(
+        values(&text, "ExecCondition"),
+        [
+            "systemctl is-active --quiet iptables@%i.service",
+            "systemctl is-active --quiet docker.service"
+        ]
+    );
+    // Starting the rules starts the re-assertion.
+    assert!(
+        values(&unit("iptables@.service"), "Wants")
+            .iter()
+            .any(|v| v == "iptables-docker@%i.service")
+    );
     assert!(
         values(&text, "ExecStop").is_empty(),
         "stopping Docker must leave the rules in place"
@@ -136,4 +176,38 @@ fn docker_reassertion_follows_docker_and_never_removes_rules() {
     // The early unit must not be ordered after Docker: that would be an ordering cycle.
     let early = unit("iptables@.service");
     assert!(!values(&early, "After").iter().any(|v| v.contains("docker")));
+}
+
+#[test]
+fn the_umbrella_acts_on_every_enabled_instance_and_waits() {
+    let text = unit("iptables.service");
+    for (key, action) in [
+        ("ExecStart", "start"),
+        ("ExecReload", "reload"),
+        ("ExecStop", "stop"),
+    ] {
+        assert_eq!(
+            values(&text, key),
+            [format!("iptables-ctl umbrella {action}")],
+            "{key}"
+        );
+    }
+    // No ordering between the umbrella and the instances: its jobs wait for theirs.
+    let instance = unit("iptables@.service");
+    assert!(
+        !values(&instance, "Before")
+            .iter()
+            .any(|v| v.contains("iptables.service"))
+    );
+    assert!(
+        !values(&instance, "After")
+            .iter()
+            .any(|v| v.contains("iptables.service"))
+    );
+    assert!(values(&instance, "PartOf").is_empty());
+    // Enabling an instance links it into the umbrella's wants.
+    assert_eq!(
+        values(&instance, "WantedBy"),
+        ["multi-user.target iptables.service"]
+    );
 }

@@ -45,13 +45,15 @@ impl Backend {
     }
 }
 
-/// The two kernel interfaces iptables can drive.
+/// The two kernel interfaces iptables can drive, named as `iptables -V` names them (in
+/// text and JSON alike).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
 pub enum BackendKind {
     /// nf_tables (`iptables-nft`).
+    #[serde(rename = "nf_tables")]
     Nft,
     /// x_tables (`iptables-legacy`).
+    #[serde(rename = "legacy")]
     Legacy,
 }
 

@@ -203,7 +203,7 @@ pub struct Service {
     pub from: Option<Spanned<Vec<Spanned<AddressRef>>>>,
     /// Only on these interfaces; any when empty.
     #[serde(default)]
-    pub interfaces: Vec<InterfaceName>,
+    pub interfaces: Vec<Spanned<InterfaceName>>,
     /// Limit to one family.
     #[serde(default)]
     pub family: FamilyChoice,
@@ -302,6 +302,10 @@ pub struct Published {
     pub from: Option<Spanned<Vec<Spanned<AddressRef>>>>,
     /// Only connections dialed to this host address (`--ctorigdst`).
     pub host_address: Option<Spanned<HostAddress>>,
+    /// Only connections that arrive on these interfaces; any when empty. Names only
+    /// ever narrow what an entry allows: a misspelt one allows nothing.
+    #[serde(default)]
+    pub interfaces: Vec<Spanned<InterfaceName>>,
     /// Limit to one family.
     #[serde(default)]
     pub family: FamilyChoice,
@@ -600,6 +604,99 @@ impl Policy {
         let mut seen = BTreeSet::new();
         out.retain(|n| seen.insert(n.to_string()));
         out
+    }
+}
+
+/// An interface name written in the policy, with where it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedInterface {
+    /// The name (a trailing `+` matches a prefix).
+    pub name: InterfaceName,
+    /// The field it is in, such as `host.services[1].interfaces`.
+    pub field: String,
+    /// Its place in the file.
+    pub span: std::ops::Range<usize>,
+}
+
+impl NamedInterface {
+    /// Whether `interface` is one this name stands for.
+    pub fn matches(&self, interface: &str) -> bool {
+        let name = self.name.as_str();
+        match name.strip_suffix('+') {
+            Some(prefix) => interface.starts_with(prefix),
+            None => interface == name,
+        }
+    }
+}
+
+impl Policy {
+    /// Every interface the policy names outside `docker_bridges` (Docker creates those
+    /// when it starts, so their absence says nothing): the external interfaces and the
+    /// interfaces service and published-port entries are limited to.
+    pub fn named_interfaces(&self) -> Vec<NamedInterface> {
+        let mut named = Vec::new();
+        if let Some(external) = &self.interfaces.external
+            && let ExternalInterfaces::Named(names) = external.get_ref()
+        {
+            named.extend(names.iter().map(|name| NamedInterface {
+                name: name.clone(),
+                field: "interfaces.external".to_owned(),
+                span: external.span(),
+            }));
+        }
+        let mut add = |entries: Vec<(String, &Vec<Spanned<InterfaceName>>)>| {
+            for (field, interfaces) in entries {
+                named.extend(interfaces.iter().map(|name| NamedInterface {
+                    name: name.get_ref().clone(),
+                    field: field.clone(),
+                    span: name.span(),
+                }));
+            }
+        };
+        add(self
+            .host
+            .services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("host.services[{i}].interfaces"), &s.interfaces))
+            .collect());
+        add(self
+            .docker
+            .published
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (format!("docker.published[{i}].interfaces"), &p.interfaces))
+            .collect());
+        named
+    }
+
+    /// The interfaces the policy names that match none of `existing` (the host's
+    /// interfaces), each as a located message saying which interfaces do exist. A name
+    /// can only narrow where a rule applies, so a missing one never opens anything; it
+    /// means a rule does not do what the admin wrote.
+    pub fn missing_interfaces(&self, existing: &[String]) -> Vec<PolicyError> {
+        let mut known: Vec<&str> = existing.iter().map(String::as_str).collect();
+        known.sort_unstable();
+        self.named_interfaces()
+            .into_iter()
+            .filter(|named| !existing.iter().any(|e| named.matches(e)))
+            .map(|named| {
+                let message = if named.name.as_str().ends_with('+') {
+                    format!(
+                        "no interface on this host matches {} (interfaces here: {})",
+                        named.name,
+                        known.join(", ")
+                    )
+                } else {
+                    format!(
+                        "{} does not exist on this host (interfaces here: {})",
+                        named.name,
+                        known.join(", ")
+                    )
+                };
+                self.error_at(named.span, &named.field, message)
+            })
+            .collect()
     }
 }
 

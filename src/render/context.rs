@@ -3,13 +3,19 @@
 //! names, networks, ports, comments), which is what makes rendering with autoescape off
 //! safe. Rules whose sources are all of the other family are left out of this family's
 //! file entirely; they are never rendered without their source match.
+//!
+//! The context depends on the policy alone, never on the host it is rendered on: no
+//! interface name of the host reaches a rule, so a tree rendered or staged on one host
+//! means the same on another.
 
 use serde::Serialize;
 
 use crate::policy::types::{
     AddressRef, Comment, Family, InterfaceName, Network, PortRange, Ports, Proto,
 };
-use crate::policy::{ContainerAccess, DenyAction, DockerDefault, OutboundPolicy, Policy, RawChain};
+use crate::policy::{
+    ContainerAccess, DenyAction, DockerDefault, OutboundPolicy, Policy, Published, RawChain,
+};
 
 /// Everything a template gets for one family.
 #[derive(Debug, Serialize)]
@@ -20,8 +26,6 @@ pub struct FamilyContext {
     pub ipv6: bool,
     /// `reject` or `drop`.
     pub deny: &'static str,
-    /// External interfaces (resolved).
-    pub external: Vec<String>,
     /// Docker bridge interfaces.
     pub bridges: Vec<String>,
     /// INPUT settings and rules.
@@ -70,10 +74,13 @@ pub struct OutboundContext {
 /// `docker`.
 #[derive(Debug, Serialize)]
 pub struct DockerContext {
-    /// Deny unlisted new connections from external interfaces into Docker's bridges.
+    /// Deny new connections to published ports and Docker's bridges that nothing allowed.
     pub deny: bool,
-    /// Allowed published ports.
+    /// Allowed published ports, for DOCKER-USER (the port the client dialed, from
+    /// conntrack).
     pub published: Vec<RuleContext>,
+    /// The same entries for INPUT, where clients of docker-proxy arrive.
+    pub published_input: Vec<RuleContext>,
 }
 
 /// `raw`.
@@ -100,8 +107,8 @@ pub struct LogContext {
     pub burst: u32,
 }
 
-/// Builds the context of `family` for `policy`, with `external` already resolved.
-pub fn build(policy: &Policy, external: &[InterfaceName], family: Family) -> FamilyContext {
+/// Builds the context of `family` for `policy`.
+pub fn build(policy: &Policy, family: Family) -> FamilyContext {
     let in_family = |nets: Vec<Network>| -> Vec<Network> {
         nets.into_iter().filter(|n| n.family() == family).collect()
     };
@@ -118,7 +125,7 @@ pub fn build(policy: &Policy, external: &[InterfaceName], family: Family) -> Fam
         .flat_map(|s| {
             entry_rules(
                 &s.port,
-                &s.interfaces,
+                &names(&s.interfaces),
                 ("-s", &sources_of(&s.from)),
                 &s.comment,
                 |port| format!("host service {}/{port}", s.proto),
@@ -144,38 +151,54 @@ pub fn build(policy: &Policy, external: &[InterfaceName], family: Family) -> Fam
         })
         .collect();
 
-    let published = policy
+    let published_entries: Vec<_> = policy
         .docker
         .published
         .iter()
         .filter(|p| p.family.includes(family))
-        .flat_map(|p| {
-            let host_address = p.host_address.as_ref().map(|a| a.get_ref().addr());
-            if host_address.is_some_and(|a| Family::of(&a) != family) {
-                return Vec::new();
-            }
-            entry_rules(
-                &p.port,
-                &[],
-                ("-s", &sources_of(&p.from)),
-                &p.comment,
-                |port| format!("published {}/{port}", p.proto),
-                |port| {
-                    // After DNAT, --dport is the container's port; the port the client
-                    // dialed survives only in the conntrack original tuple.
-                    let mut spec = format!(
-                        "-p {} -m conntrack --ctstate DNAT --ctorigdstport {}",
-                        p.proto,
-                        port.iptables()
-                    );
-                    if let Some(addr) = host_address {
-                        spec.push_str(&format!(" --ctorigdst {addr}"));
-                    }
-                    spec
-                },
-            )
+        .filter(|p| {
+            p.host_address
+                .as_ref()
+                .is_none_or(|a| Family::of(&a.get_ref().addr()) == family)
         })
         .collect();
+    // Each entry renders twice: for DOCKER-USER, where the port the client dialed
+    // survives only in the conntrack original tuple (after DNAT, --dport is the
+    // container's port), and for INPUT, where docker-proxy's clients arrive.
+    let published_rules = |port_spec: &dyn Fn(&Published, &PortRange) -> String| {
+        published_entries
+            .iter()
+            .flat_map(|p| {
+                entry_rules(
+                    &p.port,
+                    &names(&p.interfaces),
+                    ("-s", &sources_of(&p.from)),
+                    &p.comment,
+                    |port| format!("published {}/{port}", p.proto),
+                    |port| port_spec(p, port),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let host_address = |p: &Published| p.host_address.as_ref().map(|a| a.get_ref().addr());
+    let published = published_rules(&|p, port| {
+        let mut spec = format!(
+            "-p {} -m conntrack --ctstate DNAT --ctorigdstport {}",
+            p.proto,
+            port.iptables()
+        );
+        if let Some(addr) = host_address(p) {
+            spec.push_str(&format!(" --ctorigdst {addr}"));
+        }
+        spec
+    });
+    let published_input = published_rules(&|p, port| {
+        let destination = host_address(p).map_or_else(String::new, |addr| format!("-d {addr} "));
+        format!(
+            "{destination}{}",
+            port_match(p.proto, "--dport", &port.iptables())
+        )
+    });
 
     let mut raw = RawContext {
         input: Vec::new(),
@@ -201,7 +224,6 @@ pub fn build(policy: &Policy, external: &[InterfaceName], family: Family) -> Fam
             DenyAction::Reject => "reject",
             DenyAction::Drop => "drop",
         },
-        external: external.iter().map(ToString::to_string).collect(),
         bridges: policy
             .interfaces
             .docker_bridges
@@ -222,6 +244,7 @@ pub fn build(policy: &Policy, external: &[InterfaceName], family: Family) -> Fam
         docker: DockerContext {
             deny: policy.docker.default == DockerDefault::Deny,
             published,
+            published_input,
         },
         raw,
         log: LogContext {
@@ -269,6 +292,11 @@ fn entry_rules(
         }
     }
     rules
+}
+
+/// The names of a list of spanned interface names.
+fn names(interfaces: &[toml::Spanned<InterfaceName>]) -> Vec<InterfaceName> {
+    interfaces.iter().map(|i| i.get_ref().clone()).collect()
 }
 
 /// The address matches of a rule: `[None]` (anywhere) when there is no list, one per

@@ -126,6 +126,7 @@ impl SystemdBus {
             result,
             active_enter_monotonic_us: props.active_enter_timestamp_monotonic().await?,
             inactive_exit_monotonic_us: props.inactive_exit_timestamp_monotonic().await?,
+            wants: props.wants().await?,
         })
     }
 }

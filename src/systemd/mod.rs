@@ -106,6 +106,9 @@ pub struct UnitStatus {
     pub active_enter_monotonic_us: u64,
     /// When it last left the inactive state (CLOCK_MONOTONIC, µs; 0 if never).
     pub inactive_exit_monotonic_us: u64,
+    /// The units it wants (`Wants=` and its `.wants/` links).
+    #[serde(skip)]
+    pub wants: Vec<String>,
 }
 
 impl UnitStatus {
@@ -117,6 +120,14 @@ impl UnitStatus {
     /// The unit is active (for our oneshot units: its rules were loaded).
     pub fn is_active(&self) -> bool {
         self.active_state == "active"
+    }
+
+    /// The unit is installed: enabled, or in any state but inactive (a unit stopped
+    /// or started by hand after `systemctl disable` still counts). An instance of an
+    /// installed template that was never enabled is not.
+    pub fn is_installed(&self) -> bool {
+        !self.is_not_found()
+            && (self.unit_file_state.starts_with("enabled") || self.active_state != "inactive")
     }
 }
 

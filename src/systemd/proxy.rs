@@ -101,6 +101,10 @@ pub trait Unit {
     /// When the unit last left the inactive state (CLOCK_MONOTONIC, µs; 0 if never).
     #[zbus(property)]
     fn inactive_exit_timestamp_monotonic(&self) -> zbus::Result<u64>;
+
+    /// The units this one wants (its `Wants=` and `.wants/` links).
+    #[zbus(property)]
+    fn wants(&self) -> zbus::Result<Vec<String>>;
 }
 
 /// `org.freedesktop.systemd1.Service`: properties of service units.

@@ -1,20 +1,20 @@
 //! Shared helpers for the tests that need real kernel parts: network namespaces created
-//! and removed by the test (never the root namespace), the real iptables tools, and a
-//! fixed host for rendering.
+//! and removed by the test (never the root namespace), the real iptables tools, and
+//! rendering the example policies.
 #![allow(dead_code, clippy::expect_used, clippy::panic, clippy::unwrap_used)] // test support may fail loudly
 
 use std::fs::File;
-use std::io;
+
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+pub mod docker;
 pub mod nspawn;
 pub mod topology;
 
-use iptables_ctl::host::{HostProbe, SshConnection};
 use iptables_ctl::instance::{Layout, render_instance};
 use iptables_ctl::render::RenderedFile;
 use nix::sched::{CloneFlags, setns};
@@ -24,21 +24,6 @@ use socket2::{Domain, Socket, Type};
 /// failure, elsewhere they are skipped with a loud message.
 pub fn kernel_tests_enabled(test: &str) -> bool {
     tools_available(test, &[], true)
-}
-
-/// A host whose default route is on eth0.
-pub struct FixedHost;
-
-impl HostProbe for FixedHost {
-    fn default_route_interfaces(&self) -> io::Result<Vec<String>> {
-        Ok(vec!["eth0".to_owned()])
-    }
-    fn sshd_ports(&self) -> Vec<u16> {
-        vec![22]
-    }
-    fn ssh_connection(&self) -> Option<SshConnection> {
-        None
-    }
 }
 
 /// Every example policy: tests/policies/*.toml (sorted) and the shipped example.
@@ -56,13 +41,8 @@ pub fn example_policies() -> Vec<PathBuf> {
 /// Renders the policy at `path` with the built-in templates, as instance `base`.
 pub fn render_policy(path: &Path) -> Vec<RenderedFile> {
     let instance = "base".parse().expect("instance name");
-    let (_, files) = render_instance(
-        &Layout::new("/nonexistent-root"),
-        &instance,
-        path,
-        &FixedHost,
-    )
-    .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+    let (_, files) = render_instance(&Layout::new("/nonexistent-root"), &instance, path)
+        .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
     files
 }
 
@@ -274,4 +254,48 @@ pub fn staged_command(root: &Path, args: &[&str]) -> assert_cmd::Command {
         .args(args)
         .env_remove("SSH_CONNECTION");
     cmd
+}
+
+/// A command's standard output, as text.
+pub fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A command's standard error, as text.
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Every entry below `dir` (relative path, and a symlink's target or a file's bytes),
+/// sorted: two calls compare equal exactly when nothing below `dir` changed.
+pub fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(current) = stack.pop() {
+        for entry in std::fs::read_dir(&current).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            let meta = path.symlink_metadata().expect("metadata");
+            let content = if meta.file_type().is_symlink() {
+                std::fs::read_link(&path)
+                    .expect("link")
+                    .to_string_lossy()
+                    .into_owned()
+                    .into_bytes()
+            } else if meta.is_dir() {
+                stack.push(path.clone());
+                Vec::new()
+            } else {
+                std::fs::read(&path).expect("file")
+            };
+            out.push((
+                path.strip_prefix(dir)
+                    .expect("below dir")
+                    .display()
+                    .to_string(),
+                content,
+            ));
+        }
+    }
+    out.sort();
+    out
 }

@@ -8,7 +8,12 @@
 //!
 //! ```text
 //!  client ns: veth 10.99.0.1/24 fd99::1/64 ---- machine: eth0 10.99.0.2/24 fd99::2/64
+//!             (and 10.99.0.3, fd99::3)
 //! ```
+//!
+//! The client's second addresses are a second client for "allowed source / other
+//! source" probes; the IPv6 one is deprecated (preferred_lft 0), so a probe that does
+//! not choose its source still comes from fd99::1.
 //!
 //! The iptables-ctl binary under test is bound read-only at /usr/local/sbin/iptables-ctl.
 //! Everything is torn down on drop: nspawn gets SIGTERM (a clean poweroff), the
@@ -39,6 +44,10 @@ pub const MACHINE_V4: &str = "10.99.0.2";
 pub const CLIENT_V6: &str = "fd99::1";
 /// Machine, IPv6.
 pub const MACHINE_V6: &str = "fd99::2";
+/// The client's second IPv4 address (probes bind it explicitly).
+pub const CLIENT2_V4: &str = "10.99.0.3";
+/// The client's second IPv6 address (probes bind it explicitly).
+pub const CLIENT2_V6: &str = "fd99::3";
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -257,6 +266,24 @@ impl<'a> Machine<'a> {
             ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", link]);
             ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", link, "nodad"]);
         }
+        let client = &self.client;
+        client.ip(&[
+            "addr",
+            "add",
+            &format!("{CLIENT2_V4}/24"),
+            "dev",
+            &self.host_link,
+        ]);
+        client.ip(&[
+            "addr",
+            "add",
+            &format!("{CLIENT2_V6}/64"),
+            "dev",
+            &self.host_link,
+            "nodad",
+            "preferred_lft",
+            "0",
+        ]);
         self.netns
             .ip(&["route", "add", "default", "via", CLIENT_V4]);
         self.netns
@@ -280,6 +307,18 @@ impl<'a> Machine<'a> {
             .args(["-t", &self.leader.to_string(), "-a", "--"])
             .args(argv)
             .stdin(Stdio::null())
+            .output()
+            .expect("nsenter")
+    }
+
+    /// Runs a command inside the machine with its standard output going to `stdout`.
+    pub fn exec_with_stdout(&self, argv: &[&str], stdout: Stdio) -> Output {
+        Command::new("nsenter")
+            .args(["-t", &self.leader.to_string(), "-a", "--"])
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::piped())
             .output()
             .expect("nsenter")
     }
