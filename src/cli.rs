@@ -530,7 +530,7 @@ fn render(
         Some(DirLock::acquire(&dir).with_context(|| no_config_dir_hint(&dir))?)
     };
     let (policy, rendered) = instance::render_instance(layout, instance, policy_path)?;
-    control::warn_missing_interfaces(&policy, host, out);
+    control::warn_interface_problems(&policy, host, out);
     if kernel_check {
         let reports = instance::prove(&policy, &rendered, &NetnsTrial { backend })
             .context("kernel check of the rendered files failed; nothing was written (--no-kernel-check skips the check)")?;
@@ -585,7 +585,7 @@ fn check(
 ) -> anyhow::Result<u8> {
     let (policy, rendered) = instance::render_instance(layout, instance, policy_path)?;
     writeln!(out, "policy {} is valid", policy_path.display());
-    control::warn_missing_interfaces(&policy, host, out);
+    control::warn_interface_problems(&policy, host, out);
     let reports = instance::prove(&policy, &rendered, &NetnsTrial { backend })?;
     for (family, report) in &reports {
         let restore = backend.restore_program(*family);

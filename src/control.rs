@@ -174,15 +174,44 @@ fn loaded_rules(reports: Vec<(Family, TrialReport)>) -> LoadedRules {
         .collect()
 }
 
-/// Warns about every interface the policy names that this host does not have (a
-/// staged tree knows none, so says nothing).
-pub fn warn_missing_interfaces(policy: &Policy, host: &dyn HostProbe, out: &mut Output) {
-    if let Ok(existing) = host.interface_names()
-        && !existing.is_empty()
-    {
-        for missing in policy.missing_interfaces(&existing) {
-            out.warn(missing);
-        }
+/// What is wrong between the interface names of `policy` and this host: names that do
+/// not exist, and Docker bridge patterns that match an interface facing the outside (a
+/// staged tree knows no interfaces, so has none of these).
+pub fn interface_problems(
+    policy: &Policy,
+    host: &dyn HostProbe,
+) -> Vec<crate::policy::PolicyError> {
+    let Ok(existing) = host.interface_names() else {
+        return Vec::new();
+    };
+    if existing.is_empty() {
+        return Vec::new();
+    }
+    let mut uplinks = host.default_route_interfaces().unwrap_or_default();
+    uplinks.extend(
+        policy
+            .named_interfaces()
+            .into_iter()
+            .filter(|named| named.field == "interfaces.external")
+            .flat_map(|named| {
+                existing
+                    .iter()
+                    .filter(|e| named.matches(e))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            }),
+    );
+    uplinks.sort();
+    uplinks.dedup();
+    let mut problems = policy.missing_interfaces(&existing);
+    problems.extend(policy.bridges_matching_uplinks(&uplinks));
+    problems
+}
+
+/// Warns about each of [`interface_problems`].
+pub fn warn_interface_problems(policy: &Policy, host: &dyn HostProbe, out: &mut Output) {
+    for problem in interface_problems(policy, host) {
+        out.warn(problem);
     }
 }
 
@@ -282,7 +311,7 @@ pub fn install(
         "policy {} is valid and its rules load in a throwaway namespace",
         target.policy_path.display()
     );
-    warn_missing_interfaces(&policy, target.host, out);
+    warn_interface_problems(&policy, target.host, out);
 
     let conflicts =
         ConflictFacts::gather(root, target.instance, manager.map(|m| (m, target.firewall)))?
@@ -353,6 +382,10 @@ pub fn install(
                 undo.created_links.push(PathBuf::from(&change.path));
             }
         }
+        // EnableUnitFiles only makes the links; without a reload a running systemd
+        // does not know that docker.service now wants the re-assertion (systemctl
+        // enable reloads for the same reason).
+        manager.daemon_reload()?;
         Ok(())
     })();
     if let Err(error) = result {
@@ -387,9 +420,15 @@ pub fn install(
         }
         return Err(error);
     }
-    start_reassertion(manager, &units, out)?;
-    run_job(manager, JobKind::Start, &units.umbrella)?;
     writeln!(out, "{} is active", units.rules);
+    // The rules are loaded: what fails from here on is reported with the status check,
+    // not as a failed install.
+    if let Err(e) = start_reassertion(manager, &units, out) {
+        out.warn(format!("{e:#}"));
+    }
+    if let Err(e) = run_job(manager, JobKind::Start, &units.umbrella) {
+        out.warn(format!("{e:#}"));
+    }
     Ok(report_in_force(target, manager, out))
 }
 
@@ -407,7 +446,20 @@ fn start_reassertion(
     units: &InstanceUnits,
     out: &mut Output,
 ) -> anyhow::Result<()> {
-    run_job(manager, JobKind::Start, &units.docker)?;
+    match manager.run_job(JobKind::Start, &units.docker)? {
+        // systemd before 248 ends a start that ExecCondition skipped with `skipped`.
+        JobResult::Done => {}
+        JobResult::Other(word) if word == "skipped" => {}
+        result => {
+            return Err(JobFailed {
+                unit: units.docker.clone(),
+                kind: JobKind::Start,
+                result,
+                details: failure_details(manager, &units.docker),
+            }
+            .into());
+        }
+    }
     let state = manager.unit_status(&units.docker)?;
     if state.is_active() {
         writeln!(
@@ -639,6 +691,10 @@ pub fn uninstall(
                     "stopped {}: INPUT, OUTPUT and DOCKER-USER now pass traffic through",
                     units.rules
                 );
+            } else if status.active_state == "failed" {
+                // A failed unit is not stopped (ExecStop runs only for active units), and
+                // whatever it loaded before failing would stay in the kernel.
+                load_pass_through(target, out)?;
             }
             if !shared_in_use && manager.unit_status(&units.umbrella)?.is_active() {
                 run_job(manager, JobKind::Stop, &units.umbrella)?;
@@ -683,6 +739,29 @@ pub fn uninstall(
     Ok(exit::SUCCESS)
 }
 
+/// Loads the instance's pass-through files, as its unit's ExecStop does.
+fn load_pass_through(target: &Target<'_>, out: &mut Output) -> anyhow::Result<()> {
+    for family in Family::ALL {
+        let name = crate::render::output_file_name(
+            target.instance,
+            family,
+            crate::render::TemplateKind::Empty,
+        );
+        let path = target.layout.config_dir().join(name);
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        target
+            .firewall
+            .restore(family, &text)
+            .with_context(|| format!("cannot load {}", path.display()))?;
+    }
+    writeln!(
+        out,
+        "the unit had failed: loaded its pass-through files, so INPUT, OUTPUT and DOCKER-USER pass traffic through"
+    );
+    Ok(())
+}
+
 /// Removes the unit files install wrote to the admin directory (only ours).
 fn remove_admin_units(root: &Path, out: &mut Output) -> anyhow::Result<()> {
     let dir = root.join(ADMIN_UNIT_DIR);
@@ -724,9 +803,16 @@ pub fn lifecycle(
             stop_set(manager, &units)?;
             writeln!(
                 out,
-                "{}: stopped: the pass-through (.empty) files are loaded; Docker starts do not load the rules until `iptables-ctl start {instance}`",
+                "{}: stopped: the pass-through (.empty) files are loaded; Docker starts do not load the rules until `iptables-ctl start {instance}` (the unit stays enabled: the next boot loads them)",
                 units.rules
             );
+            // iptables.service says whether an instance runs: `systemctl start iptables`
+            // must not find it active and do nothing.
+            if conflicts::other_instances(target.layout.root(), instance).is_empty()
+                && let Err(e) = run_job(manager, JobKind::Stop, &units.umbrella)
+            {
+                out.warn(format!("{e:#}"));
+            }
             Ok(exit::SUCCESS)
         }
         JobKind::Start | JobKind::Restart | JobKind::Reload => {
@@ -738,8 +824,13 @@ pub fn lifecycle(
                 refuse_lockouts(&kind.to_string(), target, &loaded, force, out)?;
             }
             run_job(manager, kind, &units.rules)?;
-            start_reassertion(manager, &units, out)?;
             writeln!(out, "{}: active", units.rules);
+            if let Err(e) = start_reassertion(manager, &units, out) {
+                out.warn(format!("{e:#}"));
+            }
+            if let Err(e) = run_job(manager, JobKind::Start, &units.umbrella) {
+                out.warn(format!("{e:#}"));
+            }
             Ok(report_in_force(target, manager, out))
         }
     }
@@ -789,7 +880,7 @@ pub fn reload(
                 target.instance
             );
         }
-        warn_missing_interfaces(&policy, target.host, out);
+        warn_interface_problems(&policy, target.host, out);
         Ok(proven)
     })()
     .context(refused("reload"))?;
@@ -827,20 +918,34 @@ pub fn forward_jump(
     firewall: &dyn LiveFirewall,
     out: &mut Output,
 ) -> anyhow::Result<u8> {
+    // Each family on its own: a failure in one must not leave the other unrepaired.
+    let mut failures = Vec::new();
     for family in Family::ALL {
-        match forward::ensure(firewall, family)? {
-            Finding::InPlace => {}
-            Finding::Added => writeln!(out, "{family}: FORWARD jumps to DOCKER-USER (added)"),
-            Finding::Repaired { first_rule, jumps } => {
+        match forward::ensure(firewall, family) {
+            Ok(Finding::InPlace) => {}
+            Ok(Finding::Added) => {
+                writeln!(out, "{family}: FORWARD jumps to DOCKER-USER (added)");
+            }
+            Ok(Finding::Repaired { first_rule, jumps }) => {
                 writeln!(
                     out,
                     "{family}: FORWARD did not jump to DOCKER-USER first (its first rule was `{first_rule}`; {jumps} jump(s)); it does now"
                 );
-                forward::record(layout, instance, family, &first_rule)?;
+                // The repair is done; the record only tells status about it.
+                if let Err(e) = forward::record(layout, instance, family, &first_rule) {
+                    out.warn(format!(
+                        "the repair could not be recorded for status: {e:#}"
+                    ));
+                }
             }
+            Err(e) => failures.push(format!("{e:#}")),
         }
     }
-    Ok(exit::SUCCESS)
+    if failures.is_empty() {
+        Ok(exit::SUCCESS)
+    } else {
+        bail!(failures.join("\n"))
+    }
 }
 
 /// `umbrella` (the `ExecStart`/`ExecReload`/`ExecStop` of `iptables.service`): the job
@@ -865,14 +970,14 @@ pub fn umbrella(
             JobKind::Start => run_job(manager, JobKind::Start, &units.rules)
                 .and_then(|()| run_job(manager, JobKind::Start, &units.docker)),
             JobKind::Stop => stop_set(manager, &units),
-            JobKind::Reload | JobKind::Restart => {
-                if manager.unit_status(&units.rules)?.is_active() {
-                    run_job(manager, kind, &units.rules)
-                } else {
+            JobKind::Reload | JobKind::Restart => match manager.unit_status(&units.rules) {
+                Ok(status) if status.is_active() => run_job(manager, kind, &units.rules),
+                Ok(_) => {
                     writeln!(out, "{} is not active: not reloaded", units.rules);
                     Ok(())
                 }
-            }
+                Err(e) => Err(e.into()),
+            },
         };
         match result {
             Ok(()) => writeln!(out, "{}: {kind} done", units.rules),
@@ -1135,6 +1240,7 @@ mod tests {
                     "daemon-reload".to_owned(),
                     "enable iptables.service iptables@base.service iptables-docker@base.service"
                         .to_owned(),
+                    "daemon-reload".to_owned(),
                     format!("{job} iptables@base.service"),
                     "start iptables-docker@base.service".to_owned(),
                     "start iptables.service".to_owned(),
@@ -1185,6 +1291,7 @@ mod tests {
                 "daemon-reload".to_owned(),
                 "enable iptables.service iptables@base.service iptables-docker@base.service"
                     .to_owned(),
+                "daemon-reload".to_owned(),
                 format!("{job} iptables@base.service"),
                 "daemon-reload".to_owned(),
             ];

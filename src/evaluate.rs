@@ -512,6 +512,9 @@ fn condition_holds(condition: &Match, host: &HostNet, state: &State<'_>) -> Opti
         }
         Match::IcmpType(n) => negate(n, false),
         Match::Limit => true,
+        // The walk follows a packet routed from one interface to another, never one
+        // bridged between two ports of one bridge.
+        Match::PhysdevIsBridged(n) => negate(n, false),
     })
 }
 

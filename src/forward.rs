@@ -25,7 +25,10 @@ pub const JUMP: &str = "-A FORWARD -j DOCKER-USER";
 
 /// How often a transaction is tried again when FORWARD changed between reading it and
 /// loading the change (Docker inserting its own rules at the same moment).
-const ATTEMPTS: usize = 5;
+const ATTEMPTS: u32 = 5;
+
+/// The pause before the first retry; each further retry waits one more of these.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// What FORWARD looked like before.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,7 +71,7 @@ pub fn plan(forward: &[String]) -> (Finding, Option<String>) {
 /// Makes the jump FORWARD's first and only one in `family`'s live filter table.
 pub fn ensure(firewall: &dyn LiveFirewall, family: Family) -> anyhow::Result<Finding> {
     let mut last_error = None;
-    for _ in 0..ATTEMPTS {
+    for attempt in 0..ATTEMPTS {
         let save = firewall.save(family)?;
         let parsed = dump::parse(&save).context("cannot read the live filter table")?;
         let Some(filter) = parsed.table("filter") else {
@@ -84,10 +87,13 @@ pub fn ensure(firewall: &dyn LiveFirewall, family: Family) -> anyhow::Result<Fin
         };
         match firewall.restore(family, &script) {
             Ok(()) => return Ok(finding),
-            // FORWARD changed since it was read (the deletes no longer match): the
-            // transaction changed nothing; read it again.
+            // FORWARD changed since it was read (another program, usually Docker, was
+            // changing it at the same moment, and the deletes no longer match): the
+            // transaction changed nothing. Read it again after letting that program
+            // finish.
             Err(error) => last_error = Some(error),
         }
+        std::thread::sleep(RETRY_PAUSE * (attempt + 1));
     }
     let error = last_error.map_or_else(
         || anyhow::anyhow!("no attempt was made"),

@@ -218,10 +218,12 @@ pub fn parse_ipv6_default_routes(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// `Port` settings in sshd_config text (first match wins per keyword in sshd, but every
-/// `Port` line adds a listening port); 22 when there are none.
+/// The ports in sshd_config text: every `Port` line, and the port of every
+/// `ListenAddress host:port` (which sshd listens on besides); 22 when no `Port` line
+/// gives one.
 pub fn parse_sshd_ports(text: &str) -> Vec<u16> {
     let mut ports = BTreeSet::new();
+    let mut listen_ports = BTreeSet::new();
     for line in text.lines() {
         let line = line.trim();
         if line.starts_with('#') {
@@ -242,12 +244,27 @@ pub fn parse_sshd_ports(text: &str) -> Vec<u16> {
                     ports.insert(port);
                 }
             }
+            Some(k) if k.eq_ignore_ascii_case("listenaddress") => {
+                // `host:port` or `[v6]:port`; a bare address (or bare IPv6) has none.
+                if let Some(port) = words
+                    .next()
+                    .and_then(|address| {
+                        let (host, port) = address.rsplit_once(':')?;
+                        (!host.contains(':') || host.ends_with(']')).then_some(port)
+                    })
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .filter(|p| *p > 0)
+                {
+                    listen_ports.insert(port);
+                }
+            }
             _ => {}
         }
     }
     if ports.is_empty() {
         ports.insert(22);
     }
+    ports.extend(listen_ports);
     ports.into_iter().collect()
 }
 
@@ -380,6 +397,12 @@ docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
             [2200, 2222]
         );
         assert_eq!(parse_sshd_ports("Port 0\nPort nope\n"), [22]);
+        assert_eq!(
+            parse_sshd_ports(
+                "ListenAddress 0.0.0.0:2200\nListenAddress [::]:2201\nListenAddress ::1\nListenAddress 192.0.2.1\n"
+            ),
+            [22, 2200, 2201]
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt as _;
 
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -160,6 +161,8 @@ fn read_proxies() -> Vec<ProxyListener> {
                 .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
         })
         .take(MAX_PROCESSES)
+        // Only root's: any user can start a process named docker-proxy.
+        .filter(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.uid() == 0))
         .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
         .filter_map(|bytes| {
             let argv: Vec<String> = bytes

@@ -80,6 +80,27 @@ pub fn ruleset(firewall: &dyn LiveFirewall, family: Family) -> anyhow::Result<Ru
     Ok(Ruleset::new(&parse_save(family, &firewall.save(family)?)?))
 }
 
+/// The bridges Docker sends forwarded traffic to its `DOCKER` chain for (`-o BRIDGE -j
+/// DOCKER` in FORWARD, or in DOCKER-BRIDGE since Docker 28): Docker's own list of its
+/// networks' bridges, whatever they are named.
+pub fn docker_bridges(ruleset: &Ruleset) -> Vec<String> {
+    use crate::iptables::rule::{Match, Target};
+    let mut bridges: Vec<String> = ["FORWARD", "DOCKER-BRIDGE"]
+        .iter()
+        .flat_map(|chain| ruleset.rules("filter", chain))
+        .filter(|rule| matches!(&rule.target, Target::Jump(t) if t == "DOCKER"))
+        .flat_map(|rule| {
+            rule.matches.iter().filter_map(|m| match m {
+                Match::OutInterface(n) if !n.negated => Some(n.value.clone()),
+                _ => None,
+            })
+        })
+        .collect();
+    bridges.sort();
+    bridges.dedup();
+    bridges
+}
+
 /// One family's live state against its rendered file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FamilyState {
@@ -230,6 +251,13 @@ mod tests {
         let state = compare_texts(EXPECTED, &live);
         assert!(state.in_force && state.rules_match, "{state:?}");
         assert_eq!(state.docker_user_first, Some(true));
+    }
+
+    #[test]
+    fn docker_names_its_bridges_in_its_forward_rules() {
+        let text = "*filter\n:FORWARD DROP [0:0]\n:DOCKER - [0:0]\n:DOCKER-BRIDGE - [0:0]\n-A FORWARD -o docker0 -j DOCKER\n-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n-A DOCKER-BRIDGE -o legacy0 -j DOCKER\n-A FORWARD ! -o x0 -j DOCKER\nCOMMIT\n";
+        let ruleset = Ruleset::new(&dump::parse(text).unwrap());
+        assert_eq!(docker_bridges(&ruleset), ["docker0", "legacy0"]);
     }
 
     #[test]

@@ -113,6 +113,21 @@ pub fn status(target: &Target<'_>, manager: &dyn ServiceManager) -> anyhow::Resu
             units.docker, report.docker_unit.active_state, target.instance
         ));
     }
+    if let Some(policy) = &policy {
+        for family in Family::ALL {
+            let Ok(ruleset) = live::ruleset(target.firewall, family) else {
+                continue;
+            };
+            for bridge in live::docker_bridges(&ruleset) {
+                if !policy.is_docker_bridge(&bridge) {
+                    problems.push(format!(
+                        "{family}: Docker's bridge {bridge} (from its FORWARD rules) is outside interfaces.docker_bridges in {}: its published ports are refused like any other, but new connections routed straight to its containers are not; add it to docker_bridges",
+                        target.policy_path.display()
+                    ));
+                }
+            }
+        }
+    }
     let net = target.host.network()?;
     let audited = audit::audit_live(target.firewall, &net, target.host, target.policy_path);
     match audited {
@@ -192,14 +207,11 @@ fn policy_problems(target: &Target<'_>, problems: &mut Vec<String>) -> Option<Po
             "the policy no longer renders, so the rules in force are those of an earlier one: {e:#}"
         )),
     }
-    if let Ok(existing) = target.host.interface_names() {
-        problems.extend(
-            policy
-                .missing_interfaces(&existing)
-                .into_iter()
-                .map(|e| e.to_string()),
-        );
-    }
+    problems.extend(
+        crate::control::interface_problems(&policy, target.host)
+            .into_iter()
+            .map(|e| e.to_string()),
+    );
     Some(policy)
 }
 

@@ -269,13 +269,29 @@ fn old_docker_with_ipv6_gets_its_docker_user_jump_from_us() {
             "{program}: {forward:?}"
         );
     }
-    let (text, _) = expect_code(&machine, &["iptables-ctl", "status"], 0);
+    // status is in force, and says it was IPv6 that needed the repair.
+    let (code, report) = status_json(&machine);
+    assert_eq!(code, Some(0), "{report:#}");
+    let families = &report["live"]["families"];
+    assert_eq!(
+        (&families[0]["family"], &families[1]["family"]),
+        (&serde_json::json!("IPv4"), &serde_json::json!("IPv6"))
+    );
+    assert!(families[0]["forward_repair"].is_null(), "{report:#}");
     assert!(
-        text.lines()
-            .any(|l| l.starts_with("IPv6:") || l.contains("IPv6") && l.contains("repaired")),
+        families[1]["forward_repair"]["count"].as_u64() >= Some(1),
+        "{report:#}"
+    );
+    let (text, _) = expect_code(&machine, &["iptables-ctl", "status"], 0);
+    let ipv6_forward = text
+        .lines()
+        .skip_while(|l| !l.starts_with("IPv6:"))
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        ipv6_forward.contains("FORWARD: jumps to DOCKER-USER first (repaired by iptables-ctl"),
         "{text}"
     );
-    assert!(text.contains("repaired"), "status names the repair: {text}");
 
     // Reloads neither duplicate the jump nor lose it.
     for _ in 0..2 {
@@ -288,6 +304,16 @@ fn old_docker_with_ipv6_gets_its_docker_user_jump_from_us() {
             .filter(|l| *l == "-A FORWARD -j DOCKER-USER")
             .count();
         assert_eq!(jumps, 1, "{program}");
+    }
+    // The re-assertion runs however often Docker starts: no start limit (systemd's
+    // default is 5 starts in 10 s) ever refuses it.
+    for attempt in 0..8 {
+        let out = machine.exec(&["systemctl", "restart", DOCKER_UNIT]);
+        assert!(
+            out.status.success(),
+            "restart {attempt} of {DOCKER_UNIT} refused: {}",
+            stderr(&out)
+        );
     }
     // After Docker restarts, the jump is first again.
     let before = activated_at(&machine.bus(), DOCKER_UNIT);
@@ -384,14 +410,49 @@ fn systemctl_acts_on_every_enabled_instance_through_the_umbrella_and_waits() {
         Outcome::Open
     );
 
+    let entered = |unit: &str| activated_at(&machine.bus(), unit);
+    let before = entered(RULES_UNIT);
     machine.exec_ok(&["systemctl", "restart", "iptables"]);
     assert_eq!(
         active(RULES_UNIT),
         "active",
         "restart waited for the instance"
     );
+    assert!(
+        entered(RULES_UNIT) > before,
+        "restart restarted the instance"
+    );
     machine.exec_ok(&["systemctl", "stop", "iptables"]);
     assert_eq!(active(RULES_UNIT), "inactive");
+
+    // Every enabled instance: a second one enabled by hand (install refuses two).
+    fs::write(state.etc_iptables().join("web.toml"), POLICY).unwrap();
+    expect_code(&machine, &["iptables-ctl", "render", "web"], 0);
+    machine.exec_ok(&["systemctl", "enable", "iptables@web.service"]);
+    machine.exec_ok(&["systemctl", "start", "iptables"]);
+    assert_eq!(
+        (active(RULES_UNIT), active("iptables@web.service")),
+        ("active".to_owned(), "active".to_owned())
+    );
+    machine.exec_ok(&["systemctl", "stop", "iptables"]);
+    assert_eq!(
+        (active(RULES_UNIT), active("iptables@web.service")),
+        ("inactive".to_owned(), "inactive".to_owned())
+    );
+    machine.exec_ok(&["systemctl", "disable", "iptables@web.service"]);
+
+    // The umbrella follows `iptables-ctl stop` and `start`: it never reports active while
+    // nothing runs, so `systemctl start iptables` after a stop starts the rules again.
+    machine.exec_ok(&["systemctl", "start", "iptables"]);
+    expect_code(&machine, &["iptables-ctl", "stop"], 0);
+    assert_eq!(active("iptables.service"), "inactive");
+    machine.exec_ok(&["systemctl", "start", "iptables"]);
+    assert_eq!(active(RULES_UNIT), "active");
+    expect_code(&machine, &["iptables-ctl", "stop"], 0);
+    expect_code(&machine, &["iptables-ctl", "start"], 0);
+    assert_eq!(active("iptables.service"), "active");
+    machine.exec_ok(&["systemctl", "reload", "iptables"]);
+    machine.exec_ok(&["systemctl", "stop", "iptables"]);
     let failed = machine.exec_ok(&[
         "systemctl",
         "list-units",
@@ -401,7 +462,7 @@ fn systemctl_acts_on_every_enabled_instance_through_the_umbrella_and_waits() {
     ]);
     assert!(!failed.contains("iptables"), "{failed}");
     let journal = common::docker::journal(&machine);
-    assert!(!journal.contains("signal"), "{journal}");
+    assert!(!journal.contains("Failed with result"), "{journal}");
     machine.poweroff();
 }
 
@@ -473,21 +534,41 @@ fn stopped_means_stopped_and_started_means_the_docker_reassertion_too() {
     assert_eq!(bus.unit_status(DOCKER_UNIT).unwrap().active_state, "active");
     let before = activated_at(&bus, DOCKER_UNIT);
     restart_docker(&machine);
-    wait_until(Duration::from_secs(30), "the re-assertion ran", || {
-        activated_at(&bus, DOCKER_UNIT) > before
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "the re-assertion ran after systemctl restart docker",
+        || activated_at(&bus, DOCKER_UNIT) > before,
+    );
+    // A plain stop and start of Docker (not a restart) runs it too: systemd knows that
+    // docker.service wants it without anyone else reloading systemd since install.
+    machine.exec_ok(&["systemctl", "stop", "docker.service", "docker.socket"]);
+    let before = activated_at(&bus, DOCKER_UNIT);
+    machine.exec_ok(&["systemctl", "start", "docker.service"]);
+    wait_until(
+        Duration::from_secs(30),
+        "the re-assertion ran after a plain start of docker",
+        || activated_at(&bus, DOCKER_UNIT) > before,
+    );
 
     // Stopped: a Docker restart does not bring the firewall back.
     expect_code(&machine, &["iptables-ctl", "stop"], 0);
+    let skips = || {
+        machine
+            .exec_ok(&["journalctl", "-u", DOCKER_UNIT, "-o", "cat"])
+            .matches("being skipped")
+            .count()
+    };
+    let skipped_before = skips();
     restart_docker(&machine);
-    wait_until(Duration::from_secs(30), "docker is back", || {
-        bus.unit_status("docker.service").unwrap().active_state == "active"
-    });
-    // The re-assertion unit was asked to start with Docker and skipped itself.
+    // The re-assertion unit was started with Docker and skipped itself.
     wait_until(
         Duration::from_secs(30),
-        "the re-assertion unit settled",
-        || bus.unit_status(DOCKER_UNIT).unwrap().active_state == "inactive",
+        "the re-assertion unit skipped itself",
+        || skips() > skipped_before,
+    );
+    assert_eq!(
+        bus.unit_status(DOCKER_UNIT).unwrap().active_state,
+        "inactive"
     );
     assert_eq!(
         bus.unit_status(RULES_UNIT).unwrap().active_state,
@@ -504,9 +585,11 @@ fn stopped_means_stopped_and_started_means_the_docker_reassertion_too() {
     assert_eq!(bus.unit_status(DOCKER_UNIT).unwrap().active_state, "active");
     let before = activated_at(&bus, DOCKER_UNIT);
     restart_docker(&machine);
-    wait_until(Duration::from_secs(30), "the re-assertion ran", || {
-        activated_at(&bus, DOCKER_UNIT) > before
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "the re-assertion ran after start and a docker restart",
+        || activated_at(&bus, DOCKER_UNIT) > before,
+    );
     common::docker::start_httpd(&machine, "web");
     assert_probes(&machine, "started again", &PUBLISHED);
     expect_code(&machine, &["iptables-ctl", "status"], 0);
@@ -821,4 +904,27 @@ fn the_image_builds_from_the_machines_own_apt_sources() {
         "a mirror's address in the script: {addresses:?}"
     );
     assert!(script.contains("/etc/apt/sources.list.d/"), "{script}");
+}
+
+#[test]
+fn a_bridge_pattern_that_matches_the_uplink_is_reported() {
+    if !boot_enabled("a_bridge_pattern_that_matches_the_uplink_is_reported") {
+        return;
+    }
+    let state = MachineState::new(&image());
+    let policy = POLICY.replace(
+        "external = \"eth0\"\n",
+        "external = \"eth0\"\ndocker_bridges = [\"docker0\", \"eth+\"]\n",
+    );
+    fs::write(state.etc_iptables().join("base.toml"), &policy).unwrap();
+    let machine = Machine::boot(&state);
+    let (_, warned) = expect_code(&machine, &["iptables-ctl", "check"], 0);
+    assert!(
+        warned.contains("interfaces.docker_bridges[1]: eth+ matches eth0"),
+        "{warned}"
+    );
+    expect_code(&machine, &["iptables-ctl", "install"], 5);
+    let (text, _) = expect_code(&machine, &["iptables-ctl", "status"], 5);
+    assert!(text.contains("eth+ matches eth0"), "{text}");
+    machine.poweroff();
 }

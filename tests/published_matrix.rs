@@ -15,8 +15,8 @@ use std::fs;
 use std::time::Duration;
 
 use common::docker::{
-    IPV6_DAEMON_JSON, POLICY, PUBLISHED, diagnostics, mismatches, restart_docker, run_httpd,
-    start_docker_with_busybox, start_httpd,
+    IPV6_DAEMON_JSON, POLICY, PUBLISHED, assert_containers_reach_each_other, diagnostics,
+    mismatches, restart_docker, run_httpd, start_docker_with_busybox, start_httpd,
 };
 use common::nspawn::{MACHINE_V4, Machine, MachineState, image, systemd_tests_enabled};
 use common::wait_until;
@@ -74,6 +74,7 @@ fn run_matrix(what: &str, daemon_json: Option<&str>) {
         &["--restart", "always", "-p", "8080:80", "-p", "9090:80"],
     );
     check_phase(&machine, &format!("{what}, after install"));
+    assert_containers_reach_each_other(&machine, "web");
 
     let before = activated_at(&machine, DOCKER_UNIT);
     restart_docker(&machine);
@@ -92,6 +93,7 @@ fn run_matrix(what: &str, daemon_json: Option<&str>) {
     );
     start_httpd(&machine, "web");
     check_phase(&machine, &format!("{what}, after reboot"));
+    assert_containers_reach_each_other(&machine, "web");
     machine.poweroff();
 }
 

@@ -723,6 +723,17 @@ fn audit_on_a_real_dockerd_lists_every_published_port_and_flags_the_uncovered_on
         "reachable from nowhere  ok",
     );
 
+    // status names the bridge the policy does not cover.
+    let out = machine.exec(&["iptables-ctl", "status"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(
+            "Docker's bridge legacy0 (from its FORWARD rules) is outside interfaces.docker_bridges"
+        ),
+        "{}",
+        stdout(&out)
+    );
+
     // A rule inserted by hand opens 7070 to the world: the audit flags it.
     machine.exec_ok(&[
         "iptables",

@@ -179,6 +179,21 @@ fn docker_reassertion_follows_docker_and_never_removes_rules() {
 }
 
 #[test]
+fn no_start_limit_can_skip_a_load() {
+    for name in [
+        "iptables.service",
+        "iptables@.service",
+        "iptables-docker@.service",
+    ] {
+        assert_eq!(
+            values(&unit(name), "StartLimitIntervalSec"),
+            ["0"],
+            "{name}"
+        );
+    }
+}
+
+#[test]
 fn the_umbrella_acts_on_every_enabled_instance_and_waits() {
     let text = unit("iptables.service");
     for (key, action) in [

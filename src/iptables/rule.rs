@@ -173,6 +173,9 @@ pub enum Match {
     IcmpType(Neg<String>),
     /// `-m limit`: matches the first packets (within the burst).
     Limit,
+    /// `-m physdev --physdev-is-bridged`: the packet is bridged (it crosses one bridge,
+    /// port to port) rather than routed.
+    PhysdevIsBridged(Neg<()>),
 }
 
 /// What a rule does when it matches.
@@ -333,6 +336,10 @@ pub fn parse(rule: &RuleLine) -> Rule {
                     negated,
                     (flag_list("FIN,SYN,RST,ACK"), flag_list("SYN")),
                 ))))
+            }
+            ("--physdev-is-bridged", _) if module == "physdev" => {
+                consumed = 1;
+                Some(Some(Match::PhysdevIsBridged(neg(negated, ()))))
             }
             ("--icmp-type" | "--icmpv6-type", Some(v)) => {
                 Some(Some(Match::IcmpType(neg(negated, v.to_owned()))))

@@ -621,11 +621,7 @@ pub struct NamedInterface {
 impl NamedInterface {
     /// Whether `interface` is one this name stands for.
     pub fn matches(&self, interface: &str) -> bool {
-        let name = self.name.as_str();
-        match name.strip_suffix('+') {
-            Some(prefix) => interface.starts_with(prefix),
-            None => interface == name,
-        }
+        interface_matches(self.name.as_str(), interface)
     }
 }
 
@@ -697,6 +693,49 @@ impl Policy {
                 self.error_at(named.span, &named.field, message)
             })
             .collect()
+    }
+}
+
+impl Policy {
+    /// Whether `interface` is one of the policy's Docker bridges.
+    pub fn is_docker_bridge(&self, interface: &str) -> bool {
+        self.interfaces
+            .docker_bridges
+            .get_ref()
+            .iter()
+            .any(|bridge| interface_matches(bridge.as_str(), interface))
+    }
+
+    /// The `docker_bridges` patterns that match one of `uplinks` (interfaces that face
+    /// the outside: external or carrying a default route), each as a located message.
+    /// Such an interface would be treated as a container network (`-o` denies,
+    /// `host.containers = "all"`), which it is not.
+    pub fn bridges_matching_uplinks(&self, uplinks: &[String]) -> Vec<PolicyError> {
+        let mut found = Vec::new();
+        for (i, bridge) in self.interfaces.docker_bridges.get_ref().iter().enumerate() {
+            for uplink in uplinks
+                .iter()
+                .filter(|u| interface_matches(bridge.as_str(), u))
+            {
+                found.push(self.error_at(
+                    self.interfaces.docker_bridges.span(),
+                    &format!("interfaces.docker_bridges[{i}]"),
+                    format!(
+                        "{bridge} matches {uplink}, which faces the outside (external or default route), not a Docker network: name Docker's bridges more narrowly (Docker names its networks' bridges br- and 12 hex digits)"
+                    ),
+                ));
+            }
+        }
+        found
+    }
+}
+
+/// Whether an iptables interface pattern (a trailing `+` matches a prefix) matches
+/// `interface`.
+pub fn interface_matches(pattern: &str, interface: &str) -> bool {
+    match pattern.strip_suffix('+') {
+        Some(prefix) => interface.starts_with(prefix),
+        None => interface == pattern,
     }
 }
 
@@ -848,6 +887,43 @@ mod tests {
             "[[host.services]]\nport = 22\nfamily = \"ipv4\"\nfrom = [\"2001:db8::/32\"]\n",
         );
         assert_eq!(field.as_deref(), Some("host.services[0].from"));
+    }
+
+    #[test]
+    fn interfaces_the_host_lacks_and_bridges_that_match_uplinks_are_located() {
+        let policy = parse(
+            "[interfaces]\nexternal = [\"eth9\", \"wg+\"]\ndocker_bridges = [\"docker0\", \"br-+\"]\n[[host.services]]\nport = 22\ninterfaces = [\"eth0\"]\n",
+        )
+        .expect("valid");
+        let host = ["lo".to_owned(), "eth0".to_owned(), "br-lan".to_owned()];
+        let missing: Vec<String> = policy
+            .missing_interfaces(&host)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(missing.len(), 2, "{missing:?}");
+        assert!(
+            missing[0].starts_with("test.toml:2:12: interfaces.external: eth9 does not exist on this host (interfaces here: br-lan, eth0, lo)"),
+            "{}",
+            missing[0]
+        );
+        assert!(
+            missing[1].contains("no interface on this host matches wg+"),
+            "{}",
+            missing[1]
+        );
+        let matching: Vec<String> = policy
+            .bridges_matching_uplinks(&["br-lan".to_owned()])
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(matching.len(), 1);
+        assert!(
+            matching[0].contains("interfaces.docker_bridges[1]: br-+ matches br-lan"),
+            "{}",
+            matching[0]
+        );
+        assert!(policy.is_docker_bridge("br-0123456789ab") && !policy.is_docker_bridge("eth0"));
     }
 
     #[test]

@@ -26,11 +26,81 @@ pub fn start_docker_with_busybox(machine: &Machine<'_>, daemon_json: Option<&str
         ]);
     }
     machine.exec_ok(&["systemctl", "enable", "--now", "docker.service"]);
+    wait_for_reassertion(machine);
     machine.exec_ok(&[
         "sh",
         "-c",
         "mkdir -p /tmp/bb/bin && cp /bin/busybox /tmp/bb/bin/ && tar -C /tmp/bb -c . | docker import - bb",
     ]);
+}
+
+/// When the firewall is active: waits until the re-assertion after Docker's start has
+/// run. `systemctl start docker` returns when Docker is up, and the re-assertion (ordered
+/// after it) a moment later; probes in between would test Docker's own rules order.
+pub fn wait_for_reassertion(machine: &Machine<'_>) {
+    let active = |unit: &str| {
+        machine
+            .exec(&["systemctl", "is-active", "--quiet", unit])
+            .status
+            .success()
+    };
+    if active("iptables@base.service") {
+        wait_until(
+            Duration::from_secs(30),
+            "iptables-docker@base.service ran after Docker started",
+            || active("iptables-docker@base.service"),
+        );
+    }
+}
+
+/// Asserts that a container reaches another one of its network directly (bridged,
+/// port to port), as Docker's inter-container traffic does.
+pub fn assert_containers_reach_each_other(machine: &Machine<'_>, server: &str) {
+    let address = machine.exec_ok(&[
+        "docker",
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        server,
+    ]);
+    let address = address.trim();
+    let exists = machine
+        .exec(&["docker", "inspect", "client"])
+        .status
+        .success();
+    if !exists {
+        machine.exec_ok(&[
+            "docker",
+            "run",
+            "-d",
+            "--init",
+            "--name",
+            "client",
+            "bb",
+            "/bin/busybox",
+            "sleep",
+            "3600",
+        ]);
+    } else {
+        machine.exec_ok(&["docker", "start", "client"]);
+    }
+    let out = machine.exec(&[
+        "docker",
+        "exec",
+        "client",
+        "/bin/busybox",
+        "nc",
+        "-w",
+        "3",
+        address,
+        "80",
+    ]);
+    assert!(
+        out.status.success(),
+        "container client cannot reach {server} ({address}:80): {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        diagnostics(machine)
+    );
 }
 
 /// `systemctl restart docker`. docker.service allows three starts a minute; a test that
