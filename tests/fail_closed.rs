@@ -372,26 +372,31 @@ fn systemctl_acts_on_every_enabled_instance_through_the_umbrella_and_waits() {
     let state = MachineState::new(&image());
     let machine = installed(&state, POLICY);
     let _listeners = listen(&machine.netns, &[22, 2222, 2223]);
+    docker_with_web(&machine, None);
     let active = |unit: &str| machine.bus().unit_status(unit).unwrap().active_state;
+    // With the instance stopped, Docker alone decides: 9090 is open to everyone.
+    let pass_through = [
+        (FIRST_V4, 9090, Outcome::Open),
+        (FIRST_V6, 9090, Outcome::Open),
+        (FIRST_V4, 2223, Outcome::Open),
+        (FIRST_V6, 2223, Outcome::Open),
+    ];
 
     machine.exec_ok(&["systemctl", "stop", "iptables"]);
     assert_eq!(
-        active(RULES_UNIT),
-        "inactive",
-        "stop waited for the instance"
+        (active(RULES_UNIT), active(DOCKER_UNIT)),
+        ("inactive".to_owned(), "inactive".to_owned()),
+        "stop waited for the instance and its re-assertion"
     );
-    assert_eq!(
-        probe(&machine.client, None, MACHINE_V4, 2223),
-        Outcome::Open
-    );
+    assert_probes(&machine, "after systemctl stop iptables", &pass_through);
 
     machine.exec_ok(&["systemctl", "start", "iptables"]);
-    assert_eq!(active(RULES_UNIT), "active", "start started the instance");
     assert_eq!(
-        active(DOCKER_UNIT),
-        "inactive",
-        "skipped while Docker is not running"
+        (active(RULES_UNIT), active(DOCKER_UNIT)),
+        ("active".to_owned(), "active".to_owned()),
+        "start waited for the instance and its re-assertion"
     );
+    assert_probes(&machine, "after systemctl start iptables", &PUBLISHED);
     assert_eq!(
         probe(&machine.client, None, MACHINE_V4, 2223),
         Outcome::Refused
@@ -422,6 +427,7 @@ fn systemctl_acts_on_every_enabled_instance_through_the_umbrella_and_waits() {
         entered(RULES_UNIT) > before,
         "restart restarted the instance"
     );
+    assert_probes(&machine, "after systemctl restart iptables", &PUBLISHED);
     machine.exec_ok(&["systemctl", "stop", "iptables"]);
     assert_eq!(active(RULES_UNIT), "inactive");
 
@@ -474,6 +480,7 @@ fn a_second_instance_is_refused_and_uninstalling_it_leaves_the_first_alone() {
     let state = MachineState::new(&image());
     let machine = installed(&state, POLICY);
     let _listeners = listen(&machine.netns, &[22, 2222, 2223]);
+    docker_with_web(&machine, None);
     fs::write(state.etc_iptables().join("web.toml"), POLICY).unwrap();
     let before = (
         tree(&state.etc_systemd()),
@@ -498,6 +505,7 @@ fn a_second_instance_is_refused_and_uninstalling_it_leaves_the_first_alone() {
     expect_code(&machine, &["iptables-ctl", "uninstall", "web"], 0);
     expect_code(&machine, &["iptables-ctl", "status"], 0);
     assert!(state.etc_systemd().join("iptables@.service").exists());
+    assert_probes(&machine, "base after uninstall web", &PUBLISHED);
     assert_eq!(
         probe(&machine.client, None, MACHINE_V4, 2223),
         Outcome::Refused
@@ -515,6 +523,7 @@ fn a_second_instance_is_refused_and_uninstalling_it_leaves_the_first_alone() {
             .exists()
     );
     expect_code(&machine, &["iptables-ctl", "status"], 0);
+    assert_probes(&machine, "base after uninstall web, twice", &PUBLISHED);
     machine.poweroff();
 }
 
