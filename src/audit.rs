@@ -323,11 +323,7 @@ fn allowed_sources(
             .as_ref()
             .is_none_or(|a| a.get_ref().addr() == dialed);
         let covers_interface = entry.interfaces.is_empty()
-            || entry.interfaces.iter().any(|i| {
-                let name = i.get_ref().as_str();
-                name.strip_suffix('+')
-                    .map_or(name == interface, |prefix| interface.starts_with(prefix))
-            });
+            || entry.interfaces.iter().any(|i| i.get_ref().matches(interface));
         if proto != port.transport
             || !covers_port
             || !covers_address
@@ -681,12 +677,12 @@ pub fn audit_interfaces(
         && let ExternalInterfaces::Named(named) = external.get_ref()
     {
         for name in named {
-            let pattern = name.as_str();
-            match pattern.strip_suffix('+') {
-                Some(prefix) => {
-                    interfaces.extend(names.iter().filter(|n| n.starts_with(prefix)).cloned())
-                }
-                None => interfaces.push(pattern.to_owned()),
+            // A plain name is looked from even when the host lacks it, so the report
+            // says so; a prefix stands for the interfaces it matches.
+            if name.as_str().ends_with('+') {
+                interfaces.extend(names.iter().filter(|n| name.matches(n)).cloned());
+            } else {
+                interfaces.push(name.to_string());
             }
         }
     }
@@ -695,15 +691,7 @@ pub fn audit_interfaces(
     let mut seen = BTreeSet::new();
     interfaces.retain(|i| seen.insert(i.clone()));
     if interfaces.is_empty() {
-        let is_bridge = |name: &str| {
-            policy.is_some_and(|p| {
-                p.interfaces.docker_bridges.get_ref().iter().any(|b| {
-                    let b = b.as_str();
-                    b.strip_suffix('+')
-                        .map_or(b == name, |prefix| name.starts_with(prefix))
-                })
-            })
-        };
+        let is_bridge = |name: &str| policy.is_some_and(|p| p.is_docker_bridge(name));
         interfaces = host
             .interfaces
             .iter()

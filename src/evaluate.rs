@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::hostnet::HostNet;
 use crate::iptables::dump::Dump;
 use crate::iptables::rule::{self, CtState, Match, Neg, Proto, Rule, SetDirection, Target};
+use crate::policy::types::interface_pattern_matches;
 
 /// How deep jumps may nest before the walk gives up (the kernel allows no loops).
 const MAX_DEPTH: usize = 64;
@@ -422,13 +423,6 @@ fn negate<T>(neg: &Neg<T>, holds: bool) -> bool {
     holds != neg.negated
 }
 
-fn interface_matches(pattern: &str, name: &str) -> bool {
-    match pattern.strip_suffix('+') {
-        Some(prefix) => name.starts_with(prefix),
-        None => pattern == name,
-    }
-}
-
 /// One condition: Some(holds), or None when it cannot be decided.
 fn condition_holds(condition: &Match, host: &HostNet, state: &State<'_>) -> Option<bool> {
     let packet = state.packet;
@@ -449,9 +443,12 @@ fn condition_holds(condition: &Match, host: &HostNet, state: &State<'_>) -> Opti
     Some(match condition {
         Match::Source(n) => negate(n, n.value.contains(&packet.source)),
         Match::Destination(n) => negate(n, n.value.contains(&state.destination)),
-        Match::InInterface(n) => negate(n, interface_matches(&n.value, &packet.in_interface)),
+        Match::InInterface(n) => negate(
+            n,
+            interface_pattern_matches(&n.value, &packet.in_interface),
+        ),
         Match::OutInterface(n) => match &state.out_interface {
-            Some(out) => negate(n, interface_matches(&n.value, out)),
+            Some(out) => negate(n, interface_pattern_matches(&n.value, out)),
             // -o before the routing decision: iptables refuses such rules; no guess.
             None => return None,
         },

@@ -621,7 +621,7 @@ pub struct NamedInterface {
 impl NamedInterface {
     /// Whether `interface` is one this name stands for.
     pub fn matches(&self, interface: &str) -> bool {
-        interface_matches(self.name.as_str(), interface)
+        self.name.matches(interface)
     }
 }
 
@@ -703,7 +703,7 @@ impl Policy {
             .docker_bridges
             .get_ref()
             .iter()
-            .any(|bridge| interface_matches(bridge.as_str(), interface))
+            .any(|bridge| bridge.matches(interface))
     }
 
     /// The `docker_bridges` patterns that match one of `uplinks` (interfaces that face
@@ -715,7 +715,7 @@ impl Policy {
         for (i, bridge) in self.interfaces.docker_bridges.get_ref().iter().enumerate() {
             for uplink in uplinks
                 .iter()
-                .filter(|u| interface_matches(bridge.as_str(), u))
+                .filter(|u| bridge.matches(u))
             {
                 found.push(self.error_at(
                     self.interfaces.docker_bridges.span(),
@@ -727,15 +727,6 @@ impl Policy {
             }
         }
         found
-    }
-}
-
-/// Whether an iptables interface pattern (a trailing `+` matches a prefix) matches
-/// `interface`.
-pub fn interface_matches(pattern: &str, interface: &str) -> bool {
-    match pattern.strip_suffix('+') {
-        Some(prefix) => interface.starts_with(prefix),
-        None => interface == pattern,
     }
 }
 

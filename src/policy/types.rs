@@ -189,6 +189,22 @@ validated_string!(
     check_interface
 );
 
+impl InterfaceName {
+    /// Whether `interface` is one this name stands for.
+    pub fn matches(&self, interface: &str) -> bool {
+        interface_pattern_matches(&self.0, interface)
+    }
+}
+
+/// Whether an interface pattern as iptables reads `-i`/`-o` (a trailing `+` matches a
+/// prefix) matches `interface`.
+pub fn interface_pattern_matches(pattern: &str, interface: &str) -> bool {
+    match pattern.strip_suffix('+') {
+        Some(prefix) => interface.starts_with(prefix),
+        None => interface == pattern,
+    }
+}
+
 fn check_comment(text: &str) -> Result<(), String> {
     if text.is_empty() || text.len() > 200 {
         return Err(format!(
