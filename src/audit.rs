@@ -323,7 +323,10 @@ fn allowed_sources(
             .as_ref()
             .is_none_or(|a| a.get_ref().addr() == dialed);
         let covers_interface = entry.interfaces.is_empty()
-            || entry.interfaces.iter().any(|i| i.get_ref().matches(interface));
+            || entry
+                .interfaces
+                .iter()
+                .any(|i| i.get_ref().matches(interface));
         if proto != port.transport
             || !covers_port
             || !covers_address

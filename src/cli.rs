@@ -492,7 +492,7 @@ fn init(
         writeln!(out, "  {line}");
     }
     let others = crate::conflicts::other_instances(layout.root(), instance);
-    if control::enabled_under(layout.root(), instance) {
+    if crate::conflicts::enabled_under(layout.root(), instance) {
         writeln!(
             out,
             "next: review it, then `iptables-ctl check {instance}` and `iptables-ctl reload {instance}`"
@@ -549,7 +549,7 @@ fn render(
     for line in summary.lines() {
         writeln!(out, "{line}");
     }
-    if control::enabled_under(layout.root(), instance) && !summary.written.is_empty() {
+    if crate::conflicts::enabled_under(layout.root(), instance) && !summary.written.is_empty() {
         writeln!(
             out,
             "iptables@{instance}.service is installed: these files are loaded at the next boot or Docker start; `iptables-ctl reload {instance}` loads them now (render does not)"
@@ -564,10 +564,7 @@ fn warn_lockouts(
     reports: Vec<(Family, crate::trial::TrialReport)>,
     out: &mut Output,
 ) {
-    let loaded: Vec<(Family, String)> = reports
-        .into_iter()
-        .map(|(family, report)| (family, report.loaded))
-        .collect();
+    let loaded = lockout::loaded_rules(reports);
     for lockout in lockout::check(host, &loaded) {
         out.warn(format!(
             "{lockout}; reload, install and start refuse these rules without --force"

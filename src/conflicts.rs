@@ -235,6 +235,12 @@ fn foreign_units(root: &Path) -> Vec<ForeignUnit> {
     found
 }
 
+/// Whether `instance` has an enable link under `root` (systemd not asked: works for a
+/// staged tree and without root).
+pub fn enabled_under(root: &Path, instance: &InstanceName) -> bool {
+    !wants_links(root, &format!("iptables@{instance}.service")).is_empty()
+}
+
 /// The instances other than `instance` that are enabled under `root`.
 pub fn other_instances(root: &Path, instance: &InstanceName) -> Vec<String> {
     let ours = format!("iptables@{instance}.service");

@@ -32,7 +32,7 @@ use crate::render::RenderedFile;
 use crate::starter::{self, StarterFacts};
 use crate::status;
 use crate::systemd::{JobKind, JobResult, ServiceManager, journal};
-use crate::trial::{RulesetTrial, TrialReport};
+use crate::trial::RulesetTrial;
 use crate::units::{self, ADMIN_UNIT_DIR, InstanceUnits, PACKAGE_UNIT_DIRS, SHIPPED_UNITS};
 
 /// How many journal lines a failure report shows.
@@ -164,14 +164,7 @@ fn render_and_prove(
     let rendered = instance::render_policy(target.layout, target.instance, policy)?;
     let reports = instance::prove(policy, &rendered, target.trial)
         .context("kernel check of the rendered files failed")?;
-    Ok((rendered, loaded_rules(reports)))
-}
-
-fn loaded_rules(reports: Vec<(Family, TrialReport)>) -> LoadedRules {
-    reports
-        .into_iter()
-        .map(|(family, report)| (family, report.loaded))
-        .collect()
+    Ok((rendered, lockout::loaded_rules(reports)))
 }
 
 /// What is wrong between the interface names of `policy` and this host: names that do
@@ -421,14 +414,7 @@ pub fn install(
         return Err(error);
     }
     writeln!(out, "{} is active", units.rules);
-    // The rules are loaded: what fails from here on is reported with the status check,
-    // not as a failed install.
-    if let Err(e) = start_reassertion(manager, &units, out) {
-        out.warn(format!("{e:#}"));
-    }
-    if let Err(e) = run_job(manager, JobKind::Start, &units.umbrella) {
-        out.warn(format!("{e:#}"));
-    }
+    start_rest_of_set(manager, &units, out);
     Ok(report_in_force(target, manager, out))
 }
 
@@ -437,6 +423,18 @@ pub fn install(
 fn stop_set(manager: &dyn ServiceManager, units: &InstanceUnits) -> anyhow::Result<()> {
     run_job(manager, JobKind::Stop, &units.docker)?;
     run_job(manager, JobKind::Stop, &units.rules)
+}
+
+/// Once the rules are loaded: starts the re-assertion after Docker and the umbrella.
+/// A failure here is a warning, and the status check that follows reports what it
+/// leaves undone; the change itself is made.
+fn start_rest_of_set(manager: &dyn ServiceManager, units: &InstanceUnits, out: &mut Output) {
+    if let Err(e) = start_reassertion(manager, units, out) {
+        out.warn(format!("{e:#}"));
+    }
+    if let Err(e) = run_job(manager, JobKind::Start, &units.umbrella) {
+        out.warn(format!("{e:#}"));
+    }
 }
 
 /// Starts the re-assertion after Docker starts (it skips itself while Docker is not
@@ -648,17 +646,6 @@ fn stage_enable(
     Ok(())
 }
 
-/// Whether `instance` has an enable link under `root` (systemd not asked: works for a
-/// staged tree and without root).
-pub fn enabled_under(root: &Path, instance: &InstanceName) -> bool {
-    let unit = InstanceUnits::new(instance).rules;
-    units::SHIPPED_UNITS
-        .iter()
-        .filter(|u| u.file_name == "iptables@.service")
-        .flat_map(|u| units::enable_links(root, &unit, Path::new("/"), u.text))
-        .any(|link| link.link.symlink_metadata().is_ok())
-}
-
 /// `uninstall`: stop (the pass-through files are loaded), disable, and remove the
 /// units install wrote, unless another instance still uses them. Policy and rendered
 /// files stay.
@@ -680,7 +667,7 @@ pub fn uninstall(
     match systemd {
         Systemd::Live(manager) => {
             let status = manager.unit_status(&units.rules)?;
-            if !status.is_installed() && !enabled_under(root, target.instance) {
+            if !status.is_installed() && !conflicts::enabled_under(root, target.instance) {
                 writeln!(out, "{} is not installed; nothing was changed", units.rules);
                 return Ok(exit::SUCCESS);
             }
@@ -825,12 +812,7 @@ pub fn lifecycle(
             }
             run_job(manager, kind, &units.rules)?;
             writeln!(out, "{}: active", units.rules);
-            if let Err(e) = start_reassertion(manager, &units, out) {
-                out.warn(format!("{e:#}"));
-            }
-            if let Err(e) = run_job(manager, JobKind::Start, &units.umbrella) {
-                out.warn(format!("{e:#}"));
-            }
+            start_rest_of_set(manager, &units, out);
             Ok(report_in_force(target, manager, out))
         }
     }

@@ -443,10 +443,9 @@ fn condition_holds(condition: &Match, host: &HostNet, state: &State<'_>) -> Opti
     Some(match condition {
         Match::Source(n) => negate(n, n.value.contains(&packet.source)),
         Match::Destination(n) => negate(n, n.value.contains(&state.destination)),
-        Match::InInterface(n) => negate(
-            n,
-            interface_pattern_matches(&n.value, &packet.in_interface),
-        ),
+        Match::InInterface(n) => {
+            negate(n, interface_pattern_matches(&n.value, &packet.in_interface))
+        }
         Match::OutInterface(n) => match &state.out_interface {
             Some(out) => negate(n, interface_pattern_matches(&n.value, out)),
             // -o before the routing decision: iptables refuses such rules; no guess.

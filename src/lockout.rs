@@ -16,10 +16,19 @@ use crate::host::{HostProbe, SshConnection};
 use crate::hostnet::{HostNet, Interface};
 use crate::iptables::dump;
 use crate::policy::types::Family;
+use crate::trial::TrialReport;
 
 /// What the kernel loaded of each family's rules in the throwaway namespace
 /// (iptables-save text), as a trial reports it.
 pub type LoadedRules = Vec<(Family, String)>;
+
+/// What `reports` (a trial per family) say the kernel loaded of each family's rules.
+pub fn loaded_rules(reports: Vec<(Family, TrialReport)>) -> LoadedRules {
+    reports
+        .into_iter()
+        .map(|(family, report)| (family, report.loaded))
+        .collect()
+}
 
 /// A session the new rules would shut out.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -713,10 +713,7 @@ impl Policy {
     pub fn bridges_matching_uplinks(&self, uplinks: &[String]) -> Vec<PolicyError> {
         let mut found = Vec::new();
         for (i, bridge) in self.interfaces.docker_bridges.get_ref().iter().enumerate() {
-            for uplink in uplinks
-                .iter()
-                .filter(|u| bridge.matches(u))
-            {
+            for uplink in uplinks.iter().filter(|u| bridge.matches(u)) {
                 found.push(self.error_at(
                     self.interfaces.docker_bridges.span(),
                     &format!("interfaces.docker_bridges[{i}]"),
