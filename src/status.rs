@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::audit::{self, AuditReport};
 use crate::control::Target;
+use crate::evaluate::Ruleset;
 use crate::exit;
 use crate::forward;
 use crate::instance;
@@ -113,25 +114,19 @@ pub fn status(target: &Target<'_>, manager: &dyn ServiceManager) -> anyhow::Resu
             units.docker, report.docker_unit.active_state, target.instance
         ));
     }
-    if let Some(policy) = &policy {
-        for family in Family::ALL {
-            let Ok(ruleset) = live::ruleset(target.firewall, family) else {
-                continue;
-            };
-            for bridge in live::docker_bridges(&ruleset) {
-                if !policy.is_docker_bridge(&bridge) {
-                    problems.push(format!(
-                        "{family}: Docker's bridge {bridge} (from its FORWARD rules) is outside interfaces.docker_bridges in {}: its published ports are refused like any other, but new connections routed straight to its containers are not; add it to docker_bridges",
-                        target.policy_path.display()
-                    ));
-                }
+    // Both families' live rules, read once for the bridge check and the audit.
+    let rulesets = Family::ALL
+        .into_iter()
+        .map(|family| Ok((family, live::ruleset(target.firewall, family)?)))
+        .collect::<anyhow::Result<Vec<_>>>();
+    match rulesets {
+        Ok(rulesets) => {
+            if let Some(policy) = &policy {
+                problems.extend(uncovered_bridges(target, policy, &rulesets));
             }
-        }
-    }
-    let net = target.host.network()?;
-    let audited = audit::audit_live(target.firewall, &net, target.host, target.policy_path);
-    match audited {
-        Ok(exposure) => {
+            let net = target.host.network()?;
+            let interfaces = audit::audit_interfaces(&net, target.host, policy.as_ref());
+            let exposure = audit::audit(&rulesets, &net, &interfaces, policy.as_ref());
             if policy.is_some() {
                 problems.extend(exposure.flagged_lines());
             }
@@ -142,6 +137,28 @@ pub fn status(target: &Target<'_>, manager: &dyn ServiceManager) -> anyhow::Resu
     report.in_force = problems.is_empty() && report.live.is_some();
     report.problems = problems;
     Ok(report)
+}
+
+/// The bridges Docker's live rules name that the policy's `docker_bridges` do not cover.
+fn uncovered_bridges(
+    target: &Target<'_>,
+    policy: &Policy,
+    rulesets: &[(Family, Ruleset)],
+) -> Vec<String> {
+    rulesets
+        .iter()
+        .flat_map(|(family, ruleset)| {
+            live::docker_bridges(ruleset)
+                .into_iter()
+                .filter(|bridge| !policy.is_docker_bridge(bridge))
+                .map(move |bridge| {
+                    format!(
+                        "{family}: Docker's bridge {bridge} (from its FORWARD rules) is outside interfaces.docker_bridges in {}: its published ports are refused like any other, but new connections routed straight to its containers are not; add it to docker_bridges",
+                        target.policy_path.display()
+                    )
+                })
+        })
+        .collect()
 }
 
 /// Why one family's live rules do not protect what the files say.
