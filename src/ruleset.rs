@@ -9,8 +9,15 @@
 //! - has balanced quotes and one verdict per rule, so no value can smuggle in a second
 //!   rule or lose its target (an unterminated quote silently drops a rule's target).
 
+use crate::iptables::dump;
+
 /// Chains this tool owns, and the policy each may be declared with.
 pub const OWNED_CHAINS: [&str; 3] = ["INPUT", "OUTPUT", "DOCKER-USER"];
+
+/// The most rules one rendered file may hold. Past this, loading and every later
+/// check grow slow and large (100 ports x 10,000 networks is a million rules); such
+/// allowlists belong in fewer, wider networks.
+pub const MAX_RULES: usize = 25_000;
 
 /// Targets a rule in an owned chain may use.
 pub const ALLOWED_TARGETS: [&str; 6] = ["ACCEPT", "DROP", "REJECT", "RETURN", "LOG", "NFLOG"];
@@ -27,45 +34,38 @@ pub struct ShapeError {
     pub message: String,
 }
 
-/// Splits a rule line like `iptables-restore` does: on spaces, with double quotes
-/// grouping a token. Single quotes and backslashes are refused outright, as nothing this
-/// tool renders contains them.
+/// Splits a rule line into the arguments `iptables-restore` gives the kernel (one
+/// reading for every check: [`dump::split_words`]), after refusing what reads
+/// differently from how it looks: any backslash (inside quotes `\\"` is an escaped quote
+/// that does not close it, so `"a\\" " -j X ... "` hides a target), a quote that does
+/// not start its word and one that does not end it. Nothing this tool renders contains
+/// these, so an admin's template is held to the same plain spelling.
 pub fn tokenize(line: &str) -> Result<Vec<String>, String> {
-    let mut tokens = Vec::new();
+    if line.contains('\\') {
+        return Err(
+            "a backslash in a rule: iptables-restore reads \\\" inside quotes as a quote that does not close, so what the kernel loads would differ from what was checked"
+                .to_owned(),
+        );
+    }
+    let mut open = false;
+    let mut previous = ' ';
     let mut chars = line.chars().peekable();
-    while let Some(&c) = chars.peek() {
-        if c == ' ' {
-            chars.next();
-            continue;
-        }
-        let mut token = String::new();
+    while let Some(c) = chars.next() {
         if c == '"' {
-            chars.next();
-            loop {
-                match chars.next() {
-                    Some('"') => break,
-                    Some(c) => token.push(c),
-                    None => return Err("unterminated double quote".to_owned()),
-                }
+            if !open && previous != ' ' {
+                return Err("a quote must start its word".to_owned());
             }
-            if chars.peek().is_some_and(|c| *c != ' ') {
+            if open && chars.peek().is_some_and(|next| *next != ' ') {
                 return Err("a closing quote must end its word".to_owned());
             }
-        } else {
-            while let Some(&c) = chars.peek() {
-                if c == ' ' {
-                    break;
-                }
-                if c == '"' {
-                    return Err("a quote must start its word".to_owned());
-                }
-                token.push(c);
-                chars.next();
-            }
+            open = !open;
         }
-        tokens.push(token);
+        previous = c;
     }
-    Ok(tokens)
+    Ok(dump::split_words(line)?
+        .into_iter()
+        .map(|word| word.text)
+        .collect())
 }
 
 /// Checks a rendered file (see the module docs).
@@ -73,6 +73,7 @@ pub fn check_shape(text: &str) -> Result<(), ShapeError> {
     let mut state = Block::Before;
     let mut declared: Vec<&str> = Vec::new();
     let mut flushed: Vec<&str> = Vec::new();
+    let mut rules = 0usize;
     for (index, raw_line) in text.lines().enumerate() {
         let fail = |message: String| ShapeError {
             line: index + 1,
@@ -110,6 +111,12 @@ pub fn check_shape(text: &str) -> Result<(), ShapeError> {
                             flushed.push(chain);
                         }
                         Some("-A") => {
+                            rules += 1;
+                            if rules > MAX_RULES {
+                                return Err(fail(format!(
+                                    "more than {MAX_RULES} rules in one file: the policy expands to too many (ports x addresses of each entry); use fewer, wider networks"
+                                )));
+                            }
                             let chain = owned_chain(tokens.get(1)).map_err(&fail)?;
                             let built_in = chain != "DOCKER-USER";
                             if built_in && !flushed.contains(&chain) {
@@ -154,6 +161,68 @@ pub fn check_shape(text: &str) -> Result<(), ShapeError> {
                 text: String::new(),
                 message: format!("{chain} is declared but never flushed with `-F {chain}`"),
             });
+        }
+    }
+    Ok(())
+}
+
+/// Checks what the kernel holds after loading a checked file (an `iptables-save -t
+/// filter` dump of a namespace that held nothing before): rules only in the owned
+/// chains, each with exactly one allowed target, and no chain beyond the built-in ones
+/// and DOCKER-USER. The shape check reads lines as iptables-restore does; this checks
+/// the kernel's own account of the result, so a reading the two disagree on still
+/// cannot load a target or chain the shape check refuses.
+pub fn check_loaded(saved: &str) -> Result<(), String> {
+    let dump =
+        dump::parse(saved).map_err(|e| format!("cannot read what the kernel loaded: {e}"))?;
+    for table in &dump.tables {
+        if table.name != "filter" {
+            return Err(format!(
+                "the kernel holds a {} table after the load",
+                table.name
+            ));
+        }
+        if let Some(extra) = table.chains.iter().find(|c| {
+            !matches!(
+                c.name.as_str(),
+                "INPUT" | "FORWARD" | "OUTPUT" | "DOCKER-USER"
+            )
+        }) {
+            return Err(format!("the load created chain {:?}", extra.name));
+        }
+        for rule in &table.rules {
+            let text = rule.text();
+            if !OWNED_CHAINS.contains(&rule.chain.as_str()) {
+                return Err(format!(
+                    "the kernel loaded a rule into {}: {text}",
+                    rule.chain
+                ));
+            }
+            let mut targets = rule.words.windows(2).filter_map(|pair| match pair {
+                [option, value]
+                    if !option.quoted && matches!(option.text.as_str(), "-j" | "-g") =>
+                {
+                    Some((option.text.as_str(), value.text.as_str()))
+                }
+                _ => None,
+            });
+            match (targets.next(), targets.next()) {
+                (Some(("-j", target)), None) if ALLOWED_TARGETS.contains(&target) => {}
+                (Some((option, target)), None) => {
+                    return Err(format!(
+                        "the kernel loaded `{option} {target}`, which is not among {}: {text}",
+                        ALLOWED_TARGETS.join(", ")
+                    ));
+                }
+                (None, _) => {
+                    return Err(format!("the kernel loaded a rule without a target: {text}"));
+                }
+                (Some(_), Some(_)) => {
+                    return Err(format!(
+                        "the kernel loaded a rule with several targets: {text}"
+                    ));
+                }
+            }
         }
     }
     Ok(())
@@ -248,6 +317,57 @@ mod tests {
         assert!(tokenize("--comment \"open -j ACCEPT").is_err());
         assert!(tokenize("--comment a\"b\"").is_err());
         assert!(tokenize("--comment \"a\"b").is_err());
+    }
+
+    #[test]
+    fn an_escaped_quote_cannot_hide_a_target_from_the_check() {
+        // The issue's exact line and its twins: iptables-restore reads `\"` inside quotes
+        // as a quote that does not close, so these load with the hidden target.
+        for hidden in [
+            "-j NFQUEUE --queue-num 7",
+            "-j MARK --set-mark 1",
+            "-j DOCKER-USER",
+            "-j DOCKER",
+        ] {
+            let line = format!(
+                "-A INPUT -m comment --comment \"a\\\" \" {hidden} -m comment --comment \" -j ACCEPT"
+            );
+            let bad = GOOD.replacen("-A INPUT -m comment --comment \"a b\" -j ACCEPT", &line, 1);
+            let error = check_shape(&bad).expect_err(&line);
+            assert_eq!(error.line, 6, "{error}");
+            assert!(error.message.contains("backslash"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_file_with_too_many_rules_is_refused_where_the_limit_is_passed() {
+        // GOOD holds two rules; fill it up to the limit, then one past it.
+        let rules = "-A INPUT -j ACCEPT\n".repeat(MAX_RULES - 2);
+        let at_limit = GOOD.replacen("COMMIT", &format!("{rules}COMMIT"), 1);
+        assert_eq!(check_shape(&at_limit), Ok(()));
+        let over = GOOD.replacen("COMMIT", &format!("{rules}-A INPUT -j DROP\nCOMMIT"), 1);
+        let error = check_shape(&over).expect_err("one rule over the limit");
+        assert!(error.message.contains("more than 25000 rules"), "{error}");
+        assert_eq!(error.text, "-A INPUT -j DROP");
+    }
+
+    #[test]
+    fn what_the_kernel_loaded_is_checked_again() {
+        let loaded = "*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:DOCKER-USER - [0:0]\n-A INPUT -m comment --comment \"a b\" -j ACCEPT\n-A DOCKER-USER -j RETURN\nCOMMIT\n";
+        assert_eq!(check_loaded(loaded), Ok(()));
+        for (from, to) in [
+            ("-j ACCEPT", "-j NFQUEUE --queue-num 7"),
+            ("-j ACCEPT", "-j MARK --set-xmark 0x1/0xffffffff"),
+            ("-j ACCEPT", "-g DOCKER-USER"),
+            ("-j ACCEPT", "-j DOCKER-USER"),
+            ("-j ACCEPT", ""),
+            ("-A DOCKER-USER -j RETURN", "-A FORWARD -j ACCEPT"),
+            (":DOCKER-USER - [0:0]", ":DOCKER - [0:0]"),
+            ("*filter", "*nat"),
+        ] {
+            let bad = loaded.replacen(from, to, 1);
+            assert!(check_loaded(&bad).is_err(), "accepted {to:?}:\n{bad}");
+        }
     }
 
     #[test]

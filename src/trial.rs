@@ -14,7 +14,7 @@ use nix::sched::{CloneFlags, unshare};
 use crate::command::{self, ToolError};
 use crate::iptables::{self, Backend};
 use crate::policy::types::Family;
-use crate::ruleset::OWNED_CHAINS;
+use crate::ruleset::{self, OWNED_CHAINS};
 
 /// What a successful trial saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +52,14 @@ pub enum TrialError {
     NotIdempotent {
         /// The file.
         file: String,
+    },
+    /// The kernel holds something the shape check would have refused.
+    #[error("{file}: what the kernel loaded differs from what was checked: {message}")]
+    LoadedDiffers {
+        /// The file.
+        file: String,
+        /// What was found.
+        message: String,
     },
     /// Some other tool failure (missing program, save failing).
     #[error(transparent)]
@@ -112,8 +120,15 @@ fn trial_in_this_namespace(
             b"",
         )?))
     };
+    let checked = |file: &str, saved: &str| {
+        ruleset::check_loaded(saved).map_err(|message| TrialError::LoadedDiffers {
+            file: file.to_owned(),
+            message,
+        })
+    };
     load(backend, family, rules_name, rules)?;
     let first = save()?;
+    checked(rules_name, &first)?;
     load(backend, family, rules_name, rules)?;
     if save()? != first {
         return Err(TrialError::NotIdempotent {
@@ -122,6 +137,7 @@ fn trial_in_this_namespace(
     }
     load(backend, family, empty_name, empty)?;
     let loaded_empty = save()?;
+    checked(empty_name, &loaded_empty)?;
     let rule_count = first
         .lines()
         .filter(|l| {

@@ -69,7 +69,17 @@ pub struct RuleLine {
 impl RuleLine {
     /// The rule as iptables-save prints it (`-A CHAIN ...`).
     pub fn text(&self) -> String {
-        let mut text = format!("-A {}", self.chain);
+        // A chain name that would not read back as one word (`""`, say) is quoted, so
+        // `-A "" -d ...` is not printed as `-A  -d ...`, which reads as chain `-d`.
+        let plain = !self.chain.is_empty()
+            && !self
+                .chain
+                .contains(|c: char| c.is_whitespace() || c == '"' || c == '\\');
+        let chain = Word {
+            text: self.chain.clone(),
+            quoted: !plain,
+        };
+        let mut text = format!("-A {chain}");
         for word in &self.words {
             text.push(' ');
             text.push_str(&word.to_string());
@@ -254,47 +264,60 @@ pub fn parse(text: &str) -> Result<Dump, DumpError> {
     Ok(dump)
 }
 
-/// Splits a rule line into words as iptables-restore does: double or single quotes
-/// group, a backslash escapes the next character inside quotes.
+/// Splits a rule line into words exactly as iptables-restore reads it (xshared.c's
+/// `add_param_to_argv`), so that every check sees the arguments the kernel is given:
+/// - outside quotes, a space ends a word and every other character (a backslash too)
+///   is itself; a `"` opens a quote without ending the word (`a"b c"` is `ab c`);
+/// - inside quotes, a backslash takes the next character as it is (`\"` is a quote that
+///   does not close), and the closing `"` ends the word at once (`"ab"c` is `ab`, `c`;
+///   `""` is an empty word);
+/// - single quotes are ordinary characters.
+///
+/// iptables-restore silently keeps a quote still open at the end of the line (the rest
+/// of the line becomes one word, and a rule can lose its target that way); here that is
+/// an error.
 pub fn split_words(line: &str) -> Result<Vec<Word>, String> {
     let mut words = Vec::new();
-    let mut chars = line.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        let Some(&first) = chars.peek() else {
-            return Ok(words);
-        };
-        let mut text = String::new();
-        let quoted = first == '"' || first == '\'';
-        if quoted {
-            chars.next();
-            loop {
-                match chars.next() {
-                    Some('\\') => match chars.next() {
-                        Some(c) => text.push(c),
-                        None => return Err("a backslash ends the line".to_owned()),
-                    },
-                    Some(c) if c == first => break,
-                    Some(c) => text.push(c),
-                    None => return Err(format!("unterminated quote {first}")),
+    let mut text = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                quoted = true;
+                loop {
+                    match chars.next() {
+                        Some('\\') => match chars.next() {
+                            Some(escaped) => text.push(escaped),
+                            None => return Err("a backslash ends the line".to_owned()),
+                        },
+                        Some('"') => break,
+                        Some(other) => text.push(other),
+                        None => return Err("unterminated double quote".to_owned()),
+                    }
+                }
+                words.push(Word {
+                    text: std::mem::take(&mut text),
+                    quoted,
+                });
+                quoted = false;
+            }
+            ' ' | '\t' | '\n' => {
+                if !text.is_empty() {
+                    words.push(Word {
+                        text: std::mem::take(&mut text),
+                        quoted,
+                    });
+                    quoted = false;
                 }
             }
-            if chars.peek().is_some_and(|c| !c.is_whitespace()) {
-                return Err("a closing quote must end its word".to_owned());
-            }
-        } else {
-            while let Some(&c) = chars.peek() {
-                if c.is_whitespace() {
-                    break;
-                }
-                text.push(c);
-                chars.next();
-            }
+            other => text.push(other),
         }
+    }
+    if !text.is_empty() {
         words.push(Word { text, quoted });
     }
+    Ok(words)
 }
 
 #[cfg(test)]
@@ -338,6 +361,47 @@ COMMIT
     }
 
     #[test]
+    fn splits_words_as_iptables_restore_reads_them() {
+        // Each reading was observed with iptables-restore 1.8.9 in a network namespace.
+        let cases: [(&str, &[&str]); 7] = [
+            (
+                "--comment \"a\\\" \" -j NFQUEUE --queue-num 7",
+                &["--comment", "a\" ", "-j", "NFQUEUE", "--queue-num", "7"],
+            ),
+            (
+                "--comment \"ab\"c -j ACCEPT",
+                &["--comment", "ab", "c", "-j", "ACCEPT"],
+            ),
+            (
+                "--comment a\"b c\" -j ACCEPT",
+                &["--comment", "ab c", "-j", "ACCEPT"],
+            ),
+            (
+                "--comment \"\" -j ACCEPT",
+                &["--comment", "", "-j", "ACCEPT"],
+            ),
+            (
+                "--comment \"a\\\\b\" -j ACCEPT",
+                &["--comment", "a\\b", "-j", "ACCEPT"],
+            ),
+            ("--comment \"a\\b\"  x", &["--comment", "ab", "x"]),
+            ("--comment 'x y' a\\b", &["--comment", "'x", "y'", "a\\b"]),
+        ];
+        for (line, expected) in cases {
+            let words: Vec<String> = split_words(line)
+                .unwrap()
+                .into_iter()
+                .map(|w| w.text)
+                .collect();
+            assert_eq!(words, expected, "{line}");
+        }
+        // A quote left open: iptables-restore makes the rest of the line one word (and so
+        // drops the target that follows); here it is an error.
+        assert!(split_words("--comment a\\\"b -j ACCEPT").is_err());
+        assert!(split_words("--comment \"a\\\" \" -j NFQUEUE --comment \" -j ACCEPT").is_err());
+    }
+
+    #[test]
     fn prints_back_what_it_read() {
         let text: String = SAMPLE
             .lines()
@@ -369,6 +433,16 @@ COMMIT
                 .as_deref(),
             Some("-A FORWARD -j DOCKER-USER")
         );
+    }
+
+    #[test]
+    fn a_chain_name_that_is_not_one_plain_word_prints_back_quoted() {
+        let dump = parse("*filter\n-A \"\" -d 10.0.0.1/32 -j DROP\nCOMMIT\n").unwrap();
+        let rule = &dump.table("filter").unwrap().rules[0];
+        assert_eq!(rule.chain, "");
+        assert_eq!(rule.text(), "-A \"\" -d 10.0.0.1/32 -j DROP");
+        let again = parse(&dump.to_string()).unwrap();
+        assert_eq!(again.table("filter").unwrap().rules[0].chain, "");
     }
 
     #[test]

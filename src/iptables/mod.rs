@@ -3,6 +3,7 @@
 //! functions apart from the running.
 
 pub mod dump;
+pub mod options;
 pub mod rule;
 
 use crate::policy::types::Family;

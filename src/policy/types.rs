@@ -10,6 +10,8 @@ use ipnet::IpNet;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+use crate::iptables::options;
+
 /// Address family of a rule or an address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -552,40 +554,6 @@ impl<'de> Deserialize<'de> for Ports {
 /// Targets a raw rule may jump to: verdicts and logging, never another chain.
 const RAW_TARGETS: [&str; 6] = ["ACCEPT", "DROP", "REJECT", "RETURN", "LOG", "NFLOG"];
 
-/// Options that would turn a rule into a different command, switch tables or jump away.
-const RAW_FORBIDDEN: [&str; 30] = [
-    "-A",
-    "--append",
-    "-C",
-    "--check",
-    "-D",
-    "--delete",
-    "-I",
-    "--insert",
-    "-R",
-    "--replace",
-    "-L",
-    "--list",
-    "-S",
-    "--list-rules",
-    "-F",
-    "--flush",
-    "-Z",
-    "--zero",
-    "-N",
-    "--new-chain",
-    "-X",
-    "--delete-chain",
-    "-P",
-    "--policy",
-    "-E",
-    "--rename-chain",
-    "-t",
-    "--table",
-    "-g",
-    "--goto",
-];
-
 fn check_raw_rule(text: &str) -> Result<(), String> {
     if text.is_empty() || text.len() > 1000 {
         return Err(format!(
@@ -610,10 +578,12 @@ fn check_raw_rule(text: &str) -> Result<(), String> {
             "expected rule options such as \"-p udp --dport 51820 -j ACCEPT\" (without -A CHAIN), found {text:?}"
         ));
     }
-    if let Some(bad) = tokens.iter().find(|t| RAW_FORBIDDEN.contains(t)) {
-        return Err(format!(
-            "{bad} is not allowed in a raw rule: the chain is chosen by the entry's `chain` field and the table is always filter"
-        ));
+    // Every word, values included: getopt takes a word as an option wherever it is not
+    // the value of the option before it, and which options take values depends on the
+    // modules iptables loads.
+    for token in &tokens {
+        options::plain_spelling(token)?;
+        options::rule_option(token)?;
     }
     check_raw_ports(&tokens)?;
     let jumps: Vec<usize> = tokens
@@ -792,6 +762,20 @@ mod tests {
             "-p udp --dport 99999 -j ACCEPT",
             "-p tcp -m multiport --dports 80,70000 -j ACCEPT",
             "-p tcp --sport 1:65536 -j ACCEPT",
+            // The spellings that getopt reads as something else.
+            "-p tcp --dport=99999 -j ACCEPT",
+            "-p tcp --dpo 99999 -j ACCEPT",
+            "-p tcp --destination-p 99999 -j ACCEPT",
+            "-m conntrack --ctorigdstp 99999 -j ACCEPT",
+            "-tnat -j ACCEPT",
+            "--tab nat -j ACCEPT",
+            "--app FORWARD -j ACCEPT",
+            "-AFORWARD -j ACCEPT",
+            "-p tcp -gDOCKER",
+            "-p tcp --jump=DOCKER",
+            "--modprobe=/x -j ACCEPT",
+            "-M /x -j ACCEPT",
+            "-6 -j ACCEPT",
         ] {
             assert!(bad.parse::<RawRule>().is_err(), "{bad:?}");
         }
