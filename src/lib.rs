@@ -26,6 +26,7 @@ pub mod output;
 pub mod policy;
 pub mod render;
 pub mod ruleset;
+pub mod source;
 pub mod starter;
 pub mod status;
 pub mod systemd;

@@ -84,12 +84,14 @@ impl Output {
 
     /// A warning: `iptables-ctl: warning: TEXT` on standard error.
     pub fn warn(&mut self, text: impl fmt::Display) {
+        let text = terminal_safe(&text.to_string());
         self.err
             .write(format!("iptables-ctl: warning: {text}\n").as_bytes());
     }
 
     /// An error report: `iptables-ctl: error: TEXT` on standard error.
     pub fn error(&mut self, text: impl fmt::Display) {
+        let text = terminal_safe(&text.to_string());
         self.err
             .write(format!("iptables-ctl: error: {text}\n").as_bytes());
     }
@@ -105,9 +107,34 @@ impl Output {
     }
 }
 
+/// `text` with every control character but newline and tab shown as U+FFFD: reports
+/// quote what a policy, a template or the kernel said, and an escape sequence in a key
+/// must not drive the admin's terminal.
+pub fn terminal_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escape_sequences_in_reports_do_not_reach_the_terminal() {
+        let mut out = Output::capture();
+        out.error("unknown field `\u{1b}[2J\u{1b}]0;owned\u{7}`\n  line two\twith a tab");
+        out.warn("\u{9b}31m");
+        let text = out.stderr_text();
+        assert!(!text.contains(['\u{1b}', '\u{7}', '\u{9b}']), "{text:?}");
+        assert!(text.contains("\n  line two\twith a tab\n"), "{text:?}");
+    }
 
     #[test]
     fn captured_streams_keep_lines_and_warnings_apart() {

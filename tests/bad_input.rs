@@ -31,6 +31,16 @@ enum Setup {
     PolicyIsDirectory,
     /// Make the policy mode 0000 and run the binary as `nobody` (root reads anything).
     UnreadablePolicy,
+    /// Replace the policy with a FIFO nobody writes to.
+    PolicyIsFifo,
+    /// Replace the policy with a symlink to /dev/zero.
+    PolicyIsDevZero,
+    /// Replace the policy with this many bytes of comments.
+    LargePolicy(usize),
+    /// Give the (valid) policy to `nobody`, mode 0666.
+    PolicyOwnedByNobody,
+    /// Write a harmless admin template into a templates directory of mode 0777.
+    TemplateInWorldWritableDirectory,
 }
 
 /// How the failing run is started.
@@ -314,6 +324,89 @@ fn cases() -> Vec<Case> {
             ),
             expect: &["base.rules line ", "{policy}:5:8: raw[0].rule: the kernel's parser refused this rule"],
         },
+        // --- issue 9: spellings iptables' getopt reads as something else ---
+        Case {
+            name: "raw rule --dport=99999 (getopt reads --dport 99999, the kernel wraps it)",
+            setup: Policy(
+                b"[interfaces]\nexternal = \"eth0\"\n[[raw]]\nchain = \"input\"\nrule = \"-p udp --dport=99999 -j ACCEPT\"\n",
+            ),
+            expect: &["{policy}:5:8: raw[0].rule: ", "iptables reads `--dport=99999` as `--dport 99999`"],
+        },
+        Case {
+            name: "raw rule --dpo 99999 (an abbreviation of --dport)",
+            setup: Policy(
+                b"[interfaces]\nexternal = \"eth0\"\n[[raw]]\nchain = \"input\"\nrule = \"-p udp --dpo 99999 -j ACCEPT\"\n",
+            ),
+            expect: &["{policy}:5:8: raw[0].rule: ", "`--dpo` abbreviates one of --dport, --dports: write the option in full"],
+        },
+        Case {
+            name: "raw rule -tnat",
+            setup: Policy(
+                b"[interfaces]\nexternal = \"eth0\"\n[[raw]]\nchain = \"input\"\nrule = \"-tnat -j ACCEPT\"\n",
+            ),
+            expect: &["{policy}:5:8: raw[0].rule: ", "as `-t nat`"],
+        },
+        Case {
+            name: "raw rule --jump=DOCKER",
+            setup: Policy(
+                b"[interfaces]\nexternal = \"eth0\"\n[[raw]]\nchain = \"docker-user\"\nrule = \"-p tcp --jump=DOCKER\"\n",
+            ),
+            expect: &["{policy}:5:8: raw[0].rule: ", "as `--jump DOCKER`"],
+        },
+        Case {
+            name: "raw rule --modprobe=/x",
+            setup: Policy(
+                b"[interfaces]\nexternal = \"eth0\"\n[[raw]]\nchain = \"input\"\nrule = \"--modprobe=/x -j ACCEPT\"\n",
+            ),
+            expect: &["{policy}:5:8: raw[0].rule: ", "--modprobe /x"],
+        },
+        Case {
+            name: "raw rule -6 (drops the rule from the IPv4 file)",
+            setup: Policy(
+                b"[interfaces]\nexternal = \"eth0\"\n[[raw]]\nchain = \"input\"\nrule = \"-6 -p tcp -j ACCEPT\"\n",
+            ),
+            expect: &["{policy}:5:8: raw[0].rule: ", "-6 is not allowed in a raw rule"],
+        },
+        // --- issue 9: a template hiding a target behind an escaped quote ---
+        Case {
+            name: "template hiding -j NFQUEUE behind \\\"",
+            setup: Template(
+                "rules.tera",
+                "*filter\n:INPUT DROP [0:0]\n-F INPUT\n-A INPUT -m comment --comment \"a\\\" \" -j NFQUEUE --queue-num 7 -m comment --comment \" -j ACCEPT\nCOMMIT\n",
+            ),
+            expect: &["{templates}/rules.tera, is refused at line ", "a backslash in a rule"],
+        },
+        // --- issue 9: empty, unbounded and untrusted files ---
+        Case {
+            name: "empty policy",
+            setup: Policy(b""),
+            expect: &["{policy}:1:1: syntax: expected a policy, found an empty file"],
+        },
+        Case {
+            name: "policy is a FIFO",
+            setup: Setup::PolicyIsFifo,
+            expect: &["cannot read policy {policy}: ", "expected a regular file, found a FIFO"],
+        },
+        Case {
+            name: "policy is /dev/zero",
+            setup: Setup::PolicyIsDevZero,
+            expect: &["cannot read policy {policy}: ", "expected a regular file, found a device"],
+        },
+        Case {
+            name: "policy over the size limit",
+            setup: Setup::LargePolicy(4 * 1024 * 1024 + 1),
+            expect: &["cannot read policy {policy}: ", "expected at most 4194304 bytes, found 4194305"],
+        },
+        Case {
+            name: "policy owned by nobody, mode 0666",
+            setup: Setup::PolicyOwnedByNobody,
+            expect: &["cannot read policy {policy}: ", "{policy} is owned by uid 65534"],
+        },
+        Case {
+            name: "template in a world-writable directory",
+            setup: Setup::TemplateInWorldWritableDirectory,
+            expect: &["{templates} is writable by anyone (mode 0777)"],
+        },
         Case {
             name: "raw rule switching table",
             setup: Policy(
@@ -368,7 +461,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "policy path is a directory",
             setup: Setup::PolicyIsDirectory,
-            expect: &["cannot read policy {policy}: ", "Is a directory"],
+            expect: &["cannot read policy {policy}: ", "expected a regular file, found a directory"],
         },
         // --- admin templates ---
         Case {
@@ -406,7 +499,7 @@ fn cases() -> Vec<Case> {
 }
 
 /// Every file and directory under `dir`, recursively, by relative path: content (empty for
-/// directories) and the full `st_mode` (type and permission bits).
+/// directories, the target for links) and the full `st_mode` (type and permission bits).
 fn snapshot_tree(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
     fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, (Vec<u8>, u32)>) {
         let entries = fs::read_dir(dir).unwrap_or_else(|e| panic!("list {}: {e}", dir.display()));
@@ -421,10 +514,18 @@ fn snapshot_tree(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
             if meta.is_dir() {
                 out.insert(relative, (Vec::new(), meta.mode()));
                 walk(base, &path, out);
-            } else {
+            } else if meta.is_file() {
                 let bytes =
                     fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
                 out.insert(relative, (bytes, meta.mode()));
+            } else {
+                // A FIFO or a symlink: reading would block or follow it; its kind and
+                // mode (and a link's target) say whether it changed.
+                let target = fs::read_link(&path).unwrap_or_default();
+                out.insert(
+                    relative,
+                    (target.into_os_string().into_encoded_bytes(), meta.mode()),
+                );
             }
         }
     }
@@ -449,7 +550,9 @@ fn run_render(root: &Path, runner: Runner) -> (Option<i32>, String) {
             c
         }
     };
+    // A run that blocks (on a FIFO, say) fails the case instead of hanging the suite.
     let output = command
+        .timeout(std::time::Duration::from_secs(120))
         .env_remove("SSH_CONNECTION")
         .arg("--root")
         .arg(root)
@@ -511,6 +614,41 @@ fn run_case(case: &Case) -> Result<(), String> {
         Setup::PolicyIsDirectory => {
             fs::remove_file(&policy).expect("remove the policy");
             fs::create_dir(&policy).expect("create a directory in its place");
+            Runner::Direct
+        }
+        Setup::PolicyIsFifo => {
+            fs::remove_file(&policy).expect("remove the policy");
+            let status = std::process::Command::new("mkfifo")
+                .arg(&policy)
+                .status()
+                .expect("mkfifo runs");
+            assert!(status.success(), "mkfifo {}", policy.display());
+            Runner::Direct
+        }
+        Setup::PolicyIsDevZero => {
+            fs::remove_file(&policy).expect("remove the policy");
+            std::os::unix::fs::symlink("/dev/zero", &policy).expect("symlink to /dev/zero");
+            Runner::Direct
+        }
+        Setup::LargePolicy(size) => {
+            let mut text = String::from(VALID);
+            while text.len() < *size {
+                text.push_str("# padding\n");
+            }
+            text.truncate(*size);
+            fs::write(&policy, text).expect("write the large policy");
+            Runner::Direct
+        }
+        Setup::PolicyOwnedByNobody => {
+            std::os::unix::fs::chown(&policy, Some(65534), Some(65534)).expect("chown nobody");
+            set_mode(&policy, 0o666);
+            Runner::Direct
+        }
+        Setup::TemplateInWorldWritableDirectory => {
+            fs::create_dir_all(&templates).expect("create the templates directory");
+            fs::write(templates.join("empty.tera"), "*filter\nCOMMIT\n")
+                .expect("write the template");
+            set_mode(&templates, 0o777);
             Runner::Direct
         }
         Setup::UnreadablePolicy => {

@@ -1,6 +1,5 @@
 //! Errors about a policy file, each pointing at a file, line, column and field.
 
-use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -52,8 +51,8 @@ pub enum PolicyError {
     Read {
         /// The policy file.
         path: PathBuf,
-        /// What the system said.
-        source: io::Error,
+        /// Why not.
+        source: crate::source::SourceError,
     },
     /// The file was read but is not a valid policy.
     #[error("{}", render_invalid(location, field.as_deref(), message))]

@@ -14,6 +14,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use toml::Spanned;
 
+use crate::source;
+
 pub use error::{Location, PolicyError};
 use types::{
     AddressRef, Comment, Family, FamilyChoice, HostAddress, InterfaceName, ListName, LogPrefix,
@@ -367,10 +369,11 @@ pub enum RawChain {
 impl Policy {
     /// Reads and validates the policy at `path`.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        let bytes = std::fs::read(path).map_err(|source| PolicyError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let bytes =
+            source::read(path, source::POLICY_LIMIT).map_err(|source| PolicyError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
         Policy::parse(path, &bytes)
     }
 
@@ -389,6 +392,19 @@ impl Policy {
                 ),
             )
         })?;
+        // An empty file (or one of comments only) would be a valid policy that closes
+        // every service, SSH included: a truncated or not-yet-written file, not a choice.
+        let has_content = text
+            .lines()
+            .map(str::trim)
+            .any(|line| !line.is_empty() && !line.starts_with('#'));
+        if !has_content {
+            return Err(invalid(
+                Location::from_span(path, text, 0..0),
+                None,
+                "expected a policy, found an empty file (it would close every service, SSH included); write at least `[interfaces]` and the `[[host.services]]` to keep open, or remove the file to get the starter policy".to_owned(),
+            ));
+        }
         let deserializer = toml::Deserializer::parse(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
             invalid(
@@ -839,8 +855,13 @@ mod tests {
     }
 
     #[test]
-    fn empty_file_is_the_default_policy() {
-        let policy = parse("").expect("empty policy");
+    fn an_empty_policy_is_refused_and_a_minimal_one_gets_the_defaults() {
+        for empty in ["", "\n\n", "# only a comment\n  \n"] {
+            let (line, _, field, message) = error_of(empty);
+            assert_eq!((line, field), (1, None), "{empty:?}");
+            assert!(message.contains("empty file"), "{message}");
+        }
+        let policy = parse("[host]\n").expect("a minimal policy");
         assert!(policy.interfaces.external.is_none());
         assert!(policy.host.ping);
         assert_eq!(policy.docker.default, DockerDefault::Deny);

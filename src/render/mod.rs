@@ -16,6 +16,7 @@ use tera::Tera;
 use crate::policy::Policy;
 use crate::policy::types::{Family, InstanceName};
 use crate::ruleset::{self, ShapeError};
+use crate::source::{self, SourceError};
 
 /// The built-in templates, embedded at build time.
 const BUILT_IN: [(TemplateKind, &str); 2] = [
@@ -65,8 +66,8 @@ pub enum RenderError {
     ReadTemplate {
         /// The template file.
         path: PathBuf,
-        /// What the system said.
-        source: io::Error,
+        /// Why not.
+        source: SourceError,
     },
     /// Tera refused a template or failed while rendering it.
     #[error("template {template}: {report}")]
@@ -104,12 +105,15 @@ impl Templates {
         let mut origins = BUILT_IN.map(|(kind, _)| (kind, TemplateOrigin::BuiltIn));
         for ((kind, built_in), origin) in BUILT_IN.iter().zip(origins.iter_mut()) {
             let path = override_dir.join(kind.file_name());
-            let text = match std::fs::read_to_string(&path) {
-                Ok(text) => {
+            let text = match source::read_if_present(&path, source::TEMPLATE_LIMIT) {
+                Ok(Some(bytes)) => {
                     origin.1 = TemplateOrigin::File(path.clone());
-                    text
+                    String::from_utf8(bytes).map_err(|e| RenderError::ReadTemplate {
+                        path: path.clone(),
+                        source: SourceError::Io(io::Error::new(io::ErrorKind::InvalidData, e)),
+                    })?
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => (*built_in).to_owned(),
+                Ok(None) => (*built_in).to_owned(),
                 Err(source) => return Err(RenderError::ReadTemplate { path, source }),
             };
             let name = template_name(*kind, &origin.1);
