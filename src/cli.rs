@@ -442,7 +442,14 @@ const SYSTEM_TRIAL: NetnsTrial = NetnsTrial {
 };
 
 fn staged(cli: &Cli) -> bool {
-    cli.root != Path::new("/")
+    is_staged_root(&cli.root)
+}
+
+/// `root` is a staged tree rather than this system's `/`, judged by where it leads
+/// (`/tmp/..` and `//` are `/`). A root that does not resolve is staged: whatever runs on
+/// it then fails on the missing tree, never on the live system.
+fn is_staged_root(root: &Path) -> bool {
+    std::fs::canonicalize(root).map_or(true, |resolved| resolved != Path::new("/"))
 }
 
 /// Connects to the running systemd, after checking the caller may use it.
@@ -478,7 +485,7 @@ fn init(
         return Ok(exit::SUCCESS);
     }
     let (dir, name) = files::dir_and_name(path)?;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    files::create_dirs(dir)?;
     let _lock = DirLock::acquire(dir)?;
     if path.exists() && !force {
         bail!(
@@ -619,4 +626,19 @@ fn print_report(
         out.print(&human);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_root_that_leads_to_slash_is_not_staged() {
+        for live in ["/", "/tmp/..", "//", "/etc/../"] {
+            assert!(!is_staged_root(Path::new(live)), "{live}");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(is_staged_root(dir.path()));
+        assert!(is_staged_root(&dir.path().join("missing")));
+    }
 }

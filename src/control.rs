@@ -320,7 +320,7 @@ pub fn install(
     let mut snapshot = Snapshot::take(&config_dir, outputs.iter().map(|(n, _)| n.as_str()))?;
     if let Some(text) = starter_text {
         let (dir, name) = files::dir_and_name(target.policy_path)?;
-        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        files::create_dirs(dir)?;
         snapshot.extend(Snapshot::take(dir, [name.as_str()])?);
         files::write_files(dir, &[(name, text)])?;
         writeln!(out, "wrote {}", target.policy_path.display());
@@ -335,8 +335,7 @@ pub fn install(
                 unit_dir.display()
             );
         } else {
-            fs::create_dir_all(&unit_dir)
-                .with_context(|| format!("cannot create {}", unit_dir.display()))?;
+            files::create_dirs(&unit_dir)?;
             snapshot.extend(Snapshot::take(
                 &unit_dir,
                 SHIPPED_UNITS.iter().map(|u| u.file_name),
@@ -543,7 +542,7 @@ impl CreatedDirs {
             .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
             .map(Path::to_owned)
             .collect();
-        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        files::create_dirs(dir)?;
         Ok(CreatedDirs { dirs, keep: false })
     }
 
@@ -618,8 +617,7 @@ fn stage_enable(
         let booted_path = layout.as_booted(&unit_dir.join(shipped.file_name));
         for link in units::enable_links(root, unit, &booted_path, shipped.text) {
             if let Some(dir) = link.link.parent() {
-                fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                files::create_dirs(dir)?;
             }
             if fs::read_link(&link.link).is_ok_and(|t| t == link.target) {
                 continue;

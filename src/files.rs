@@ -13,6 +13,39 @@ use tempfile::NamedTempFile;
 /// Mode of the written files: readable by all, like other files under /etc.
 const FILE_MODE: u32 = 0o644;
 
+/// Mode of the directories this tool creates, whatever the caller's umask.
+const DIR_MODE: u32 = 0o755;
+
+/// Creates `dir` and its missing parents with mode 0755 each (not what the umask would
+/// make of it: under umask 000 a 0777 `/etc/iptables` would let anyone swap the rules,
+/// under 077 a staged `/etc` would come out 0700). Directories that exist are left as
+/// they are.
+pub fn create_dirs(dir: &Path) -> Result<(), WriteError> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && fs::symlink_metadata(d).is_err())
+        .collect();
+    for created in missing.into_iter().rev() {
+        match fs::create_dir(created) {
+            Ok(()) => fs::set_permissions(created, Permissions::from_mode(DIR_MODE))
+                .map_err(io_error("cannot set permissions of", created))?,
+            // Created meanwhile by another process: theirs to set.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_error("cannot create", created)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// The mode to write `target` with: its own when it is a regular file that only its
+/// owner can write (an admin's 0600 stays 0600), 0644 otherwise.
+fn mode_for(target: &Path) -> u32 {
+    match fs::symlink_metadata(target) {
+        Ok(meta) if meta.is_file() && meta.mode() & 0o022 == 0 => meta.mode() & 0o7777,
+        _ => FILE_MODE,
+    }
+}
+
 /// An exclusive lock on a directory, held until dropped.
 #[derive(Debug)]
 pub struct DirLock {
@@ -121,7 +154,7 @@ pub fn write_files(dir: &Path, files: &[(String, String)]) -> Result<WriteSummar
             continue;
         }
         staged.push((
-            stage_file(dir, content.as_bytes(), FILE_MODE, None)?,
+            stage_file(dir, content.as_bytes(), mode_for(&target), None)?,
             target,
         ));
     }

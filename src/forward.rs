@@ -163,7 +163,7 @@ pub fn record(
     entry.count = entry.count.saturating_add(1);
     entry.last_first_rule = first_rule.to_owned();
     let dir = layout.run_dir();
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    files::create_dirs(&dir)?;
     let text = serde_json::to_string_pretty(&all).context("cannot encode the record")?;
     files::write_files(
         &dir,

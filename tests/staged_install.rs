@@ -422,3 +422,64 @@ fn staged_install_enables_units_a_package_ships() {
         assert!(listing.contains(line), "{line}\n{listing}");
     }
 }
+
+/// Issue 9: under umask 000 `install` made `etc/iptables` and the `.wants` directories
+/// 0777 (anyone could later swap the rules), under 077 a staged `/etc` came out 0700, and
+/// an existing 0600 rules file was reset to 0644.
+#[test]
+fn install_sets_modes_whatever_the_umask_and_keeps_a_private_file_private() {
+    if !kernel_tests_enabled("install_sets_modes_whatever_the_umask") {
+        return;
+    }
+    for umask in ["000", "077"] {
+        let root = staged_root(false);
+        let setup = format!("umask {umask};");
+        let output = command_in_new_netns(root.path(), &setup, &["install"])
+            .output()
+            .expect("run install");
+        assert!(
+            output.status.success(),
+            "umask {umask}: {}",
+            common::stderr(&output)
+        );
+        let mut wrong = Vec::new();
+        for path in walk(root.path()) {
+            let meta = fs::symlink_metadata(&path).expect("stat");
+            let expected = if meta.is_dir() {
+                0o755
+            } else if meta.is_file() {
+                0o644
+            } else {
+                continue;
+            };
+            if meta.mode() & 0o7777 != expected {
+                wrong.push(format!("{} is {:o}", path.display(), meta.mode() & 0o7777));
+            }
+        }
+        assert!(wrong.is_empty(), "umask {umask}: {wrong:?}");
+
+        let rules = root.path().join("etc/iptables/base.rules");
+        fs::set_permissions(&rules, fs::Permissions::from_mode(0o600)).expect("chmod");
+        let policy = root.path().join("etc/iptables/base.toml");
+        let changed =
+            fs::read_to_string(&policy).expect("policy") + "\n[[host.services]]\nport = 2222\n";
+        fs::write(&policy, changed).expect("change the policy");
+        let output = command_in_new_netns(root.path(), &setup, &["install"])
+            .output()
+            .expect("run install again");
+        assert!(
+            output.status.success(),
+            "umask {umask}: {}",
+            common::stderr(&output)
+        );
+        assert!(
+            common::stdout(&output).contains("wrote"),
+            "the rules were rewritten"
+        );
+        let mode = fs::metadata(&rules).expect("stat").mode() & 0o7777;
+        assert_eq!(
+            mode, 0o600,
+            "umask {umask}: the admin's 0600 rules file was reset"
+        );
+    }
+}
