@@ -8,38 +8,10 @@
 //! whether an option belongs in a rule at all or changes the command, the table or the
 //! family.
 
-/// The long options of iptables itself (`iptables.c`'s `original_opts`) and of the
-/// matches whose values the tool checks: what an abbreviation may stand for.
-const KNOWN_LONG: [&str; 60] = [
-    // The command and its global options.
-    "append",
-    "delete",
-    "insert",
-    "replace",
-    "check",
-    "list",
-    "list-rules",
-    "flush",
-    "zero",
-    "new-chain",
-    "delete-chain",
-    "policy",
-    "rename-chain",
-    "table",
-    "verbose",
-    "wait",
-    "wait-interval",
-    "exact",
-    "numeric",
-    "version",
-    "help",
-    "line-numbers",
-    "modprobe",
-    "set-counters",
-    "ipv4",
-    "ipv6",
-    "goto",
-    // Parts of a rule.
+/// Long options that are parts of a rule: iptables' own (`iptables.c`'s
+/// `original_opts`) and those of the matches whose values the tool checks. With
+/// [`NOT_IN_A_RULE_LONG`], what an abbreviation may stand for.
+const RULE_LONG: [&str; 33] = [
     "source",
     "src",
     "destination",
@@ -132,14 +104,11 @@ pub fn plain_spelling(word: &str) -> Result<(), String> {
                 "iptables reads `{word}` as `--{name} {value}`: write the option and its value as two words"
             ));
         }
-        if long.is_empty() || KNOWN_LONG.contains(&long) {
+        let known = NOT_IN_A_RULE_LONG.iter().chain(&RULE_LONG).copied();
+        if long.is_empty() || known.clone().any(|name| name == long) {
             return Ok(());
         }
-        let meant: Vec<&str> = KNOWN_LONG
-            .iter()
-            .copied()
-            .filter(|known| known.starts_with(long))
-            .collect();
+        let meant: Vec<&str> = known.filter(|name| name.starts_with(long)).collect();
         return match meant.as_slice() {
             [] => Ok(()),
             [full] => Err(format!(
