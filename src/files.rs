@@ -89,11 +89,16 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Writ
 }
 
 impl DirLock {
-    /// Locks `dir` (which must exist) without waiting.
+    /// Locks `dir` (which must exist) without waiting, and removes the temporary files
+    /// a killed run left there: every writer in `dir` holds this lock, so none of them
+    /// is anyone's work in progress.
     pub fn acquire(dir: &Path) -> Result<DirLock, WriteError> {
         let handle = File::open(dir).map_err(io_error("cannot open", dir))?;
         match handle.try_lock() {
-            Ok(()) => Ok(DirLock { _dir: handle }),
+            Ok(()) => {
+                remove_stale_temps(dir)?;
+                Ok(DirLock { _dir: handle })
+            }
             Err(fs::TryLockError::WouldBlock) => Err(WriteError::Busy {
                 path: dir.to_owned(),
             }),
@@ -194,9 +199,30 @@ fn stage_file(
     Ok(temp)
 }
 
+/// Removes the regular files in `dir` named like this tool's temporary files.
+fn remove_stale_temps(dir: &Path) -> Result<(), WriteError> {
+    let entries = fs::read_dir(dir).map_err(io_error("cannot list", dir))?;
+    for entry in entries {
+        let entry = entry.map_err(io_error("cannot list", dir))?;
+        let is_temp = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(TEMP_PREFIX));
+        if is_temp && entry.file_type().is_ok_and(|kind| kind.is_file()) {
+            let path = entry.path();
+            fs::remove_file(&path)
+                .map_err(io_error("cannot remove the stale temporary file", &path))?;
+        }
+    }
+    Ok(())
+}
+
+/// How this tool's temporary files are named.
+const TEMP_PREFIX: &str = ".iptables-ctl-";
+
 fn temp_builder() -> tempfile::Builder<'static, 'static> {
     let mut builder = tempfile::Builder::new();
-    builder.prefix(".iptables-ctl-");
+    builder.prefix(TEMP_PREFIX);
     builder
 }
 
@@ -356,9 +382,15 @@ mod tests {
     }
 
     #[test]
-    fn second_lock_on_a_directory_is_refused() {
+    fn the_lock_holder_removes_stale_temps_and_a_second_lock_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
+        let stale = dir.path().join(".iptables-ctl-killed");
+        fs::write(&stale, "half a file").expect("stale temp");
         let _held = DirLock::acquire(dir.path()).expect("first lock");
+        assert!(
+            !stale.exists(),
+            "the lock holder removes what a killed run left"
+        );
         assert!(matches!(
             DirLock::acquire(dir.path()),
             Err(WriteError::Busy { .. })
