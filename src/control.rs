@@ -535,14 +535,9 @@ struct CreatedDirs {
 }
 
 impl CreatedDirs {
-    /// Creates `dir` and its missing parents, remembering which were missing.
+    /// Creates `dir` and its missing parents, remembering which it created.
     fn create(dir: &Path) -> anyhow::Result<CreatedDirs> {
-        let dirs: Vec<PathBuf> = dir
-            .ancestors()
-            .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
-            .map(Path::to_owned)
-            .collect();
-        files::create_dirs(dir)?;
+        let dirs = files::create_dirs(dir)?;
         Ok(CreatedDirs { dirs, keep: false })
     }
 

@@ -19,22 +19,28 @@ const DIR_MODE: u32 = 0o755;
 /// Creates `dir` and its missing parents with mode 0755 each (not what the umask would
 /// make of it: under umask 000 a 0777 `/etc/iptables` would let anyone swap the rules,
 /// under 077 a staged `/etc` would come out 0700). Directories that exist are left as
-/// they are.
-pub fn create_dirs(dir: &Path) -> Result<(), WriteError> {
+/// they are. Returns the directories it created, deepest first (the order to remove
+/// them in).
+pub fn create_dirs(dir: &Path) -> Result<Vec<PathBuf>, WriteError> {
     let missing: Vec<&Path> = dir
         .ancestors()
         .take_while(|d| !d.as_os_str().is_empty() && fs::symlink_metadata(d).is_err())
         .collect();
-    for created in missing.into_iter().rev() {
-        match fs::create_dir(created) {
-            Ok(()) => fs::set_permissions(created, Permissions::from_mode(DIR_MODE))
-                .map_err(io_error("cannot set permissions of", created))?,
+    let mut created = Vec::new();
+    for path in missing.into_iter().rev() {
+        match fs::create_dir(path) {
+            Ok(()) => {
+                fs::set_permissions(path, Permissions::from_mode(DIR_MODE))
+                    .map_err(io_error("cannot set permissions of", path))?;
+                created.push(path.to_owned());
+            }
             // Created meanwhile by another process: theirs to set.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io_error("cannot create", created)(e)),
+            Err(e) => return Err(io_error("cannot create", path)(e)),
         }
     }
-    Ok(())
+    created.reverse();
+    Ok(created)
 }
 
 /// The mode to write `target` with: its own when it is a regular file that only its

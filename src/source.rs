@@ -138,7 +138,12 @@ fn check_file(path: &Path, meta: &fs::Metadata, limit: u64) -> Result<(), Source
 fn check_directories(path: &Path) -> Result<(), SourceError> {
     let absolute = std::path::absolute(path)?;
     let resolved = fs::canonicalize(&absolute).unwrap_or_else(|_| absolute.clone());
-    for file in [&absolute, &resolved] {
+    let walks = if resolved == absolute {
+        vec![&absolute]
+    } else {
+        vec![&absolute, &resolved]
+    };
+    for file in walks {
         for dir in file.ancestors().skip(1) {
             match fs::metadata(dir) {
                 Ok(meta) => check_trusted(dir, &meta, true)?,

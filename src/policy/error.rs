@@ -91,17 +91,10 @@ fn render_invalid(location: &Location, field: Option<&str>, message: &str) -> St
     )
 }
 
-/// The line as it can be shown on a terminal: control characters made visible.
+/// The line as it can be shown on a terminal, on one line: control characters
+/// (newlines too) made visible.
 fn printable(line: &str) -> String {
-    line.chars()
-        .map(|c| {
-            if c.is_control() && c != '\t' {
-                '\u{fffd}'
-            } else {
-                c
-            }
-        })
-        .collect()
+    crate::output::terminal_safe(line).replace('\n', "\u{fffd}")
 }
 
 #[cfg(test)]

@@ -551,8 +551,9 @@ impl<'de> Deserialize<'de> for Ports {
     }
 }
 
-/// Targets a raw rule may jump to: verdicts and logging, never another chain.
-const RAW_TARGETS: [&str; 6] = ["ACCEPT", "DROP", "REJECT", "RETURN", "LOG", "NFLOG"];
+/// Targets a raw rule may jump to: those of any rule in an owned chain (verdicts and
+/// logging, never another chain).
+const RAW_TARGETS: [&str; 6] = crate::ruleset::ALLOWED_TARGETS;
 
 fn check_raw_rule(text: &str) -> Result<(), String> {
     if text.is_empty() || text.len() > 1000 {
