@@ -552,7 +552,7 @@ fn render(
         out.print(&all);
         return Ok(exit::SUCCESS);
     }
-    let summary = files::write_files(&dir, &RenderedFile::outputs(rendered))?;
+    let summary = instance::output_set(layout, instance).write(&RenderedFile::outputs(rendered))?;
     for line in summary.lines() {
         writeln!(out, "{line}");
     }

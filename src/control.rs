@@ -317,7 +317,8 @@ pub fn install(
 
     // Everything checked: write.
     let outputs = RenderedFile::outputs(rendered);
-    let mut snapshot = Snapshot::take(&config_dir, outputs.iter().map(|(n, _)| n.as_str()))?;
+    let output_set = instance::output_set(target.layout, target.instance);
+    let mut snapshot = Snapshot::take_set(&output_set)?;
     if let Some(text) = starter_text {
         let (dir, name) = files::dir_and_name(target.policy_path)?;
         files::create_dirs(dir)?;
@@ -327,7 +328,7 @@ pub fn install(
     }
     let (unit_dir, packaged) = unit_dir(root);
     let result = (|| -> anyhow::Result<()> {
-        report_writes(&files::write_files(&config_dir, &outputs)?, out);
+        report_writes(&output_set.write(&outputs)?, out);
         if packaged {
             writeln!(
                 out,
@@ -722,14 +723,12 @@ pub fn uninstall(
 /// Loads the instance's pass-through files, as its unit's ExecStop does.
 fn load_pass_through(target: &Target<'_>, out: &mut Output) -> anyhow::Result<()> {
     for family in Family::ALL {
-        let name = crate::render::output_file_name(
+        let (path, text) = instance::read_output(
+            target.layout,
             target.instance,
             family,
             crate::render::TemplateKind::Empty,
-        );
-        let path = target.layout.config_dir().join(name);
-        let text =
-            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        )?;
         target
             .firewall
             .restore(family, &text)
@@ -861,8 +860,9 @@ pub fn reload(
     .context(refused("reload"))?;
     refuse_lockouts("reload", target, &loaded, force, out)?;
     let outputs = RenderedFile::outputs(rendered);
-    let snapshot = Snapshot::take(&config_dir, outputs.iter().map(|(n, _)| n.as_str()))?;
-    let summary = files::write_files(&config_dir, &outputs)?;
+    let output_set = instance::output_set(target.layout, target.instance);
+    let snapshot = Snapshot::take_set(&output_set)?;
+    let summary = output_set.write(&outputs)?;
     report_writes(&summary, out);
     if let Err(error) = run_job(manager, JobKind::Reload, &units.rules) {
         writeln!(
@@ -1178,14 +1178,23 @@ mod tests {
             }
         }
 
+        /// Every file and link under the root with what it shows a reader (a link:
+        /// its target's bytes). The versions inside a file set's store are left out:
+        /// a set put back shows its old bytes from a new version (the fileset tests
+        /// prove that an absent set put back leaves no store).
         fn files(&self) -> Vec<(PathBuf, Vec<u8>)> {
             let mut all = Vec::new();
             let mut stack = vec![self.root.path().to_owned()];
             while let Some(dir) = stack.pop() {
                 for entry in fs::read_dir(dir).unwrap() {
                     let path = entry.unwrap().path();
-                    if path.is_dir() {
-                        stack.push(path);
+                    let is_store = path
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().ends_with(".set"));
+                    if path.symlink_metadata().unwrap().is_dir() {
+                        if !is_store {
+                            stack.push(path);
+                        }
                     } else {
                         all.push((path.clone(), fs::read(&path).unwrap_or_default()));
                     }
@@ -1300,15 +1309,17 @@ mod tests {
     #[test]
     fn a_failed_reload_restores_and_reloads_the_previous_files() {
         let staged = staged(Some(POLICY));
-        let config = staged.layout.config_dir();
-        for name in [
+        let previous: Vec<(String, String)> = [
             "base.rules",
             "base.rules.empty",
             "base.rules6",
             "base.rules6.empty",
-        ] {
-            fs::write(config.join(name), format!("previous {name}\n")).unwrap();
-        }
+        ]
+        .map(|name| (name.to_owned(), format!("previous {name}\n")))
+        .to_vec();
+        instance::output_set(&staged.layout, &staged.instance)
+            .write(&previous)
+            .unwrap();
         let before = staged.files();
         let manager = FakeManager::new("active", JobResult::Other("failed".to_owned()));
         assert!(reload(&staged.target(), &manager, false, &mut Output::capture()).is_err());

@@ -10,11 +10,13 @@ use std::path::{Path, PathBuf};
 
 use tempfile::NamedTempFile;
 
+use crate::fileset::{FileSet, SetState};
+
 /// Mode of the written files: readable by all, like other files under /etc.
-const FILE_MODE: u32 = 0o644;
+pub(crate) const FILE_MODE: u32 = 0o644;
 
 /// Mode of the directories this tool creates, whatever the caller's umask.
-const DIR_MODE: u32 = 0o755;
+pub(crate) const DIR_MODE: u32 = 0o755;
 
 /// Creates `dir` and its missing parents with mode 0755 each (not what the umask would
 /// make of it: under umask 000 a 0777 `/etc/iptables` would let anyone swap the rules,
@@ -43,10 +45,10 @@ pub fn create_dirs(dir: &Path) -> Result<Vec<PathBuf>, WriteError> {
     Ok(created)
 }
 
-/// The mode to write `target` with: its own when it is a regular file that only its
-/// owner can write (an admin's 0600 stays 0600), 0644 otherwise.
-fn mode_for(target: &Path) -> u32 {
-    match fs::symlink_metadata(target) {
+/// The mode to write `target` with: its own when it is a regular file (through any
+/// link) that only its owner can write (an admin's 0600 stays 0600), 0644 otherwise.
+pub(crate) fn mode_for(target: &Path) -> u32 {
+    match fs::metadata(target) {
         Ok(meta) if meta.is_file() && meta.mode() & 0o022 == 0 => meta.mode() & 0o7777,
         _ => FILE_MODE,
     }
@@ -181,7 +183,7 @@ pub fn write_files(dir: &Path, files: &[(String, String)]) -> Result<WriteSummar
 
 /// A synced temporary file in `dir` holding `bytes`, with `mode` and, when given, the
 /// owner `(uid, gid)`; removed again if it is dropped before being persisted.
-fn stage_file(
+pub(crate) fn stage_file(
     dir: &Path,
     bytes: &[u8],
     mode: u32,
@@ -238,7 +240,7 @@ fn persist<F>(temp: NamedTempFile<F>, target: &Path) -> Result<(), WriteError> {
         .map_err(|e| io_error("cannot rename into", target)(e.error))
 }
 
-fn sync_dir(dir: &Path) -> Result<(), WriteError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), WriteError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_error("cannot sync directory", dir))
@@ -260,11 +262,12 @@ enum Previous {
     Symlink(PathBuf),
 }
 
-/// What some paths were before a change, to put back if the change fails later (a unit
-/// that will not start after its files were replaced).
+/// What some paths and file sets were before a change, to put back if the change
+/// fails later (a unit that will not start after its files were replaced).
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     entries: Vec<(PathBuf, Previous)>,
+    sets: Vec<(FileSet, SetState)>,
 }
 
 impl Snapshot {
@@ -276,42 +279,73 @@ impl Snapshot {
         let mut entries = Vec::new();
         for name in names {
             let path = dir.join(name);
-            let previous = match fs::symlink_metadata(&path) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Previous::Absent,
-                Err(e) => return Err(io_error("cannot inspect", &path)(e)),
-                Ok(meta) if meta.file_type().is_symlink() => Previous::Symlink(
-                    fs::read_link(&path).map_err(io_error("cannot read the link", &path))?,
-                ),
-                Ok(meta) if meta.is_file() => Previous::File {
-                    bytes: fs::read(&path).map_err(io_error("cannot read", &path))?,
-                    mode: meta.permissions().mode() & 0o7777,
-                    uid: meta.uid(),
-                    gid: meta.gid(),
-                },
-                Ok(_) => return Err(WriteError::NotAFile { path }),
-            };
+            let previous = previous_of(&path)?;
             entries.push((path, previous));
         }
-        Ok(Snapshot { entries })
+        Ok(Snapshot {
+            entries,
+            sets: Vec::new(),
+        })
     }
 
-    /// Adds another snapshot's paths to this one.
+    /// Records what a file set shows now, to be put back as one set.
+    pub fn take_set(set: &FileSet) -> Result<Snapshot, WriteError> {
+        Ok(Snapshot {
+            entries: Vec::new(),
+            sets: vec![(set.clone(), set.read()?)],
+        })
+    }
+
+    /// Adds another snapshot's paths and sets to this one.
     pub fn extend(&mut self, other: Snapshot) {
         self.entries.extend(other.entries);
+        self.sets.extend(other.sets);
     }
 
     /// Puts every path back as it was, each atomically: a file with its bytes, mode and
-    /// owner, a symlink as the same link, an absent one removed. Every path is
+    /// owner, a symlink as the same link, an absent one removed; and every set as one
+    /// set. What is still as it was is not touched (so nothing is written when the
+    /// change had not got that far, on a read-only file system too). Every path is
     /// attempted; the first error is returned.
     pub fn restore(&self) -> Result<(), WriteError> {
         let mut first_error = None;
+        for (set, state) in &self.sets {
+            if let Err(e) = set.put_back(state) {
+                first_error.get_or_insert(e);
+            }
+        }
         for (path, previous) in &self.entries {
+            if previous_of(path).is_ok_and(|now| now == *previous) {
+                continue;
+            }
             if let Err(e) = restore_one(path, previous) {
                 first_error.get_or_insert(e);
             }
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// What `path` is now: a file (bytes, mode, owner), a symlink, or nothing.
+fn previous_of(path: &Path) -> Result<Previous, WriteError> {
+    Ok(match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Previous::Absent,
+        Err(e) => return Err(io_error("cannot inspect", path)(e)),
+        Ok(meta) if meta.file_type().is_symlink() => {
+            Previous::Symlink(fs::read_link(path).map_err(io_error("cannot read the link", path))?)
+        }
+        Ok(meta) if meta.is_file() => Previous::File {
+            bytes: fs::read(path).map_err(io_error("cannot read", path))?,
+            mode: meta.permissions().mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+        },
+        Ok(_) => {
+            return Err(WriteError::NotAFile {
+                path: path.to_owned(),
+            });
+        }
+    })
 }
 
 /// Removes the link (or file) at `path` and then its directory if that is left empty:
@@ -345,13 +379,23 @@ fn restore_one(path: &Path, previous: &Previous) -> Result<(), WriteError> {
             gid,
         } => persist(stage_file(dir, bytes, *mode, Some((*uid, *gid)))?, path)?,
         Previous::Symlink(destination) => {
-            let link = temp_builder()
-                .make_in(dir, |temp| std::os::unix::fs::symlink(destination, temp))
-                .map_err(io_error("cannot create a temporary link in", dir))?;
-            persist(link, path)?;
+            let (dir, name) = dir_and_name(path)?;
+            replace_with_link(dir, &name, destination)?;
         }
     }
     sync_dir(dir)
+}
+
+/// Makes `dir/name` a symbolic link to `destination` in one rename, whatever it was.
+pub(crate) fn replace_with_link(
+    dir: &Path,
+    name: &str,
+    destination: &Path,
+) -> Result<(), WriteError> {
+    let link = temp_builder()
+        .make_in(dir, |temp| std::os::unix::fs::symlink(destination, temp))
+        .map_err(io_error("cannot create a temporary link in", dir))?;
+    persist(link, &dir.join(name))
 }
 
 #[cfg(test)]

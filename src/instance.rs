@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
+use crate::fileset::{FileSet, OUTPUT_LIMIT};
 use crate::policy::Policy;
 use crate::policy::types::{Family, InstanceName};
 use crate::render::{self, RenderRequest, RenderedFile, TemplateKind, Templates};
+use crate::source;
 use crate::trial::{RulesetTrial, TrialError, TrialReport};
 
 /// Where things live, relative to a root directory (`/` on a live system).
@@ -133,6 +135,39 @@ pub fn prove(
     Ok(reports)
 }
 
+/// The instance's four output files (two families, rules and pass-through), written
+/// and read back as one set.
+pub fn output_set(layout: &Layout, instance: &InstanceName) -> FileSet {
+    let names = Family::ALL
+        .into_iter()
+        .flat_map(|family| {
+            [TemplateKind::Rules, TemplateKind::Empty]
+                .map(|kind| render::output_file_name(instance, family, kind))
+        })
+        .collect();
+    FileSet::new(&layout.config_dir(), &instance.to_string(), names)
+}
+
+/// One of the instance's output files as it is on disk (bounded, like every read):
+/// its path and text. A missing file is an error naming it.
+pub fn read_output(
+    layout: &Layout,
+    instance: &InstanceName,
+    family: Family,
+    kind: TemplateKind,
+) -> anyhow::Result<(PathBuf, String)> {
+    let path = layout
+        .config_dir()
+        .join(render::output_file_name(instance, family, kind));
+    let read = || -> anyhow::Result<String> {
+        let (bytes, _) = source::read_output(&path, OUTPUT_LIMIT)?
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
+        Ok(String::from_utf8(bytes)?)
+    };
+    let text = read().with_context(|| format!("cannot read {}", path.display()))?;
+    Ok((path, text))
+}
+
 /// Loads one family's rendered rules and pass-through files, as they are on disk, with
 /// `trial`. Errors name the file.
 pub fn prove_on_disk(
@@ -142,12 +177,8 @@ pub fn prove_on_disk(
     trial: &dyn RulesetTrial,
 ) -> anyhow::Result<TrialReport> {
     let read = |kind| {
-        let path = layout
-            .config_dir()
-            .join(render::output_file_name(instance, family, kind));
-        std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))
-            .map(|text| (path.display().to_string(), text))
+        read_output(layout, instance, family, kind)
+            .map(|(path, text)| (path.display().to_string(), text))
     };
     let (rules_name, rules) = read(TemplateKind::Rules)?;
     let (empty_name, empty) = read(TemplateKind::Empty)?;

@@ -15,6 +15,7 @@ pub mod control;
 pub mod evaluate;
 pub mod exit;
 pub mod files;
+pub mod fileset;
 pub mod forward;
 pub mod host;
 pub mod hostnet;

@@ -65,13 +65,8 @@ pub enum SourceError {
 pub fn read(path: &Path, limit: u64) -> Result<Vec<u8>, SourceError> {
     check_directories(path)?;
     for _ in 0..READ_ATTEMPTS {
-        // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
-        let mut file = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(OFlag::O_NONBLOCK.bits())
-            .open(path)?;
-        let before = file.metadata()?;
-        check_file(path, &before, limit)?;
+        let (mut file, before) = open_regular(path, limit)?;
+        check_trusted(path, &before, false)?;
         let mut bytes = Vec::new();
         (&mut file).take(limit + 1).read_to_end(&mut bytes)?;
         let after = file.metadata()?;
@@ -109,7 +104,43 @@ pub fn read_if_present(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, Sourc
     }
 }
 
-fn check_file(path: &Path, meta: &fs::Metadata, limit: u64) -> Result<(), SourceError> {
+/// Opens `path` if it is a regular file of at most `limit` bytes, with its metadata.
+/// A FIFO is refused without waiting for a writer (it is opened `O_NONBLOCK`), a device
+/// before it is read.
+fn open_regular(path: &Path, limit: u64) -> Result<(fs::File, fs::Metadata), SourceError> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(OFlag::O_NONBLOCK.bits())
+        .open(path)?;
+    let meta = file.metadata()?;
+    check_regular(&meta, limit)?;
+    Ok((file, meta))
+}
+
+/// Reads a file this tool wrote itself (a rendered rules file), following symlinks:
+/// a regular file of at most `limit` bytes, with its metadata, or `None` when there is
+/// none. Ownership is not judged: these files are outputs, not sources.
+pub fn read_output(
+    path: &Path,
+    limit: u64,
+) -> Result<Option<(Vec<u8>, fs::Metadata)>, SourceError> {
+    let (mut file, meta) = match open_regular(path, limit) {
+        Ok(opened) => opened,
+        Err(SourceError::Io(e)) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(other) => return Err(other),
+    };
+    let mut bytes = Vec::new();
+    (&mut file).take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(SourceError::TooLarge {
+            size: bytes.len() as u64,
+            limit,
+        });
+    }
+    Ok(Some((bytes, meta)))
+}
+
+fn check_regular(meta: &fs::Metadata, limit: u64) -> Result<(), SourceError> {
     let kind = meta.file_type();
     if !kind.is_file() {
         use std::os::unix::fs::FileTypeExt as _;
@@ -131,7 +162,7 @@ fn check_file(path: &Path, meta: &fs::Metadata, limit: u64) -> Result<(), Source
             limit,
         });
     }
-    check_trusted(path, meta, false)
+    Ok(())
 }
 
 /// Every directory above `path`, as written and as resolved through symlinks.

@@ -207,12 +207,14 @@ fn policy_problems(target: &Target<'_>, problems: &mut Vec<String>) -> Option<Po
     };
     match instance::render_policy(target.layout, target.instance, &policy) {
         Ok(rendered) => {
-            let dir = target.layout.config_dir();
+            let on_disk = instance::output_set(target.layout, target.instance).read();
             let stale = rendered.iter().any(|file| {
-                std::fs::read_to_string(dir.join(&file.file_name))
+                on_disk
+                    .as_ref()
                     .ok()
-                    .as_deref()
-                    != Some(file.text.as_str())
+                    .and_then(|set| set.shown(&file.file_name))
+                    .map(|shown| shown.bytes.as_slice())
+                    != Some(file.text.as_bytes())
             });
             if stale {
                 problems.push(

@@ -103,6 +103,7 @@ fn check_then_render_then_render_again() {
 
     assert_eq!(succeed(root, &["render"]).matches("wrote ").count(), 4);
     let all = [
+        ".base.set",
         "base.rules",
         "base.rules.empty",
         "base.rules6",

@@ -157,7 +157,12 @@ fn files_and_links(root: &Path) -> Vec<String> {
 }
 
 /// The files of a complete staged install of instance `base`.
-const INSTALLED: [&str; 12] = [
+const INSTALLED: [&str; 17] = [
+    "etc/iptables/.base.set/current",
+    "etc/iptables/.base.set/v1/base.rules",
+    "etc/iptables/.base.set/v1/base.rules.empty",
+    "etc/iptables/.base.set/v1/base.rules6",
+    "etc/iptables/.base.set/v1/base.rules6.empty",
     "etc/iptables/base.rules",
     "etc/iptables/base.rules.empty",
     "etc/iptables/base.rules6",
@@ -172,12 +177,26 @@ const INSTALLED: [&str; 12] = [
     "etc/systemd/system/multi-user.target.wants/iptables@base.service",
 ];
 
-/// Every symlink under `root` points (as the booted system sees it) at a unit file that
-/// exists in the staged tree.
+/// Every symlink under `root` points (as the booted system sees it) at a file that
+/// exists in the staged tree: an enable link at a unit file (an absolute path), a rules
+/// file's link through its set's `current` version (a relative one, which means the same
+/// wherever the tree is).
 fn assert_links_resolve_in_tree(root: &Path) {
     for path in walk(root) {
         if let Ok(target) = fs::read_link(&path) {
-            let staged = root.join(target.strip_prefix("/").expect("absolute target"));
+            let staged = match target.strip_prefix("/") {
+                Ok(inner) => root.join(inner),
+                Err(_) => path.parent().expect("a parent").join(&target),
+            };
+            if path.ends_with("current") {
+                assert!(
+                    staged.is_dir(),
+                    "{} -> {}",
+                    path.display(),
+                    target.display()
+                );
+                continue;
+            }
             assert!(
                 staged.is_file(),
                 "{} -> {} has no file in the staged tree",
@@ -291,6 +310,7 @@ fn staged_uninstall_removes_units_and_links_and_keeps_the_policy() {
     let config = r.join("etc/iptables");
     let kept: Vec<(PathBuf, Vec<u8>)> = walk(&config)
         .into_iter()
+        .filter(|p| !p.is_dir())
         .map(|p| {
             let bytes = fs::read(&p).expect("read");
             (p, bytes)
@@ -305,16 +325,7 @@ fn staged_uninstall_removes_units_and_links_and_keeps_the_policy() {
     let stdout = redact(&text(&out.stdout), r);
     insta::assert_snapshot!("uninstall_stdout", stdout);
     insta::assert_snapshot!("uninstall_tree", tree(r, false));
-    assert_eq!(
-        files_and_links(r),
-        [
-            "etc/iptables/base.rules",
-            "etc/iptables/base.rules.empty",
-            "etc/iptables/base.rules6",
-            "etc/iptables/base.rules6.empty",
-            "etc/iptables/base.toml",
-        ]
-    );
+    assert_eq!(files_and_links(r), INSTALLED[..10]);
     for (path, bytes) in kept {
         assert_eq!(
             fs::read(&path).expect("kept file"),
@@ -481,5 +492,47 @@ fn install_sets_modes_whatever_the_umask_and_keeps_a_private_file_private() {
             mode, 0o600,
             "umask {umask}: the admin's 0600 rules file was reset"
         );
+    }
+}
+
+#[test]
+fn install_on_a_read_only_root_fails_and_says_that_nothing_changed() {
+    if !kernel_tests_enabled("install_on_a_read_only_root_fails_and_says_that_nothing_changed") {
+        return;
+    }
+    for installed_before in [false, true] {
+        let root = staged_root(true);
+        let r = root.path();
+        if installed_before {
+            command(r, &["install"]).assert().code(0);
+            // A new policy, so that install has files to change.
+            let policy = r.join("etc/iptables/base.toml");
+            let text = fs::read_to_string(&policy).expect("policy");
+            fs::write(&policy, format!("{text}\n[[host.services]]\nport = 443\n"))
+                .expect("edit the policy");
+        }
+        let before = fingerprint(r);
+        // The tree read-only (a bind mount in a mount namespace of the run's own; the
+        // machine's mounts are not touched).
+        let script = "mount --bind \"$1\" \"$1\" && mount -o remount,bind,ro \"$1\" && shift && exec \"$@\"";
+        let out = assert_cmd::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c", script, "sh"])
+            .arg(r)
+            .arg(assert_cmd::cargo::cargo_bin("iptables-ctl"))
+            .arg("--root")
+            .arg(r)
+            .arg("install")
+            .env_remove("SSH_CONNECTION")
+            .assert()
+            .code(1)
+            .get_output()
+            .clone();
+        let stderr = redact(&text(&out.stderr), r);
+        assert!(stderr.contains("Read-only file system"), "{stderr}");
+        assert!(
+            !stderr.contains("could not put every file back"),
+            "nothing was changed, so nothing had to be put back: {stderr}"
+        );
+        assert_eq!(fingerprint(r), before, "installed before: {installed_before}");
     }
 }
