@@ -121,7 +121,8 @@ pub enum Command {
         #[arg(default_value = "base")]
         instance: InstanceName,
     },
-    /// Restart the instance's unit (stop, then start: briefly pass-through; prefer reload).
+    /// Load the files on disk again, with no gap: an active instance is reloaded (a stop
+    /// and a start would leave the host open if the start failed), another is started.
     Restart {
         /// Instance name.
         #[arg(default_value = "base")]

@@ -759,8 +759,9 @@ fn remove_admin_units(root: &Path, out: &mut Output) -> anyhow::Result<()> {
 /// `start`, `stop`, `restart`. Start and restart act on the whole set (rules and the
 /// re-assertion after Docker), refuse rules that would lock out an SSH session open
 /// now (unless `force`), and end with the status check. Restart first proves the files
-/// on disk, because it takes the working rules down before loading them again: files
-/// that would not load are refused while the old rules still stand.
+/// on disk (files that would not load are refused while the old rules still stand),
+/// then loads them with no gap: on an active instance it is a reload, never a stop and
+/// a start, which would leave the host open if the start failed.
 pub fn lifecycle(
     target: &Target<'_>,
     manager: &dyn ServiceManager,
@@ -802,7 +803,23 @@ pub fn lifecycle(
                 })?;
                 refuse_lockouts(&kind.to_string(), target, &loaded, force, out)?;
             }
-            run_job(manager, kind, &units.rules)?;
+            // A restart of an active instance is a reload: a stop loads the
+            // pass-through files, and a start that then failed would leave the host
+            // open. Reloading loads the same files with no gap, and a reload that fails
+            // leaves the rules that were in force.
+            let job = match kind {
+                JobKind::Restart if status.is_active() => {
+                    writeln!(
+                        out,
+                        "{}: restart loads the rules again with no gap (a reload): stopping first would open the host until the start succeeded",
+                        units.rules
+                    );
+                    JobKind::Reload
+                }
+                JobKind::Restart => JobKind::Start,
+                other => other,
+            };
+            run_job(manager, job, &units.rules)?;
             writeln!(out, "{}: active", units.rules);
             start_rest_of_set(manager, &units, out);
             Ok(report_in_force(target, manager, out))
@@ -1331,6 +1348,61 @@ mod tests {
                 "reload iptables@base.service"
             ],
             "the new files, then the previous ones again"
+        );
+    }
+
+    #[test]
+    fn restart_of_an_active_instance_never_takes_the_rules_down() {
+        let staged = staged(Some(POLICY));
+        let files: Vec<(String, String)> = [
+            "base.rules",
+            "base.rules.empty",
+            "base.rules6",
+            "base.rules6.empty",
+        ]
+        .map(|name| (name.to_owned(), format!("{name}\n")))
+        .to_vec();
+        instance::output_set(&staged.layout, &staged.instance)
+            .write(&files)
+            .unwrap();
+        let manager = FakeManager::new("active", JobResult::Done);
+        let mut out = Output::capture();
+        lifecycle(
+            &staged.target(),
+            &manager,
+            JobKind::Restart,
+            false,
+            &mut out,
+        )
+        .unwrap();
+        let calls = manager.calls();
+        assert_eq!(
+            calls.first().map(String::as_str),
+            Some("reload iptables@base.service"),
+            "a stop would load the pass-through files, and a start that then failed would leave the host open: {calls:?}"
+        );
+        assert!(
+            !calls
+                .iter()
+                .any(|c| c == "stop iptables@base.service" || c == "restart iptables@base.service"),
+            "{calls:?}"
+        );
+        let text = out.stdout_text();
+        assert!(text.contains("with no gap"), "{text}");
+
+        // An instance that is not active is started.
+        let manager = FakeManager::new("failed", JobResult::Done);
+        lifecycle(
+            &staged.target(),
+            &manager,
+            JobKind::Restart,
+            false,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            manager.calls().first().map(String::as_str),
+            Some("start iptables@base.service")
         );
     }
 

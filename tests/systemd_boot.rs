@@ -257,8 +257,9 @@ fn install_reload_stop_start_on_a_booted_systemd() {
         "inactive"
     );
     fs::write(&rules, good).unwrap();
+    assert!(machine.exec(&["iptables-ctl", "start"]).status.success());
     // A unit that fails to start all the same (here an admin's drop-in loading a file
-    // iptables-restore refuses) is reported with its journal lines.
+    // iptables-restore refuses)...
     fs::write(
         state.etc_iptables().join("broken.rules"),
         "*filter\n-A INPUT -j NO-SUCH-CHAIN\nCOMMIT\n",
@@ -272,6 +273,19 @@ fn install_reload_stop_start_on_a_booted_systemd() {
     )
     .unwrap();
     machine.exec_ok(&["systemctl", "daemon-reload"]);
+    // ...does not open the host on restart: a stop would load the pass-through files
+    // and the failed start would leave them; restart reloads instead.
+    let out = machine.exec(&["iptables-ctl", "restart"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("with no gap"), "{}", stdout(&out));
+    assert_eq!(
+        both(&machine, 2223),
+        [Outcome::Refused; 2],
+        "the rules stay in force through a restart whose start would fail"
+    );
+    assert_eq!(bus.unit_status(RULES_UNIT).unwrap().active_state, "active");
+    // A start that fails is reported with its journal lines.
+    assert!(machine.exec(&["iptables-ctl", "stop"]).status.success());
     let out = machine.exec(&["iptables-ctl", "start"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
