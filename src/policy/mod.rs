@@ -4,9 +4,10 @@
 //! renderer only ever sees a policy that is known to be consistent.
 
 mod error;
+mod size;
 pub mod types;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::path::Path;
 
@@ -430,6 +431,14 @@ impl Policy {
         policy.validate().map_err(|(span, field, message)| {
             invalid(Location::from_span(path, text, span), Some(field), message)
         })?;
+        size::check(&policy).map_err(|refusal| {
+            let span = value_span(text, &refusal.segments).unwrap_or(0..0);
+            invalid(
+                Location::from_span(path, text, span),
+                Some(refusal.field),
+                refusal.message,
+            )
+        })?;
         policy.source = Source {
             path: path.to_owned(),
             text: text.to_owned(),
@@ -477,17 +486,19 @@ impl Policy {
                     .to_owned(),
             ));
         }
+        let lists = size::list_sizes(self);
         for (i, s) in self.host.services.iter().enumerate() {
             let field = format!("host.services[{i}]");
-            self.check_rule_families(&field, "from", s.family, s.from.as_ref(), None)?;
+            self.check_rule_families(&lists, &field, "from", s.family, s.from.as_ref(), None)?;
         }
         for (i, r) in self.outbound.allow.iter().enumerate() {
             let field = format!("outbound.allow[{i}]");
-            self.check_rule_families(&field, "to", r.family, r.to.as_ref(), None)?;
+            self.check_rule_families(&lists, &field, "to", r.family, r.to.as_ref(), None)?;
         }
         for (i, p) in self.docker.published.iter().enumerate() {
             let field = format!("docker.published[{i}]");
             self.check_rule_families(
+                &lists,
                 &field,
                 "from",
                 p.family,
@@ -514,6 +525,7 @@ impl Policy {
     /// one family (a rule that silently vanishes from both files would surprise).
     fn check_rule_families(
         &self,
+        lists: &BTreeMap<&ListName, [usize; 2]>,
         field: &str,
         key: &str,
         choice: FamilyChoice,
@@ -553,11 +565,18 @@ impl Policy {
                         ),
                     ));
                 }
-                source_families.extend(
-                    self.expand(std::slice::from_ref(r))
-                        .iter()
-                        .map(Network::family),
-                );
+                match r.get_ref() {
+                    AddressRef::Net(net) => {
+                        source_families.insert(net.family());
+                    }
+                    AddressRef::List(name) => source_families.extend(
+                        Family::ALL
+                            .into_iter()
+                            .zip(lists.get(name).copied().unwrap_or_default())
+                            .filter(|(_, size)| *size > 0)
+                            .map(|(family, _)| family),
+                    ),
+                }
             }
             families = families.intersection(&source_families).copied().collect();
             if families.is_empty() {
@@ -601,24 +620,27 @@ impl Policy {
         })
     }
 
-    /// The networks that a list of references stands for, lists expanded, in order.
+    /// The networks that a list of references stands for, lists expanded, in order,
+    /// each network once. A list named twice is expanded once: the work is the size of
+    /// the distinct lists, not of the references.
     pub fn expand(&self, refs: &[Spanned<AddressRef>]) -> Vec<Network> {
+        let mut lists_seen = HashSet::new();
+        let mut seen = HashSet::new();
         let mut out = Vec::new();
         for r in refs {
-            match r.get_ref() {
-                AddressRef::Net(net) => out.push(*net),
+            let nets: &[Network] = match r.get_ref() {
+                AddressRef::Net(net) => std::slice::from_ref(net),
                 // Validation guarantees the list exists; a missing one would only shrink
                 // the allowed set, never widen it.
-                AddressRef::List(name) => out.extend(
-                    self.lists
-                        .get(name)
-                        .map(|l| l.get_ref().as_slice())
-                        .unwrap_or_default(),
-                ),
-            }
+                AddressRef::List(name) if lists_seen.insert(name) => self
+                    .lists
+                    .get(name)
+                    .map(|l| l.get_ref().as_slice())
+                    .unwrap_or_default(),
+                AddressRef::List(_) => &[],
+            };
+            out.extend(nets.iter().filter(|n| seen.insert(**n)));
         }
-        let mut seen = BTreeSet::new();
-        out.retain(|n| seen.insert(n.to_string()));
         out
     }
 }
@@ -852,6 +874,40 @@ mod tests {
             }) => (location.line, location.column, field, message),
             other => panic!("expected an invalid-policy error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_list_named_many_times_is_expanded_once_and_its_rules_counted_once() {
+        let nets: Vec<String> = (0..3000)
+            .map(|i| format!("\"10.0.{}.{}/32\"", i / 256, i % 256))
+            .collect();
+        let refs = vec!["\"big\""; 4000].join(", ");
+        let text = format!(
+            "[lists]\nbig = [{}, \"10.0.0.0/32\"]\n[[host.services]]\nport = 22\nfrom = [{refs}, \"192.0.2.1\", \"10.0.0.5/32\"]\n",
+            nets.join(", ")
+        );
+        let policy = parse(&text).expect("3,001 rules fit in a file");
+        let from = policy.host.services[0].from.as_ref().expect("from");
+        let expanded = policy.expand(from.get_ref());
+        assert_eq!(expanded.len(), 3001, "each network once, in order");
+        assert_eq!(expanded[0].to_string(), "10.0.0.0/32");
+        assert_eq!(expanded[3000].to_string(), "192.0.2.1/32");
+        // Named 4,000 times, the list counts once: eight such entries fit.
+        let ten = format!(
+            "{text}{}",
+            format!("[[host.services]]\nport = 80\nfrom = [{refs}]\n").repeat(7)
+        );
+        assert!(parse(&ten).is_ok());
+        // One more entry does not: refused at the `from` of the (first) entry with the
+        // most rules, with the exact count.
+        let more = format!("{ten}[[host.services]]\nport = 443\nfrom = [\"big\"]\n");
+        let (line, column, field, message) = error_of(&more);
+        assert_eq!(field.as_deref(), Some("host.services[0]"));
+        assert_eq!((line, column), (5, 8));
+        assert!(
+            message.contains("expected at most 25000 rules in the IPv4 file, found a policy that renders 27001 (this entry 3001: 1 port range(s) x 1 interface(s) x 3001 IPv4 address(es))"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -1,0 +1,285 @@
+//! How many rules a policy puts in each family's file, known before any list is expanded
+//! into rules. An entry renders one rule per port range, interface and source (a list
+//! counts once per entry, however often the entry names it), and a published entry
+//! twice (DOCKER-USER, and INPUT for docker-proxy's clients). A policy that would put
+//! more than [`MAX_RULES`] rules in a file is refused here, at the entry that
+//! contributes most, instead of after rendering millions of rules.
+//!
+//! Counting exactly means expanding each entry's lists; that work is bounded too: the
+//! sum of every entry's list sizes (an upper bound of its rules) decides first, and only
+//! a policy whose bound lies between [`MAX_RULES`] and [`MAX_EXPANSION`] is counted
+//! exactly.
+
+use std::collections::{BTreeMap, HashSet};
+
+use toml::Spanned;
+
+use super::types::{AddressRef, Family, FamilyChoice, ListName, Network};
+use super::{Policy, Segment};
+use crate::ruleset::MAX_RULES;
+
+/// The most list entries the exact count expands (each list counted once per entry
+/// that uses it); a policy whose upper bound is beyond it is refused on that bound. An
+/// exact count could only fit [`MAX_RULES`] if the lists overlapped 40 times over.
+pub const MAX_EXPANSION: usize = 40 * MAX_RULES;
+
+/// A refusal: where (the path to the value to point at), the field, and why.
+pub(super) struct Refusal {
+    pub segments: Vec<Segment>,
+    pub field: String,
+    pub message: String,
+}
+
+/// One entry that renders rules, with what multiplies them.
+struct Entry<'a> {
+    /// `host.services[3]`, as segments and as text.
+    path: Vec<Segment>,
+    field: String,
+    /// `from` or `to`.
+    key: &'static str,
+    family: FamilyChoice,
+    /// A published entry's `host_address` confines it to that family.
+    only_family: Option<Family>,
+    ports: usize,
+    interfaces: usize,
+    refs: Option<&'a [Spanned<AddressRef>]>,
+    /// 2 for a published entry (DOCKER-USER and INPUT), 1 otherwise.
+    copies: usize,
+}
+
+impl Entry<'_> {
+    /// The entry's rules in `family`'s file, given how many of its sources are of
+    /// that family.
+    fn rules(
+        &self,
+        family: Family,
+        sources: impl FnOnce(&[Spanned<AddressRef>]) -> usize,
+    ) -> usize {
+        if !self.family.includes(family) || self.only_family.is_some_and(|f| f != family) {
+            return 0;
+        }
+        let sources = self.refs.map_or(1, sources);
+        self.ports
+            .saturating_mul(self.interfaces.max(1))
+            .saturating_mul(sources)
+            .saturating_mul(self.copies)
+    }
+
+    fn factors(&self, family: Family, sources: usize) -> String {
+        let mut text = format!(
+            "{} port range(s) x {} interface(s) x {} {family} address(es)",
+            self.ports,
+            self.interfaces.max(1),
+            if self.refs.is_some() {
+                sources.to_string()
+            } else {
+                "any".to_owned()
+            }
+        );
+        if self.copies == 2 {
+            text.push_str(" x 2 chains (DOCKER-USER and INPUT)");
+        }
+        text
+    }
+}
+
+/// The references of a `from` or `to`, if there is one.
+fn refs(r: &Option<Spanned<Vec<Spanned<AddressRef>>>>) -> Option<&[Spanned<AddressRef>]> {
+    r.as_ref().map(|r| r.get_ref().as_slice())
+}
+
+fn entries(policy: &Policy) -> Vec<Entry<'_>> {
+    let path = |section: &str, list: &str, i: usize| {
+        (
+            vec![
+                Segment::Key(section.to_owned()),
+                Segment::Key(list.to_owned()),
+                Segment::Index(i),
+            ],
+            format!("{section}.{list}[{i}]"),
+        )
+    };
+    let mut all = Vec::new();
+    for (i, s) in policy.host.services.iter().enumerate() {
+        let (path, field) = path("host", "services", i);
+        all.push(Entry {
+            path,
+            field,
+            key: "from",
+            family: s.family,
+            only_family: None,
+            ports: s.port.ranges().len(),
+            interfaces: s.interfaces.len(),
+            refs: refs(&s.from),
+            copies: 1,
+        });
+    }
+    for (i, r) in policy.outbound.allow.iter().enumerate() {
+        let (path, field) = path("outbound", "allow", i);
+        all.push(Entry {
+            path,
+            field,
+            key: "to",
+            family: r.family,
+            only_family: None,
+            ports: r.port.ranges().len(),
+            interfaces: 0,
+            refs: refs(&r.to),
+            copies: 1,
+        });
+    }
+    for (i, p) in policy.docker.published.iter().enumerate() {
+        let (path, field) = path("docker", "published", i);
+        all.push(Entry {
+            path,
+            field,
+            key: "from",
+            family: p.family,
+            only_family: p
+                .host_address
+                .as_ref()
+                .map(|a| Family::of(&a.get_ref().addr())),
+            ports: p.port.ranges().len(),
+            interfaces: p.interfaces.len(),
+            refs: refs(&p.from),
+            copies: 2,
+        });
+    }
+    all
+}
+
+/// Each list's distinct networks per family (IPv4, IPv6).
+pub(super) fn list_sizes(policy: &Policy) -> BTreeMap<&ListName, [usize; 2]> {
+    policy
+        .lists
+        .iter()
+        .map(|(name, nets)| {
+            let distinct: HashSet<&Network> = nets.get_ref().iter().collect();
+            let mut sizes = [0, 0];
+            for net in distinct {
+                sizes[family_index(net.family())] += 1;
+            }
+            (name, sizes)
+        })
+        .collect()
+}
+
+fn family_index(family: Family) -> usize {
+    match family {
+        Family::Ipv4 => 0,
+        Family::Ipv6 => 1,
+    }
+}
+
+/// At least as many sources of `family` as `refs` expands to: each list's size, once
+/// per list, plus each network.
+fn upper_bound(
+    refs: &[Spanned<AddressRef>],
+    lists: &BTreeMap<&ListName, [usize; 2]>,
+    family: Family,
+) -> usize {
+    let mut seen = HashSet::new();
+    let mut total = 0usize;
+    for r in refs {
+        let count = match r.get_ref() {
+            AddressRef::Net(net) => usize::from(net.family() == family),
+            AddressRef::List(name) if seen.insert(name) => lists
+                .get(name)
+                .map_or(0, |sizes| sizes[family_index(family)]),
+            AddressRef::List(_) => 0,
+        };
+        total = total.saturating_add(count);
+    }
+    total
+}
+
+/// Refuses a policy that would put more than [`MAX_RULES`] rules in a file.
+pub(super) fn check(policy: &Policy) -> Result<(), Refusal> {
+    let entries = entries(policy);
+    let lists = list_sizes(policy);
+    for family in Family::ALL {
+        let raw = policy
+            .raw
+            .iter()
+            .filter(|r| r.family.includes(family))
+            .count();
+        let total = |counts: &[usize]| counts.iter().fold(raw, |sum, n| sum.saturating_add(*n));
+        let bounds: Vec<usize> = entries
+            .iter()
+            .map(|e| e.rules(family, |refs| upper_bound(refs, &lists, family)))
+            .collect();
+        let bound = total(&bounds);
+        if bound <= MAX_RULES {
+            continue;
+        }
+        let exact = bound <= MAX_EXPANSION;
+        let counts: Vec<usize> = if exact {
+            entries
+                .iter()
+                .map(|e| {
+                    e.rules(family, |refs| {
+                        policy
+                            .expand(refs)
+                            .iter()
+                            .filter(|n| n.family() == family)
+                            .count()
+                    })
+                })
+                .collect()
+        } else {
+            bounds
+        };
+        let sum = total(&counts);
+        if sum <= MAX_RULES {
+            continue;
+        }
+        // The first entry with the most rules.
+        let Some((largest, rules)) = counts
+            .iter()
+            .copied()
+            .enumerate()
+            .reduce(|best, next| if next.1 > best.1 { next } else { best })
+        else {
+            continue;
+        };
+        let Some(entry) = entries.get(largest) else {
+            continue;
+        };
+        let sources = if exact {
+            entry.refs.map_or(0, |refs| {
+                policy
+                    .expand(refs)
+                    .iter()
+                    .filter(|n| n.family() == family)
+                    .count()
+            })
+        } else {
+            entry
+                .refs
+                .map_or(0, |refs| upper_bound(refs, &lists, family))
+        };
+        let mut segments = entry.path.clone();
+        segments.push(Segment::Key(
+            if entry.refs.is_some() {
+                entry.key
+            } else {
+                "port"
+            }
+            .to_owned(),
+        ));
+        let (up_to, count) = if exact {
+            ("", "")
+        } else {
+            ("up to ", "counting each list once per entry, ")
+        };
+        return Err(Refusal {
+            segments,
+            field: entry.field.clone(),
+            message: format!(
+                "expected at most {MAX_RULES} rules in the {family} file, found a policy that renders {up_to}{sum} ({count}this entry {up_to}{rules}: {}); use fewer, wider networks or port ranges",
+                entry.factors(family, sources)
+            ),
+        });
+    }
+    Ok(())
+}
