@@ -37,6 +37,8 @@ enum Setup {
     PolicyIsDevZero,
     /// Replace the policy with this many bytes of comments.
     LargePolicy(usize),
+    /// Replace the policy with the text this makes.
+    GeneratedPolicy(fn() -> String),
     /// Give the (valid) policy to `nobody`, mode 0666.
     PolicyOwnedByNobody,
     /// Write a harmless admin template into a templates directory of mode 0777.
@@ -61,7 +63,7 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    use Setup::{Policy, Template};
+    use Setup::{GeneratedPolicy, Policy, Template};
     vec![
         // --- malformed TOML ---
         Case {
@@ -495,7 +497,76 @@ fn cases() -> Vec<Case> {
             setup: Template("empty.tera", "*nat\n-A POSTROUTING -j MASQUERADE\nCOMMIT\n"),
             expect: &["{templates}/empty.tera", "*nat", "line "],
         },
+        Case {
+            // 40 million rules: without a count before expanding, minutes and gigabytes
+            // before the rendered file's rule cap refused them.
+            name: "4,000 entries each naming a 10,000-address list",
+            setup: GeneratedPolicy(|| {
+                let mut text = big_list_policy();
+                for port in 1000..5000 {
+                    text.push_str(&format!(
+                        "[[host.services]]\nport = {port}\nfrom = [\"big\"]\n"
+                    ));
+                }
+                text
+            }),
+            expect: &[
+                "{policy}:12:8: host.services[1]: expected at most 25000 rules in the IPv4 file, found a policy that renders up to 40000001",
+                "this entry up to 10000: 1 port range(s) x 1 interface(s) x 10000 IPv4 address(es)",
+            ],
+        },
+        Case {
+            // The million rules: 100 ports x 10,000 networks, refused with the
+            // exact count and its factors.
+            name: "100 ports x 10,000 networks",
+            setup: GeneratedPolicy(|| {
+                let ports: Vec<String> = (8000..8100).map(|p| p.to_string()).collect();
+                format!(
+                    "{}[[docker.published]]\nport = [{}]\nfrom = [\"big\"]\n",
+                    big_list_policy(),
+                    ports.join(", ")
+                )
+            }),
+            expect: &[
+                "{policy}:12:8: docker.published[0]: expected at most 25000 rules in the IPv4 file",
+                "100 port range(s) x 1 interface(s) x 10000 IPv4 address(es) x 2 chains",
+            ],
+        },
+        Case {
+            // 10^10 iterations that write nothing: without a limit, a hang holding the
+            // directory lock.
+            name: "template looping without end",
+            setup: Template(
+                "rules.tera",
+                "*filter\n{% for i in range(end=100000) %}{% for j in range(end=100000) %}{% endfor %}{% endfor %}COMMIT\n",
+            ),
+            expect: &["rendering did not finish within 10 s", "nothing was written"],
+        },
+        Case {
+            // 10^8 rules: without a limit, gigabytes before the shape check sees them.
+            name: "template writing without end",
+            setup: Template(
+                "empty.tera",
+                "*filter\n{% for i in range(end=100000) %}{% for j in range(end=1000) %}-A INPUT -j ACCEPT\n{% endfor %}{% endfor %}COMMIT\n",
+            ),
+            expect: &[
+                "{templates}/empty.tera: its output exceeds 16777216 bytes",
+                "the limit keeps every run bounded",
+            ],
+        },
     ]
+}
+
+/// A valid policy whose `[lists]` holds `big`, 10,000 IPv4 /32s, on line 4 (the
+/// entries that follow start on line 10).
+fn big_list_policy() -> String {
+    let nets: Vec<String> = (0..10_000)
+        .map(|i| format!("\"10.{}.{}.1/32\"", i / 256, i % 256))
+        .collect();
+    format!(
+        "[interfaces]\nexternal = \"eth0\"\n[lists]\nbig = [{}]\n[[host.services]]\nport = 22\n\n# entries:\n\n",
+        nets.join(", ")
+    )
 }
 
 /// Every file and directory under `dir`, recursively, by relative path: content (empty for
@@ -605,6 +676,10 @@ fn run_case(case: &Case) -> Result<(), String> {
         Setup::Template(name, text) => {
             fs::create_dir_all(&templates).expect("create the templates directory");
             fs::write(templates.join(name), text).expect("write the template");
+            Runner::Direct
+        }
+        Setup::GeneratedPolicy(make) => {
+            fs::write(&policy, make()).expect("write the generated policy");
             Runner::Direct
         }
         Setup::RemovePolicy => {

@@ -8,11 +8,14 @@
 
 pub mod context;
 
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 use tera::Tera;
 
+use crate::fileset::OUTPUT_LIMIT;
 use crate::policy::Policy;
 use crate::policy::types::{Family, InstanceName};
 use crate::ruleset::{self, ShapeError};
@@ -58,6 +61,11 @@ pub enum TemplateOrigin {
     File(PathBuf),
 }
 
+/// How long rendering an instance's four files may take. The built-in templates take
+/// milliseconds; an admin's template that loops without end (nested `range`s) is
+/// stopped here with an error instead of holding the directory lock forever.
+pub const RENDER_TIME_LIMIT: Duration = Duration::from_secs(10);
+
 /// Why rendering failed. Nothing is written when it does.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
@@ -77,6 +85,22 @@ pub enum RenderError {
         /// Tera's report, with line and column.
         report: String,
     },
+    /// A template produced more than a rendered file may hold.
+    #[error(
+        "template {template}: its output exceeds {limit} bytes (the limit keeps every run bounded; a rendered file holds at most {max_rules} rules)",
+        limit = OUTPUT_LIMIT,
+        max_rules = ruleset::MAX_RULES
+    )]
+    TooLarge {
+        /// The template's path, or `built-in rules.tera`.
+        template: String,
+    },
+    /// Rendering did not finish in time.
+    #[error(
+        "rendering did not finish within {} s; a template loops too long (nested `for` or `range`?) and was stopped; nothing was written",
+        RENDER_TIME_LIMIT.as_secs()
+    )]
+    TooSlow,
     /// The rendered file does not have the shape the tool guarantees.
     #[error("{file}, rendered from the template {template}, is refused at {error}")]
     Shape {
@@ -91,7 +115,9 @@ pub enum RenderError {
 
 /// The templates of one run.
 pub struct Templates {
-    tera: Tera,
+    /// Shared with the thread that renders, which may outlive a render that ran out of
+    /// time.
+    tera: Arc<Tera>,
     origins: [(TemplateKind, TemplateOrigin); 2],
 }
 
@@ -123,7 +149,10 @@ impl Templates {
                     report: e.to_string(),
                 })?;
         }
-        Ok(Templates { tera, origins })
+        Ok(Templates {
+            tera: Arc::new(tera),
+            origins,
+        })
     }
 
     fn origin(&self, kind: TemplateKind) -> &TemplateOrigin {
@@ -187,11 +216,13 @@ pub fn output_file_name(instance: &InstanceName, family: Family, kind: TemplateK
 }
 
 /// Renders all four files of an instance: IPv4 rules and empty, then IPv6 rules and empty.
+/// Every template's output is bounded by [`OUTPUT_LIMIT`] and the whole rendering by
+/// [`RENDER_TIME_LIMIT`].
 pub fn render(
     templates: &Templates,
     request: &RenderRequest,
 ) -> Result<Vec<RenderedFile>, RenderError> {
-    let mut files = Vec::with_capacity(4);
+    let mut jobs = Vec::with_capacity(4);
     for family in Family::ALL {
         let ctx = context::build(request.policy, family);
         let tera_ctx = tera::Context::from_serialize(&ctx).map_err(|e| RenderError::Template {
@@ -199,32 +230,136 @@ pub fn render(
             report: e.to_string(),
         })?;
         for kind in [TemplateKind::Rules, TemplateKind::Empty] {
-            let origin = templates.origin(kind);
-            let name = template_name(kind, origin);
-            let body =
-                templates
-                    .tera
-                    .render(&name, &tera_ctx)
-                    .map_err(|e| RenderError::Template {
-                        template: name.clone(),
-                        report: e.to_string(),
-                    })?;
-            let file_name = output_file_name(request.instance, family, kind);
-            let text = format!("{}{}", header(request, family, kind, origin), tidy(&body));
-            ruleset::check_shape(&text).map_err(|error| RenderError::Shape {
-                file: file_name.clone(),
-                template: name.clone(),
-                error,
-            })?;
-            files.push(RenderedFile {
-                family,
-                kind,
-                file_name,
-                text,
-            });
+            let name = template_name(kind, templates.origin(kind));
+            jobs.push((family, kind, name, tera_ctx.clone()));
         }
     }
+    let bodies = render_bounded(
+        &templates.tera,
+        jobs.iter()
+            .map(|(_, _, name, ctx)| (name.clone(), ctx.clone()))
+            .collect(),
+    )?;
+    let mut files = Vec::with_capacity(4);
+    for ((family, kind, name, _), body) in jobs.into_iter().zip(bodies) {
+        let origin = templates.origin(kind);
+        let file_name = output_file_name(request.instance, family, kind);
+        let text = format!("{}{}", header(request, family, kind, origin), tidy(&body));
+        ruleset::check_shape(&text).map_err(|error| RenderError::Shape {
+            file: file_name.clone(),
+            template: name.clone(),
+            error,
+        })?;
+        files.push(RenderedFile {
+            family,
+            kind,
+            file_name,
+            text,
+        });
+    }
     Ok(files)
+}
+
+/// Renders each `(template name, context)` on a thread of its own, each output bounded
+/// by [`OUTPUT_LIMIT`], and waits at most [`RENDER_TIME_LIMIT`] for all of them. A
+/// template that has not finished by then is left to the thread, which stops at its
+/// next write (the deadline is checked there) or ends with the process: Tera cannot be
+/// interrupted, and the command fails at once with [`RenderError::TooSlow`].
+fn render_bounded(
+    tera: &Arc<Tera>,
+    jobs: Vec<(String, tera::Context)>,
+) -> Result<Vec<String>, RenderError> {
+    let deadline = Instant::now() + RENDER_TIME_LIMIT;
+    let (sender, receiver) = mpsc::channel();
+    let tera = Arc::clone(tera);
+    let spawned = std::thread::Builder::new()
+        .name("render".to_owned())
+        .spawn(move || {
+            let mut bodies = Vec::with_capacity(jobs.len());
+            for (name, ctx) in jobs {
+                let mut output = BoundedOutput::new(deadline);
+                let rendered = tera.render_to(&name, &ctx, &mut output);
+                let result = match (rendered, output.exceeded) {
+                    (_, Some(Exceeded::Size)) => Err(RenderError::TooLarge { template: name }),
+                    (_, Some(Exceeded::Time)) => Err(RenderError::TooSlow),
+                    (Err(e), None) => Err(RenderError::Template {
+                        template: name,
+                        report: e.to_string(),
+                    }),
+                    (Ok(()), None) => {
+                        String::from_utf8(output.bytes).map_err(|e| RenderError::Template {
+                            template: name,
+                            report: e.to_string(),
+                        })
+                    }
+                };
+                let failed = result.is_err();
+                bodies.push(result);
+                if failed {
+                    break;
+                }
+            }
+            // The receiver is gone when the render ran out of time: nobody to tell.
+            let _ = sender.send(bodies);
+        });
+    if let Err(e) = spawned {
+        return Err(RenderError::Template {
+            template: "(rendering)".to_owned(),
+            report: format!("cannot start the rendering thread: {e}"),
+        });
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    let bodies = receiver
+        .recv_timeout(left)
+        .map_err(|_| RenderError::TooSlow)?;
+    bodies.into_iter().collect()
+}
+
+/// Why a [`BoundedOutput`] refused a write.
+#[derive(Debug, Clone, Copy)]
+enum Exceeded {
+    Size,
+    Time,
+}
+
+/// A template's output, refusing writes past [`OUTPUT_LIMIT`] bytes or past the
+/// deadline (which ends Tera's rendering with an error).
+struct BoundedOutput {
+    bytes: Vec<u8>,
+    deadline: Instant,
+    exceeded: Option<Exceeded>,
+}
+
+impl BoundedOutput {
+    fn new(deadline: Instant) -> BoundedOutput {
+        BoundedOutput {
+            bytes: Vec::new(),
+            deadline,
+            exceeded: None,
+        }
+    }
+}
+
+impl Write for BoundedOutput {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let exceeded = if self.bytes.len().saturating_add(data.len()) as u64 > OUTPUT_LIMIT {
+            Some(Exceeded::Size)
+        } else if Instant::now() > self.deadline {
+            Some(Exceeded::Time)
+        } else {
+            None
+        };
+        if let Some(why) = exceeded {
+            self.exceeded = Some(why);
+            return Err(io::Error::other("the rendered output is out of bounds"));
+        }
+        self.bytes.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The comment block every file starts with. Paths are shown with control characters
