@@ -866,4 +866,32 @@ mod tests {
         // 9090: reachable from nowhere, nothing to flag.
         assert!(!found[2].is_flagged());
     }
+
+    #[test]
+    fn the_audit_of_a_dag_of_jumps_is_decided_for_every_port() {
+        // Two published ports, and FORWARD's jumps a DAG 12 chains deep, 8 wide: each
+        // port's source space is cut in 7 pieces, one walk each, every walk linear.
+        let text = format!(
+            "*nat\n:PREROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80\n-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8443 -j DNAT --to-destination 172.17.0.2:443\nCOMMIT\n{}",
+            evaluate::jump_dag(12, 8)
+        );
+        let report = evaluate::within_a_minute("the audit of a 12 x 8 DAG", move || {
+            let ruleset = Ruleset::new(&dump::parse(&text).unwrap());
+            audit(
+                &[(Family::Ipv4, ruleset)],
+                &host(),
+                &["eth0".to_owned()],
+                None,
+            )
+        });
+        assert_eq!(report.exposures.len(), 2);
+        for exposure in &report.exposures {
+            assert_eq!(
+                exposure.reach,
+                Some(Reach::Only(vec!["192.0.2.0/24".parse().unwrap()])),
+                "{exposure:#?}"
+            );
+            assert_eq!(exposure.unknown, None);
+        }
+    }
 }
