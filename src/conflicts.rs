@@ -15,6 +15,7 @@ use crate::iptables::BackendKind;
 use crate::iptables::dump;
 use crate::live::LiveFirewall;
 use crate::policy::types::InstanceName;
+use crate::source;
 use crate::systemd::ServiceManager;
 use crate::units::{self, ADMIN_UNIT_DIR, PACKAGE_UNIT_DIRS};
 
@@ -202,7 +203,7 @@ fn wants_dirs(root: &Path) -> Vec<PathBuf> {
 
 /// ufw's own switch: `ENABLED=yes` in ufw.conf.
 fn ufw_enabled(conf: &Path) -> bool {
-    fs::read_to_string(conf).is_ok_and(|text| {
+    source::read_consulted(conf).is_some_and(|text| {
         text.lines()
             .map(|l| l.trim().replace(['"', '\''], ""))
             .any(|l| l.eq_ignore_ascii_case("ENABLED=yes"))
@@ -226,7 +227,7 @@ fn foreign_units(root: &Path) -> Vec<ForeignUnit> {
             seen.push(identity);
             let link_target = fs::read_link(&path).ok();
             let ours = link_target.is_none()
-                && fs::read_to_string(&path).is_ok_and(|text| units::is_ours(&text));
+                && source::read_consulted(&path).is_some_and(|text| units::is_ours(&text));
             if !ours {
                 found.push(ForeignUnit { path, link_target });
             }

@@ -29,6 +29,7 @@ use crate::output::Output;
 use crate::policy::Policy;
 use crate::policy::types::{Family, InstanceName};
 use crate::render::RenderedFile;
+use crate::source;
 use crate::starter::{self, StarterFacts};
 use crate::status;
 use crate::systemd::{JobKind, JobResult, ServiceManager, journal};
@@ -260,10 +261,9 @@ fn report_in_force(target: &Target<'_>, manager: &dyn ServiceManager, out: &mut 
 fn unit_dir(root: &Path) -> (PathBuf, bool) {
     for dir in PACKAGE_UNIT_DIRS {
         let path = root.join(dir);
-        if SHIPPED_UNITS
-            .iter()
-            .all(|u| fs::read_to_string(path.join(u.file_name)).is_ok_and(|t| units::is_ours(&t)))
-        {
+        if SHIPPED_UNITS.iter().all(|u| {
+            source::read_consulted(&path.join(u.file_name)).is_some_and(|t| units::is_ours(&t))
+        }) {
             return (path, true);
         }
     }
@@ -747,7 +747,7 @@ fn remove_admin_units(root: &Path, out: &mut Output) -> anyhow::Result<()> {
     for unit in SHIPPED_UNITS {
         let path = dir.join(unit.file_name);
         let is_ours = path.symlink_metadata().is_ok_and(|m| m.is_file())
-            && fs::read_to_string(&path).is_ok_and(|t| units::is_ours(&t));
+            && source::read_consulted(&path).is_some_and(|t| units::is_ours(&t));
         if is_ours {
             fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
             writeln!(out, "removed {}", path.display());

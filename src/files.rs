@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use tempfile::NamedTempFile;
 
-use crate::fileset::{FileSet, SetState};
+use crate::fileset::{FileSet, OUTPUT_LIMIT, SetState};
+use crate::source;
 
 /// Mode of the written files: readable by all, like other files under /etc.
 pub(crate) const FILE_MODE: u32 = 0o644;
@@ -162,7 +163,8 @@ pub fn write_files(dir: &Path, files: &[(String, String)]) -> Result<WriteSummar
     let mut staged: Vec<(NamedTempFile, PathBuf)> = Vec::new();
     for (name, content) in files {
         let target = dir.join(name);
-        if fs::read(&target).is_ok_and(|old| old == content.as_bytes()) {
+        let old = source::read_output(&target, OUTPUT_LIMIT).ok().flatten();
+        if old.is_some_and(|(old, _)| old == content.as_bytes()) {
             summary.unchanged.push(target);
             continue;
         }
@@ -334,12 +336,20 @@ fn previous_of(path: &Path) -> Result<Previous, WriteError> {
         Ok(meta) if meta.file_type().is_symlink() => {
             Previous::Symlink(fs::read_link(path).map_err(io_error("cannot read the link", path))?)
         }
-        Ok(meta) if meta.is_file() => Previous::File {
-            bytes: fs::read(path).map_err(io_error("cannot read", path))?,
-            mode: meta.permissions().mode() & 0o7777,
-            uid: meta.uid(),
-            gid: meta.gid(),
-        },
+        Ok(meta) if meta.is_file() => {
+            let read = source::read_output(path, OUTPUT_LIMIT)
+                .map_err(|e| io_error("cannot read", path)(io::Error::other(e.to_string())))?;
+            match read {
+                Some((bytes, _)) => Previous::File {
+                    bytes,
+                    mode: meta.permissions().mode() & 0o7777,
+                    uid: meta.uid(),
+                    gid: meta.gid(),
+                },
+                // Removed since it was looked at.
+                None => Previous::Absent,
+            }
+        }
         Ok(_) => {
             return Err(WriteError::NotAFile {
                 path: path.to_owned(),

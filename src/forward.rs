@@ -145,9 +145,8 @@ fn record_path(layout: &Layout, instance: &InstanceName) -> PathBuf {
 
 /// The repairs recorded for `instance` (none when nothing was ever repaired since boot).
 pub fn repairs(layout: &Layout, instance: &InstanceName) -> Repairs {
-    std::fs::read(record_path(layout, instance))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+    crate::source::read_consulted(&record_path(layout, instance))
+        .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or_default()
 }
 

@@ -174,7 +174,7 @@ fn sshd_ports_under(root: &Path) -> Vec<u16> {
 }
 
 fn read_or_empty(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
+    crate::source::read_consulted(path).unwrap_or_default()
 }
 
 const RTF_UP: u32 = 0x0001;

@@ -140,6 +140,18 @@ pub fn read_output(
     Ok(Some((bytes, meta)))
 }
 
+/// The most a system file the tool consults may hold (a unit file, sshd_config, ufw's
+/// switch, its own records under /run).
+pub const CONSULTED_LIMIT: u64 = 1024 * 1024;
+
+/// The text of a system file the tool only consults: `None` unless it is a regular
+/// file of at most [`CONSULTED_LIMIT`] bytes of UTF-8 (a FIFO in its place cannot block
+/// a run, a device cannot make it grow).
+pub fn read_consulted(path: &Path) -> Option<String> {
+    let (bytes, _) = read_output(path, CONSULTED_LIMIT).ok()??;
+    String::from_utf8(bytes).ok()
+}
+
 fn check_regular(meta: &fs::Metadata, limit: u64) -> Result<(), SourceError> {
     let kind = meta.file_type();
     if !kind.is_file() {

@@ -514,9 +514,19 @@ fn install_on_a_read_only_root_fails_and_says_that_nothing_changed() {
         let before = fingerprint(r);
         // The tree read-only (a bind mount in a mount namespace of the run's own; the
         // machine's mounts are not touched).
-        let script = "mount --bind \"$1\" \"$1\" && mount -o remount,bind,ro \"$1\" && shift && exec \"$@\"";
+        let script =
+            "mount --bind \"$1\" \"$1\" && mount -o remount,bind,ro \"$1\" && shift && exec \"$@\"";
         let out = assert_cmd::Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "--", "sh", "-c", script, "sh"])
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-c",
+                script,
+                "sh",
+            ])
             .arg(r)
             .arg(assert_cmd::cargo::cargo_bin("iptables-ctl"))
             .arg("--root")
@@ -533,6 +543,40 @@ fn install_on_a_read_only_root_fails_and_says_that_nothing_changed() {
             !stderr.contains("could not put every file back"),
             "nothing was changed, so nothing had to be put back: {stderr}"
         );
-        assert_eq!(fingerprint(r), before, "installed before: {installed_before}");
+        assert_eq!(
+            fingerprint(r),
+            before,
+            "installed before: {installed_before}"
+        );
     }
+}
+
+#[test]
+fn a_fifo_where_the_tool_reads_a_system_file_cannot_block_it() {
+    if !kernel_tests_enabled("a_fifo_where_the_tool_reads_a_system_file_cannot_block_it") {
+        return;
+    }
+    // sshd_config (read for the starter policy) and a unit file that `install` checks
+    // for another firewall's: FIFOs nobody writes to.
+    let root = staged_root(false);
+    let r = root.path();
+    let fifo = |path: PathBuf| {
+        fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o644))
+            .expect("mkfifo");
+    };
+    fifo(r.join("etc/ssh/sshd_config"));
+    fifo(r.join("etc/systemd/system/iptables.service"));
+    let out = command(r, &["install"])
+        .timeout(std::time::Duration::from_secs(60))
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let stderr = redact(&text(&out.stderr), r);
+    assert!(
+        stderr.contains("<ROOT>/etc/systemd/system/iptables.service"),
+        "the FIFO is another unit, not ours: {stderr}"
+    );
+    assert!(stderr.contains("refusing to install"), "{stderr}");
 }
