@@ -79,6 +79,9 @@ impl PolicyError {
 
 fn render_invalid(location: &Location, field: Option<&str>, message: &str) -> String {
     let what = printable(field.unwrap_or("syntax"));
+    // The message may quote the value itself (serde's "unknown variant `...`" and
+    // "unknown field `...`" do, unescaped), so it is held to the same rule.
+    let message = printable(message);
     format!(
         "{}:{}:{}: {what}: {message}\n{:>5} | {}\n      | {}{}",
         location.path.display(),
@@ -107,6 +110,24 @@ mod tests {
         let loc = Location::from_span(Path::new("p.toml"), text, 13..18);
         assert_eq!((loc.line, loc.column, loc.width), (2, 8, 5));
         assert_eq!(loc.line_text, "port = 65536");
+    }
+
+    #[test]
+    fn a_quoted_value_cannot_add_lines_or_escape_sequences_to_the_report() {
+        let text = "deny = \"\\u001b[2J\\nok\"\n";
+        let error = PolicyError::Invalid {
+            location: Box::new(Location::from_span(Path::new("p.toml"), text, 7..20)),
+            field: Some("defaults.deny".to_owned()),
+            message: "unknown variant `\u{1b}[2J\nok\r\u{9b}`, expected `reject` or `drop`"
+                .to_owned(),
+        };
+        let report = error.to_string();
+        assert_eq!(report.lines().count(), 3, "{report}");
+        assert!(!report.contains(['\u{1b}', '\r', '\u{9b}']), "{report:?}");
+        assert!(
+            report.starts_with("p.toml:1:8: defaults.deny: unknown variant `\u{fffd}[2J\u{fffd}ok"),
+            "{report}"
+        );
     }
 
     #[test]

@@ -222,6 +222,14 @@ fn check_comment(text: &str) -> Result<(), String> {
             "expected printable ASCII without quotes, backslashes or control characters in a comment, found {bad:?} in {text:?}"
         ));
     }
+    // iptables-save prints a one-word comment without quotes, where `-j` or `-g` reads as
+    // an option of the rule (the shape check refuses such a line, blaming the rendered
+    // file instead of the policy).
+    if text.starts_with('-') {
+        return Err(format!(
+            "expected a comment that does not start with '-' (a one-word comment such as \"-j\" reads as an option of the rule), found {text:?}"
+        ));
+    }
     Ok(())
 }
 
@@ -637,8 +645,11 @@ const PORT_OPTIONS: [&str; 14] = [
     "--to-ports",
 ];
 
-/// Numeric ports in raw rules must fit in 16 bits: iptables-nft 1.8.9 silently wraps
-/// 99999 to 34463 instead of refusing it, so the kernel check cannot catch this.
+/// Numeric ports in raw rules must be plain decimal numbers that fit in 16 bits, because
+/// iptables 1.8.9 reads the others differently from option to option, and the kernel
+/// check cannot tell: udp's `--sport` and conntrack's `--ctorigdstport` wrap 99999 (and
+/// `+99999`) to 34463, while tcp's `--dport` and multiport read `010` as octal 8,
+/// `065535` as 27485 and `0x50` as hex 80. Service names (`ssh`) are left to iptables.
 fn check_raw_ports(tokens: &[&str]) -> Result<(), String> {
     for pair in tokens.windows(2) {
         let [option, value] = pair else { continue };
@@ -646,10 +657,15 @@ fn check_raw_ports(tokens: &[&str]) -> Result<(), String> {
             continue;
         }
         for number in value.split([',', ':']) {
-            let numeric = !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit());
-            if numeric && number.parse::<u16>().is_err() {
+            // A service name starts with a letter; anything else is read as a number.
+            if number.is_empty() || number.starts_with(|c: char| c.is_ascii_alphabetic()) {
+                continue;
+            }
+            let plain = number.bytes().all(|b| b.is_ascii_digit())
+                && (number == "0" || !number.starts_with('0'));
+            if !plain || number.parse::<u16>().is_err() {
                 return Err(format!(
-                    "expected ports from 0 to 65535 after {option}, found {number} in {value:?}"
+                    "expected ports from 0 to 65535 in plain decimal after {option}, found {number} in {value:?} (iptables wraps ports above 65535 and reads a leading 0 as octal, 0x as hex, differently from option to option)"
                 ));
             }
         }
@@ -740,7 +756,9 @@ mod tests {
     #[test]
     fn comments_refuse_quotes_and_control_characters() {
         assert!("web server (prod)".parse::<Comment>().is_ok());
-        for bad in ["", "a\"b", "a'b", "a\\b", "a\nb", "a\tb", "x\u{7f}"] {
+        for bad in [
+            "", "a\"b", "a'b", "a\\b", "a\nb", "a\tb", "x\u{7f}", "-j", "-g", "--jump", "-A", "- x",
+        ] {
             assert!(bad.parse::<Comment>().is_err(), "{bad:?}");
         }
     }
@@ -750,6 +768,16 @@ mod tests {
         assert!("-p udp --dport 51820 -j ACCEPT".parse::<RawRule>().is_ok());
         assert!("! -s 10.0.0.0/8 -j DROP".parse::<RawRule>().is_ok());
         assert!("-p tcp --sport 0:1023 -j DROP".parse::<RawRule>().is_ok());
+        assert!(
+            "-p tcp --dport ssh:http -j ACCEPT"
+                .parse::<RawRule>()
+                .is_ok()
+        );
+        assert!(
+            "-p tcp --dport 0:65535 -j ACCEPT"
+                .parse::<RawRule>()
+                .is_ok()
+        );
         for bad in [
             "-p tcp -j ACCEPT\n-A FORWARD -j ACCEPT",
             "-A INPUT -j ACCEPT",
@@ -763,6 +791,15 @@ mod tests {
             "-p udp --dport 99999 -j ACCEPT",
             "-p tcp -m multiport --dports 80,70000 -j ACCEPT",
             "-p tcp --sport 1:65536 -j ACCEPT",
+            // Spellings iptables reads as other ports (octal, hex, wrapped).
+            "-p udp --sport +99999 -j ACCEPT",
+            "-p tcp -m conntrack --ctorigdstport +99999 -j ACCEPT",
+            "-p tcp --dport 010 -j ACCEPT",
+            "-p tcp --dport 065535 -j ACCEPT",
+            "-p tcp -m multiport --dports 80,0x50 -j ACCEPT",
+            "-p tcp --dport 0X50:90 -j ACCEPT",
+            "-p tcp --dport +80 -j ACCEPT",
+            "-p tcp --dport 1e3 -j ACCEPT",
             // The issue's spellings that getopt reads as something else.
             "-p tcp --dport=99999 -j ACCEPT",
             "-p tcp --dpo 99999 -j ACCEPT",
