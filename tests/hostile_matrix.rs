@@ -1625,7 +1625,8 @@ fn file_cases() -> Vec<(&'static str, Vec<u8>, usize, &'static str)> {
         ),
     ];
     // More rules than one file may hold: 300 ports x 100 networks, in an otherwise
-    // valid policy (a shape refusal, not a policy error).
+    // valid policy, counted before anything is expanded and refused at the entry's
+    // `from`.
     let ports: Vec<String> = (1..=300).map(|p| p.to_string()).collect();
     let nets: Vec<String> = (0..100).map(|i| format!("\"10.0.{i}.0/24\"")).collect();
     cases.push((
@@ -1636,8 +1637,8 @@ fn file_cases() -> Vec<(&'static str, Vec<u8>, usize, &'static str)> {
             ports.join(", ")
         )
         .into_bytes(),
-        0,
-        "render",
+        5,
+        "host.services[0]",
     ));
     cases
 }
