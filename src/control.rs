@@ -337,6 +337,9 @@ pub fn install(
             );
         } else {
             files::create_dirs(&unit_dir)?;
+            // Only install writes our units here, and it holds the config directory's
+            // lock: temporary files of a killed install are nobody's work in progress.
+            files::remove_stale_temps(&unit_dir)?;
             snapshot.extend(Snapshot::take(
                 &unit_dir,
                 SHIPPED_UNITS.iter().map(|u| u.file_name),

@@ -209,8 +209,10 @@ pub(crate) fn stage_file(
     Ok(temp)
 }
 
-/// Removes the regular files in `dir` named like this tool's temporary files.
-fn remove_stale_temps(dir: &Path) -> Result<(), WriteError> {
+/// Removes the files and links in `dir` named like this tool's temporary ones. Only for
+/// a directory every writer of this tool writes in while holding the lock the caller
+/// holds (the config directory's [`DirLock`]).
+pub fn remove_stale_temps(dir: &Path) -> Result<(), WriteError> {
     let entries = fs::read_dir(dir).map_err(io_error("cannot list", dir))?;
     for entry in entries {
         let entry = entry.map_err(io_error("cannot list", dir))?;
@@ -218,7 +220,11 @@ fn remove_stale_temps(dir: &Path) -> Result<(), WriteError> {
             .file_name()
             .to_str()
             .is_some_and(|name| name.starts_with(TEMP_PREFIX));
-        if is_temp && entry.file_type().is_ok_and(|kind| kind.is_file()) {
+        if is_temp
+            && entry
+                .file_type()
+                .is_ok_and(|kind| kind.is_file() || kind.is_symlink())
+        {
             let path = entry.path();
             fs::remove_file(&path)
                 .map_err(io_error("cannot remove the stale temporary file", &path))?;
@@ -446,10 +452,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let stale = dir.path().join(".iptables-ctl-killed");
         fs::write(&stale, "half a file").expect("stale temp");
+        let stale_link = dir.path().join(".iptables-ctl-link");
+        std::os::unix::fs::symlink(".base.set/current/base.rules", &stale_link).expect("link");
         let _held = DirLock::acquire(dir.path()).expect("first lock");
         assert!(
-            !stale.exists(),
-            "the lock holder removes what a killed run left"
+            !stale.exists() && stale_link.symlink_metadata().is_err(),
+            "the lock holder removes what a killed run left, temporary links too"
         );
         assert!(matches!(
             DirLock::acquire(dir.path()),
