@@ -1198,6 +1198,21 @@ mod tests {
             }
         }
 
+        /// Writes the instance's four files as the tool does, each `TAG NAME`.
+        fn write_rules(&self, tag: &str) {
+            let files: Vec<(String, String)> = [
+                "base.rules",
+                "base.rules.empty",
+                "base.rules6",
+                "base.rules6.empty",
+            ]
+            .map(|name| (name.to_owned(), format!("{tag} {name}\n")))
+            .to_vec();
+            instance::output_set(&self.layout, &self.instance)
+                .write(&files)
+                .unwrap();
+        }
+
         /// Every file and link under the root with what it shows a reader (a link:
         /// its target's bytes). The versions inside a file set's store are left out:
         /// a set put back shows its old bytes from a new version (the fileset tests
@@ -1329,17 +1344,7 @@ mod tests {
     #[test]
     fn a_failed_reload_restores_and_reloads_the_previous_files() {
         let staged = staged(Some(POLICY));
-        let previous: Vec<(String, String)> = [
-            "base.rules",
-            "base.rules.empty",
-            "base.rules6",
-            "base.rules6.empty",
-        ]
-        .map(|name| (name.to_owned(), format!("previous {name}\n")))
-        .to_vec();
-        instance::output_set(&staged.layout, &staged.instance)
-            .write(&previous)
-            .unwrap();
+        staged.write_rules("previous");
         let before = staged.files();
         let manager = FakeManager::new("active", JobResult::Other("failed".to_owned()));
         assert!(reload(&staged.target(), &manager, false, &mut Output::capture()).is_err());
@@ -1357,17 +1362,7 @@ mod tests {
     #[test]
     fn restart_of_an_active_instance_never_takes_the_rules_down() {
         let staged = staged(Some(POLICY));
-        let files: Vec<(String, String)> = [
-            "base.rules",
-            "base.rules.empty",
-            "base.rules6",
-            "base.rules6.empty",
-        ]
-        .map(|name| (name.to_owned(), format!("{name}\n")))
-        .to_vec();
-        instance::output_set(&staged.layout, &staged.instance)
-            .write(&files)
-            .unwrap();
+        staged.write_rules("in force");
         let manager = FakeManager::new("active", JobResult::Done);
         let mut out = Output::capture();
         lifecycle(

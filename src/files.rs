@@ -88,7 +88,8 @@ pub enum WriteError {
     },
 }
 
-fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> WriteError {
+/// An [`WriteError::Io`] maker for `map_err`: what was being done, on what.
+pub(crate) fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> WriteError {
     let path = path.to_owned();
     move |source| WriteError::Io {
         action,

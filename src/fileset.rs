@@ -31,7 +31,7 @@ use std::io;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
-use crate::files::{self, WriteError, WriteSummary};
+use crate::files::{self, WriteError, WriteSummary, io_error};
 use crate::source::{self, SourceError};
 
 /// The most one file of a set may hold, rendered or read back: far above what
@@ -365,15 +365,6 @@ fn version_name(number: u64) -> String {
 
 fn parse_version(name: &str) -> Option<u64> {
     name.strip_prefix('v')?.parse().ok()
-}
-
-fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> WriteError {
-    let path = path.to_owned();
-    move |source| WriteError::Io {
-        action,
-        path,
-        source,
-    }
 }
 
 #[cfg(test)]

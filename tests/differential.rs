@@ -19,7 +19,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use common::topology::{Family, Topology, v4, v6};
-use common::{Netns, Outcome, file, kernel_tests_enabled, listen, probe_within, render_policy};
+use common::{
+    Dice, Netns, Outcome, file, kernel_tests_enabled, listen, probe_within, render_policy,
+};
 use iptables_ctl::evaluate::{self, Packet, Ruleset, Transport, Verdict};
 use iptables_ctl::hostnet::HostNet;
 use iptables_ctl::iptables::dump;
@@ -30,27 +32,6 @@ const PORTS: [u16; 6] = [8080, 8443, 9090, 2222, 2223, 3000];
 /// How long a dropped probe waits.
 /// (Neighbour caches are warm by then: a local handshake takes well under a millisecond.)
 const DROP_WAIT: Duration = Duration::from_millis(400);
-
-/// A small deterministic generator (xorshift64*), so every run tests the same policies.
-struct Dice(u64);
-
-impl Dice {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
 
 /// Source restrictions a rule may carry: nothing (anywhere), single clients, networks
 /// holding some of them, and the named lists below.

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::kernel_tests_enabled;
+use common::{Dice, kernel_tests_enabled};
 
 /// The four files of instance `base`, as the units open them.
 const NAMES: [&str; 4] = [
@@ -49,25 +49,6 @@ fn shown(config: &Path) -> Shown {
         .iter()
         .map(|name| fs::read(config.join(name)).ok())
         .collect()
-}
-
-/// A small seeded generator (xorshift64*): the kill points are reproducible from the
-/// printed seed.
-struct Points(u64);
-
-impl Points {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// A duration drawn evenly from zero to `max`.
-    fn up_to(&mut self, max: Duration) -> Duration {
-        let micros = u64::try_from(max.as_micros()).unwrap_or(u64::MAX).max(1);
-        Duration::from_micros(self.next() % micros)
-    }
 }
 
 fn command(root: &Path, policy: &Path, args: &[&str]) -> Command {
@@ -156,7 +137,7 @@ fn a_killed_render_or_install_leaves_the_old_set_or_the_new_one_never_a_mix() {
                 | 1
         });
     println!("KILL_SEED={seed}");
-    let mut points = Points(seed);
+    let mut points = Dice(seed);
 
     let root = tempfile::tempdir().expect("tempdir");
     let r = root.path();
