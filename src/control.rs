@@ -799,6 +799,9 @@ pub fn lifecycle(
             Ok(exit::SUCCESS)
         }
         JobKind::Start | JobKind::Restart | JobKind::Reload => {
+            // The files proven are the files loaded: no render or reload may replace
+            // the set in between.
+            let _lock = DirLock::acquire(&target.layout.config_dir())?;
             let changes_rules = kind != JobKind::Start || !status.is_active();
             if changes_rules {
                 let loaded = prove_files_on_disk(target).with_context(|| {

@@ -76,6 +76,14 @@ pub enum WriteError {
         /// The path.
         path: PathBuf,
     },
+    /// A directory or link in the way is not this tool's, or others could change it.
+    #[error("refusing to write the rules: {}: {why}", path.display())]
+    Untrusted {
+        /// The directory or link.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// A file system operation failed.
     #[error("{} {}", action, path.display())]
     Io {

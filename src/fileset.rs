@@ -14,7 +14,7 @@
 //! /etc/iptables/.base.set/v7/base.rules
 //! ```
 //!
-//! Every step leaves what a reader sees either the old set or the new one:
+//! Every step leaves the files on disk showing either the old set or the new one:
 //! - a name that is not yet such a link (a file of an older version, or one put there by
 //!   hand) is first copied into a version of its own, and only then replaced by a link
 //!   that shows the same bytes;
@@ -24,7 +24,14 @@
 //! A run killed at any point leaves at most an unused version or a temporary link; the
 //! next write removes them. The version before the current one stays until then, so a
 //! reader that had just resolved `current` still finds its files. Writers hold
-//! [`DirLock`](crate::files::DirLock) on the directory.
+//! [`DirLock`](crate::files::DirLock) on the directory, and so do the commands that
+//! prove the files and then load them; the units' own loads open the two families'
+//! files one after the other, so a load under way while a set is replaced may take
+//! IPv4 rules of one and IPv6 rules of the other, which `status` then reports as drift
+//! (the command that replaced the set reloads it, or says it did not load it).
+//!
+//! The store must be a real directory that only root can write to (a link there would
+//! make the cleanup empty another directory), and `current` a link to a version.
 
 use std::fs::{self, Permissions};
 use std::io;
@@ -190,7 +197,7 @@ impl FileSet {
     /// returns the names whose content changed.
     fn commit(&self, target: &Target<'_>) -> Result<Vec<String>, WriteError> {
         let store = self.dir.join(&self.store);
-        self.remove_stale(&store, &[])?;
+        self.check_store(&store)?;
         let before = self.read()?;
         let changed: Vec<String> = target
             .iter()
@@ -200,8 +207,12 @@ impl FileSet {
             .map(|(name, _)| name.clone())
             .collect();
         if changed.is_empty() {
+            // What killed runs left goes when it can; nothing needs writing, so a
+            // read-only file system is no error here.
+            let _ = self.remove_stale(&store, &[]);
             return Ok(changed);
         }
+        self.remove_stale(&store, &[])?;
         if fs::symlink_metadata(&store).is_err() {
             files::create_dirs(&store)?;
         }
@@ -255,16 +266,47 @@ impl FileSet {
         Ok(changed)
     }
 
-    /// The version `current` names, if any.
+    /// Refuses a store that is not this tool's: anything but a real directory (a link
+    /// would make the cleanup empty whatever directory it points to), one that others
+    /// could write to (or a directory above it), or a `current` that is not a link to a
+    /// version.
+    fn check_store(&self, store: &Path) -> Result<(), WriteError> {
+        let refuse = |path: &Path, why: String| WriteError::Untrusted {
+            path: path.to_owned(),
+            why,
+        };
+        source::check_directory(&self.dir).map_err(|e| refuse(&self.dir, e.to_string()))?;
+        match fs::symlink_metadata(store) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error("cannot inspect", store)(e)),
+            Ok(meta) if !meta.is_dir() => {
+                return Err(refuse(
+                    store,
+                    "expected the directory this tool keeps the versions of the rules in, found a symbolic link or a file; move it away".to_owned(),
+                ));
+            }
+            Ok(_) => source::check_directory(store).map_err(|e| refuse(store, e.to_string()))?,
+        }
+        self.current_version(store).map(drop)
+    }
+
+    /// The version `current` names, if any; a `current` that is not a link to a
+    /// version (`vN`) is an error, never guessed at (the cleanup keeps what it names).
     fn current_version(&self, store: &Path) -> Result<Option<u64>, WriteError> {
         let link = store.join(CURRENT);
-        match fs::read_link(&link) {
-            Ok(target) => Ok(target.to_str().and_then(parse_version)),
-            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound) => Ok(None),
-            // `current` is a file or directory: not ours to read, and replaced below.
-            Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => Ok(None),
-            Err(e) => Err(io_error("cannot read the link", &link)(e)),
+        match fs::symlink_metadata(&link) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error("cannot inspect", &link)(e)),
+            Ok(_) => {}
         }
+        fs::read_link(&link)
+            .ok()
+            .and_then(|target| target.to_str().and_then(parse_version))
+            .map(Some)
+            .ok_or_else(|| WriteError::Untrusted {
+                path: link.clone(),
+                why: "expected a link to a version of the rules (vN), as this tool makes it; move it away".to_owned(),
+            })
     }
 
     /// Whether linking `names` through `current` leaves them showing what `before`
@@ -310,6 +352,8 @@ impl FileSet {
             }
         }
         files::sync_dir(&dir)?;
+        // The version's own entry in the store is durable before `current` names it.
+        files::sync_dir(store)?;
         files::replace_with_link(store, CURRENT, Path::new(&version_name(number)))?;
         files::sync_dir(store)?;
         Ok(number)
@@ -545,6 +589,60 @@ mod tests {
                 .collect::<Vec<_>>(),
             [".base.set/current -> v1", ".base.set/v1"]
         );
+    }
+
+    #[test]
+    fn a_store_that_is_a_link_or_a_current_that_is_not_a_version_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = tempfile::tempdir().expect("victim");
+        fs::write(victim.path().join("data.txt"), "keep me").expect("victim file");
+        std::os::unix::fs::symlink(victim.path(), dir.path().join(".base.set")).expect("link");
+        let error = set(dir.path())
+            .write(&files("a"))
+            .expect_err("a linked store");
+        assert!(
+            error
+                .to_string()
+                .contains("found a symbolic link or a file"),
+            "{error}"
+        );
+        assert!(
+            victim.path().join("data.txt").exists(),
+            "the cleanup stays in the store"
+        );
+        assert_eq!(
+            listing(dir.path()),
+            [".base.set -> ".to_owned() + &victim.path().display().to_string()]
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fileset = set(dir.path());
+        fileset.write(&files("a")).expect("write");
+        let store = dir.path().join(".base.set");
+        fs::remove_file(store.join("current")).expect("unlink");
+        std::os::unix::fs::symlink("./v1", store.join("current")).expect("odd current");
+        let listed = listing(dir.path());
+        let error = fileset.write(&files("b")).expect_err("an odd current");
+        assert!(
+            error.to_string().contains("expected a link to a version"),
+            "{error}"
+        );
+        assert_eq!(
+            listing(dir.path()),
+            listed,
+            "nothing removed, nothing written"
+        );
+    }
+
+    #[test]
+    fn a_directory_others_can_write_to_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::set_permissions(dir.path(), Permissions::from_mode(0o777)).expect("chmod");
+        let error = set(dir.path())
+            .write(&files("a"))
+            .expect_err("world-writable");
+        assert!(error.to_string().contains("writable by anyone"), "{error}");
+        assert!(listing(dir.path()).is_empty());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! ([`trial`]), before they are written atomically ([`files`]).
 
 pub mod audit;
+pub mod bounds;
 pub mod cli;
 pub mod command;
 pub mod conflicts;

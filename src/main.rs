@@ -9,6 +9,9 @@ use iptables_ctl::output::Output;
 fn main() -> ExitCode {
     let cli = iptables_ctl::cli::Cli::parse();
     let mut out = Output::stdio();
+    if let Err(e) = iptables_ctl::bounds::limit_memory() {
+        out.warn(format!("cannot limit the memory this run may use: {e}"));
+    }
     match iptables_ctl::cli::run(cli, &mut out) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {

@@ -177,8 +177,20 @@ fn check_regular(meta: &fs::Metadata, limit: u64) -> Result<(), SourceError> {
     Ok(())
 }
 
+/// Refuses `dir` when it, or a directory above it, could be changed by anyone but root
+/// (or the caller): the directory the rules are written to is held to the same rule
+/// as the files they come from.
+pub fn check_directory(dir: &Path) -> Result<(), SourceError> {
+    check_ancestors(dir, 0)
+}
+
 /// Every directory above `path`, as written and as resolved through symlinks.
 fn check_directories(path: &Path) -> Result<(), SourceError> {
+    check_ancestors(path, 1)
+}
+
+/// `path`'s ancestors but the first `skip`, as written and as resolved through symlinks.
+fn check_ancestors(path: &Path, skip: usize) -> Result<(), SourceError> {
     let absolute = std::path::absolute(path)?;
     let resolved = fs::canonicalize(&absolute).unwrap_or_else(|_| absolute.clone());
     let walks = if resolved == absolute {
@@ -186,8 +198,8 @@ fn check_directories(path: &Path) -> Result<(), SourceError> {
     } else {
         vec![&absolute, &resolved]
     };
-    for file in walks {
-        for dir in file.ancestors().skip(1) {
+    for start in walks {
+        for dir in start.ancestors().skip(skip) {
             match fs::metadata(dir) {
                 Ok(meta) => check_trusted(dir, &meta, true)?,
                 // A directory that is not there holds no file: opening reports it.

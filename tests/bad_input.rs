@@ -511,7 +511,7 @@ fn cases() -> Vec<Case> {
                 text
             }),
             expect: &[
-                "{policy}:12:8: host.services[1]: expected at most 25000 rules in the IPv4 file, found a policy that renders up to 40000001",
+                "{policy}:12:8: host.services[1]: expected at most 24900 rules from the policy in the IPv4 file (a file holds 25000, 100 of them the template's own), found a policy that renders up to 40000001",
                 "this entry up to 10000: 1 port range(s) x 1 interface(s) x 10000 IPv4 address(es)",
             ],
         },
@@ -528,7 +528,7 @@ fn cases() -> Vec<Case> {
                 )
             }),
             expect: &[
-                "{policy}:12:8: docker.published[0]: expected at most 25000 rules in the IPv4 file",
+                "{policy}:12:8: docker.published[0]: expected at most 24900 rules from the policy in the IPv4 file",
                 "100 port range(s) x 1 interface(s) x 10000 IPv4 address(es) x 2 chains",
             ],
         },
@@ -540,7 +540,10 @@ fn cases() -> Vec<Case> {
                 "rules.tera",
                 "*filter\n{% for i in range(end=100000) %}{% for j in range(end=100000) %}{% endfor %}{% endfor %}COMMIT\n",
             ),
-            expect: &["rendering did not finish within 10 s", "nothing was written"],
+            expect: &[
+                "{templates}/rules.tera: rendering did not finish within 10 s",
+                "nothing was written",
+            ],
         },
         Case {
             // 10^8 rules: without a limit, gigabytes before the shape check sees them.
@@ -812,4 +815,32 @@ fn bad_input_fails_with_a_location_and_changes_nothing() {
         cases.len(),
         failures.join("\n\n")
     );
+}
+
+/// A template whose memory doubles with every loop (a string concatenated with itself)
+/// reaches the process's address-space limit in seconds, instead of the host's memory:
+/// the run ends (Rust aborts on a failed allocation) and the rendered files are as they
+/// were.
+#[test]
+fn a_template_that_needs_more_memory_than_the_limit_ends_the_run_and_writes_nothing() {
+    let root = tempfile::tempdir().expect("temporary root");
+    let config = root.path().join("etc/iptables");
+    fs::create_dir_all(config.join("templates")).expect("create etc/iptables/templates");
+    fs::write(config.join("base.toml"), VALID).expect("write the valid policy");
+    let (code, stderr) = run_render(root.path(), Runner::Direct);
+    assert_eq!(code, Some(0), "the valid policy renders: {stderr}");
+    fs::write(
+        config.join("templates/rules.tera"),
+        "*filter\n{% set_global s = \"x\" %}{% for i in range(end=40) %}{% set_global s = s ~ s %}{% endfor %}{{ s | length }}\nCOMMIT\n",
+    )
+    .expect("write the template");
+
+    let before = snapshot_tree(&config);
+    let (code, stderr) = run_render(root.path(), Runner::Direct);
+    assert_eq!(
+        code, None,
+        "ended by a signal (abort), not an exit: {stderr}"
+    );
+    assert!(stderr.contains("memory allocation of"), "{stderr}");
+    assert_eq!(snapshot_tree(&config), before, "the files are as they were");
 }

@@ -504,10 +504,15 @@ fn install_on_a_read_only_root_fails_and_says_that_nothing_changed() {
         let root = staged_root(true);
         let r = root.path();
         if installed_before {
-            command(r, &["install"]).assert().code(0);
-            // A new policy, so that install has files to change.
+            // Two installs of two policies: the store holds the version in force and
+            // the one before it, which a write would clean away.
             let policy = r.join("etc/iptables/base.toml");
             let text = fs::read_to_string(&policy).expect("policy");
+            command(r, &["install"]).assert().code(0);
+            fs::write(&policy, format!("{text}\n[[host.services]]\nport = 80\n"))
+                .expect("edit the policy");
+            command(r, &["install"]).assert().code(0);
+            // A new policy, so that install has files to change.
             fs::write(&policy, format!("{text}\n[[host.services]]\nport = 443\n"))
                 .expect("edit the policy");
         }

@@ -905,7 +905,21 @@ mod tests {
         assert_eq!(field.as_deref(), Some("host.services[0]"));
         assert_eq!((line, column), (5, 8));
         assert!(
-            message.contains("expected at most 25000 rules in the IPv4 file, found a policy that renders 27001 (this entry 3001: 1 port range(s) x 1 interface(s) x 3001 IPv4 address(es))"),
+            message.contains("expected at most 24900 rules from the policy in the IPv4 file (a file holds 25000, 100 of them the template's own), found a policy that renders 27001 (this entry 3001: 1 port range(s) x 1 interface(s) x 3001 IPv4 address(es))"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn raw_rules_past_the_limit_are_refused_at_the_first_one_past_it() {
+        let raw = "[[raw]]\nchain = \"input\"\nrule = \"-p tcp --dport 1 -j ACCEPT\"\n";
+        let text = format!("[[host.services]]\nport = 22\n{}", raw.repeat(24_900));
+        let (line, _, field, message) = error_of(&text);
+        // 1 service rule and 24,899 raw rules fit; raw[24899] is the first past.
+        assert_eq!(field.as_deref(), Some("raw[24899].rule"), "{message}");
+        assert_eq!(line, 2 + 24_899 * 3 + 3);
+        assert!(
+            message.contains("renders 24901 (24900 raw rules"),
             "{message}"
         );
     }

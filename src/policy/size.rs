@@ -1,13 +1,14 @@
 //! How many rules a policy puts in each family's file, known before any list is expanded
 //! into rules. An entry renders one rule per port range, interface and source (a list
 //! counts once per entry, however often the entry names it), and a published entry
-//! twice (DOCKER-USER, and INPUT for docker-proxy's clients). A policy that would put
-//! more than [`MAX_RULES`] rules in a file is refused here, at the entry that
-//! contributes most, instead of after rendering millions of rules.
+//! twice (DOCKER-USER, and INPUT for docker-proxy's clients), and a `[[raw]]` entry
+//! once. A policy that would put more than [`POLICY_RULES`] rules in a file is refused
+//! here, at the entry that contributes most, instead of after rendering millions of
+//! rules.
 //!
 //! Counting exactly means expanding each entry's lists; that work is bounded too: the
 //! sum of every entry's list sizes (an upper bound of its rules) decides first, and only
-//! a policy whose bound lies between [`MAX_RULES`] and [`MAX_EXPANSION`] is counted
+//! a policy whose bound lies between [`POLICY_RULES`] and [`MAX_EXPANSION`] is counted
 //! exactly.
 
 use std::collections::{BTreeMap, HashSet};
@@ -193,71 +194,97 @@ fn upper_bound(
     total
 }
 
-/// Refuses a policy that would put more than [`MAX_RULES`] rules in a file.
+/// Room left in every file for the template's own rules (loopback, replies, the final
+/// denies: about 40 in the built-in template), so that a policy that passes the count
+/// also passes the rendered file's cap.
+pub const TEMPLATE_ALLOWANCE: usize = 100;
+
+/// The most rules a policy's entries may put in one file.
+pub const POLICY_RULES: usize = MAX_RULES - TEMPLATE_ALLOWANCE;
+
+/// Refuses a policy whose entries would put more than [`POLICY_RULES`] rules in a file.
 pub(super) fn check(policy: &Policy) -> Result<(), Refusal> {
     let entries = entries(policy);
     let lists = list_sizes(policy);
     for family in Family::ALL {
-        let raw = policy
+        let raw: Vec<usize> = policy
             .raw
             .iter()
-            .filter(|r| r.family.includes(family))
-            .count();
-        let total = |counts: &[usize]| counts.iter().fold(raw, |sum, n| sum.saturating_add(*n));
+            .enumerate()
+            .filter(|(_, r)| r.family.includes(family))
+            .map(|(i, _)| i)
+            .collect();
+        let total = |counts: &[usize]| {
+            counts
+                .iter()
+                .fold(raw.len(), |sum, n| sum.saturating_add(*n))
+        };
         let bounds: Vec<usize> = entries
             .iter()
             .map(|e| e.rules(family, |refs| upper_bound(refs, &lists, family)))
             .collect();
         let bound = total(&bounds);
-        if bound <= MAX_RULES {
+        if bound <= POLICY_RULES {
             continue;
         }
         let exact = bound <= MAX_EXPANSION;
-        let counts: Vec<usize> = if exact {
-            entries
-                .iter()
-                .map(|e| {
-                    e.rules(family, |refs| {
-                        policy
-                            .expand(refs)
-                            .iter()
-                            .filter(|n| n.family() == family)
-                            .count()
-                    })
-                })
-                .collect()
-        } else {
-            bounds
-        };
-        let sum = total(&counts);
-        if sum <= MAX_RULES {
-            continue;
-        }
-        // The first entry with the most rules.
-        let Some((largest, rules)) = counts
-            .iter()
-            .copied()
-            .enumerate()
-            .reduce(|best, next| if next.1 > best.1 { next } else { best })
-        else {
-            continue;
-        };
-        let Some(entry) = entries.get(largest) else {
-            continue;
-        };
-        let sources = if exact {
-            entry.refs.map_or(0, |refs| {
+        let sources_of = |refs: &[Spanned<AddressRef>]| {
+            if exact {
                 policy
                     .expand(refs)
                     .iter()
                     .filter(|n| n.family() == family)
                     .count()
-            })
-        } else {
-            entry
-                .refs
-                .map_or(0, |refs| upper_bound(refs, &lists, family))
+            } else {
+                upper_bound(refs, &lists, family)
+            }
         };
+        let counts: Vec<usize> = entries
+            .iter()
+            .map(|e| e.rules(family, sources_of))
+            .collect();
+        let sum = total(&counts);
+        if sum <= POLICY_RULES {
+            continue;
+        }
+        let (up_to, count) = if exact {
+            ("", "")
+        } else {
+            ("up to ", "counting each list once per entry, ")
+        };
+        let expected = format!(
+            "expected at most {POLICY_RULES} rules from the policy in the {family} file (a file holds {MAX_RULES}, {TEMPLATE_ALLOWANCE} of them the template's own), found a policy that renders {up_to}{sum}"
+        );
+        // The first entry with the most rules, unless the raw rules are more: then the
+        // first raw rule past the limit.
+        let largest = counts
+            .iter()
+            .copied()
+            .enumerate()
+            .reduce(|best, next| if next.1 > best.1 { next } else { best });
+        let entry = largest
+            .filter(|(_, rules)| *rules >= raw.len())
+            .and_then(|(i, rules)| Some((entries.get(i)?, rules)));
+        let Some((entry, rules)) = entry else {
+            let others = sum.saturating_sub(raw.len());
+            let past = POLICY_RULES
+                .saturating_sub(others)
+                .min(raw.len().saturating_sub(1));
+            let index = raw.get(past).copied().unwrap_or_default();
+            return Err(Refusal {
+                segments: vec![
+                    Segment::Key("raw".to_owned()),
+                    Segment::Index(index),
+                    Segment::Key("rule".to_owned()),
+                ],
+                field: format!("raw[{index}].rule"),
+                message: format!(
+                    "{expected} ({} raw rules, the first past the limit here); use fewer rules",
+                    raw.len()
+                ),
+            });
+        };
+        let sources = entry.refs.map_or(0, sources_of);
         let mut segments = entry.path.clone();
         segments.push(Segment::Key(
             if entry.refs.is_some() {
@@ -267,16 +294,11 @@ pub(super) fn check(policy: &Policy) -> Result<(), Refusal> {
             }
             .to_owned(),
         ));
-        let (up_to, count) = if exact {
-            ("", "")
-        } else {
-            ("up to ", "counting each list once per entry, ")
-        };
         return Err(Refusal {
             segments,
             field: entry.field.clone(),
             message: format!(
-                "expected at most {MAX_RULES} rules in the {family} file, found a policy that renders {up_to}{sum} ({count}this entry {up_to}{rules}: {}); use fewer, wider networks or port ranges",
+                "{expected} ({count}this entry {up_to}{rules}: {}); use fewer, wider networks or port ranges",
                 entry.factors(family, sources)
             ),
         });

@@ -10,7 +10,7 @@ pub mod context;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use tera::Tera;
@@ -97,10 +97,13 @@ pub enum RenderError {
     },
     /// Rendering did not finish in time.
     #[error(
-        "rendering did not finish within {} s; a template loops too long (nested `for` or `range`?) and was stopped; nothing was written",
+        "template {template}: rendering did not finish within {} s; the template loops too long (nested `for` or `range`?) and was stopped; nothing was written",
         RENDER_TIME_LIMIT.as_secs()
     )]
-    TooSlow,
+    TooSlow {
+        /// The template being rendered when time ran out.
+        template: String,
+    },
     /// The rendered file does not have the shape the tool guarantees.
     #[error("{file}, rendered from the template {template}, is refused at {error}")]
     Shape {
@@ -245,6 +248,11 @@ pub fn render(
         let origin = templates.origin(kind);
         let file_name = output_file_name(request.instance, family, kind);
         let text = format!("{}{}", header(request, family, kind, origin), tidy(&body));
+        // The header adds to the template's output: what is written must still be
+        // readable back (the set refuses files over the limit).
+        if text.len() as u64 > OUTPUT_LIMIT {
+            return Err(RenderError::TooLarge { template: name });
+        }
         ruleset::check_shape(&text).map_err(|error| RenderError::Shape {
             file: file_name.clone(),
             template: name.clone(),
@@ -272,16 +280,22 @@ fn render_bounded(
     let deadline = Instant::now() + RENDER_TIME_LIMIT;
     let (sender, receiver) = mpsc::channel();
     let tera = Arc::clone(tera);
+    // The template being rendered, to name the one that ran out of time.
+    let rendering = Arc::new(Mutex::new(String::new()));
+    let in_thread = Arc::clone(&rendering);
     let spawned = std::thread::Builder::new()
         .name("render".to_owned())
         .spawn(move || {
             let mut bodies = Vec::with_capacity(jobs.len());
             for (name, ctx) in jobs {
+                if let Ok(mut current) = in_thread.lock() {
+                    current.clone_from(&name);
+                }
                 let mut output = BoundedOutput::new(deadline);
                 let rendered = tera.render_to(&name, &ctx, &mut output);
                 let result = match (rendered, output.exceeded) {
                     (_, Some(Exceeded::Size)) => Err(RenderError::TooLarge { template: name }),
-                    (_, Some(Exceeded::Time)) => Err(RenderError::TooSlow),
+                    (_, Some(Exceeded::Time)) => Err(RenderError::TooSlow { template: name }),
                     (Err(e), None) => Err(RenderError::Template {
                         template: name,
                         report: e.to_string(),
@@ -309,9 +323,16 @@ fn render_bounded(
         });
     }
     let left = deadline.saturating_duration_since(Instant::now());
-    let bodies = receiver
-        .recv_timeout(left)
-        .map_err(|_| RenderError::TooSlow)?;
+    let bodies = receiver.recv_timeout(left).map_err(|e| {
+        let template = rendering.lock().map(|n| n.clone()).unwrap_or_default();
+        match e {
+            mpsc::RecvTimeoutError::Timeout => RenderError::TooSlow { template },
+            mpsc::RecvTimeoutError::Disconnected => RenderError::Template {
+                template,
+                report: "the rendering thread failed".to_owned(),
+            },
+        }
+    })?;
     bodies.into_iter().collect()
 }
 

@@ -119,7 +119,8 @@ impl UnitStatus {
 
     /// The unit is active (for our oneshot units: its rules were loaded).
     pub fn is_active(&self) -> bool {
-        self.active_state == "active"
+        // A unit that is reloading is active, with its rules loaded.
+        matches!(self.active_state.as_str(), "active" | "reloading")
     }
 
     /// The unit is installed: enabled, or in any state but inactive (a unit stopped
