@@ -99,7 +99,11 @@ pub fn check_shape(text: &str) -> Result<(), ShapeError> {
             Block::Filter => {
                 if let Some(decl) = line.strip_prefix(':') {
                     let chain = check_declaration(decl).map_err(&fail)?;
-                    declared.push(chain);
+                    // Each chain once: every rule looks its chain up in these lists,
+                    // and a file may repeat a declaration or a flush any number of times.
+                    if !declared.contains(&chain) {
+                        declared.push(chain);
+                    }
                 } else {
                     let tokens = tokenize(line).map_err(&fail)?;
                     match tokens.first().map(String::as_str) {
@@ -108,7 +112,9 @@ pub fn check_shape(text: &str) -> Result<(), ShapeError> {
                             if tokens.len() != 2 {
                                 return Err(fail("expected `-F CHAIN` alone".to_owned()));
                             }
-                            flushed.push(chain);
+                            if !flushed.contains(&chain) {
+                                flushed.push(chain);
+                            }
                         }
                         Some("-A") => {
                             rules += 1;
@@ -324,6 +330,20 @@ mod tests {
         let error = check_shape(&over).expect_err("one rule over the limit");
         assert!(error.message.contains("more than 25000 rules"), "{error}");
         assert_eq!(error.text, "-A INPUT -j DROP");
+    }
+
+    #[test]
+    fn repeated_declarations_and_flushes_count_once() {
+        // Each is kept once, so a rule's look-up of its chain does not walk the repeats
+        // (400,000 `-F OUTPUT` lines before `-F INPUT` made every INPUT rule walk them).
+        let repeats = format!(
+            "*filter\n{}-F INPUT\n{}:DOCKER-USER - [0:0]\n-A INPUT -j ACCEPT\n-A DOCKER-USER -j RETURN\nCOMMIT\n",
+            "-F OUTPUT\n".repeat(3),
+            ":OUTPUT ACCEPT [0:0]\n".repeat(3)
+        );
+        assert_eq!(check_shape(&repeats), Ok(()));
+        let unflushed = repeats.replace("-F INPUT\n", "");
+        assert!(check_shape(&unflushed).is_err());
     }
 
     #[test]
