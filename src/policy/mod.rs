@@ -711,28 +711,64 @@ impl Policy {
     pub fn missing_interfaces(&self, existing: &[String]) -> Vec<PolicyError> {
         let mut known: Vec<&str> = existing.iter().map(String::as_str).collect();
         known.sort_unstable();
-        self.named_interfaces()
+        let missing: Vec<NamedInterface> = self
+            .named_interfaces()
             .into_iter()
             .filter(|named| !existing.iter().any(|e| named.matches(e)))
-            .map(|named| {
-                let message = if named.name.as_str().ends_with('+') {
-                    format!(
-                        "no interface on this host matches {} (interfaces here: {})",
-                        named.name,
-                        known.join(", ")
-                    )
-                } else {
-                    format!(
-                        "{} does not exist on this host (interfaces here: {})",
-                        named.name,
-                        known.join(", ")
-                    )
-                };
-                self.error_at(named.span, &named.field, message)
+            .collect();
+        self.reported(&missing, |named| {
+            let message = if named.name.as_str().ends_with('+') {
+                format!(
+                    "no interface on this host matches {} (interfaces here: {})",
+                    named.name,
+                    known.join(", ")
+                )
+            } else {
+                format!(
+                    "{} does not exist on this host (interfaces here: {})",
+                    named.name,
+                    known.join(", ")
+                )
+            };
+            (named.span.clone(), named.field.clone(), message)
+        })
+    }
+
+    /// `problems` as located errors: the first [`MAX_REPORTED`] one by one, then one
+    /// more at the next saying how many were left out. Each error quotes its line of the
+    /// policy, so a file naming a million missing interfaces (on one line of 4 MiB)
+    /// would otherwise cost a million copies of that line.
+    fn reported<T>(
+        &self,
+        problems: &[T],
+        describe: impl Fn(&T) -> (std::ops::Range<usize>, String, String),
+    ) -> Vec<PolicyError> {
+        let mut errors: Vec<PolicyError> = problems
+            .iter()
+            .take(MAX_REPORTED)
+            .map(|problem| {
+                let (span, field, message) = describe(problem);
+                self.error_at(span, &field, message)
             })
-            .collect()
+            .collect();
+        if let Some(next) = problems.get(MAX_REPORTED) {
+            let (span, field, _) = describe(next);
+            errors.push(self.error_at(
+                span,
+                &field,
+                format!(
+                    "and {} more like the above, not listed one by one",
+                    problems.len() - MAX_REPORTED
+                ),
+            ));
+        }
+        errors
     }
 }
+
+/// The most problems of one kind that [`Policy::missing_interfaces`] and
+/// [`Policy::bridges_matching_uplinks`] list one by one.
+pub const MAX_REPORTED: usize = 20;
 
 impl Policy {
     /// Whether `interface` is one of the policy's Docker bridges.
@@ -751,17 +787,22 @@ impl Policy {
     pub fn bridges_matching_uplinks(&self, uplinks: &[String]) -> Vec<PolicyError> {
         let mut found = Vec::new();
         for (i, bridge) in self.interfaces.docker_bridges.get_ref().iter().enumerate() {
-            for uplink in uplinks.iter().filter(|u| bridge.matches(u)) {
-                found.push(self.error_at(
-                    self.interfaces.docker_bridges.span(),
-                    &format!("interfaces.docker_bridges[{i}]"),
-                    format!(
-                        "{bridge} matches {uplink}, which faces the outside (external or default route), not a Docker network: name Docker's bridges more narrowly (Docker names its networks' bridges br- and 12 hex digits)"
-                    ),
-                ));
-            }
+            found.extend(
+                uplinks
+                    .iter()
+                    .filter(|u| bridge.matches(u))
+                    .map(|uplink| (i, bridge, uplink)),
+            );
         }
-        found
+        self.reported(&found, |(i, bridge, uplink)| {
+            (
+                self.interfaces.docker_bridges.span(),
+                format!("interfaces.docker_bridges[{i}]"),
+                format!(
+                    "{bridge} matches {uplink}, which faces the outside (external or default route), not a Docker network: name Docker's bridges more narrowly (Docker names its networks' bridges br- and 12 hex digits)"
+                ),
+            )
+        })
     }
 }
 
@@ -1003,6 +1044,34 @@ mod tests {
             matching[0]
         );
         assert!(policy.is_docker_bridge("br-0123456789ab") && !policy.is_docker_bridge("eth0"));
+    }
+
+    #[test]
+    #[test]
+    fn missing_interfaces_past_the_first_twenty_are_counted_not_listed() {
+        let names: Vec<String> = (0..25).map(|i| format!("\"eth{i}\"")).collect();
+        let policy = parse(&format!(
+            "[[host.services]]\nport = 22\ninterfaces = [{}]\n",
+            names.join(", ")
+        ))
+        .expect("valid");
+        let missing: Vec<String> = policy
+            .missing_interfaces(&["lo".to_owned()])
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(missing.len(), MAX_REPORTED + 1, "{missing:?}");
+        assert!(
+            missing[19].contains("eth19 does not exist"),
+            "{}",
+            missing[19]
+        );
+        assert!(
+            missing[20].starts_with("test.toml:3:")
+                && missing[20].contains("host.services[0].interfaces: and 5 more like the above"),
+            "{}",
+            missing[20]
+        );
     }
 
     #[test]
