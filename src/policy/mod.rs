@@ -54,6 +54,11 @@ pub struct Policy {
     /// The file and text the policy was read from, to locate later errors.
     #[serde(skip)]
     source: Source,
+    /// Each list's networks of each family (IPv4, IPv6), duplicates removed, found once
+    /// when the policy is read: expanding a reference for one family then costs what it
+    /// yields, however long the list's part of the other family is.
+    #[serde(skip)]
+    by_family: BTreeMap<ListName, [Vec<Network>; 2]>,
 }
 
 #[derive(Debug, Default)]
@@ -428,6 +433,18 @@ impl Policy {
                 inner.message().trim_end().to_owned(),
             )
         })?;
+        policy.by_family = policy
+            .lists
+            .iter()
+            .map(|(name, networks)| {
+                let mut seen = HashSet::new();
+                let mut families: [Vec<Network>; 2] = Default::default();
+                for network in networks.get_ref().iter().filter(|n| seen.insert(**n)) {
+                    families[family_slot(network.family())].push(*network);
+                }
+                (name.clone(), families)
+            })
+            .collect();
         policy.validate().map_err(|(span, field, message)| {
             invalid(Location::from_span(path, text, span), Some(field), message)
         })?;
@@ -486,19 +503,17 @@ impl Policy {
                     .to_owned(),
             ));
         }
-        let lists = size::list_sizes(self);
         for (i, s) in self.host.services.iter().enumerate() {
             let field = format!("host.services[{i}]");
-            self.check_rule_families(&lists, &field, "from", s.family, s.from.as_ref(), None)?;
+            self.check_rule_families(&field, "from", s.family, s.from.as_ref(), None)?;
         }
         for (i, r) in self.outbound.allow.iter().enumerate() {
             let field = format!("outbound.allow[{i}]");
-            self.check_rule_families(&lists, &field, "to", r.family, r.to.as_ref(), None)?;
+            self.check_rule_families(&field, "to", r.family, r.to.as_ref(), None)?;
         }
         for (i, p) in self.docker.published.iter().enumerate() {
             let field = format!("docker.published[{i}]");
             self.check_rule_families(
-                &lists,
                 &field,
                 "from",
                 p.family,
@@ -525,7 +540,6 @@ impl Policy {
     /// one family (a rule that silently vanishes from both files would surprise).
     fn check_rule_families(
         &self,
-        lists: &BTreeMap<&ListName, [usize; 2]>,
         field: &str,
         key: &str,
         choice: FamilyChoice,
@@ -572,9 +586,7 @@ impl Policy {
                     AddressRef::List(name) => source_families.extend(
                         Family::ALL
                             .into_iter()
-                            .zip(lists.get(name).copied().unwrap_or_default())
-                            .filter(|(_, size)| *size > 0)
-                            .map(|(family, _)| family),
+                            .filter(|f| !self.list_networks(name, *f).is_empty()),
                     ),
                 }
             }
@@ -642,6 +654,43 @@ impl Policy {
             out.extend(nets.iter().filter(|n| seen.insert(**n)));
         }
         out
+    }
+
+    /// [`Policy::expand`] for one family: the same networks in the same order, less
+    /// those of the other family, at the cost of what it yields (a long list of the
+    /// other family costs nothing).
+    pub fn expand_family(&self, refs: &[Spanned<AddressRef>], family: Family) -> Vec<Network> {
+        let mut lists_seen = HashSet::new();
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for r in refs {
+            let nets: &[Network] = match r.get_ref() {
+                AddressRef::Net(net) if net.family() == family => std::slice::from_ref(net),
+                AddressRef::Net(_) => &[],
+                AddressRef::List(name) if lists_seen.insert(name) => {
+                    self.list_networks(name, family)
+                }
+                AddressRef::List(_) => &[],
+            };
+            out.extend(nets.iter().filter(|n| seen.insert(**n)));
+        }
+        out
+    }
+
+    /// The networks of `family` in the list `name`, each once (none if there is no such
+    /// list).
+    pub(crate) fn list_networks(&self, name: &ListName, family: Family) -> &[Network] {
+        self.by_family
+            .get(name)
+            .map_or(&[], |families| families[family_slot(family)].as_slice())
+    }
+}
+
+/// Where a family's networks are kept in [`Policy`]'s per-family lists.
+fn family_slot(family: Family) -> usize {
+    match family {
+        Family::Ipv4 => 0,
+        Family::Ipv6 => 1,
     }
 }
 
@@ -1046,7 +1095,6 @@ mod tests {
         assert!(policy.is_docker_bridge("br-0123456789ab") && !policy.is_docker_bridge("eth0"));
     }
 
-    #[test]
     #[test]
     fn missing_interfaces_past_the_first_twenty_are_counted_not_listed() {
         let names: Vec<String> = (0..25).map(|i| format!("\"eth{i}\"")).collect();

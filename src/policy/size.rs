@@ -11,11 +11,11 @@
 //! a policy whose bound lies between [`POLICY_RULES`] and [`MAX_EXPANSION`] is counted
 //! exactly.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use toml::Spanned;
 
-use super::types::{AddressRef, Family, FamilyChoice, ListName, Network};
+use super::types::{AddressRef, Family, FamilyChoice};
 use super::{Policy, Segment};
 use crate::ruleset::MAX_RULES;
 
@@ -149,44 +149,15 @@ fn entries(policy: &Policy) -> Vec<Entry<'_>> {
     all
 }
 
-/// Each list's distinct networks per family (IPv4, IPv6).
-pub(super) fn list_sizes(policy: &Policy) -> BTreeMap<&ListName, [usize; 2]> {
-    policy
-        .lists
-        .iter()
-        .map(|(name, nets)| {
-            let distinct: HashSet<&Network> = nets.get_ref().iter().collect();
-            let mut sizes = [0, 0];
-            for net in distinct {
-                sizes[family_index(net.family())] += 1;
-            }
-            (name, sizes)
-        })
-        .collect()
-}
-
-fn family_index(family: Family) -> usize {
-    match family {
-        Family::Ipv4 => 0,
-        Family::Ipv6 => 1,
-    }
-}
-
 /// At least as many sources of `family` as `refs` expands to: each list's size, once
 /// per list, plus each network.
-fn upper_bound(
-    refs: &[Spanned<AddressRef>],
-    lists: &BTreeMap<&ListName, [usize; 2]>,
-    family: Family,
-) -> usize {
+fn upper_bound(policy: &Policy, refs: &[Spanned<AddressRef>], family: Family) -> usize {
     let mut seen = HashSet::new();
     let mut total = 0usize;
     for r in refs {
         let count = match r.get_ref() {
             AddressRef::Net(net) => usize::from(net.family() == family),
-            AddressRef::List(name) if seen.insert(name) => lists
-                .get(name)
-                .map_or(0, |sizes| sizes[family_index(family)]),
+            AddressRef::List(name) if seen.insert(name) => policy.list_networks(name, family).len(),
             AddressRef::List(_) => 0,
         };
         total = total.saturating_add(count);
@@ -205,7 +176,6 @@ pub const POLICY_RULES: usize = MAX_RULES - TEMPLATE_ALLOWANCE;
 /// Refuses a policy whose entries would put more than [`POLICY_RULES`] rules in a file.
 pub(super) fn check(policy: &Policy) -> Result<(), Refusal> {
     let entries = entries(policy);
-    let lists = list_sizes(policy);
     for family in Family::ALL {
         let raw: Vec<usize> = policy
             .raw
@@ -221,7 +191,7 @@ pub(super) fn check(policy: &Policy) -> Result<(), Refusal> {
         };
         let bounds: Vec<usize> = entries
             .iter()
-            .map(|e| e.rules(family, |refs| upper_bound(refs, &lists, family)))
+            .map(|e| e.rules(family, |refs| upper_bound(policy, refs, family)))
             .collect();
         let bound = total(&bounds);
         if bound <= POLICY_RULES {
@@ -230,13 +200,9 @@ pub(super) fn check(policy: &Policy) -> Result<(), Refusal> {
         let exact = bound <= MAX_EXPANSION;
         let sources_of = |refs: &[Spanned<AddressRef>]| {
             if exact {
-                policy
-                    .expand(refs)
-                    .iter()
-                    .filter(|n| n.family() == family)
-                    .count()
+                policy.expand_family(refs, family).len()
             } else {
-                upper_bound(refs, &lists, family)
+                upper_bound(policy, refs, family)
             }
         };
         let counts: Vec<usize> = entries

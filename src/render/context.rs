@@ -109,12 +109,11 @@ pub struct LogContext {
 
 /// Builds the context of `family` for `policy`.
 pub fn build(policy: &Policy, family: Family) -> FamilyContext {
-    let in_family = |nets: Vec<Network>| -> Vec<Network> {
-        nets.into_iter().filter(|n| n.family() == family).collect()
-    };
-
+    // Each entry's sources of this family, at the cost of what they are (a list's
+    // part of the other family is never walked).
     let sources_of = |refs: &Option<toml::Spanned<Vec<toml::Spanned<AddressRef>>>>| {
-        refs.as_ref().map(|r| in_family(policy.expand(r.get_ref())))
+        refs.as_ref()
+            .map(|r| policy.expand_family(r.get_ref(), family))
     };
 
     let services = policy
