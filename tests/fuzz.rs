@@ -33,7 +33,7 @@ use std::sync::OnceLock;
 
 use iptables_ctl::audit;
 use iptables_ctl::evaluate::{self, Packet, Ruleset, Transport};
-use iptables_ctl::hostnet::{HostNet, Interface, Route};
+use iptables_ctl::hostnet::HostNet;
 use iptables_ctl::iptables::dump::{self, Dump, Word};
 use iptables_ctl::policy::types::{Family, InstanceName};
 use iptables_ctl::policy::{Policy, PolicyError};
@@ -422,39 +422,10 @@ fn without_lines(dump: &Dump) -> Dump {
     dump
 }
 
-/// The host of the save fixtures: eth0 203.0.113.10 / 2001:db8::10 and Docker's bridges.
+/// The host of the save fixtures (see `common::fixture_host`), made once.
 fn host() -> &'static HostNet {
     static HOST: OnceLock<HostNet> = OnceLock::new();
-    HOST.get_or_init(|| {
-        let iface = |name: &str, addresses: &[&str]| Interface {
-            name: name.to_owned(),
-            addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
-        };
-        let route = |destination: &str, interface: &str| Route {
-            destination: destination.parse().unwrap(),
-            interface: interface.to_owned(),
-        };
-        HostNet {
-            interfaces: vec![
-                iface("lo", &["127.0.0.1/8", "::1/128"]),
-                iface("eth0", &["203.0.113.10/24", "2001:db8::10/64"]),
-                iface("docker0", &["172.17.0.1/16", "fd00:d0c::1/64"]),
-                iface("br-0123456789ab", &["172.18.0.1/16", "fd00:d0c:1::1/64"]),
-            ],
-            routes: vec![
-                route("0.0.0.0/0", "eth0"),
-                route("::/0", "eth0"),
-                route("203.0.113.0/24", "eth0"),
-                route("172.17.0.0/16", "docker0"),
-                route("fd00:d0c::/64", "docker0"),
-                route("172.18.0.0/16", "br-0123456789ab"),
-            ],
-            forwards_v4: true,
-            forwards_v6: true,
-            sets: Default::default(),
-            proxies: Vec::new(),
-        }
-    })
+    HOST.get_or_init(common::fixture_host)
 }
 
 /// The walk of a few packets through `dump`, and the exposure audit of both families

@@ -10,11 +10,12 @@
 //!   DOCKER-USER rules decide by the port the client dialed.
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)] // test support may fail loudly
 
+mod common;
+
 use std::net::IpAddr;
 use std::path::PathBuf;
 
 use iptables_ctl::evaluate::{self, Packet, Ruleset, Transport, Verdict, Walk};
-use iptables_ctl::hostnet::{HostNet, Interface, Route};
 use iptables_ctl::iptables::{dump, rule};
 
 fn fixtures() -> Vec<PathBuf> {
@@ -73,47 +74,10 @@ fn every_rule_of_the_captured_layouts_is_understood() {
     }
 }
 
-/// The host of the fixtures: eth0 203.0.113.10 / 2001:db8::10, docker0, the user bridge
-/// and the internal bridge, forwarding on.
-fn host() -> HostNet {
-    let iface = |name: &str, addresses: &[&str]| Interface {
-        name: name.to_owned(),
-        addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
-    };
-    let route = |destination: &str, interface: &str| Route {
-        destination: destination.parse().unwrap(),
-        interface: interface.to_owned(),
-    };
-    HostNet {
-        interfaces: vec![
-            iface("lo", &["127.0.0.1/8", "::1/128"]),
-            iface("eth0", &["203.0.113.10/24", "2001:db8::10/64"]),
-            iface("docker0", &["172.17.0.1/16", "fd00:d0c::1/64"]),
-            iface("br-0123456789ab", &["172.18.0.1/16", "fd00:d0c:1::1/64"]),
-            iface("br-internal0000", &["172.19.0.1/16", "fd00:d0c:2::1/64"]),
-        ],
-        routes: vec![
-            route("0.0.0.0/0", "eth0"),
-            route("::/0", "eth0"),
-            route("203.0.113.0/24", "eth0"),
-            route("172.17.0.0/16", "docker0"),
-            route("fd00:d0c::/64", "docker0"),
-            route("172.18.0.0/16", "br-0123456789ab"),
-            route("fd00:d0c:1::/64", "br-0123456789ab"),
-            route("172.19.0.0/16", "br-internal0000"),
-            route("fd00:d0c:2::/64", "br-internal0000"),
-        ],
-        forwards_v4: true,
-        forwards_v6: true,
-        sets: Default::default(),
-        proxies: Vec::new(),
-    }
-}
-
 fn send(ruleset: &Ruleset, from: &str, to: &str, port: u16, transport: Transport) -> Walk {
     evaluate::walk(
         ruleset,
-        &host(),
+        &common::fixture_host(),
         &Packet {
             source: from.parse().unwrap(),
             destination: to.parse().unwrap(),
@@ -240,7 +204,7 @@ fn the_admin_rules_decide_by_the_port_the_client_dialed() {
 /// walking the result never panics: truncated or odd input is never a crash.
 #[test]
 fn truncated_lines_never_panic() {
-    let host = host();
+    let host = common::fixture_host();
     for path in fixtures() {
         let text = std::fs::read_to_string(&path).unwrap();
         for line in text.lines().filter(|l| l.starts_with("-A ")) {

@@ -326,3 +326,40 @@ impl Dice {
         Duration::from_micros(self.next() % micros)
     }
 }
+
+/// The host of the fixtures: eth0 203.0.113.10 / 2001:db8::10, docker0, the user bridge
+/// and the internal bridge, forwarding on.
+pub fn fixture_host() -> iptables_ctl::hostnet::HostNet {
+    let iface = |name: &str, addresses: &[&str]| iptables_ctl::hostnet::Interface {
+        name: name.to_owned(),
+        addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+    };
+    let route = |destination: &str, interface: &str| iptables_ctl::hostnet::Route {
+        destination: destination.parse().unwrap(),
+        interface: interface.to_owned(),
+    };
+    iptables_ctl::hostnet::HostNet {
+        interfaces: vec![
+            iface("lo", &["127.0.0.1/8", "::1/128"]),
+            iface("eth0", &["203.0.113.10/24", "2001:db8::10/64"]),
+            iface("docker0", &["172.17.0.1/16", "fd00:d0c::1/64"]),
+            iface("br-0123456789ab", &["172.18.0.1/16", "fd00:d0c:1::1/64"]),
+            iface("br-internal0000", &["172.19.0.1/16", "fd00:d0c:2::1/64"]),
+        ],
+        routes: vec![
+            route("0.0.0.0/0", "eth0"),
+            route("::/0", "eth0"),
+            route("203.0.113.0/24", "eth0"),
+            route("172.17.0.0/16", "docker0"),
+            route("fd00:d0c::/64", "docker0"),
+            route("172.18.0.0/16", "br-0123456789ab"),
+            route("fd00:d0c:1::/64", "br-0123456789ab"),
+            route("172.19.0.0/16", "br-internal0000"),
+            route("fd00:d0c:2::/64", "br-internal0000"),
+        ],
+        forwards_v4: true,
+        forwards_v6: true,
+        sets: Default::default(),
+        proxies: Vec::new(),
+    }
+}
