@@ -96,6 +96,24 @@ pub enum WriteError {
     },
 }
 
+/// A [`WriteError::Io`] maker for `map_err` of a bounded read ([`source::read_output`]):
+/// the system's own error as it is, a refusal (too large, not a regular file) as the
+/// reason the file could not be read.
+pub(crate) fn read_error(path: &Path) -> impl FnOnce(source::SourceError) -> WriteError {
+    let path = path.to_owned();
+    move |error| {
+        let source = match error {
+            source::SourceError::Io(e) => e,
+            other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
+        };
+        WriteError::Io {
+            action: "cannot read",
+            path,
+            source,
+        }
+    }
+}
+
 /// An [`WriteError::Io`] maker for `map_err`: what was being done, on what.
 pub(crate) fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> WriteError {
     let path = path.to_owned();
@@ -352,9 +370,7 @@ fn previous_of(path: &Path) -> Result<Previous, WriteError> {
             Previous::Symlink(fs::read_link(path).map_err(io_error("cannot read the link", path))?)
         }
         Ok(meta) if meta.is_file() => {
-            let read = source::read_output(path, OUTPUT_LIMIT)
-                .map_err(|e| io_error("cannot read", path)(io::Error::other(e.to_string())))?;
-            match read {
+            match source::read_output(path, OUTPUT_LIMIT).map_err(read_error(path))? {
                 Some((bytes, _)) => Previous::File {
                     bytes,
                     mode: meta.permissions().mode() & 0o7777,

@@ -39,7 +39,7 @@ use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use crate::files::{self, WriteError, WriteSummary, io_error};
-use crate::source::{self, SourceError};
+use crate::source;
 
 /// The most one file of a set may hold, rendered or read back: far above what
 /// [`crate::ruleset::MAX_RULES`] rules take, and a bound on a file replaced by hand.
@@ -116,31 +116,19 @@ impl FileSet {
         }
     }
 
-    /// The paths the set's readers open (the links), in the set's order.
-    pub fn paths(&self) -> Vec<PathBuf> {
-        self.names.iter().map(|n| self.dir.join(n)).collect()
-    }
-
     /// What each name shows now, following links. A name that is not a regular file of
     /// at most [`OUTPUT_LIMIT`] bytes (a directory, a device) is an error.
     pub fn read(&self) -> Result<SetState, WriteError> {
         let mut entries = Vec::with_capacity(self.names.len());
         for name in &self.names {
             let path = self.dir.join(name);
-            let shown = match source::read_output(&path, OUTPUT_LIMIT) {
-                Ok(found) => found.map(|(bytes, meta)| Shown {
+            let shown = source::read_output(&path, OUTPUT_LIMIT)
+                .map_err(files::read_error(&path))?
+                .map(|(bytes, meta)| Shown {
                     bytes,
                     mode: meta.mode() & 0o7777,
                     owner: (meta.uid(), meta.gid()),
-                }),
-                Err(SourceError::Io(e)) => return Err(io_error("cannot read", &path)(e)),
-                Err(other) => {
-                    return Err(io_error("cannot read", &path)(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        other.to_string(),
-                    )));
-                }
-            };
+                });
             entries.push((name.clone(), shown));
         }
         Ok(SetState { entries })
@@ -197,7 +185,7 @@ impl FileSet {
     /// returns the names whose content changed.
     fn commit(&self, target: &Target<'_>) -> Result<Vec<String>, WriteError> {
         let store = self.dir.join(&self.store);
-        self.check_store(&store)?;
+        let mut current = self.check_store(&store)?;
         let before = self.read()?;
         let changed: Vec<String> = target
             .iter()
@@ -209,17 +197,16 @@ impl FileSet {
         if changed.is_empty() {
             // What killed runs left goes when it can; nothing needs writing, so a
             // read-only file system is no error here.
-            let _ = self.remove_stale(&store, &[]);
+            let _ = self.remove_stale(&store, current.as_slice());
             return Ok(changed);
         }
-        self.remove_stale(&store, &[])?;
+        self.remove_stale(&store, current.as_slice())?;
         if fs::symlink_metadata(&store).is_err() {
             files::create_dirs(&store)?;
         }
 
         // 1. Every name that shows a file now or will show one becomes a link through
         //    `current`, each showing exactly what it showed before.
-        let mut current = self.current_version(&store)?;
         let unlinked: Vec<&String> = target
             .iter()
             .filter(|(name, wanted)| before.shown(name).is_some() || wanted.is_some())
@@ -255,11 +242,7 @@ impl FileSet {
         if target.iter().all(|(_, content)| content.is_none()) {
             fs::remove_dir_all(&store).map_err(io_error("cannot remove", &store))?;
         } else {
-            let keep: Vec<String> = previous
-                .into_iter()
-                .chain([new])
-                .map(version_name)
-                .collect();
+            let keep: Vec<u64> = previous.into_iter().chain([new]).collect();
             self.remove_stale(&store, &keep)?;
         }
         files::sync_dir(&self.dir)?;
@@ -269,15 +252,15 @@ impl FileSet {
     /// Refuses a store that is not this tool's: anything but a real directory (a link
     /// would make the cleanup empty whatever directory it points to), one that others
     /// could write to (or a directory above it), or a `current` that is not a link to a
-    /// version.
-    fn check_store(&self, store: &Path) -> Result<(), WriteError> {
+    /// version. Returns the version `current` names.
+    fn check_store(&self, store: &Path) -> Result<Option<u64>, WriteError> {
         let refuse = |path: &Path, why: String| WriteError::Untrusted {
             path: path.to_owned(),
             why,
         };
         source::check_directory(&self.dir).map_err(|e| refuse(&self.dir, e.to_string()))?;
         match fs::symlink_metadata(store) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_error("cannot inspect", store)(e)),
             Ok(meta) if !meta.is_dir() => {
                 return Err(refuse(
@@ -287,7 +270,7 @@ impl FileSet {
             }
             Ok(_) => source::check_directory(store).map_err(|e| refuse(store, e.to_string()))?,
         }
-        self.current_version(store).map(drop)
+        self.current_version(store)
     }
 
     /// The version `current` names, if any; a `current` that is not a link to a
@@ -373,22 +356,20 @@ impl FileSet {
         files::replace_with_link(&self.dir, name, &self.link_target(name))
     }
 
-    /// Removes everything in the store but `current`, the version it names, and
-    /// `keep`: versions and links that killed runs left, and older versions.
-    fn remove_stale(&self, store: &Path, keep: &[String]) -> Result<(), WriteError> {
+    /// Removes everything in the store but `current` and the versions `keep` (the one
+    /// in force, and after a swap the one before it): versions and links that killed
+    /// runs left, and older versions.
+    fn remove_stale(&self, store: &Path, keep: &[u64]) -> Result<(), WriteError> {
         let entries = match fs::read_dir(store) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(io_error("cannot list", store)(e)),
         };
-        let in_force = self.current_version(store)?.map(version_name);
         for entry in entries {
             let entry = entry.map_err(io_error("cannot list", store))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            let kept = name == CURRENT
-                || in_force.as_deref() == Some(&*name)
-                || keep.iter().any(|k| *k == name);
+            let kept = name == CURRENT || parse_version(&name).is_some_and(|v| keep.contains(&v));
             if kept {
                 continue;
             }
