@@ -225,6 +225,9 @@ pub fn render(
     templates: &Templates,
     request: &RenderRequest,
 ) -> Result<Vec<RenderedFile>, RenderError> {
+    // What each file is, and what the rendering thread renders for it (it owns its
+    // contexts: it may outlive a render that ran out of time).
+    let mut outputs = Vec::with_capacity(4);
     let mut jobs = Vec::with_capacity(4);
     for family in Family::ALL {
         let ctx = context::build(request.policy, family);
@@ -232,19 +235,18 @@ pub fn render(
             template: "context".to_owned(),
             report: e.to_string(),
         })?;
-        for kind in [TemplateKind::Rules, TemplateKind::Empty] {
+        for (kind, ctx) in [
+            (TemplateKind::Rules, tera_ctx.clone()),
+            (TemplateKind::Empty, tera_ctx),
+        ] {
             let name = template_name(kind, templates.origin(kind));
-            jobs.push((family, kind, name, tera_ctx.clone()));
+            outputs.push((family, kind, name.clone()));
+            jobs.push((name, ctx));
         }
     }
-    let bodies = render_bounded(
-        &templates.tera,
-        jobs.iter()
-            .map(|(_, _, name, ctx)| (name.clone(), ctx.clone()))
-            .collect(),
-    )?;
+    let bodies = render_bounded(&templates.tera, jobs)?;
     let mut files = Vec::with_capacity(4);
-    for ((family, kind, name, _), body) in jobs.into_iter().zip(bodies) {
+    for ((family, kind, name), body) in outputs.into_iter().zip(bodies) {
         let origin = templates.origin(kind);
         let file_name = output_file_name(request.instance, family, kind);
         let text = format!("{}{}", header(request, family, kind, origin), tidy(&body));
