@@ -18,13 +18,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use iptables_ctl::audit;
-use iptables_ctl::evaluate::{self, Packet, Ruleset, Transport};
-use iptables_ctl::hostnet::{HostNet, Interface, Route};
+use iptables_ctl::family::Family;
+use iptables_ctl::host::net::{HostNet, Interface, Route};
 use iptables_ctl::iptables::dump;
+use iptables_ctl::iptables::render::{self, RenderRequest, Templates};
+use iptables_ctl::iptables::shape;
+use iptables_ctl::iptables::walk::{self, Packet, Ruleset, Transport};
 use iptables_ctl::policy::Policy;
-use iptables_ctl::policy::types::{Family, InstanceName};
-use iptables_ctl::render::{self, RenderRequest, Templates};
-use iptables_ctl::ruleset;
+use iptables_ctl::policy::types::InstanceName;
 
 /// One input shape of one reader: makes the input for a size and reads it.
 struct Shape {
@@ -161,8 +162,8 @@ fn host() -> HostNet {
     }
 }
 
-fn walk(ruleset: &Ruleset) -> evaluate::Walk {
-    evaluate::walk(
+fn walk(ruleset: &Ruleset) -> walk::Walk {
+    walk::walk(
         ruleset,
         &host(),
         &Packet {
@@ -208,12 +209,12 @@ const SHAPES: &[Shape] = &[
     Shape {
         name: "check_shape, rules",
         base: 200,
-        run: |n| time(rendered(n), |t| ruleset::check_shape(t).is_ok()),
+        run: |n| time(rendered(n), |t| shape::check_shape(t).is_ok()),
     },
     Shape {
         name: "check_loaded, rules",
         base: 1_000,
-        run: |n| time(loaded(n), |t| ruleset::check_loaded(t).is_ok()),
+        run: |n| time(loaded(n), |t| shape::check_loaded(t).is_ok()),
     },
     Shape {
         name: "split_words, a line of quoted words (chars)",
@@ -239,7 +240,7 @@ const SHAPES: &[Shape] = &[
         },
     },
     Shape {
-        name: "evaluate::walk, rules",
+        name: "walk::walk, rules",
         base: 1_000,
         run: |n| {
             time(

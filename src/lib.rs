@@ -2,35 +2,22 @@
 //! bypass nor clobber.
 //!
 //! The library holds everything; the `iptables-ctl` binary is a thin command line over
-//! it. A policy file ([`policy`]) is rendered by Tera templates ([`render`]) into
-//! `iptables-restore` files whose structure is checked ([`ruleset`]) and then proven by
-//! loading them into a throwaway network namespace with the kernel's own parser
-//! ([`trial`]), before they are written atomically ([`files`]).
+//! it ([`cli`]). A policy file ([`policy`]) says what the admin means; the backend
+//! ([`iptables`]) renders it into `iptables-restore` files, checks their shape, proves
+//! them by loading them into a throwaway network namespace with the kernel's own parser,
+//! and reads the live rules back. The files are written as one set ([`files`]); systemd
+//! loads them at boot ([`systemd`]); the flows that put an instance in force and say
+//! whether it is ([`control`]) and the exposure audit ([`audit`]) judge facts read from
+//! the host ([`host`]).
 
 pub mod audit;
 pub mod bounds;
 pub mod cli;
 pub mod command;
-pub mod conflicts;
 pub mod control;
-pub mod evaluate;
-pub mod exit;
+pub mod family;
 pub mod files;
-pub mod fileset;
-pub mod forward;
 pub mod host;
-pub mod hostnet;
-pub mod instance;
 pub mod iptables;
-pub mod live;
-pub mod lockout;
-pub mod output;
 pub mod policy;
-pub mod render;
-pub mod ruleset;
-pub mod source;
-pub mod starter;
-pub mod status;
 pub mod systemd;
-pub mod trial;
-pub mod units;

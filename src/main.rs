@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use iptables_ctl::exit;
-use iptables_ctl::output::Output;
+use iptables_ctl::cli::exit;
+use iptables_ctl::cli::output::Output;
 
 fn main() -> ExitCode {
     let cli = iptables_ctl::cli::Cli::parse();

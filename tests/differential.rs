@@ -22,9 +22,9 @@ use common::topology::{Family, Topology, v4, v6};
 use common::{
     Dice, Netns, Outcome, file, kernel_tests_enabled, listen, probe_within, render_policy,
 };
-use iptables_ctl::evaluate::{self, Packet, Ruleset, Transport, Verdict};
-use iptables_ctl::hostnet::HostNet;
+use iptables_ctl::host::net::HostNet;
 use iptables_ctl::iptables::dump;
+use iptables_ctl::iptables::walk::{self, Packet, Ruleset, Transport, Verdict};
 
 const POLICIES: u64 = 32;
 /// Ports probed on the host: published 8080/8443/9090, host services 2222/2223/3000.
@@ -229,7 +229,7 @@ fn the_evaluator_agrees_with_the_kernel_on_generated_policies() {
                         destination_port: port,
                         in_interface: "eth0".to_owned(),
                     };
-                    let walk = evaluate::walk(&ruleset, &host_net, &packet);
+                    let walk = walk::walk(&ruleset, &host_net, &packet);
                     answers.push(Answer {
                         description: format!(
                             "policy {n} ({path}), {client} -> {destination}:{port}",

@@ -32,14 +32,15 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use iptables_ctl::audit;
-use iptables_ctl::evaluate::{self, Packet, Ruleset, Transport};
-use iptables_ctl::hostnet::HostNet;
+use iptables_ctl::family::Family;
+use iptables_ctl::files::source::POLICY_LIMIT;
+use iptables_ctl::host::net::HostNet;
 use iptables_ctl::iptables::dump::{self, Dump, Word};
-use iptables_ctl::policy::types::{Family, InstanceName};
+use iptables_ctl::iptables::render::{self, RenderRequest, Templates};
+use iptables_ctl::iptables::shape::{self, MAX_RULES};
+use iptables_ctl::iptables::walk::{self, Packet, Ruleset, Transport};
+use iptables_ctl::policy::types::InstanceName;
 use iptables_ctl::policy::{Policy, PolicyError};
-use iptables_ctl::render::{self, RenderRequest, Templates};
-use iptables_ctl::ruleset::{self, MAX_RULES};
-use iptables_ctl::source::POLICY_LIMIT;
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
 use proptest::test_runner::RngSeed;
@@ -359,7 +360,7 @@ fn check_render(policy: &Policy) -> Result<(), TestCaseError> {
         prop_assert_eq!(files.len(), 4);
         for file in &files {
             prop_assert!(
-                ruleset::check_shape(&file.text).is_ok(),
+                shape::check_shape(&file.text).is_ok(),
                 "{} rendered but fails the shape check",
                 file.file_name
             );
@@ -440,7 +441,7 @@ fn evaluate_and_audit(dump: &Dump, full_audit: bool) {
     for (source, destination, port) in packets {
         let source: IpAddr = source.parse().unwrap();
         let destination: IpAddr = destination.parse().unwrap();
-        let _ = evaluate::walk(
+        let _ = walk::walk(
             &ruleset,
             host(),
             &Packet {
@@ -469,14 +470,12 @@ fn evaluate_and_audit(dump: &Dump, full_audit: bool) {
 /// a file that passes lists, once loaded, only what the check of what the kernel loaded
 /// accepts. Every line goes through `tokenize`, which agrees with `split_words`.
 fn check_rendered_text(text: &str) -> Result<(), TestCaseError> {
-    let shape = guarded("check_shape", text.as_bytes(), || {
-        ruleset::check_shape(text)
-    });
+    let shape = guarded("check_shape", text.as_bytes(), || shape::check_shape(text));
     match shape {
         Ok(()) => {
             let loaded = as_loaded(text);
             let verdict = guarded("check_loaded", loaded.as_bytes(), || {
-                ruleset::check_loaded(&loaded)
+                shape::check_loaded(&loaded)
             });
             prop_assert!(
                 verdict.is_ok(),
@@ -504,7 +503,7 @@ fn check_rendered_text(text: &str) -> Result<(), TestCaseError> {
         text.as_bytes(),
         || -> Result<(), TestCaseError> {
             for line in text.lines() {
-                if let Ok(tokens) = ruleset::tokenize(line) {
+                if let Ok(tokens) = shape::tokenize(line) {
                     let words = dump::split_words(line).map_err(TestCaseError::fail)?;
                     let words: Vec<String> = words.into_iter().map(|w| w.text).collect();
                     prop_assert_eq!(tokens, words);
@@ -515,7 +514,7 @@ fn check_rendered_text(text: &str) -> Result<(), TestCaseError> {
     )?;
     // Any text as a kernel listing: a value or an error, never a panic.
     let _ = guarded("check_loaded", text.as_bytes(), || {
-        ruleset::check_loaded(text)
+        shape::check_loaded(text)
     });
     Ok(())
 }
@@ -1363,7 +1362,7 @@ proptest! {
     fn check_loaded_takes_mutated_kernel_listings((seed, mutations) in edits()) {
         let seed = seed.get(loaded());
         let text = String::from_utf8_lossy(&apply(seed.as_bytes(), &mutations)).into_owned();
-        let _ = guarded("check_loaded", text.as_bytes(), || ruleset::check_loaded(&text));
+        let _ = guarded("check_loaded", text.as_bytes(), || shape::check_loaded(&text));
         check_dump(&text)?;
     }
 }
@@ -1619,7 +1618,7 @@ fn worst_rendered() -> Vec<(&'static str, String)> {
             rules("-A INPUT -j ACCEPT", MAX_RULES * 4),
         ),
         // The chain the rules go to flushed or declared after many others: a rule's
-        // look-up walked them all (found here, fixed in ruleset::check_shape).
+        // look-up walked them all (found here, fixed in shape::check_shape).
         (
             "many flushes, then rules",
             format!(
@@ -1757,7 +1756,7 @@ fn biggest_dumps_finish() {
     for (name, text) in worst_dumps() {
         let start = std::time::Instant::now();
         check_dump_with(&text, false).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let _ = guarded(name, text.as_bytes(), || ruleset::check_loaded(&text));
+        let _ = guarded(name, text.as_bytes(), || shape::check_loaded(&text));
         eprintln!("dump: {name} ({} bytes): {:?}", text.len(), start.elapsed());
     }
 }
@@ -1786,7 +1785,7 @@ fn seeds_are_valid() {
         dump::parse(text).unwrap();
     }
     for (text, loaded) in rendered().iter().zip(loaded()) {
-        ruleset::check_shape(text).unwrap();
-        ruleset::check_loaded(loaded).unwrap_or_else(|e| panic!("{e}\n{loaded}"));
+        shape::check_shape(text).unwrap();
+        shape::check_loaded(loaded).unwrap_or_else(|e| panic!("{e}\n{loaded}"));
     }
 }

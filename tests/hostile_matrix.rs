@@ -8,7 +8,7 @@
 //!   for a shape refusal, the rendered file and line, or for a raw rule the kernel
 //!   refuses, the entry's `rule`), on exactly the three lines of a report and with no raw
 //!   control character in it;
-//! - rendered, with every line passing `ruleset::tokenize` and every word the value
+//! - rendered, with every line passing `shape::tokenize` and every word the value
 //!   changed being either the value itself as one whole quoted word (comments) or a
 //!   legal token of its kind (an interface name, a network, a port); then loaded into
 //!   the kernel in a throwaway network namespace with `instance::prove` (which also runs
@@ -34,12 +34,12 @@ use std::path::Path;
 use std::time::Instant;
 
 use ipnet::IpNet;
-use iptables_ctl::instance;
+use iptables_ctl::family::Family;
+use iptables_ctl::iptables::instance;
+use iptables_ctl::iptables::render::{self, RenderRequest, RenderedFile, Templates};
+use iptables_ctl::iptables::shape::{self, ALLOWED_TARGETS, OWNED_CHAINS};
+use iptables_ctl::iptables::trial::{NetnsTrial, TrialReport};
 use iptables_ctl::policy::Policy;
-use iptables_ctl::policy::types::Family;
-use iptables_ctl::render::{self, RenderRequest, RenderedFile, Templates};
-use iptables_ctl::ruleset::{self, ALLOWED_TARGETS, OWNED_CHAINS};
-use iptables_ctl::trial::{NetnsTrial, TrialReport};
 
 /// Where the policies claim to come from (never read: they are parsed from memory).
 const POLICY_PATH: &str = "/hostile-matrix/base.toml";
@@ -1947,7 +1947,7 @@ fn check_rendered(
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let tokens = ruleset::tokenize(line)
+            let tokens = shape::tokenize(line)
                 .map_err(|e| format!("{}: {line:?} does not tokenize: {e}", file.file_name))?;
             let mine: Vec<String> = words(line).into_iter().map(|(w, _)| w).collect();
             if tokens != mine {

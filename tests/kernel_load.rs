@@ -6,7 +6,7 @@
 
 mod common;
 
-use iptables_ctl::ruleset::OWNED_CHAINS;
+use iptables_ctl::iptables::shape::OWNED_CHAINS;
 
 use common::{
     Netns, example_policies, file, kernel_tests_enabled, render_policy, without_comments,

@@ -15,7 +15,7 @@ mod common;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use iptables_ctl::evaluate::{self, Packet, Ruleset, Transport, Verdict, Walk};
+use iptables_ctl::iptables::walk::{self, Packet, Ruleset, Transport, Verdict, Walk};
 use iptables_ctl::iptables::{dump, rule};
 
 fn fixtures() -> Vec<PathBuf> {
@@ -75,7 +75,7 @@ fn every_rule_of_the_captured_layouts_is_understood() {
 }
 
 fn send(ruleset: &Ruleset, from: &str, to: &str, port: u16, transport: Transport) -> Walk {
-    evaluate::walk(
+    walk::walk(
         ruleset,
         &common::fixture_host(),
         &Packet {
@@ -217,7 +217,7 @@ fn truncated_lines_never_panic() {
                             let _ = &rule.target;
                         }
                     }
-                    let _ = evaluate::walk(
+                    let _ = walk::walk(
                         &ruleset,
                         &host,
                         &Packet {

@@ -3,14 +3,21 @@
 //! functions apart from the running.
 
 pub mod dump;
+pub mod forward;
+pub mod instance;
+pub mod live;
 pub mod options;
+pub mod render;
 pub mod rule;
+pub mod shape;
+pub mod trial;
+pub mod walk;
 
-use crate::policy::types::Family;
+use crate::family::Family;
 
 /// Which iptables implementation loads the rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Backend {
+pub enum Tools {
     /// Whatever `iptables-restore` is on this system (what the units use).
     #[default]
     System,
@@ -20,28 +27,28 @@ pub enum Backend {
     Legacy,
 }
 
-impl Backend {
+impl Tools {
     /// The restore program for `family`.
     pub fn restore_program(self, family: Family) -> &'static str {
         match (self, family) {
-            (Backend::System, Family::Ipv4) => "iptables-restore",
-            (Backend::System, Family::Ipv6) => "ip6tables-restore",
-            (Backend::Nft, Family::Ipv4) => "iptables-nft-restore",
-            (Backend::Nft, Family::Ipv6) => "ip6tables-nft-restore",
-            (Backend::Legacy, Family::Ipv4) => "iptables-legacy-restore",
-            (Backend::Legacy, Family::Ipv6) => "ip6tables-legacy-restore",
+            (Tools::System, Family::Ipv4) => "iptables-restore",
+            (Tools::System, Family::Ipv6) => "ip6tables-restore",
+            (Tools::Nft, Family::Ipv4) => "iptables-nft-restore",
+            (Tools::Nft, Family::Ipv6) => "ip6tables-nft-restore",
+            (Tools::Legacy, Family::Ipv4) => "iptables-legacy-restore",
+            (Tools::Legacy, Family::Ipv6) => "ip6tables-legacy-restore",
         }
     }
 
     /// The save program for `family`.
     pub fn save_program(self, family: Family) -> &'static str {
         match (self, family) {
-            (Backend::System, Family::Ipv4) => "iptables-save",
-            (Backend::System, Family::Ipv6) => "ip6tables-save",
-            (Backend::Nft, Family::Ipv4) => "iptables-nft-save",
-            (Backend::Nft, Family::Ipv6) => "ip6tables-nft-save",
-            (Backend::Legacy, Family::Ipv4) => "iptables-legacy-save",
-            (Backend::Legacy, Family::Ipv6) => "ip6tables-legacy-save",
+            (Tools::System, Family::Ipv4) => "iptables-save",
+            (Tools::System, Family::Ipv6) => "ip6tables-save",
+            (Tools::Nft, Family::Ipv4) => "iptables-nft-save",
+            (Tools::Nft, Family::Ipv6) => "ip6tables-nft-save",
+            (Tools::Legacy, Family::Ipv4) => "iptables-legacy-save",
+            (Tools::Legacy, Family::Ipv6) => "ip6tables-legacy-save",
         }
     }
 }
@@ -49,7 +56,7 @@ impl Backend {
 /// The two kernel interfaces iptables can drive, named as `iptables -V` names them (in
 /// text and JSON alike).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub enum BackendKind {
+pub enum Variant {
     /// nf_tables (`iptables-nft`).
     #[serde(rename = "nf_tables")]
     Nft,
@@ -58,40 +65,40 @@ pub enum BackendKind {
     Legacy,
 }
 
-impl BackendKind {
+impl Variant {
     /// The one that is not this one.
-    pub fn other(self) -> BackendKind {
+    pub fn other(self) -> Variant {
         match self {
-            BackendKind::Nft => BackendKind::Legacy,
-            BackendKind::Legacy => BackendKind::Nft,
+            Variant::Nft => Variant::Legacy,
+            Variant::Legacy => Variant::Nft,
         }
     }
 
     /// The suffix of its programs: `iptables-nft`, `iptables-legacy`.
     pub fn tool_suffix(self) -> &'static str {
         match self {
-            BackendKind::Nft => "nft",
-            BackendKind::Legacy => "legacy",
+            Variant::Nft => "nft",
+            Variant::Legacy => "legacy",
         }
     }
 }
 
-impl std::fmt::Display for BackendKind {
+impl std::fmt::Display for Variant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            BackendKind::Nft => "nf_tables",
-            BackendKind::Legacy => "legacy",
+            Variant::Nft => "nf_tables",
+            Variant::Legacy => "legacy",
         })
     }
 }
 
 /// The backend named by `iptables -V` (`iptables v1.8.9 (nf_tables)`); None for
 /// versions that do not say (before 1.8, always legacy, but then we cannot be sure).
-pub fn backend_from_version(version: &str) -> Option<BackendKind> {
+pub fn variant_from_version(version: &str) -> Option<Variant> {
     if version.contains("(nf_tables)") {
-        Some(BackendKind::Nft)
+        Some(Variant::Nft)
     } else if version.contains("(legacy)") {
-        Some(BackendKind::Legacy)
+        Some(Variant::Legacy)
     } else {
         None
     }
@@ -171,13 +178,13 @@ mod tests {
     #[test]
     fn backend_is_read_from_the_version() {
         assert_eq!(
-            backend_from_version("iptables v1.8.9 (nf_tables)\n"),
-            Some(BackendKind::Nft)
+            variant_from_version("iptables v1.8.9 (nf_tables)\n"),
+            Some(Variant::Nft)
         );
         assert_eq!(
-            backend_from_version("iptables v1.8.9 (legacy)\n"),
-            Some(BackendKind::Legacy)
+            variant_from_version("iptables v1.8.9 (legacy)\n"),
+            Some(Variant::Legacy)
         );
-        assert_eq!(backend_from_version("iptables v1.6.1\n"), None);
+        assert_eq!(variant_from_version("iptables v1.6.1\n"), None);
     }
 }

@@ -52,7 +52,7 @@ pub enum PolicyError {
         /// The policy file.
         path: PathBuf,
         /// Why not.
-        source: crate::source::SourceError,
+        source: crate::files::source::SourceError,
     },
     /// The file was read but is not a valid policy.
     #[error("{}", render_invalid(location, field.as_deref(), message))]
@@ -97,7 +97,7 @@ fn render_invalid(location: &Location, field: Option<&str>, message: &str) -> St
 /// The line as it can be shown on a terminal, on one line: control characters
 /// (newlines too) made visible.
 fn printable(line: &str) -> String {
-    crate::output::terminal_safe(line).replace('\n', "\u{fffd}")
+    crate::cli::output::terminal_safe(line).replace('\n', "\u{fffd}")
 }
 
 #[cfg(test)]

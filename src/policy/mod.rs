@@ -5,6 +5,7 @@
 
 mod error;
 mod size;
+pub mod starter;
 pub mod types;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -15,12 +16,13 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use toml::Spanned;
 
-use crate::source;
+use crate::family::Family;
+use crate::files::source;
 
 pub use error::{Location, PolicyError};
 use types::{
-    AddressRef, Comment, Family, FamilyChoice, HostAddress, InterfaceName, ListName, LogPrefix,
-    LogRate, Network, Ports, Proto, RawRule,
+    AddressRef, Comment, FamilyChoice, HostAddress, InterfaceName, ListName, LogPrefix, LogRate,
+    Network, Ports, Proto, RawRule,
 };
 
 /// A whole policy, as read from one file.

@@ -15,9 +15,10 @@ use std::collections::HashSet;
 
 use toml::Spanned;
 
-use super::types::{AddressRef, Family, FamilyChoice};
+use super::types::{AddressRef, FamilyChoice};
 use super::{Policy, Segment};
-use crate::ruleset::MAX_RULES;
+use crate::family::Family;
+use crate::iptables::shape::MAX_RULES;
 
 /// The most list entries the exact count expands (each list counted once per entry
 /// that uses it); a policy whose upper bound is beyond it is refused on that bound. An

@@ -10,44 +10,8 @@ use ipnet::IpNet;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+use crate::family::Family;
 use crate::iptables::options;
-
-/// Address family of a rule or an address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Family {
-    /// IPv4, rendered to `<instance>.rules` and loaded with `iptables-restore`.
-    Ipv4,
-    /// IPv6, rendered to `<instance>.rules6` and loaded with `ip6tables-restore`.
-    Ipv6,
-}
-
-impl Family {
-    /// Both families, in rendering order.
-    pub const ALL: [Family; 2] = [Family::Ipv4, Family::Ipv6];
-
-    /// The family of an address.
-    pub fn of(addr: &IpAddr) -> Family {
-        match addr {
-            IpAddr::V4(_) => Family::Ipv4,
-            IpAddr::V6(_) => Family::Ipv6,
-        }
-    }
-
-    /// The family of a network.
-    pub fn of_net(net: &IpNet) -> Family {
-        Family::of(&net.addr())
-    }
-}
-
-impl fmt::Display for Family {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Family::Ipv4 => "IPv4",
-            Family::Ipv6 => "IPv6",
-        })
-    }
-}
 
 /// Which families a rule applies to, as written in the policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -561,7 +525,7 @@ impl<'de> Deserialize<'de> for Ports {
 
 /// Targets a raw rule may jump to: those of any rule in an owned chain (verdicts and
 /// logging, never another chain).
-const RAW_TARGETS: [&str; 6] = crate::ruleset::ALLOWED_TARGETS;
+const RAW_TARGETS: [&str; 6] = crate::iptables::shape::ALLOWED_TARGETS;
 
 fn check_raw_rule(text: &str) -> Result<(), String> {
     if text.is_empty() || text.len() > 1000 {

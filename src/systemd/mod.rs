@@ -7,6 +7,7 @@
 pub mod bus;
 pub mod journal;
 pub mod proxy;
+pub mod units;
 
 use std::fmt;
 

@@ -15,8 +15,9 @@ pub mod docker;
 pub mod nspawn;
 pub mod topology;
 
-use iptables_ctl::instance::{Layout, render_instance};
-use iptables_ctl::render::RenderedFile;
+use iptables_ctl::files::layout::Layout;
+use iptables_ctl::iptables::instance::render_instance;
+use iptables_ctl::iptables::render::RenderedFile;
 use nix::sched::{CloneFlags, setns};
 use socket2::{Domain, Socket, Type};
 
@@ -329,16 +330,16 @@ impl Dice {
 
 /// The host of the fixtures: eth0 203.0.113.10 / 2001:db8::10, docker0, the user bridge
 /// and the internal bridge, forwarding on.
-pub fn fixture_host() -> iptables_ctl::hostnet::HostNet {
-    let iface = |name: &str, addresses: &[&str]| iptables_ctl::hostnet::Interface {
+pub fn fixture_host() -> iptables_ctl::host::net::HostNet {
+    let iface = |name: &str, addresses: &[&str]| iptables_ctl::host::net::Interface {
         name: name.to_owned(),
         addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
     };
-    let route = |destination: &str, interface: &str| iptables_ctl::hostnet::Route {
+    let route = |destination: &str, interface: &str| iptables_ctl::host::net::Route {
         destination: destination.parse().unwrap(),
         interface: interface.to_owned(),
     };
-    iptables_ctl::hostnet::HostNet {
+    iptables_ctl::host::net::HostNet {
         interfaces: vec![
             iface("lo", &["127.0.0.1/8", "::1/128"]),
             iface("eth0", &["203.0.113.10/24", "2001:db8::10/64"]),

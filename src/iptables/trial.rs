@@ -12,9 +12,9 @@ use std::thread;
 use nix::sched::{CloneFlags, unshare};
 
 use crate::command::{self, ToolError};
-use crate::iptables::{self, Backend};
-use crate::policy::types::Family;
-use crate::ruleset::{self, OWNED_CHAINS};
+use crate::family::Family;
+use crate::iptables::shape::{self, OWNED_CHAINS};
+use crate::iptables::{self, Tools};
 
 /// What a successful trial saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,11 +80,11 @@ pub trait RulesetTrial {
     ) -> Result<TrialReport, TrialError>;
 }
 
-/// Trials in a fresh network namespace with the real tools of `backend`.
+/// Trials in a fresh network namespace with the real tools of `tools`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NetnsTrial {
     /// Which iptables implementation to load with.
-    pub backend: Backend,
+    pub tools: Tools,
 }
 
 impl RulesetTrial for NetnsTrial {
@@ -94,12 +94,12 @@ impl RulesetTrial for NetnsTrial {
         rules: (&str, &str),
         empty: (&str, &str),
     ) -> Result<TrialReport, TrialError> {
-        let backend = self.backend;
+        let tools = self.tools;
         thread::scope(|scope| {
             scope
                 .spawn(move || {
                     unshare(CloneFlags::CLONE_NEWNET).map_err(TrialError::Namespace)?;
-                    trial_in_this_namespace(backend, family, rules, empty)
+                    trial_in_this_namespace(tools, family, rules, empty)
                 })
                 .join()
                 .unwrap_or(Err(TrialError::Thread))
@@ -108,34 +108,34 @@ impl RulesetTrial for NetnsTrial {
 }
 
 fn trial_in_this_namespace(
-    backend: Backend,
+    tools: Tools,
     family: Family,
     (rules_name, rules): (&str, &str),
     (empty_name, empty): (&str, &str),
 ) -> Result<TrialReport, TrialError> {
     let save = || -> Result<String, TrialError> {
         Ok(iptables::normalize_save(&command::run(
-            backend.save_program(family),
+            tools.save_program(family),
             &["-t", "filter"],
             b"",
         )?))
     };
     let checked = |file: &str, saved: &str| {
-        ruleset::check_loaded(saved).map_err(|message| TrialError::LoadedDiffers {
+        shape::check_loaded(saved).map_err(|message| TrialError::LoadedDiffers {
             file: file.to_owned(),
             message,
         })
     };
-    load(backend, family, rules_name, rules)?;
+    load(tools, family, rules_name, rules)?;
     let first = save()?;
     checked(rules_name, &first)?;
-    load(backend, family, rules_name, rules)?;
+    load(tools, family, rules_name, rules)?;
     if save()? != first {
         return Err(TrialError::NotIdempotent {
             file: rules_name.to_owned(),
         });
     }
-    load(backend, family, empty_name, empty)?;
+    load(tools, family, empty_name, empty)?;
     let loaded_empty = save()?;
     checked(empty_name, &loaded_empty)?;
     let rule_count = first
@@ -153,8 +153,8 @@ fn trial_in_this_namespace(
     })
 }
 
-fn load(backend: Backend, family: Family, name: &str, text: &str) -> Result<(), TrialError> {
-    let program = backend.restore_program(family);
+fn load(tools: Tools, family: Family, name: &str, text: &str) -> Result<(), TrialError> {
+    let program = tools.restore_program(family);
     match command::run(program, &["-w", "-n"], text.as_bytes()) {
         Ok(_) => Ok(()),
         Err(ToolError::Failed { stderr, .. }) => {

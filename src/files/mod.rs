@@ -3,6 +3,10 @@
 //! file in the same directory and synced before any is renamed into place, unchanged
 //! files are left alone, and concurrent runs are serialized by a lock on the directory.
 
+pub mod layout;
+pub mod set;
+pub mod source;
+
 use std::fs::{self, File, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -10,8 +14,7 @@ use std::path::{Path, PathBuf};
 
 use tempfile::NamedTempFile;
 
-use crate::fileset::{FileSet, OUTPUT_LIMIT, SetState};
-use crate::source;
+use crate::files::set::{FileSet, OUTPUT_LIMIT, SetState};
 
 /// Mode of the written files: readable by all, like other files under /etc.
 pub(crate) const FILE_MODE: u32 = 0o644;

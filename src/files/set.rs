@@ -38,11 +38,11 @@ use std::io;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
+use crate::files::source;
 use crate::files::{self, WriteError, WriteSummary, io_error};
-use crate::source;
 
 /// The most one file of a set may hold, rendered or read back: far above what
-/// [`crate::ruleset::MAX_RULES`] rules take, and a bound on a file replaced by hand.
+/// [`crate::iptables::shape::MAX_RULES`] rules take, and a bound on a file replaced by hand.
 pub const OUTPUT_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// The link in the set directory that names the version in force.

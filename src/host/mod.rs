@@ -7,12 +7,14 @@
 //! `/proc/net/tcp{,6}`, `sshd_config` and `$SSH_CONNECTION` are plain functions tested
 //! on captured text.
 
+pub mod net;
+
 use std::collections::BTreeSet;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use crate::hostnet::HostNet;
+use crate::host::net::HostNet;
 
 /// Where the host's facts come from; the real one is [`LiveHost`], tests use their own.
 pub trait HostProbe {
@@ -174,7 +176,7 @@ fn sshd_ports_under(root: &Path) -> Vec<u16> {
 }
 
 fn read_or_empty(path: &Path) -> String {
-    crate::source::read_consulted(path).unwrap_or_default()
+    crate::files::source::read_consulted(path).unwrap_or_default()
 }
 
 const RTF_UP: u32 = 0x0001;

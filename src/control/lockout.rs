@@ -11,12 +11,12 @@ use std::fmt;
 
 use ipnet::IpNet;
 
-use crate::evaluate::{self, Packet, Ruleset, Transport, Verdict};
+use crate::family::Family;
+use crate::host::net::{HostNet, Interface};
 use crate::host::{HostProbe, SshConnection};
-use crate::hostnet::{HostNet, Interface};
 use crate::iptables::dump;
-use crate::policy::types::Family;
-use crate::trial::TrialReport;
+use crate::iptables::trial::TrialReport;
+use crate::iptables::walk::{self, Packet, Ruleset, Transport, Verdict};
 
 /// What the kernel loaded of each family's rules in the throwaway namespace
 /// (iptables-save text), as a trial reports it.
@@ -89,7 +89,7 @@ fn walk(ruleset: &Ruleset, session: &SshConnection, in_interface: &str) -> Optio
         }],
         ..HostNet::default()
     };
-    let walk = evaluate::walk(
+    let walk = walk::walk(
         ruleset,
         &host,
         &Packet {

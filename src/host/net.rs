@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::command;
-use crate::evaluate::Transport;
+use crate::iptables::walk::Transport;
 
 /// How many processes are looked at for docker-proxy (one per published port and
 /// family): a bound, so a host with a runaway process table cannot stall the reader.

@@ -20,15 +20,15 @@ pub struct ShippedUnit {
 pub const SHIPPED_UNITS: [ShippedUnit; 3] = [
     ShippedUnit {
         file_name: "iptables.service",
-        text: include_str!("../units/iptables.service"),
+        text: include_str!("../../units/iptables.service"),
     },
     ShippedUnit {
         file_name: "iptables@.service",
-        text: include_str!("../units/iptables@.service"),
+        text: include_str!("../../units/iptables@.service"),
     },
     ShippedUnit {
         file_name: "iptables-docker@.service",
-        text: include_str!("../units/iptables-docker@.service"),
+        text: include_str!("../../units/iptables-docker@.service"),
     },
 ];
 

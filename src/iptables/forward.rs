@@ -14,11 +14,12 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::family::Family;
 use crate::files;
-use crate::instance::Layout;
+use crate::files::layout::Layout;
 use crate::iptables::dump;
-use crate::live::LiveFirewall;
-use crate::policy::types::{Family, InstanceName};
+use crate::iptables::live::LiveFirewall;
+use crate::policy::types::InstanceName;
 
 /// The rule, as iptables-save prints it.
 pub const JUMP: &str = "-A FORWARD -j DOCKER-USER";
@@ -145,7 +146,7 @@ fn record_path(layout: &Layout, instance: &InstanceName) -> PathBuf {
 
 /// The repairs recorded for `instance` (none when nothing was ever repaired since boot).
 pub fn repairs(layout: &Layout, instance: &InstanceName) -> Repairs {
-    crate::source::read_consulted(&record_path(layout, instance))
+    crate::files::source::read_consulted(&record_path(layout, instance))
         .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or_default()
 }

@@ -6,59 +6,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use crate::fileset::{FileSet, OUTPUT_LIMIT};
+use crate::family::Family;
+use crate::files::layout::Layout;
+use crate::files::set::{FileSet, OUTPUT_LIMIT};
+use crate::files::source;
+use crate::iptables::render::{self, RenderRequest, RenderedFile, TemplateKind, Templates};
+use crate::iptables::trial::{RulesetTrial, TrialError, TrialReport};
 use crate::policy::Policy;
-use crate::policy::types::{Family, InstanceName};
-use crate::render::{self, RenderRequest, RenderedFile, TemplateKind, Templates};
-use crate::source;
-use crate::trial::{RulesetTrial, TrialError, TrialReport};
-
-/// Where things live, relative to a root directory (`/` on a live system).
-#[derive(Debug, Clone)]
-pub struct Layout {
-    root: PathBuf,
-}
-
-impl Layout {
-    /// A layout under `root`.
-    pub fn new(root: impl Into<PathBuf>) -> Layout {
-        Layout { root: root.into() }
-    }
-
-    /// The root directory.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// `path` as the booted system sees it: without the root prefix when it lies under
-    /// the root, unchanged otherwise.
-    pub fn as_booted(&self, path: &Path) -> PathBuf {
-        match path.strip_prefix(&self.root) {
-            Ok(inner) => Path::new("/").join(inner),
-            Err(_) => path.to_owned(),
-        }
-    }
-
-    /// `/etc/iptables`: policies and rendered files.
-    pub fn config_dir(&self) -> PathBuf {
-        self.root.join("etc/iptables")
-    }
-
-    /// `/etc/iptables/<instance>.toml`.
-    pub fn policy_path(&self, instance: &InstanceName) -> PathBuf {
-        self.config_dir().join(format!("{instance}.toml"))
-    }
-
-    /// `/run/iptables-ctl`: what the units record for `status` until the next boot.
-    pub fn run_dir(&self) -> PathBuf {
-        self.root.join("run/iptables-ctl")
-    }
-
-    /// `/etc/iptables/templates`: an admin's template overrides.
-    pub fn templates_dir(&self) -> PathBuf {
-        self.config_dir().join("templates")
-    }
-}
+use crate::policy::types::InstanceName;
 
 /// Loads the policy of `instance` (from `policy_path`) and renders its four files in
 /// memory, checked for shape but not yet loaded into a kernel.

@@ -1,7 +1,10 @@
 //! The command line: argument definitions (clap) and one small function per command,
 //! each a sequence of library calls. Everything the commands say goes through one
 //! [`Output`]; errors are reported by `main` with their context; exit codes come from
-//! [`crate::exit`].
+//! [`crate::cli::exit`].
+
+pub mod exit;
+pub mod output;
 
 use std::path::{Path, PathBuf};
 
@@ -9,23 +12,24 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::audit;
+use crate::cli::output::Output;
 use crate::control;
-use crate::evaluate::Endpoint;
-use crate::exit;
+use crate::control::lockout;
+use crate::control::status;
+use crate::family::Family;
+use crate::files::layout::Layout;
 use crate::files::{self, DirLock};
 use crate::host::{HostProbe, LiveHost, StagedHost};
-use crate::instance::{self, Layout};
-use crate::iptables::Backend;
-use crate::live::SystemFirewall;
-use crate::lockout;
-use crate::output::Output;
-use crate::policy::types::{Family, InstanceName};
-use crate::render::{RenderedFile, TemplateKind, output_file_name};
-use crate::starter::{self, StarterFacts};
-use crate::status;
+use crate::iptables::Tools;
+use crate::iptables::instance;
+use crate::iptables::live::SystemFirewall;
+use crate::iptables::render::{RenderedFile, TemplateKind, output_file_name};
+use crate::iptables::trial::NetnsTrial;
+use crate::iptables::walk::Endpoint;
+use crate::policy::starter::{self, StarterFacts};
+use crate::policy::types::InstanceName;
 use crate::systemd::JobKind;
 use crate::systemd::bus::SystemdBus;
-use crate::trial::NetnsTrial;
 
 /// Keeps a Docker host behind an iptables firewall that Docker cannot bypass or clobber.
 #[derive(Debug, Parser)]
@@ -70,9 +74,10 @@ pub enum Command {
         /// when not root; the files are then only checked for shape).
         #[arg(long)]
         no_kernel_check: bool,
-        /// iptables implementation used for the kernel check.
-        #[arg(long, value_enum, default_value_t)]
-        backend: BackendArg,
+        /// iptables implementation used for the kernel check (`--backend` is an older
+        /// spelling, kept for scripts).
+        #[arg(long, visible_alias = "backend", value_enum, default_value_t)]
+        iptables: ToolsArg,
     },
     /// Validate the policy, then load the rendered files into a throwaway network
     /// namespace with the kernel's own parser. Writes nothing.
@@ -80,9 +85,10 @@ pub enum Command {
         /// Instance name.
         #[arg(default_value = "base")]
         instance: InstanceName,
-        /// iptables implementation to check with.
-        #[arg(long, value_enum, default_value_t)]
-        backend: BackendArg,
+        /// iptables implementation to check with (`--backend` is an older spelling,
+        /// kept for scripts).
+        #[arg(long, visible_alias = "backend", value_enum, default_value_t)]
+        iptables: ToolsArg,
     },
     /// Render and check the policy (writing the starter policy first if there is none),
     /// install the systemd units, enable them and start the instance. Refuses when
@@ -206,9 +212,9 @@ pub enum UmbrellaAction {
     Reload,
 }
 
-/// `--backend`.
+/// `--iptables`: which iptables programs the kernel check runs.
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
-pub enum BackendArg {
+pub enum ToolsArg {
     /// iptables-restore as installed (what the units run).
     #[default]
     System,
@@ -218,12 +224,12 @@ pub enum BackendArg {
     Legacy,
 }
 
-impl From<BackendArg> for Backend {
-    fn from(arg: BackendArg) -> Backend {
+impl From<ToolsArg> for Tools {
+    fn from(arg: ToolsArg) -> Tools {
         match arg {
-            BackendArg::System => Backend::System,
-            BackendArg::Nft => Backend::Nft,
-            BackendArg::Legacy => Backend::Legacy,
+            ToolsArg::System => Tools::System,
+            ToolsArg::Nft => Tools::Nft,
+            ToolsArg::Legacy => Tools::Legacy,
         }
     }
 }
@@ -262,7 +268,7 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
             instance,
             stdout,
             no_kernel_check,
-            backend,
+            iptables,
         } => render(
             &layout,
             instance,
@@ -270,15 +276,15 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
             host,
             *stdout,
             !*no_kernel_check,
-            (*backend).into(),
+            (*iptables).into(),
             out,
         ),
-        Command::Check { instance, backend } => check(
+        Command::Check { instance, iptables } => check(
             &layout,
             instance,
             &policy_path(instance),
             host,
-            (*backend).into(),
+            (*iptables).into(),
             out,
         ),
         Command::Install {
@@ -439,7 +445,7 @@ fn require_live_host(cli: &Cli, command: &str, needs: &str, why_root: &str) -> a
 
 /// The host and kernel check every live command uses.
 const SYSTEM_TRIAL: NetnsTrial = NetnsTrial {
-    backend: Backend::System,
+    tools: Tools::System,
 };
 
 fn staged(cli: &Cli) -> bool {
@@ -499,8 +505,8 @@ fn init(
     for line in starter::summary(&facts, &policy) {
         writeln!(out, "  {line}");
     }
-    let others = crate::conflicts::other_instances(layout.root(), instance);
-    if crate::conflicts::enabled_under(layout.root(), instance) {
+    let others = crate::control::conflicts::other_instances(layout.root(), instance);
+    if crate::control::conflicts::enabled_under(layout.root(), instance) {
         writeln!(
             out,
             "next: review it, then `iptables-ctl check {instance}` and `iptables-ctl reload {instance}`"
@@ -528,7 +534,7 @@ fn render(
     host: &dyn HostProbe,
     stdout: bool,
     kernel_check: bool,
-    backend: Backend,
+    tools: Tools,
     out: &mut Output,
 ) -> anyhow::Result<u8> {
     let dir = layout.config_dir();
@@ -540,7 +546,7 @@ fn render(
     let (policy, rendered) = instance::render_instance(layout, instance, policy_path)?;
     control::warn_interface_problems(&policy, host, out);
     if kernel_check {
-        let reports = instance::prove(&policy, &rendered, &NetnsTrial { backend })
+        let reports = instance::prove(&policy, &rendered, &NetnsTrial { tools })
             .context("kernel check of the rendered files failed; nothing was written (--no-kernel-check skips the check)")?;
         warn_lockouts(host, reports, out);
     }
@@ -557,7 +563,9 @@ fn render(
     for line in summary.lines() {
         writeln!(out, "{line}");
     }
-    if crate::conflicts::enabled_under(layout.root(), instance) && !summary.written.is_empty() {
+    if crate::control::conflicts::enabled_under(layout.root(), instance)
+        && !summary.written.is_empty()
+    {
         writeln!(
             out,
             "iptables@{instance}.service is installed: these files are loaded at the next boot or Docker start; `iptables-ctl reload {instance}` loads them now (render does not)"
@@ -569,7 +577,7 @@ fn render(
 /// Warns about SSH sessions that rules as loaded in `reports` would lock out.
 fn warn_lockouts(
     host: &dyn HostProbe,
-    reports: Vec<(Family, crate::trial::TrialReport)>,
+    reports: Vec<(Family, crate::iptables::trial::TrialReport)>,
     out: &mut Output,
 ) {
     let loaded = lockout::loaded_rules(reports);
@@ -585,15 +593,15 @@ fn check(
     instance: &InstanceName,
     policy_path: &Path,
     host: &dyn HostProbe,
-    backend: Backend,
+    tools: Tools,
     out: &mut Output,
 ) -> anyhow::Result<u8> {
     let (policy, rendered) = instance::render_instance(layout, instance, policy_path)?;
     writeln!(out, "policy {} is valid", policy_path.display());
     control::warn_interface_problems(&policy, host, out);
-    let reports = instance::prove(&policy, &rendered, &NetnsTrial { backend })?;
+    let reports = instance::prove(&policy, &rendered, &NetnsTrial { tools })?;
     for (family, report) in &reports {
-        let restore = backend.restore_program(*family);
+        let restore = tools.restore_program(*family);
         let rules = output_file_name(instance, *family, TemplateKind::Rules);
         let empty = output_file_name(instance, *family, TemplateKind::Empty);
         writeln!(

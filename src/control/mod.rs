@@ -12,29 +12,36 @@
 //! starts (`iptables-docker@`), which stops with it. "Stopped" means stopped until
 //! started: a Docker restart does not bring the rules back.
 
+pub mod conflicts;
+pub mod lockout;
+pub mod status;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
-use crate::conflicts::{self, Conflict, ConflictFacts};
-use crate::exit;
+use crate::cli::exit;
+use crate::cli::output::Output;
+use crate::control::conflicts::{Conflict, ConflictFacts};
+use crate::control::lockout::LoadedRules;
+use crate::family::Family;
+use crate::files::layout::Layout;
+use crate::files::source;
 use crate::files::{self, DirLock, Snapshot};
-use crate::forward::{self, Finding};
 use crate::host::HostProbe;
-use crate::instance::{self, Layout};
-use crate::live::LiveFirewall;
-use crate::lockout::{self, LoadedRules};
-use crate::output::Output;
+use crate::iptables::forward::{self, Finding};
+use crate::iptables::instance;
+use crate::iptables::live::LiveFirewall;
+use crate::iptables::render::RenderedFile;
+use crate::iptables::trial::RulesetTrial;
 use crate::policy::Policy;
-use crate::policy::types::{Family, InstanceName};
-use crate::render::RenderedFile;
-use crate::source;
-use crate::starter::{self, StarterFacts};
-use crate::status;
+use crate::policy::starter::{self, StarterFacts};
+use crate::policy::types::InstanceName;
+use crate::systemd::units::{
+    self, ADMIN_UNIT_DIR, InstanceUnits, PACKAGE_UNIT_DIRS, SHIPPED_UNITS,
+};
 use crate::systemd::{JobKind, JobResult, ServiceManager, journal};
-use crate::trial::RulesetTrial;
-use crate::units::{self, ADMIN_UNIT_DIR, InstanceUnits, PACKAGE_UNIT_DIRS, SHIPPED_UNITS};
 
 /// How many journal lines a failure report shows.
 const JOURNAL_LINES: usize = 15;
@@ -730,7 +737,7 @@ fn load_pass_through(target: &Target<'_>, out: &mut Output) -> anyhow::Result<()
             target.layout,
             target.instance,
             family,
-            crate::render::TemplateKind::Empty,
+            crate::iptables::render::TemplateKind::Empty,
         )?;
         target
             .firewall
@@ -1001,12 +1008,12 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
+    use crate::control::status::StatusReport;
     use crate::host::SshConnection;
-    use crate::hostnet::HostNet;
-    use crate::live::LiveState;
-    use crate::status::StatusReport;
+    use crate::host::net::HostNet;
+    use crate::iptables::live::LiveState;
+    use crate::iptables::trial::{TrialError, TrialReport};
     use crate::systemd::{SystemdError, UnitFileChange, UnitStatus};
-    use crate::trial::{TrialError, TrialReport};
 
     /// A host with eth0, no SSH session, and an empty network.
     struct FakeHost;
@@ -1041,13 +1048,13 @@ mod tests {
     struct QuietFirewall;
 
     impl LiveFirewall for QuietFirewall {
-        fn backend(&self) -> Option<crate::iptables::BackendKind> {
+        fn variant(&self) -> Option<crate::iptables::Variant> {
             None
         }
         fn save(&self, _family: Family) -> Result<String, crate::command::ToolError> {
             Ok(String::new())
         }
-        fn save_other_backend(&self) -> Option<String> {
+        fn save_other_variant(&self) -> Option<String> {
             None
         }
         fn restore(&self, _family: Family, _text: &str) -> Result<(), crate::command::ToolError> {
@@ -1425,7 +1432,7 @@ mod tests {
             docker_unit: unit("inactive"),
             docker: unit("inactive"),
             live: Some(LiveState {
-                backend: None,
+                variant: None,
                 families: Vec::new(),
             }),
             live_error: None,

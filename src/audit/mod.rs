@@ -19,12 +19,13 @@ use std::path::Path;
 
 use anyhow::{Context as _, bail};
 
-use crate::evaluate::{self, Endpoint, Packet, Ruleset, Transport, Verdict, Walk};
+use crate::family::Family;
 use crate::host::HostProbe;
-use crate::hostnet::HostNet;
+use crate::host::net::HostNet;
+use crate::iptables::live::{self, LiveFirewall};
 use crate::iptables::rule::{Match, Proto, Target};
-use crate::live::{self, LiveFirewall};
-use crate::policy::types::{Family, Proto as PolicyProto};
+use crate::iptables::walk::{self, Endpoint, Packet, Ruleset, Transport, Verdict, Walk};
+use crate::policy::types::Proto as PolicyProto;
 use crate::policy::{DockerDefault, ExternalInterfaces, Policy};
 
 /// How clients reach a published port.
@@ -231,7 +232,7 @@ impl<'a> AuditedRuleset<'a> {
         let mut decided_by: Vec<String> = Vec::new();
         let mut unknown = None;
         for (first, last) in &pieces {
-            let walk = evaluate::walk(
+            let walk = walk::walk(
                 ruleset,
                 host,
                 &Packet {
@@ -752,7 +753,7 @@ pub fn explain_live(
     };
     let family = Family::of(&to.address);
     let ruleset = live::ruleset(firewall, family)?;
-    Ok(evaluate::walk(
+    Ok(walk::walk(
         &ruleset,
         host,
         &Packet {
@@ -774,7 +775,7 @@ mod tests {
     const RULES: &str = "*nat\n:PREROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80\n-A DOCKER ! -i docker0 -p tcp -m tcp --dport 9090 -j DNAT --to-destination 172.17.0.2:9090\n-A DOCKER -d 203.0.113.10/32 ! -i docker0 -p udp -m udp --dport 5353 -j DNAT --to-destination 172.17.0.2:53\nCOMMIT\n*filter\n:FORWARD DROP [0:0]\n:DOCKER - [0:0]\n:DOCKER-USER - [0:0]\n-A FORWARD -j DOCKER-USER\n-A FORWARD -o docker0 -j DOCKER\n-A DOCKER -d 172.17.0.2/32 -o docker0 -j ACCEPT\n-A DOCKER-USER -s 192.0.2.0/25 -m conntrack --ctstate DNAT --ctorigdstport 8080 -j RETURN\n-A DOCKER-USER -m iprange --src-range 198.51.100.10-198.51.100.20 -m conntrack --ctorigdstport 8080 -j RETURN\n-A DOCKER-USER -p udp -j RETURN\n-A DOCKER-USER -i eth0 -o docker0 -j DROP\nCOMMIT\n";
 
     fn host() -> HostNet {
-        crate::hostnet::docker_test_host()
+        crate::host::net::docker_test_host()
     }
 
     fn exposures(policy: Option<&Policy>) -> Vec<Exposure> {
@@ -873,9 +874,9 @@ mod tests {
         // port's source space is cut in 7 pieces, one walk each, every walk linear.
         let text = format!(
             "*nat\n:PREROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80\n-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8443 -j DNAT --to-destination 172.17.0.2:443\nCOMMIT\n{}",
-            evaluate::jump_dag(12, 8)
+            walk::jump_dag(12, 8)
         );
-        let report = evaluate::within_a_minute("the audit of a 12 x 8 DAG", move || {
+        let report = walk::within_a_minute("the audit of a 12 x 8 DAG", move || {
             let ruleset = Ruleset::new(&dump::parse(&text).unwrap());
             audit(
                 &[(Family::Ipv4, ruleset)],

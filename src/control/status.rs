@@ -12,16 +12,16 @@
 use serde::Serialize;
 
 use crate::audit::{self, AuditReport};
+use crate::cli::exit;
 use crate::control::Target;
-use crate::evaluate::Ruleset;
-use crate::exit;
-use crate::forward;
-use crate::instance;
-use crate::live::{self, LiveState};
+use crate::family::Family;
+use crate::iptables::forward;
+use crate::iptables::instance;
+use crate::iptables::live::{self, LiveState};
+use crate::iptables::walk::Ruleset;
 use crate::policy::Policy;
-use crate::policy::types::Family;
+use crate::systemd::units::InstanceUnits;
 use crate::systemd::{ServiceManager, UnitStatus};
-use crate::units::InstanceUnits;
 
 /// The outcome of `status`, also its `--json` form.
 #[derive(Debug, Clone, Serialize)]
@@ -235,7 +235,7 @@ fn policy_problems(target: &Target<'_>, problems: &mut Vec<String>) -> Option<Po
 }
 
 impl StatusReport {
-    /// The exit code this report deserves (see [`crate::exit`]).
+    /// The exit code this report deserves (see [`crate::cli::exit`]).
     pub fn exit_code(&self) -> u8 {
         if !self.installed {
             exit::NOT_INSTALLED
@@ -290,7 +290,7 @@ impl StatusReport {
         };
         text.push_str(&format!(
             "backend: {}\n",
-            live.backend.map_or("unknown".to_owned(), |b| b.to_string())
+            live.variant.map_or("unknown".to_owned(), |b| b.to_string())
         ));
         if !self.unit.is_active() {
             if live.families.iter().all(|f| f.rules_match) {

@@ -10,9 +10,8 @@
 
 use serde::Serialize;
 
-use crate::policy::types::{
-    AddressRef, Comment, Family, InterfaceName, Network, PortRange, Ports, Proto,
-};
+use crate::family::Family;
+use crate::policy::types::{AddressRef, Comment, InterfaceName, Network, PortRange, Ports, Proto};
 use crate::policy::{
     ContainerAccess, DenyAction, DockerDefault, OutboundPolicy, Policy, Published, RawChain,
 };

@@ -4,7 +4,7 @@
 //! The policy is first turned into a typed context ([`context`]) whose strings are all
 //! composed from validated values; the templates (built in, or an admin's copy under
 //! `/etc/iptables/templates/`) lay the rules out; the output gets a header naming its
-//! source and is checked by [`crate::ruleset::check_shape`] before anyone sees it.
+//! source and is checked by [`crate::iptables::shape::check_shape`] before anyone sees it.
 
 pub mod context;
 
@@ -15,21 +15,22 @@ use std::time::{Duration, Instant};
 
 use tera::Tera;
 
-use crate::fileset::OUTPUT_LIMIT;
+use crate::family::Family;
+use crate::files::set::OUTPUT_LIMIT;
+use crate::files::source::{self, SourceError};
+use crate::iptables::shape::{self, ShapeError};
 use crate::policy::Policy;
-use crate::policy::types::{Family, InstanceName};
-use crate::ruleset::{self, ShapeError};
-use crate::source::{self, SourceError};
+use crate::policy::types::InstanceName;
 
 /// The built-in templates, embedded at build time.
 const BUILT_IN: [(TemplateKind, &str); 2] = [
     (
         TemplateKind::Rules,
-        include_str!("../../templates/rules.tera"),
+        include_str!("../../../templates/rules.tera"),
     ),
     (
         TemplateKind::Empty,
-        include_str!("../../templates/empty.tera"),
+        include_str!("../../../templates/empty.tera"),
     ),
 ];
 
@@ -89,7 +90,7 @@ pub enum RenderError {
     #[error(
         "template {template}: its output exceeds {limit} bytes (the limit keeps every run bounded; a rendered file holds at most {max_rules} rules)",
         limit = OUTPUT_LIMIT,
-        max_rules = ruleset::MAX_RULES
+        max_rules = shape::MAX_RULES
     )]
     TooLarge {
         /// The template's path, or `built-in rules.tera`.
@@ -255,7 +256,7 @@ pub fn render(
         if text.len() as u64 > OUTPUT_LIMIT {
             return Err(RenderError::TooLarge { template: name });
         }
-        ruleset::check_shape(&text).map_err(|error| RenderError::Shape {
+        shape::check_shape(&text).map_err(|error| RenderError::Shape {
             file: file_name.clone(),
             template: name.clone(),
             error,

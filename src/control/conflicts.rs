@@ -11,13 +11,13 @@ use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::iptables::BackendKind;
+use crate::files::source;
+use crate::iptables::Variant;
 use crate::iptables::dump;
-use crate::live::LiveFirewall;
+use crate::iptables::live::LiveFirewall;
 use crate::policy::types::InstanceName;
-use crate::source;
 use crate::systemd::ServiceManager;
-use crate::units::{self, ADMIN_UNIT_DIR, PACKAGE_UNIT_DIRS};
+use crate::systemd::units::{self, ADMIN_UNIT_DIR, PACKAGE_UNIT_DIRS};
 
 /// Unit names another firewall may own. We ship neither `ip6tables.service` nor any
 /// alias, so every such file that is not ours belongs to someone else.
@@ -41,7 +41,7 @@ pub struct ForeignUnit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendFacts {
     /// What `iptables` is on this host.
-    pub system: BackendKind,
+    pub system: Variant,
     /// The other backend holds a `DOCKER` chain (Docker talks to the other one).
     pub docker_in_other: bool,
 }
@@ -266,8 +266,8 @@ pub fn other_instances(root: &Path, instance: &InstanceName) -> Vec<String> {
 /// Which backend `iptables` is, and whether Docker's chains sit in the other one.
 /// None when the tools cannot tell (iptables missing, or only one backend installed).
 fn backend_facts(firewall: &dyn LiveFirewall) -> Option<BackendFacts> {
-    let system = firewall.backend()?;
-    let other = dump::parse(&firewall.save_other_backend()?).ok()?;
+    let system = firewall.variant()?;
+    let other = dump::parse(&firewall.save_other_variant()?).ok()?;
     Some(BackendFacts {
         system,
         docker_in_other: other.declares("DOCKER"),
@@ -295,7 +295,7 @@ mod tests {
             }],
             other_instances: vec!["lab".to_owned()],
             backend: Some(BackendFacts {
-                system: BackendKind::Nft,
+                system: Variant::Nft,
                 docker_in_other: true,
             }),
         };

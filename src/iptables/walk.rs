@@ -28,7 +28,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::hostnet::HostNet;
+use crate::host::net::HostNet;
 use crate::iptables::dump::Dump;
 use crate::iptables::rule::{self, CtState, Match, Neg, Proto, Rule, SetDirection, Target};
 use crate::policy::types::interface_pattern_matches;
@@ -770,7 +770,7 @@ mod tests {
     use crate::iptables::dump;
 
     fn host() -> HostNet {
-        crate::hostnet::docker_test_host()
+        crate::host::net::docker_test_host()
     }
 
     const DOCKER: &str = "*nat\n:PREROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80\nCOMMIT\n*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:DOCKER - [0:0]\n:DOCKER-USER - [0:0]\n-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\n-A INPUT -p tcp -j REJECT --reject-with tcp-reset\n-A FORWARD -j DOCKER-USER\n-A FORWARD -o docker0 -j DOCKER\n-A DOCKER -d 172.17.0.2/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 -j ACCEPT\n-A DOCKER-USER -s 192.0.2.0/24 -m conntrack --ctstate DNAT --ctorigdstport 8080 -j RETURN\n-A DOCKER-USER -i eth0 -o docker0 -j DROP\n-A DOCKER-USER -j RETURN\nCOMMIT\n";

@@ -8,13 +8,15 @@
 use serde::Serialize;
 
 use crate::command::{self, ToolError};
-use crate::evaluate::Ruleset;
-use crate::instance::{self, Layout};
+use crate::family::Family;
+use crate::files::layout::Layout;
 use crate::iptables::dump::{self, Dump};
-use crate::iptables::{self, Backend, BackendKind};
-use crate::policy::types::{Family, InstanceName};
-use crate::ruleset::OWNED_CHAINS;
-use crate::trial::RulesetTrial;
+use crate::iptables::instance;
+use crate::iptables::shape::OWNED_CHAINS;
+use crate::iptables::trial::RulesetTrial;
+use crate::iptables::walk::Ruleset;
+use crate::iptables::{self, Tools, Variant};
+use crate::policy::types::InstanceName;
 
 /// Docker appends this to DOCKER-USER when it (re)creates the chain; it changes nothing
 /// after our own final RETURN, so it is not drift.
@@ -24,11 +26,11 @@ const DOCKER_OWN_RETURN: &str = "-A DOCKER-USER -j RETURN";
 /// on the host, so the flows that read it can be exercised without touching a kernel.
 pub trait LiveFirewall {
     /// What `iptables` drives on this host, when it says.
-    fn backend(&self) -> Option<BackendKind>;
+    fn variant(&self) -> Option<Variant>;
     /// `iptables-save` (or `ip6tables-save`) of the system backend.
     fn save(&self, family: Family) -> Result<String, ToolError>;
     /// `iptables-save` of the backend `iptables` does not drive, if its tools exist.
-    fn save_other_backend(&self) -> Option<String>;
+    fn save_other_variant(&self) -> Option<String>;
     /// Loads `text` with `iptables-restore -w -n` (or ip6tables-restore) of the system
     /// backend: the one change made outside systemd's units (FORWARD's jump).
     fn restore(&self, family: Family, text: &str) -> Result<(), ToolError>;
@@ -39,24 +41,24 @@ pub trait LiveFirewall {
 pub struct SystemFirewall;
 
 impl LiveFirewall for SystemFirewall {
-    fn backend(&self) -> Option<BackendKind> {
+    fn variant(&self) -> Option<Variant> {
         command::run("iptables", &["-V"], b"")
             .ok()
-            .and_then(|v| iptables::backend_from_version(&v))
+            .and_then(|v| iptables::variant_from_version(&v))
     }
 
     fn save(&self, family: Family) -> Result<String, ToolError> {
-        command::run(Backend::System.save_program(family), &[], b"")
+        command::run(Tools::System.save_program(family), &[], b"")
     }
 
-    fn save_other_backend(&self) -> Option<String> {
-        let other = self.backend()?.other();
+    fn save_other_variant(&self) -> Option<String> {
+        let other = self.variant()?.other();
         command::run(&format!("iptables-{}-save", other.tool_suffix()), &[], b"").ok()
     }
 
     fn restore(&self, family: Family, text: &str) -> Result<(), ToolError> {
         command::run(
-            Backend::System.restore_program(family),
+            Tools::System.restore_program(family),
             &["-w", "-n"],
             text.as_bytes(),
         )
@@ -70,7 +72,7 @@ fn parse_save(family: Family, save: &str) -> anyhow::Result<Dump> {
     dump::parse(save).with_context(|| {
         format!(
             "cannot read {}'s output",
-            Backend::System.save_program(family)
+            Tools::System.save_program(family)
         )
     })
 }
@@ -122,14 +124,15 @@ pub struct FamilyState {
     /// FORWARD's first rule, when it is not the jump.
     pub forward_first: Option<String>,
     /// What iptables-ctl had to repair in FORWARD since boot (filled in by `status`).
-    pub forward_repair: Option<crate::forward::Repair>,
+    pub forward_repair: Option<crate::iptables::forward::Repair>,
 }
 
 /// The live firewall.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LiveState {
     /// What `iptables` drives on this host.
-    pub backend: Option<BackendKind>,
+    #[serde(rename = "backend")]
+    pub variant: Option<Variant>,
     /// Per family.
     pub families: Vec<FamilyState>,
 }
@@ -172,7 +175,9 @@ pub fn compare(family: Family, expected: &Dump, live: &Dump) -> FamilyState {
         .table("filter")
         .and_then(|t| t.rules_of("FORWARD").next())
         .map(|rule| rule.text());
-    let docker_user_first = first.as_ref().map(|rule| rule == crate::forward::JUMP);
+    let docker_user_first = first
+        .as_ref()
+        .map(|rule| rule == crate::iptables::forward::JUMP);
     FamilyState {
         family: family.to_string(),
         in_force: rules_match && docker_user_first == Some(true),
@@ -181,7 +186,7 @@ pub fn compare(family: Family, expected: &Dump, live: &Dump) -> FamilyState {
         missing,
         unexpected,
         docker_user_first,
-        forward_first: first.filter(|rule| rule != crate::forward::JUMP),
+        forward_first: first.filter(|rule| rule != crate::iptables::forward::JUMP),
         forward_repair: None,
     }
 }
@@ -215,9 +220,9 @@ fn inspect_against(
     instance: &InstanceName,
     trial: &dyn RulesetTrial,
     firewall: &dyn LiveFirewall,
-    expected_of: impl Fn(&crate::trial::TrialReport) -> &String,
+    expected_of: impl Fn(&crate::iptables::trial::TrialReport) -> &String,
 ) -> anyhow::Result<LiveState> {
-    let backend = firewall.backend();
+    let variant = firewall.variant();
     let mut families = Vec::new();
     for family in Family::ALL {
         let report = instance::prove_on_disk(layout, instance, family, trial)?;
@@ -225,7 +230,7 @@ fn inspect_against(
         let expected = parse_save(family, expected_of(&report))?;
         families.push(compare(family, &expected, &live));
     }
-    Ok(LiveState { backend, families })
+    Ok(LiveState { variant, families })
 }
 
 #[cfg(test)]

@@ -1,0 +1,54 @@
+//! Where an instance's files live, relative to a root directory: `/` on a live system,
+//! or a staged tree (`--root`) that boots later. Every path the tool reads or writes
+//! is derived here, so a staged run never touches the host it runs on.
+
+use std::path::{Path, PathBuf};
+
+use crate::policy::types::InstanceName;
+
+/// Where things live, relative to a root directory (`/` on a live system).
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    /// A layout under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Layout {
+        Layout { root: root.into() }
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `path` as the booted system sees it: without the root prefix when it lies under
+    /// the root, unchanged otherwise.
+    pub fn as_booted(&self, path: &Path) -> PathBuf {
+        match path.strip_prefix(&self.root) {
+            Ok(inner) => Path::new("/").join(inner),
+            Err(_) => path.to_owned(),
+        }
+    }
+
+    /// `/etc/iptables`: policies and rendered files.
+    pub fn config_dir(&self) -> PathBuf {
+        self.root.join("etc/iptables")
+    }
+
+    /// `/etc/iptables/<instance>.toml`.
+    pub fn policy_path(&self, instance: &InstanceName) -> PathBuf {
+        self.config_dir().join(format!("{instance}.toml"))
+    }
+
+    /// `/run/iptables-ctl`: what the units record for `status` until the next boot.
+    pub fn run_dir(&self) -> PathBuf {
+        self.root.join("run/iptables-ctl")
+    }
+
+    /// `/etc/iptables/templates`: an admin's template overrides.
+    pub fn templates_dir(&self) -> PathBuf {
+        self.config_dir().join("templates")
+    }
+}
