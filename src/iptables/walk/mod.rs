@@ -21,6 +21,15 @@
 //! looks at no more than [`MAX_RULE_VISITS`] rules: past that the verdict is
 //! [`Verdict::Unknown`], saying the rules are too complex to walk and naming the limit,
 //! never a guess.
+//!
+//! This file owns the walk itself (built-in chains in the kernel's order, jumps, the
+//! memo of chains that returned, the verdict and its steps); `ruleset.rs` the parsed
+//! ruleset it walks, `matching.rs` whether one rule matches the packet, and
+//! `packet.rs` the probe and its endpoint.
+
+mod matching;
+mod packet;
+mod ruleset;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -29,9 +38,11 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::host::net::HostNet;
-use crate::iptables::dump::Dump;
-use crate::iptables::rule::{self, CtState, Match, Neg, Proto, Rule, SetDirection, Target};
-use crate::policy::types::interface_pattern_matches;
+use crate::iptables::rule::Target;
+
+use matching::{State, Truth, conditions};
+pub use packet::{Endpoint, Packet, Transport};
+pub use ruleset::Ruleset;
 
 /// How deep jumps may nest before the walk gives up (the kernel allows no loops).
 const MAX_DEPTH: usize = 64;
@@ -43,98 +54,6 @@ const MAX_DEPTH: usize = 64;
 /// by one packet comes near; the limit bounds the time and the memory (the steps) of
 /// one walk whatever the input.
 pub const MAX_RULE_VISITS: usize = 1_000_000;
-
-/// The transport protocol of a probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    /// TCP (the first packet is a SYN).
-    Tcp,
-    /// UDP.
-    Udp,
-}
-
-impl fmt::Display for Transport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Transport::Tcp => "tcp",
-            Transport::Udp => "udp",
-        })
-    }
-}
-
-/// The first packet of a connection arriving at the host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Packet {
-    /// Source address.
-    pub source: IpAddr,
-    /// Destination address, as the client dialed it.
-    pub destination: IpAddr,
-    /// Protocol.
-    pub transport: Transport,
-    /// Source port.
-    pub source_port: u16,
-    /// Destination port, as the client dialed it.
-    pub destination_port: u16,
-    /// The interface it arrives on.
-    pub in_interface: String,
-}
-
-/// A parsed ruleset of one family: every table's chains, rules and policies.
-#[derive(Debug, Clone, Default)]
-pub struct Ruleset {
-    tables: HashMap<String, ParsedTable>,
-}
-
-#[derive(Debug, Clone, Default)]
-struct ParsedTable {
-    policies: HashMap<String, Option<String>>,
-    chains: HashMap<String, Vec<Rule>>,
-}
-
-impl Ruleset {
-    /// Parses every rule of a dump.
-    pub fn new(dump: &Dump) -> Ruleset {
-        let mut tables = HashMap::new();
-        for table in &dump.tables {
-            let mut parsed = ParsedTable::default();
-            for chain in &table.chains {
-                parsed
-                    .policies
-                    .insert(chain.name.clone(), chain.policy.clone());
-                parsed.chains.entry(chain.name.clone()).or_default();
-            }
-            for line in &table.rules {
-                parsed
-                    .chains
-                    .entry(line.chain.clone())
-                    .or_default()
-                    .push(rule::parse(line));
-            }
-            tables.insert(table.name.clone(), parsed);
-        }
-        Ruleset { tables }
-    }
-
-    /// The rules of `table`'s `chain`, in order (empty when absent).
-    pub fn rules(&self, table: &str, chain: &str) -> &[Rule] {
-        self.tables
-            .get(table)
-            .and_then(|t| t.chains.get(chain))
-            .map_or(&[], Vec::as_slice)
-    }
-
-    /// Names of the chains of `table`.
-    pub fn chains(&self, table: &str) -> Vec<&str> {
-        let mut names: Vec<&str> = self
-            .tables
-            .get(table)
-            .map(|t| t.chains.keys().map(String::as_str).collect())
-            .unwrap_or_default();
-        names.sort_unstable();
-        names
-    }
-}
 
 /// What happens to the packet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -212,22 +131,6 @@ pub struct Walk {
     /// nothing beyond the rule that jumps to it. Not part of the report.
     #[serde(skip)]
     pub rule_visits: usize,
-}
-
-/// What the packet looks like at a point of the walk.
-struct State<'a> {
-    packet: &'a Packet,
-    destination: IpAddr,
-    destination_port: u16,
-    dnat: bool,
-    out_interface: Option<String>,
-}
-
-/// How a rule's conditions came out.
-enum Truth {
-    Yes,
-    No,
-    Unsure(String),
 }
 
 /// How a chain ended.
@@ -360,33 +263,31 @@ struct Walker<'a> {
 impl<'a> Walker<'a> {
     /// Runs a built-in chain; falling off its end applies its policy.
     fn run_builtin(&mut self, table: &str, chain: &str, state: &State<'_>) -> ChainEnd {
-        let Some(parsed) = self.ruleset.tables.get(table) else {
+        let ruleset = self.ruleset;
+        if !ruleset.has_table(table) {
             return ChainEnd::Return;
-        };
+        }
         // What is remembered holds for this packet as it is now: forgotten when the
         // built-in chain ends (DNAT and the routing decision change it in between).
         let mut returned = ReturnedChains::new();
         match self.run_chain(table, chain, state, &mut returned, 0).0 {
-            ChainEnd::Return => {
-                let policy = parsed.policies.get(chain).cloned().flatten();
-                match policy.as_deref() {
-                    None | Some("ACCEPT") => ChainEnd::Return,
-                    Some(policy) => {
-                        self.steps.push(Step {
-                            table: table.to_owned(),
-                            chain: chain.to_owned(),
-                            line: None,
-                            what: format!("policy {policy}"),
-                        });
-                        ChainEnd::Verdict(match policy {
-                            "DROP" => Verdict::Drop,
-                            other => Verdict::Unknown {
-                                reason: format!("{table} {chain} policy {other}"),
-                            },
-                        })
-                    }
+            ChainEnd::Return => match ruleset.policy(table, chain) {
+                None | Some("ACCEPT") => ChainEnd::Return,
+                Some(policy) => {
+                    self.steps.push(Step {
+                        table: table.to_owned(),
+                        chain: chain.to_owned(),
+                        line: None,
+                        what: format!("policy {policy}"),
+                    });
+                    ChainEnd::Verdict(match policy {
+                        "DROP" => Verdict::Drop,
+                        other => Verdict::Unknown {
+                            reason: format!("{table} {chain} policy {other}"),
+                        },
+                    })
                 }
-            }
+            },
             other => other,
         }
     }
@@ -452,11 +353,7 @@ impl<'a> Walker<'a> {
                     }
                 }
                 Target::Jump(target) | Target::Goto(target) => {
-                    if !ruleset
-                        .tables
-                        .get(table)
-                        .is_some_and(|t| t.chains.contains_key(target))
-                    {
+                    if !ruleset.has_chain(table, target) {
                         let verdict = Verdict::Unknown {
                             reason: format!(
                                 "target {target} of line {} is not a chain of {table}",
@@ -522,165 +419,6 @@ impl<'a> Walker<'a> {
             );
         }
         (end, reached)
-    }
-}
-
-/// Whether every condition of `rule` holds for the packet in `state`.
-fn conditions(rule: &Rule, host: &HostNet, state: &State<'_>) -> Truth {
-    let mut unsure = rule
-        .unknown
-        .first()
-        .map(|u| format!("`{u}` is not understood"));
-    for condition in &rule.matches {
-        match condition_holds(condition, host, state) {
-            Some(true) => {}
-            Some(false) => return Truth::No,
-            None => {
-                unsure.get_or_insert_with(|| format!("{condition:?} cannot be decided"));
-            }
-        }
-    }
-    match unsure {
-        Some(why) => Truth::Unsure(why),
-        None => Truth::Yes,
-    }
-}
-
-fn negate<T>(neg: &Neg<T>, holds: bool) -> bool {
-    holds != neg.negated
-}
-
-/// One condition: Some(holds), or None when it cannot be decided.
-fn condition_holds(condition: &Match, host: &HostNet, state: &State<'_>) -> Option<bool> {
-    let packet = state.packet;
-    let in_range = |(low, high): (IpAddr, IpAddr), address: IpAddr| {
-        low.is_ipv6() == address.is_ipv6() && low <= address && address <= high
-    };
-    let address_type = |kind: &str, address: IpAddr| -> Option<bool> {
-        match kind {
-            "LOCAL" => Some(host.is_local(address)),
-            "UNICAST" => {
-                Some(!address.is_multicast() && address != IpAddr::from([255, 255, 255, 255]))
-            }
-            "MULTICAST" => Some(address.is_multicast()),
-            "BROADCAST" => Some(address == IpAddr::from([255, 255, 255, 255])),
-            _ => None,
-        }
-    };
-    Some(match condition {
-        Match::Source(n) => negate(n, n.value.contains(&packet.source)),
-        Match::Destination(n) => negate(n, n.value.contains(&state.destination)),
-        Match::InInterface(n) => {
-            negate(n, interface_pattern_matches(&n.value, &packet.in_interface))
-        }
-        Match::OutInterface(n) => match &state.out_interface {
-            Some(out) => negate(n, interface_pattern_matches(&n.value, out)),
-            // -o before the routing decision: iptables refuses such rules; no guess.
-            None => return None,
-        },
-        Match::Protocol(n) => negate(
-            n,
-            matches!(
-                (&n.value, packet.transport),
-                (Proto::All, _) | (Proto::Tcp, Transport::Tcp) | (Proto::Udp, Transport::Udp)
-            ),
-        ),
-        Match::SourcePort(n) => negate(n, n.value.iter().any(|p| p.contains(packet.source_port))),
-        Match::DestinationPort(n) => negate(
-            n,
-            n.value.iter().any(|p| p.contains(state.destination_port)),
-        ),
-        Match::EitherPort(n) => negate(
-            n,
-            n.value
-                .iter()
-                .any(|p| p.contains(packet.source_port) || p.contains(state.destination_port)),
-        ),
-        Match::SourceRange(n) => negate(n, in_range(n.value, packet.source)),
-        Match::DestinationRange(n) => negate(n, in_range(n.value, state.destination)),
-        Match::ConnState(n) => negate(
-            n,
-            n.value
-                .iter()
-                .any(|s| *s == CtState::New || (*s == CtState::Dnat && state.dnat)),
-        ),
-        Match::CtOrigSource(n) => negate(n, n.value.contains(&packet.source)),
-        Match::CtOrigDestination(n) => negate(n, n.value.contains(&packet.destination)),
-        Match::CtOrigSourcePort(n) => negate(n, n.value.contains(packet.source_port)),
-        Match::CtOrigDestinationPort(n) => negate(n, n.value.contains(packet.destination_port)),
-        Match::SourceType(n) => negate(n, address_type(&n.value, packet.source)?),
-        Match::DestinationType(n) => negate(n, address_type(&n.value, state.destination)?),
-        Match::Set {
-            negated,
-            name,
-            direction,
-        } => {
-            let members = host.sets.get(name)?;
-            let address = match direction {
-                SetDirection::Source => packet.source,
-                SetDirection::Destination => state.destination,
-            };
-            members.iter().any(|m| m.contains(&address)) != *negated
-        }
-        Match::TcpFlags(n) => {
-            if packet.transport != Transport::Tcp {
-                false
-            } else {
-                // The first packet of a TCP connection carries SYN alone.
-                let (mask, set) = &n.value;
-                let seen: Vec<&String> = mask.iter().filter(|f| *f == "SYN").collect();
-                let wanted: Vec<&String> = set.iter().filter(|f| mask.contains(f)).collect();
-                negate(n, seen == wanted)
-            }
-        }
-        Match::IcmpType(n) => negate(n, false),
-        Match::Limit => true,
-        // The walk follows a packet routed from one interface to another, never one
-        // bridged between two ports of one bridge.
-        Match::PhysdevIsBridged(n) => negate(n, false),
-    })
-}
-
-/// Where a probe goes: `ADDR:PORT[/tcp|udp]`, with `[ADDR]` for IPv6.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Endpoint {
-    /// The address.
-    pub address: IpAddr,
-    /// The port.
-    pub port: u16,
-    /// tcp unless `/udp` is given.
-    pub transport: Transport,
-}
-
-impl std::str::FromStr for Endpoint {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Endpoint, String> {
-        let expected =
-            || format!("expected ADDR:PORT[/tcp|udp] (IPv6 as [ADDR]:PORT), found {text:?}");
-        let (rest, transport) = match text.rsplit_once('/') {
-            Some((rest, "tcp")) => (rest, Transport::Tcp),
-            Some((rest, "udp")) => (rest, Transport::Udp),
-            Some(_) => return Err(expected()),
-            None => (text, Transport::Tcp),
-        };
-        let (address, port) = match rest.strip_prefix('[') {
-            Some(inner) => {
-                let (address, port) = inner.split_once("]:").ok_or_else(expected)?;
-                (address, port)
-            }
-            None => rest.rsplit_once(':').ok_or_else(expected)?,
-        };
-        let address: IpAddr = address.parse().map_err(|_| expected())?;
-        if address.is_ipv6() && !rest.starts_with('[') {
-            return Err(expected());
-        }
-        let port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(expected)?;
-        Ok(Endpoint {
-            address,
-            port,
-            transport,
-        })
     }
 }
 
@@ -829,31 +567,6 @@ mod tests {
         assert_eq!(walk(&ruleset, &with_set, &outsider).verdict, Verdict::Drop);
         let verdict = walk(&ruleset, &host(), &packet).verdict;
         assert!(matches!(verdict, Verdict::Unknown { .. }), "{verdict:?}");
-    }
-
-    #[test]
-    fn endpoints_parse_with_clear_errors() {
-        let web: Endpoint = "203.0.113.10:8080".parse().unwrap();
-        assert_eq!((web.port, web.transport), (8080, Transport::Tcp));
-        let dns: Endpoint = "[2001:db8::1]:53/udp".parse().unwrap();
-        assert_eq!(
-            (dns.address, dns.transport),
-            ("2001:db8::1".parse().unwrap(), Transport::Udp)
-        );
-        for bad in [
-            "203.0.113.10",
-            "203.0.113.10:0",
-            "2001:db8::1:80",
-            "x:80",
-            "1.2.3.4:80/sctp",
-            "1.2.3.4:99999",
-        ] {
-            let error = bad.parse::<Endpoint>().unwrap_err();
-            assert!(
-                error.starts_with("expected ADDR:PORT[/tcp|udp]"),
-                "{bad}: {error}"
-            );
-        }
     }
 
     #[test]

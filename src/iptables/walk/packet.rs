@@ -1,0 +1,117 @@
+//! The probe a walk follows: the first packet of a new connection ([`Packet`]), its
+//! transport, and where a probe is sent as the command line spells it ([`Endpoint`],
+//! `ADDR:PORT[/tcp|udp]`).
+
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+/// The transport protocol of a probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// TCP (the first packet is a SYN).
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        })
+    }
+}
+
+/// The first packet of a connection arriving at the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Packet {
+    /// Source address.
+    pub source: IpAddr,
+    /// Destination address, as the client dialed it.
+    pub destination: IpAddr,
+    /// Protocol.
+    pub transport: Transport,
+    /// Source port.
+    pub source_port: u16,
+    /// Destination port, as the client dialed it.
+    pub destination_port: u16,
+    /// The interface it arrives on.
+    pub in_interface: String,
+}
+
+/// Where a probe goes: `ADDR:PORT[/tcp|udp]`, with `[ADDR]` for IPv6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The address.
+    pub address: IpAddr,
+    /// The port.
+    pub port: u16,
+    /// tcp unless `/udp` is given.
+    pub transport: Transport,
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Endpoint, String> {
+        let expected =
+            || format!("expected ADDR:PORT[/tcp|udp] (IPv6 as [ADDR]:PORT), found {text:?}");
+        let (rest, transport) = match text.rsplit_once('/') {
+            Some((rest, "tcp")) => (rest, Transport::Tcp),
+            Some((rest, "udp")) => (rest, Transport::Udp),
+            Some(_) => return Err(expected()),
+            None => (text, Transport::Tcp),
+        };
+        let (address, port) = match rest.strip_prefix('[') {
+            Some(inner) => {
+                let (address, port) = inner.split_once("]:").ok_or_else(expected)?;
+                (address, port)
+            }
+            None => rest.rsplit_once(':').ok_or_else(expected)?,
+        };
+        let address: IpAddr = address.parse().map_err(|_| expected())?;
+        if address.is_ipv6() && !rest.starts_with('[') {
+            return Err(expected());
+        }
+        let port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(expected)?;
+        Ok(Endpoint {
+            address,
+            port,
+            transport,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse_with_clear_errors() {
+        let web: Endpoint = "203.0.113.10:8080".parse().unwrap();
+        assert_eq!((web.port, web.transport), (8080, Transport::Tcp));
+        let dns: Endpoint = "[2001:db8::1]:53/udp".parse().unwrap();
+        assert_eq!(
+            (dns.address, dns.transport),
+            ("2001:db8::1".parse().unwrap(), Transport::Udp)
+        );
+        for bad in [
+            "203.0.113.10",
+            "203.0.113.10:0",
+            "2001:db8::1:80",
+            "x:80",
+            "1.2.3.4:80/sctp",
+            "1.2.3.4:99999",
+        ] {
+            let error = bad.parse::<Endpoint>().unwrap_err();
+            assert!(
+                error.starts_with("expected ADDR:PORT[/tcp|udp]"),
+                "{bad}: {error}"
+            );
+        }
+    }
+}
