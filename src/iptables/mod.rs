@@ -2,6 +2,7 @@
 //! input on stdin, and reading what they print. Parsing of their output is kept in plain
 //! functions apart from the running.
 
+pub mod docker;
 pub mod dump;
 pub mod forward;
 pub mod instance;

@@ -1,0 +1,320 @@
+//! The reachability judgement: who can reach a published port from an external
+//! interface, and whether the policy allows them. The source address space is cut at
+//! every boundary any rule, ipset or the policy draws; one address of each piece is
+//! walked through the ruleset ([`crate::iptables::walk`]), and the pieces that get
+//! through are reported as the fewest networks that cover them.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv4Subnets, Ipv6Subnets};
+use serde::Serialize;
+
+use crate::audit::PublishedPort;
+use crate::family::Family;
+use crate::host::net::HostNet;
+use crate::iptables::rule::Match;
+use crate::iptables::walk::{self, Packet, Ruleset, Transport, Verdict};
+use crate::policy::types::Proto as PolicyProto;
+use crate::policy::{DockerDefault, Policy};
+
+/// Who can reach a published port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reach", content = "sources", rename_all = "lowercase")]
+pub enum Reach {
+    /// Every source address.
+    Anywhere,
+    /// Only these networks.
+    Only(Vec<IpNet>),
+    /// No source address.
+    Nowhere,
+}
+
+/// One published port, seen from one external interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Exposure {
+    /// The port.
+    pub port: PublishedPort,
+    /// The interface the probes came in on.
+    pub interface: String,
+    /// The address they were sent to.
+    pub dialed: IpAddr,
+    /// Who gets through (None when some source could not be decided).
+    pub reach: Option<Reach>,
+    /// Rules that decided, in the order first seen (the last step of each walk).
+    pub decided_by: Vec<String>,
+    /// Why some sources could not be decided.
+    pub unknown: Option<String>,
+    /// Sources the policy allows for this port (None: no policy to compare with).
+    pub allowed: Option<Reach>,
+    /// Sources that get through although the policy does not allow them.
+    pub not_allowed: Vec<IpNet>,
+}
+
+impl Exposure {
+    /// The port is reachable from sources the policy does not allow, or cannot be told.
+    pub fn is_flagged(&self) -> bool {
+        !self.not_allowed.is_empty() || self.unknown.is_some()
+    }
+}
+
+/// One family's ruleset, with the source boundaries its rules and the host's ipsets
+/// draw (the same for every port, so found once).
+pub struct AuditedRuleset<'a> {
+    family: Family,
+    ruleset: &'a Ruleset,
+    cuts: BTreeSet<IpAddr>,
+}
+
+impl<'a> AuditedRuleset<'a> {
+    /// Prepares `ruleset` (of `family`) on `host` for exposure questions.
+    pub fn new(family: Family, ruleset: &'a Ruleset, host: &HostNet) -> AuditedRuleset<'a> {
+        AuditedRuleset {
+            family,
+            ruleset,
+            cuts: boundaries(ruleset, host, family == Family::Ipv6),
+        }
+    }
+
+    /// Works out who can reach `port` coming in on `interface`, and compares it with
+    /// `policy` when there is one.
+    pub fn expose(
+        &self,
+        host: &HostNet,
+        port: &PublishedPort,
+        interface: &str,
+        policy: Option<&Policy>,
+    ) -> Option<Exposure> {
+        let (ruleset, ipv6) = (self.ruleset, self.family == Family::Ipv6);
+        let dialed = match port.host_address {
+            Some(address) => address,
+            None => host.address_of(interface, ipv6)?,
+        };
+        let allowed = policy.map(|p| allowed_sources(p, port, dialed, interface));
+        let mut boundaries = self.cuts.clone();
+        if let Some(Reach::Only(nets)) = &allowed {
+            for net in nets {
+                add_boundaries(&mut boundaries, *net);
+            }
+        }
+        let pieces = pieces(&boundaries, ipv6);
+        let mut open: Vec<(IpAddr, IpAddr)> = Vec::new();
+        let mut decided_by: Vec<String> = Vec::new();
+        let mut unknown = None;
+        for (first, last) in &pieces {
+            let walk = walk::walk(
+                ruleset,
+                host,
+                &Packet {
+                    source: *first,
+                    destination: dialed,
+                    transport: port.transport,
+                    source_port: 40000,
+                    destination_port: port.host_port,
+                    in_interface: interface.to_owned(),
+                },
+            );
+            if let Some(step) = walk.steps.last() {
+                let text = step.to_string();
+                if !decided_by.contains(&text) {
+                    decided_by.push(text);
+                }
+            }
+            match walk.verdict {
+                Verdict::Accept => match open.last_mut() {
+                    Some((_, end)) if next_address(*end) == Some(*first) => *end = *last,
+                    _ => open.push((*first, *last)),
+                },
+                Verdict::Unknown { reason } => {
+                    unknown.get_or_insert(reason);
+                }
+                Verdict::Drop | Verdict::Reject { .. } => {}
+            }
+        }
+        let open_nets: Vec<IpNet> = open.iter().flat_map(|(a, b)| networks(*a, *b)).collect();
+        let reach = unknown.is_none().then(|| {
+            if open.is_empty() {
+                Reach::Nowhere
+            } else if open.len() == 1
+                && pieces.first().map(|p| p.0) == Some(open[0].0)
+                && pieces.last().map(|p| p.1) == Some(open[0].1)
+            {
+                Reach::Anywhere
+            } else {
+                Reach::Only(open_nets.clone())
+            }
+        });
+        let not_allowed = match &allowed {
+            None | Some(Reach::Anywhere) => Vec::new(),
+            Some(allowed) => open_nets
+                .into_iter()
+                .filter(|net| match allowed {
+                    Reach::Only(allowed) => !allowed.iter().any(|a| a.contains(net)),
+                    _ => true,
+                })
+                .collect(),
+        };
+        Some(Exposure {
+            port: port.clone(),
+            interface: interface.to_owned(),
+            dialed,
+            reach,
+            decided_by,
+            unknown,
+            allowed,
+            not_allowed,
+        })
+    }
+}
+
+/// What the policy allows to reach `port` dialed at `dialed`, arriving on `interface`.
+fn allowed_sources(
+    policy: &Policy,
+    port: &PublishedPort,
+    dialed: IpAddr,
+    interface: &str,
+) -> Reach {
+    if policy.docker.default == DockerDefault::Allow {
+        return Reach::Anywhere;
+    }
+    let family = Family::of(&dialed);
+    let mut nets = Vec::new();
+    for entry in &policy.docker.published {
+        let proto = match entry.proto {
+            PolicyProto::Tcp => Transport::Tcp,
+            PolicyProto::Udp => Transport::Udp,
+        };
+        let covers_port = entry
+            .port
+            .ranges()
+            .iter()
+            .any(|r| (r.first()..=r.last()).contains(&port.host_port));
+        let covers_address = entry
+            .host_address
+            .as_ref()
+            .is_none_or(|a| a.get_ref().addr() == dialed);
+        let covers_interface = entry.interfaces.is_empty()
+            || entry
+                .interfaces
+                .iter()
+                .any(|i| i.get_ref().matches(interface));
+        if proto != port.transport
+            || !covers_port
+            || !covers_address
+            || !covers_interface
+            || !entry.family.includes(family)
+        {
+            continue;
+        }
+        match &entry.from {
+            None => return Reach::Anywhere,
+            Some(from) => nets.extend(
+                policy
+                    .expand(from.get_ref())
+                    .iter()
+                    .map(|n| n.net())
+                    .filter(|n| n.addr().is_ipv6() == dialed.is_ipv6()),
+            ),
+        }
+    }
+    if nets.is_empty() {
+        Reach::Nowhere
+    } else {
+        Reach::Only(nets)
+    }
+}
+
+/// Every address where a source match in any rule (or a known ipset) starts or ends.
+fn boundaries(ruleset: &Ruleset, host: &HostNet, ipv6: bool) -> BTreeSet<IpAddr> {
+    let mut cuts = BTreeSet::new();
+    for table in ["raw", "mangle", "nat", "filter"] {
+        for chain in ruleset.chains(table) {
+            for rule in ruleset.rules(table, chain) {
+                for condition in &rule.matches {
+                    match condition {
+                        Match::Source(n) | Match::CtOrigSource(n) => {
+                            add_boundaries(&mut cuts, n.value)
+                        }
+                        Match::SourceRange(n) => {
+                            cuts.insert(n.value.0);
+                            if let Some(after) = next_address(n.value.1) {
+                                cuts.insert(after);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    for members in host.sets.values() {
+        for net in members {
+            add_boundaries(&mut cuts, *net);
+        }
+    }
+    cuts.retain(|a| a.is_ipv6() == ipv6);
+    cuts
+}
+
+fn add_boundaries(cuts: &mut BTreeSet<IpAddr>, net: IpNet) {
+    cuts.insert(net.network());
+    if let Some(after) = next_address(net.broadcast()) {
+        cuts.insert(after);
+    }
+}
+
+/// The address space of one family cut at `cuts`, as (first, last) pieces.
+fn pieces(cuts: &BTreeSet<IpAddr>, ipv6: bool) -> Vec<(IpAddr, IpAddr)> {
+    let (zero, max): (IpAddr, IpAddr) = if ipv6 {
+        (
+            Ipv6Addr::UNSPECIFIED.into(),
+            Ipv6Addr::from(u128::MAX).into(),
+        )
+    } else {
+        (Ipv4Addr::UNSPECIFIED.into(), Ipv4Addr::BROADCAST.into())
+    };
+    let mut starts: Vec<IpAddr> = std::iter::once(zero).chain(cuts.iter().copied()).collect();
+    starts.dedup();
+    starts
+        .iter()
+        .enumerate()
+        .map(|(i, start)| {
+            let last = starts
+                .get(i + 1)
+                .and_then(|next| previous_address(*next))
+                .unwrap_or(max);
+            (*start, last)
+        })
+        .collect()
+}
+
+fn next_address(address: IpAddr) -> Option<IpAddr> {
+    match address {
+        IpAddr::V4(a) => u32::from(a)
+            .checked_add(1)
+            .map(|n| Ipv4Addr::from(n).into()),
+        IpAddr::V6(a) => u128::from(a)
+            .checked_add(1)
+            .map(|n| Ipv6Addr::from(n).into()),
+    }
+}
+
+fn previous_address(address: IpAddr) -> Option<IpAddr> {
+    match address {
+        IpAddr::V4(a) => u32::from(a)
+            .checked_sub(1)
+            .map(|n| Ipv4Addr::from(n).into()),
+        IpAddr::V6(a) => u128::from(a)
+            .checked_sub(1)
+            .map(|n| Ipv6Addr::from(n).into()),
+    }
+}
+
+/// The fewest networks that cover exactly `first..=last`.
+fn networks(first: IpAddr, last: IpAddr) -> Vec<IpNet> {
+    match (first, last) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => Ipv4Subnets::new(a, b, 0).map(IpNet::V4).collect(),
+        (IpAddr::V6(a), IpAddr::V6(b)) => Ipv6Subnets::new(a, b, 0).map(IpNet::V6).collect(),
+        _ => Vec::new(),
+    }
+}
