@@ -2,45 +2,12 @@
 //! rule lines (each a list of words, quote-aware), and printed back in the same
 //! spelling. Words remember whether they were quoted, because iptables-save quotes only
 //! the strings it saves as strings (comments, log prefixes): `--comment "a.b"` and
-//! `-s 10.0.0.0/8` must both come back as they were.
+//! `-s 10.0.0.0/8` must both come back as they were. The words are read by the one
+//! quote-aware reader, [`crate::iptables::words`].
 
 use std::fmt;
 
-/// A word of a rule line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Word {
-    /// The text, unquoted and unescaped.
-    pub text: String,
-    /// It was written in quotes.
-    pub quoted: bool,
-}
-
-impl Word {
-    /// An unquoted word.
-    pub fn plain(text: &str) -> Word {
-        Word {
-            text: text.to_owned(),
-            quoted: false,
-        }
-    }
-}
-
-impl fmt::Display for Word {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if !self.quoted {
-            return f.write_str(&self.text);
-        }
-        // As xtables_save_string: double quotes, with ", ' and \ escaped.
-        f.write_str("\"")?;
-        for c in self.text.chars() {
-            if matches!(c, '"' | '\'' | '\\') {
-                f.write_str("\\")?;
-            }
-            write!(f, "{c}")?;
-        }
-        f.write_str("\"")
-    }
-}
+pub use crate::iptables::words::{Word, split_words};
 
 /// A chain declared in a table (`:NAME POLICY [packets:bytes]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,62 +231,6 @@ pub fn parse(text: &str) -> Result<Dump, DumpError> {
     Ok(dump)
 }
 
-/// Splits a rule line into words exactly as iptables-restore reads it (xshared.c's
-/// `add_param_to_argv`), so that every check sees the arguments the kernel is given:
-/// - outside quotes, a space ends a word and every other character (a backslash too)
-///   is itself; a `"` opens a quote without ending the word (`a"b c"` is `ab c`);
-/// - inside quotes, a backslash takes the next character as it is (`\"` is a quote that
-///   does not close), and the closing `"` ends the word at once (`"ab"c` is `ab`, `c`;
-///   `""` is an empty word);
-/// - single quotes are ordinary characters.
-///
-/// iptables-restore silently keeps a quote still open at the end of the line (the rest
-/// of the line becomes one word, and a rule can lose its target that way); here that is
-/// an error.
-pub fn split_words(line: &str) -> Result<Vec<Word>, String> {
-    let mut words = Vec::new();
-    let mut text = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => {
-                quoted = true;
-                loop {
-                    match chars.next() {
-                        Some('\\') => match chars.next() {
-                            Some(escaped) => text.push(escaped),
-                            None => return Err("a backslash ends the line".to_owned()),
-                        },
-                        Some('"') => break,
-                        Some(other) => text.push(other),
-                        None => return Err("unterminated double quote".to_owned()),
-                    }
-                }
-                words.push(Word {
-                    text: std::mem::take(&mut text),
-                    quoted,
-                });
-                quoted = false;
-            }
-            ' ' | '\t' | '\n' => {
-                if !text.is_empty() {
-                    words.push(Word {
-                        text: std::mem::take(&mut text),
-                        quoted,
-                    });
-                    quoted = false;
-                }
-            }
-            other => text.push(other),
-        }
-    }
-    if !text.is_empty() {
-        words.push(Word { text, quoted });
-    }
-    Ok(words)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,47 +269,6 @@ COMMIT
             }
         );
         assert_eq!(first.line, 9);
-    }
-
-    #[test]
-    fn splits_words_as_iptables_restore_reads_them() {
-        // Each reading was observed with iptables-restore 1.8.9 in a network namespace.
-        let cases: [(&str, &[&str]); 7] = [
-            (
-                "--comment \"a\\\" \" -j NFQUEUE --queue-num 7",
-                &["--comment", "a\" ", "-j", "NFQUEUE", "--queue-num", "7"],
-            ),
-            (
-                "--comment \"ab\"c -j ACCEPT",
-                &["--comment", "ab", "c", "-j", "ACCEPT"],
-            ),
-            (
-                "--comment a\"b c\" -j ACCEPT",
-                &["--comment", "ab c", "-j", "ACCEPT"],
-            ),
-            (
-                "--comment \"\" -j ACCEPT",
-                &["--comment", "", "-j", "ACCEPT"],
-            ),
-            (
-                "--comment \"a\\\\b\" -j ACCEPT",
-                &["--comment", "a\\b", "-j", "ACCEPT"],
-            ),
-            ("--comment \"a\\b\"  x", &["--comment", "ab", "x"]),
-            ("--comment 'x y' a\\b", &["--comment", "'x", "y'", "a\\b"]),
-        ];
-        for (line, expected) in cases {
-            let words: Vec<String> = split_words(line)
-                .unwrap()
-                .into_iter()
-                .map(|w| w.text)
-                .collect();
-            assert_eq!(words, expected, "{line}");
-        }
-        // A quote left open: iptables-restore makes the rest of the line one word (and so
-        // drops the target that follows); here it is an error.
-        assert!(split_words("--comment a\\\"b -j ACCEPT").is_err());
-        assert!(split_words("--comment \"a\\\" \" -j NFQUEUE --comment \" -j ACCEPT").is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod rule;
 pub mod shape;
 pub mod trial;
 pub mod walk;
+pub mod words;
 
 use crate::family::Family;
 

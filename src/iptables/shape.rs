@@ -9,7 +9,7 @@
 //! - has balanced quotes and one verdict per rule, so no value can smuggle in a second
 //!   rule or lose its target (an unterminated quote silently drops a rule's target).
 
-use crate::iptables::dump;
+use crate::iptables::{dump, words};
 
 /// Chains this tool owns, and the policy each may be declared with.
 pub const OWNED_CHAINS: [&str; 3] = ["INPUT", "OUTPUT", "DOCKER-USER"];
@@ -35,34 +35,14 @@ pub struct ShapeError {
 }
 
 /// Splits a rule line into the arguments `iptables-restore` gives the kernel (one
-/// reading for every check: [`dump::split_words`]), after refusing what reads
-/// differently from how it looks: any backslash (inside quotes `\\"` is an escaped quote
-/// that does not close it, so `"a\\" " -j X ... "` hides a target), a quote that does
-/// not start its word and one that does not end it. Nothing this tool renders contains
-/// these, so an admin's template is held to the same plain spelling.
+/// reading for every check: [`words::split_plain`], the strict form of
+/// [`dump::split_words`]), refusing what reads differently from how it looks: any
+/// backslash (inside quotes `\\"` is an escaped quote that does not close it, so
+/// `"a\\" " -j X ... "` hides a target), a quote that does not start its word and one
+/// that does not end it. Nothing this tool renders contains these, so an admin's
+/// template is held to the same plain spelling.
 pub fn tokenize(line: &str) -> Result<Vec<String>, String> {
-    if line.contains('\\') {
-        return Err(
-            "a backslash in a rule: iptables-restore reads \\\" inside quotes as a quote that does not close, so what the kernel loads would differ from what was checked"
-                .to_owned(),
-        );
-    }
-    let mut open = false;
-    let mut previous = ' ';
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '"' {
-            if !open && previous != ' ' {
-                return Err("a quote must start its word".to_owned());
-            }
-            if open && chars.peek().is_some_and(|next| *next != ' ') {
-                return Err("a closing quote must end its word".to_owned());
-            }
-            open = !open;
-        }
-        previous = c;
-    }
-    Ok(dump::split_words(line)?
+    Ok(words::split_plain(line)?
         .into_iter()
         .map(|word| word.text)
         .collect())
