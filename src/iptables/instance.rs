@@ -12,8 +12,8 @@ use crate::files::set::{FileSet, OUTPUT_LIMIT};
 use crate::files::source;
 use crate::iptables::render::{self, RenderRequest, RenderedFile, TemplateKind, Templates};
 use crate::iptables::trial::{RulesetTrial, TrialError, TrialReport};
-use crate::policy::Policy;
 use crate::policy::types::InstanceName;
+use crate::policy::{Backend, Policy};
 
 /// Loads the policy of `instance` (from `policy_path`) and renders its four files in
 /// memory, checked for shape but not yet loaded into a kernel.
@@ -80,7 +80,7 @@ pub fn prove(
             file,
             program,
         } = &error
-            && let Some(origin) = policy.raw_origin(text, stderr)
+            && let Some(origin) = policy.raw_origin(Backend::Iptables, text, stderr)
         {
             return Err(anyhow::Error::new(origin)
                 .context(format!("{file} line {n} was refused by {program}")));

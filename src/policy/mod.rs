@@ -25,8 +25,8 @@ use crate::files::source;
 pub use error::{Location, PolicyError};
 pub use interfaces::{MAX_REPORTED, NamedInterface};
 pub use schema::{
-    ContainerAccess, Defaults, DenyAction, Docker, DockerDefault, ExternalInterfaces, Host,
-    Interfaces, Log, Outbound, OutboundPolicy, OutboundRule, Published, RawChain, RawEntry,
+    Backend, ContainerAccess, Defaults, DenyAction, Docker, DockerDefault, ExternalInterfaces,
+    Host, Interfaces, Log, Outbound, OutboundPolicy, OutboundRule, Published, RawChain, RawEntry,
     Service,
 };
 use types::{AddressRef, ListName, Network};
@@ -186,10 +186,20 @@ impl Policy {
         )
     }
 
-    /// The `[[raw]]` entry a rendered line came from, as an error pointing at its rule,
-    /// for when the kernel refuses that line.
-    pub fn raw_origin(&self, rendered_line: &str, why: &str) -> Option<PolicyError> {
-        self.raw.iter().enumerate().find_map(|(i, entry)| {
+    /// The `[[raw]]` entry of `backend` a rendered line came from, as an error pointing
+    /// at its rule, for when the kernel refuses that line.
+    pub fn raw_origin(
+        &self,
+        backend: Backend,
+        rendered_line: &str,
+        why: &str,
+    ) -> Option<PolicyError> {
+        let own = self
+            .raw
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.backend == backend);
+        own.into_iter().find_map(|(i, entry)| {
             let rule = entry.rule.get_ref().normalized();
             rendered_line.ends_with(&format!(" {rule}")).then(|| {
                 self.error_at(
@@ -425,6 +435,26 @@ mod tests {
         assert!(policy.interfaces.external.is_none());
         assert!(policy.host.ping);
         assert_eq!(policy.docker.default, DockerDefault::Deny);
+    }
+
+    #[test]
+    fn a_raw_rule_names_its_backend_iptables_by_default_and_no_other() {
+        let rule = "[[raw]]\nchain = \"input\"\nrule = \"-p udp --dport 51820 -j ACCEPT\"\n";
+        let policy = parse(rule).expect("valid");
+        assert_eq!(policy.raw[0].backend, Backend::Iptables);
+        let named = parse(&format!("{rule}backend = \"iptables\"\n")).expect("valid");
+        assert_eq!(named.raw[0].backend, Backend::Iptables);
+        for other in ["\"nftables\"", "\"IPTABLES\"", "\"\"", "1"] {
+            let (line, column, field, message) = error_of(&format!(
+                "[[host.services]]\nport = 22\n{rule}backend = {other}\n"
+            ));
+            assert_eq!((line, column), (6, 11), "{other}: {message}");
+            assert_eq!(field.as_deref(), Some("raw[0].backend"), "{other}");
+            assert!(
+                message.contains("expected `iptables`"),
+                "{other}: {message}"
+            );
+        }
     }
 
     #[test]

@@ -297,6 +297,9 @@ impl Log {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawEntry {
+    /// The backend whose syntax the rule is written in; only that backend renders it.
+    #[serde(default)]
+    pub backend: Backend,
     /// Chain the rule is appended to, before that chain's final deny.
     pub chain: RawChain,
     /// Which families get the rule.
@@ -306,6 +309,44 @@ pub struct RawEntry {
     pub rule: Spanned<RawRule>,
     /// Shown in the rule.
     pub comment: Option<Comment>,
+}
+
+/// A firewall backend: what a `[[raw]]` rule's text is written for. Each backend is
+/// handed only its own raw rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// iptables (`iptables-restore` files): the default, and so far the only backend.
+    #[default]
+    Iptables,
+}
+
+impl Backend {
+    /// Every backend, as the policy spells it.
+    const NAMES: [(&'static str, Backend); 1] = [("iptables", Backend::Iptables)];
+}
+
+impl<'de> Deserialize<'de> for Backend {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BackendVisitor;
+        impl Visitor<'_> for BackendVisitor {
+            type Value = Backend;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("`iptables` (the only backend so far)")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Backend, E> {
+                Backend::NAMES
+                    .iter()
+                    .find(|(name, _)| *name == v)
+                    .map(|(_, backend)| *backend)
+                    .ok_or_else(|| {
+                        E::custom(format!(
+                            "expected `iptables` (the only backend so far), found {v:?}"
+                        ))
+                    })
+            }
+        }
+        deserializer.deserialize_str(BackendVisitor)
+    }
 }
 
 /// Chains a raw rule may go to: only the ones this tool owns.
