@@ -19,5 +19,6 @@ pub mod family;
 pub mod files;
 pub mod host;
 pub mod iptables;
+pub mod plan;
 pub mod policy;
 pub mod systemd;

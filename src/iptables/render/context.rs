@@ -1,20 +1,18 @@
-//! The data a template sees: one [`FamilyContext`] per address family, built from a
-//! validated policy. Every string in it is composed from validated types (interface
-//! names, networks, ports, comments), which is what makes rendering with autoescape off
-//! safe. Rules whose sources are all of the other family are left out of this family's
-//! file entirely; they are never rendered without their source match.
+//! The data a template sees: one [`FamilyContext`] per address family, spelled in
+//! iptables syntax from a [`FamilyPlan`], which has already expanded every entry into
+//! typed rules. This module only chooses the spelling: `-i`, `-s`, `-d`, the protocol's
+//! match and the port, the conntrack match of a published port. The context's shape
+//! (field names and meaning) is what admins' own templates rely on.
 //!
-//! The context depends on the policy alone, never on the host it is rendered on: no
-//! interface name of the host reaches a rule, so a tree rendered or staged on one host
-//! means the same on another.
+//! Every string in it is composed from validated types (interface names, networks,
+//! ports, comments), which is what makes rendering with autoescape off safe.
 
 use serde::Serialize;
 
 use crate::family::Family;
-use crate::policy::types::{AddressRef, Comment, InterfaceName, Network, PortRange, Ports, Proto};
-use crate::policy::{
-    ContainerAccess, DenyAction, DockerDefault, OutboundPolicy, Policy, Published, RawChain,
-};
+use crate::plan::{FamilyPlan, PortRule, PublishedRule};
+use crate::policy::types::{Comment, InterfaceName, Network, PortRange, Proto};
+use crate::policy::{DenyAction, RawChain};
 
 /// Everything a template gets for one family.
 #[derive(Debug, Serialize)]
@@ -106,109 +104,19 @@ pub struct LogContext {
     pub burst: u32,
 }
 
-/// Builds the context of `family` for `policy`.
-pub fn build(policy: &Policy, family: Family) -> FamilyContext {
-    // Each entry's sources of this family, at the cost of what they are (a list's
-    // part of the other family is never walked).
-    let sources_of = |refs: &Option<toml::Spanned<Vec<toml::Spanned<AddressRef>>>>| {
-        refs.as_ref()
-            .map(|r| policy.expand_family(r.get_ref(), family))
-    };
-
-    let services = policy
-        .host
-        .services
-        .iter()
-        .filter(|s| s.family.includes(family))
-        .flat_map(|s| {
-            entry_rules(
-                &s.port,
-                &names(&s.interfaces),
-                ("-s", &sources_of(&s.from)),
-                &s.comment,
-                |port| format!("host service {}/{port}", s.proto),
-                |port| port_match(s.proto, "--dport", &port.iptables()),
-            )
-        })
-        .collect();
-
-    let outbound = policy
-        .outbound
-        .allow
-        .iter()
-        .filter(|r| r.family.includes(family))
-        .flat_map(|r| {
-            entry_rules(
-                &r.port,
-                &[],
-                ("-d", &sources_of(&r.to)),
-                &r.comment,
-                |port| format!("outbound {}/{port}", r.proto),
-                |port| port_match(r.proto, "--dport", &port.iptables()),
-            )
-        })
-        .collect();
-
-    let published_entries: Vec<_> = policy
-        .docker
-        .published
-        .iter()
-        .filter(|p| p.family.includes(family))
-        .filter(|p| {
-            p.host_address
-                .as_ref()
-                .is_none_or(|a| Family::of(&a.get_ref().addr()) == family)
-        })
-        .collect();
-    // Each entry renders twice: for DOCKER-USER, where the port the client dialed
-    // survives only in the conntrack original tuple (after DNAT, --dport is the
-    // container's port), and for INPUT, where docker-proxy's clients arrive.
-    let published_rules = |port_spec: &dyn Fn(&Published, &PortRange) -> String| {
-        published_entries
-            .iter()
-            .flat_map(|p| {
-                entry_rules(
-                    &p.port,
-                    &names(&p.interfaces),
-                    ("-s", &sources_of(&p.from)),
-                    &p.comment,
-                    |port| format!("published {}/{port}", p.proto),
-                    |port| port_spec(p, port),
-                )
-            })
-            .collect::<Vec<_>>()
-    };
-    let host_address = |p: &Published| p.host_address.as_ref().map(|a| a.get_ref().addr());
-    let published = published_rules(&|p, port| {
-        let mut spec = format!(
-            "-p {} -m conntrack --ctstate DNAT --ctorigdstport {}",
-            p.proto,
-            port.iptables()
-        );
-        if let Some(addr) = host_address(p) {
-            spec.push_str(&format!(" --ctorigdst {addr}"));
-        }
-        spec
-    });
-    let published_input = published_rules(&|p, port| {
-        let destination = host_address(p).map_or_else(String::new, |addr| format!("-d {addr} "));
-        format!(
-            "{destination}{}",
-            port_match(p.proto, "--dport", &port.iptables())
-        )
-    });
-
+/// Spells `plan` as the context its family's templates see.
+pub fn build(plan: &FamilyPlan) -> FamilyContext {
     let mut raw = RawContext {
         input: Vec::new(),
         output: Vec::new(),
         docker_user: Vec::new(),
     };
-    for entry in policy.raw.iter().filter(|r| r.family.includes(family)) {
+    for line in &plan.raw {
         let rule = RuleContext {
-            spec: entry.rule.get_ref().normalized(),
-            comment: label(&entry.comment, "raw rule".to_owned()),
+            spec: line.rule.normalized(),
+            comment: line.comment.to_string(),
         };
-        match entry.chain {
+        match line.chain {
             RawChain::Input => raw.input.push(rule),
             RawChain::Output => raw.output.push(rule),
             RawChain::DockerUser => raw.docker_user.push(rule),
@@ -216,104 +124,180 @@ pub fn build(policy: &Policy, family: Family) -> FamilyContext {
     }
 
     FamilyContext {
-        family,
-        ipv6: family == Family::Ipv6,
-        deny: match policy.defaults.deny {
+        family: plan.family,
+        ipv6: plan.family == Family::Ipv6,
+        deny: match plan.deny {
             DenyAction::Reject => "reject",
             DenyAction::Drop => "drop",
         },
-        bridges: policy
-            .interfaces
-            .docker_bridges
-            .get_ref()
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
+        bridges: plan.bridges.iter().map(ToString::to_string).collect(),
         host: HostContext {
-            ping: policy.host.ping,
-            containers_all: policy.host.containers == ContainerAccess::All,
-            services,
+            ping: plan.host.ping,
+            containers_all: plan.host.containers_all,
+            services: plan.host.services.iter().map(port_rule).collect(),
         },
         outbound: OutboundContext {
-            allowlist: policy.outbound.policy == OutboundPolicy::Allowlist,
-            essentials: policy.outbound.essentials,
-            allow: outbound,
+            allowlist: plan.outbound.allowlist,
+            essentials: plan.outbound.essentials,
+            allow: plan.outbound.allow.iter().map(port_rule).collect(),
         },
         docker: DockerContext {
-            deny: policy.docker.default == DockerDefault::Deny,
-            published,
-            published_input,
+            deny: plan.docker.deny,
+            published: plan
+                .docker
+                .published
+                .iter()
+                .map(published_forwarded)
+                .collect(),
+            published_input: plan.docker.published.iter().map(published_input).collect(),
         },
         raw,
         log: LogContext {
-            enabled: policy.log.enabled,
-            prefix: policy.log.prefix.to_string(),
-            rate: policy.log.rate.to_string(),
-            burst: policy.log.burst(),
+            enabled: plan.log.enabled,
+            prefix: plan.log.prefix.to_string(),
+            rate: plan.log.rate.to_string(),
+            burst: plan.log.burst,
         },
     }
 }
 
-/// The rules of one policy entry: one per port, interface and address, in that order.
-/// `addresses` pairs the option (`-s` or `-d`) with the entry's networks of this family.
-fn entry_rules(
-    ports: &Ports,
-    interfaces: &[InterfaceName],
-    (address_option, networks): (&str, &Option<Vec<Network>>),
-    comment: &Option<Comment>,
-    generated_label: impl Fn(&PortRange) -> String,
-    port_spec: impl Fn(&PortRange) -> String,
-) -> Vec<RuleContext> {
-    let interfaces: Vec<Option<&InterfaceName>> = if interfaces.is_empty() {
-        vec![None]
+/// A host service or outbound destination: `-i IF -s NET -d NET -p P -m P --dport N`,
+/// each match only when the rule has it.
+fn port_rule(rule: &PortRule) -> RuleContext {
+    RuleContext {
+        spec: format!(
+            "{}{}",
+            addressing(
+                rule.interface.as_ref(),
+                rule.source.as_ref(),
+                rule.destination.as_ref()
+            ),
+            port_match(rule.proto, &rule.port)
+        ),
+        comment: rule.comment.to_string(),
+    }
+}
+
+/// A published port in DOCKER-USER, after DNAT: `--dport` is the container's port
+/// there, so the port (and address) the client dialed is matched in the connection's
+/// original tuple.
+fn published_forwarded(rule: &PublishedRule) -> RuleContext {
+    let mut spec = format!(
+        "{}-p {} -m conntrack --ctstate DNAT --ctorigdstport {}",
+        addressing(rule.interface.as_ref(), rule.source.as_ref(), None),
+        rule.proto,
+        port_spelling(&rule.dialed_port)
+    );
+    if let Some(addr) = rule.host_address {
+        spec.push_str(&format!(" --ctorigdst {addr}"));
+    }
+    published_context(spec, &rule.comment)
+}
+
+/// A published port in INPUT, where docker-proxy's clients arrive with the port (and
+/// address) they dialed.
+fn published_input(rule: &PublishedRule) -> RuleContext {
+    let mut spec = addressing(rule.interface.as_ref(), rule.source.as_ref(), None);
+    if let Some(addr) = rule.host_address {
+        spec.push_str(&format!("-d {addr} "));
+    }
+    spec.push_str(&port_match(rule.proto, &rule.dialed_port));
+    published_context(spec, &rule.comment)
+}
+
+fn published_context(spec: String, comment: &Comment) -> RuleContext {
+    RuleContext {
+        spec,
+        comment: comment.to_string(),
+    }
+}
+
+/// `-i IF -s NET -d NET `, each option only when given, each followed by a space.
+fn addressing(
+    interface: Option<&InterfaceName>,
+    source: Option<&Network>,
+    destination: Option<&Network>,
+) -> String {
+    let mut spec = String::new();
+    if let Some(interface) = interface {
+        spec.push_str(&format!("-i {interface} "));
+    }
+    if let Some(source) = source {
+        spec.push_str(&format!("-s {source} "));
+    }
+    if let Some(destination) = destination {
+        spec.push_str(&format!("-d {destination} "));
+    }
+    spec
+}
+
+fn port_match(proto: Proto, port: &PortRange) -> String {
+    format!("-p {proto} -m {proto} --dport {}", port_spelling(port))
+}
+
+/// The port in iptables syntax: `22` or `8000:8100`.
+fn port_spelling(port: &PortRange) -> String {
+    if port.first() == port.last() {
+        port.first().to_string()
     } else {
-        interfaces.iter().map(Some).collect()
-    };
-    let mut rules = Vec::new();
-    for port in ports.ranges() {
-        let comment = label(comment, generated_label(port));
-        for interface in &interfaces {
-            for network in addresses(networks) {
-                let mut spec = String::new();
-                if let Some(interface) = interface {
-                    spec.push_str(&format!("-i {interface} "));
-                }
-                if let Some(network) = network {
-                    spec.push_str(&format!("{address_option} {network} "));
-                }
-                spec.push_str(&port_spec(port));
-                rules.push(RuleContext {
-                    spec,
-                    comment: comment.clone(),
-                });
-            }
-        }
-    }
-    rules
-}
-
-/// The names of a list of spanned interface names.
-fn names(interfaces: &[toml::Spanned<InterfaceName>]) -> Vec<InterfaceName> {
-    interfaces.iter().map(|i| i.get_ref().clone()).collect()
-}
-
-/// The address matches of a rule: `[None]` (anywhere) when there is no list, one per
-/// network of this family otherwise; an empty list means the rule has no place in this
-/// family's file and renders nothing.
-fn addresses(list: &Option<Vec<Network>>) -> Vec<Option<Network>> {
-    match list {
-        None => vec![None],
-        Some(nets) => nets.iter().copied().map(Some).collect(),
+        format!("{}:{}", port.first(), port.last())
     }
 }
 
-fn port_match(proto: Proto, option: &str, port: &str) -> String {
-    format!("-p {proto} -m {proto} {option} {port}")
-}
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
 
-fn label(comment: &Option<Comment>, generated: String) -> String {
-    comment.as_ref().map_or_else(
-        || Comment::generated(generated).to_string(),
-        ToString::to_string,
-    )
+    use super::*;
+    use crate::policy::{Backend, Policy};
+
+    fn context(text: &str, family: Family) -> FamilyContext {
+        let policy = Policy::parse(Path::new("test.toml"), text.as_bytes()).expect("valid");
+        build(&FamilyPlan::build(&policy, Backend::Iptables, family))
+    }
+
+    fn specs(rules: &[RuleContext]) -> Vec<&str> {
+        rules.iter().map(|r| r.spec.as_str()).collect()
+    }
+
+    #[test]
+    fn each_typed_rule_is_spelled_in_iptables_syntax() {
+        let ctx = context(
+            "[[host.services]]\nport = \"8000-8100\"\ninterfaces = [\"eth0\"]\nfrom = [\"192.0.2.0/24\"]\n\
+             [[outbound.allow]]\nport = 53\nproto = \"udp\"\nto = [\"198.51.100.1\"]\n\
+             [[docker.published]]\nport = 8080\ninterfaces = [\"eth1\"]\nfrom = [\"203.0.113.0/24\"]\n\
+             host_address = \"192.0.2.10\"\n\
+             [[raw]]\nchain = \"input\"\nrule = \"-p  udp --dport 51820   -j ACCEPT\"\n",
+            Family::Ipv4,
+        );
+        assert_eq!(
+            specs(&ctx.host.services),
+            ["-i eth0 -s 192.0.2.0/24 -p tcp -m tcp --dport 8000:8100"]
+        );
+        assert_eq!(ctx.host.services[0].comment, "host service tcp/8000-8100");
+        assert_eq!(
+            specs(&ctx.outbound.allow),
+            ["-d 198.51.100.1/32 -p udp -m udp --dport 53"]
+        );
+        assert_eq!(
+            specs(&ctx.docker.published),
+            [
+                "-i eth1 -s 203.0.113.0/24 -p tcp -m conntrack --ctstate DNAT --ctorigdstport 8080 --ctorigdst 192.0.2.10"
+            ]
+        );
+        assert_eq!(
+            specs(&ctx.docker.published_input),
+            ["-i eth1 -s 203.0.113.0/24 -d 192.0.2.10 -p tcp -m tcp --dport 8080"]
+        );
+        assert_eq!(specs(&ctx.raw.input), ["-p udp --dport 51820 -j ACCEPT"]);
+        assert_eq!(ctx.raw.input[0].comment, "raw rule");
+        assert_eq!((ctx.deny, ctx.ipv6), ("reject", false));
+    }
+
+    #[test]
+    fn ports_are_spelled_as_iptables_reads_them() {
+        let range = |first, last| PortRange::new(first, last).expect("range");
+        assert_eq!(port_spelling(&range(22, 22)), "22");
+        assert_eq!(port_spelling(&range(8000, 8100)), "8000:8100");
+    }
 }

@@ -1,10 +1,12 @@
 //! Rendering a validated policy into the four `iptables-restore` files of an instance
 //! (`<i>.rules`, `<i>.rules.empty`, `<i>.rules6`, `<i>.rules6.empty`) with Tera.
 //!
-//! The policy is first turned into a typed context ([`context`]) whose strings are all
-//! composed from validated values; the templates (built in, or an admin's copy under
-//! `/etc/iptables/templates/`) lay the rules out; the output gets a header naming its
-//! source and is checked by [`crate::iptables::shape::check_shape`] before anyone sees it.
+//! The policy is first planned per family ([`crate::plan::FamilyPlan`]: every entry
+//! expanded into typed rules), then each plan is spelled in iptables syntax as the
+//! template context ([`context`]), whose strings are all composed from validated
+//! values; the templates (built in, or an admin's copy under `/etc/iptables/templates/`)
+//! lay the rules out; the output gets a header naming its source and is checked by
+//! [`crate::iptables::shape::check_shape`] before anyone sees it.
 
 pub mod context;
 
@@ -19,8 +21,9 @@ use crate::family::Family;
 use crate::files::set::OUTPUT_LIMIT;
 use crate::files::source::{self, SourceError};
 use crate::iptables::shape::{self, ShapeError};
-use crate::policy::Policy;
+use crate::plan::FamilyPlan;
 use crate::policy::types::InstanceName;
+use crate::policy::{Backend, Policy};
 
 /// The built-in templates, embedded at build time.
 const BUILT_IN: [(TemplateKind, &str); 2] = [
@@ -231,7 +234,11 @@ pub fn render(
     let mut outputs = Vec::with_capacity(4);
     let mut jobs = Vec::with_capacity(4);
     for family in Family::ALL {
-        let ctx = context::build(request.policy, family);
+        let ctx = context::build(&FamilyPlan::build(
+            request.policy,
+            Backend::Iptables,
+            family,
+        ));
         let tera_ctx = tera::Context::from_serialize(&ctx).map_err(|e| RenderError::Template {
             template: "context".to_owned(),
             report: e.to_string(),

@@ -58,15 +58,6 @@ impl PortRange {
         self.last
     }
 
-    /// The port in iptables syntax: `22` or `8000:8100`.
-    pub fn iptables(&self) -> String {
-        if self.first == self.last {
-            self.first.to_string()
-        } else {
-            format!("{}:{}", self.first, self.last)
-        }
-    }
-
     fn from_number(value: i64) -> Result<PortRange, String> {
         let port = u16::try_from(value)
             .ok()
@@ -169,8 +160,10 @@ mod tests {
     #[test]
     fn port_ranges() {
         assert_eq!(
-            "8000-8100".parse::<PortRange>().map(|p| p.iptables()),
-            Ok("8000:8100".into())
+            "8000-8100"
+                .parse::<PortRange>()
+                .map(|p| (p.first(), p.last())),
+            Ok((8000, 8100))
         );
         assert!("0".parse::<PortRange>().is_err());
         assert!("65536".parse::<PortRange>().is_err());
