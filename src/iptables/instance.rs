@@ -1,6 +1,7 @@
-//! An instance's files and how they are produced: where its policy, templates and
-//! outputs live (optionally under a staged `--root`), and rendering everything in memory
-//! so that nothing is written until every check has passed.
+//! An instance's files and how they are produced: which output files it has
+//! ([`OutputFiles`], the one place that knows their names), where its policy, templates
+//! and outputs live (optionally under a staged `--root`), and rendering everything in
+//! memory so that nothing is written until every check has passed.
 
 use std::path::{Path, PathBuf};
 
@@ -90,37 +91,88 @@ pub fn prove(
     Ok(reports)
 }
 
-/// The instance's four output files (two families, rules and pass-through), written
-/// and read back as one set.
-pub fn output_set(layout: &Layout, instance: &InstanceName) -> FileSet {
-    let names = Family::ALL
-        .into_iter()
-        .flat_map(|family| {
-            [TemplateKind::Rules, TemplateKind::Empty]
-                .map(|kind| render::output_file_name(instance, family, kind))
-        })
-        .collect();
-    FileSet::new(&layout.config_dir(), &instance.to_string(), names)
+/// The files an instance's rules are rendered to: for each family, the rules in force
+/// and the pass-through rules loaded on stop (`<i>.rules`, `<i>.rules.empty`,
+/// `<i>.rules6`, `<i>.rules6.empty` in the configuration directory). This type alone
+/// knows their names, the set they are written and read back as, and how one of them is
+/// read.
+#[derive(Debug, Clone)]
+pub struct OutputFiles {
+    dir: PathBuf,
+    instance: InstanceName,
 }
 
-/// One of the instance's output files as it is on disk (bounded, like every read):
-/// its path and text. A missing file is an error naming it.
+impl OutputFiles {
+    /// The output files of `instance` under `layout`.
+    pub fn new(layout: &Layout, instance: &InstanceName) -> OutputFiles {
+        OutputFiles {
+            dir: layout.config_dir(),
+            instance: instance.clone(),
+        }
+    }
+
+    /// The file name of one output of `instance`, such as `base.rules6.empty`.
+    pub fn name(instance: &InstanceName, family: Family, kind: TemplateKind) -> String {
+        let base = match family {
+            Family::Ipv4 => "rules",
+            Family::Ipv6 => "rules6",
+        };
+        match kind {
+            TemplateKind::Rules => format!("{instance}.{base}"),
+            TemplateKind::Empty => format!("{instance}.{base}.empty"),
+        }
+    }
+
+    /// Every output's file name, in rendering order: IPv4 rules and pass-through, then
+    /// IPv6.
+    pub fn names(&self) -> Vec<String> {
+        Family::ALL
+            .into_iter()
+            .flat_map(|family| {
+                [TemplateKind::Rules, TemplateKind::Empty]
+                    .map(|kind| OutputFiles::name(&self.instance, family, kind))
+            })
+            .collect()
+    }
+
+    /// The outputs as one set, written and read back together.
+    pub fn set(&self) -> FileSet {
+        FileSet::new(&self.dir, &self.instance.to_string(), self.names())
+    }
+
+    /// Where one output is.
+    pub fn path(&self, family: Family, kind: TemplateKind) -> PathBuf {
+        self.dir
+            .join(OutputFiles::name(&self.instance, family, kind))
+    }
+
+    /// One output as it is on disk (bounded, like every read): its path and text. A
+    /// missing file is an error naming it.
+    pub fn read(&self, family: Family, kind: TemplateKind) -> anyhow::Result<(PathBuf, String)> {
+        let path = self.path(family, kind);
+        let read = || -> anyhow::Result<String> {
+            let (bytes, _) = source::read_output(&path, OUTPUT_LIMIT)?
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
+            Ok(String::from_utf8(bytes)?)
+        };
+        let text = read().with_context(|| format!("cannot read {}", path.display()))?;
+        Ok((path, text))
+    }
+}
+
+/// The instance's four output files as one set: [`OutputFiles::set`].
+pub fn output_set(layout: &Layout, instance: &InstanceName) -> FileSet {
+    OutputFiles::new(layout, instance).set()
+}
+
+/// One of the instance's output files as it is on disk: [`OutputFiles::read`].
 pub fn read_output(
     layout: &Layout,
     instance: &InstanceName,
     family: Family,
     kind: TemplateKind,
 ) -> anyhow::Result<(PathBuf, String)> {
-    let path = layout
-        .config_dir()
-        .join(render::output_file_name(instance, family, kind));
-    let read = || -> anyhow::Result<String> {
-        let (bytes, _) = source::read_output(&path, OUTPUT_LIMIT)?
-            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
-        Ok(String::from_utf8(bytes)?)
-    };
-    let text = read().with_context(|| format!("cannot read {}", path.display()))?;
-    Ok((path, text))
+    OutputFiles::new(layout, instance).read(family, kind)
 }
 
 /// Loads one family's rendered rules and pass-through files, as they are on disk, with
@@ -131,8 +183,10 @@ pub fn prove_on_disk(
     family: Family,
     trial: &dyn RulesetTrial,
 ) -> anyhow::Result<TrialReport> {
+    let outputs = OutputFiles::new(layout, instance);
     let read = |kind| {
-        read_output(layout, instance, family, kind)
+        outputs
+            .read(family, kind)
             .map(|(path, text)| (path.display().to_string(), text))
     };
     let (rules_name, rules) = read(TemplateKind::Rules)?;
@@ -140,4 +194,45 @@ pub fn prove_on_disk(
     trial
         .trial(family, (&rules_name, &rules), (&empty_name, &empty))
         .with_context(|| format!("cannot interpret {rules_name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_files_are_named_and_read_in_one_place() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let layout = Layout::new(dir.path());
+        let instance: InstanceName = "edge".parse().expect("name");
+        let outputs = OutputFiles::new(&layout, &instance);
+        assert_eq!(
+            outputs.names(),
+            [
+                "edge.rules",
+                "edge.rules.empty",
+                "edge.rules6",
+                "edge.rules6.empty"
+            ]
+        );
+        let path = outputs.path(Family::Ipv6, TemplateKind::Empty);
+        assert_eq!(path, dir.path().join("etc/iptables/edge.rules6.empty"));
+        let missing = outputs
+            .read(Family::Ipv6, TemplateKind::Empty)
+            .expect_err("nothing written yet");
+        assert!(
+            format!("{missing:#}").contains("edge.rules6.empty"),
+            "{missing:#}"
+        );
+        std::fs::create_dir_all(layout.config_dir()).expect("config dir");
+        std::fs::write(&path, "*filter\nCOMMIT\n").expect("write");
+        let (read_path, text) = outputs
+            .read(Family::Ipv6, TemplateKind::Empty)
+            .expect("readable");
+        assert_eq!((read_path, text.as_str()), (path, "*filter\nCOMMIT\n"));
+        assert_eq!(
+            render::output_file_name(&instance, Family::Ipv4, TemplateKind::Rules),
+            "edge.rules"
+        );
+    }
 }

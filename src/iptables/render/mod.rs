@@ -20,6 +20,7 @@ use tera::Tera;
 use crate::family::Family;
 use crate::files::set::OUTPUT_LIMIT;
 use crate::files::source::{self, SourceError};
+use crate::iptables::instance::OutputFiles;
 use crate::iptables::shape::{self, ShapeError};
 use crate::plan::FamilyPlan;
 use crate::policy::types::InstanceName;
@@ -210,16 +211,9 @@ pub struct RenderRequest<'a> {
     pub policy_path: &'a Path,
 }
 
-/// File name of one of an instance's outputs.
+/// File name of one of an instance's outputs: [`OutputFiles::name`].
 pub fn output_file_name(instance: &InstanceName, family: Family, kind: TemplateKind) -> String {
-    let base = match family {
-        Family::Ipv4 => "rules",
-        Family::Ipv6 => "rules6",
-    };
-    match kind {
-        TemplateKind::Rules => format!("{instance}.{base}"),
-        TemplateKind::Empty => format!("{instance}.{base}.empty"),
-    }
+    OutputFiles::name(instance, family, kind)
 }
 
 /// Renders all four files of an instance: IPv4 rules and empty, then IPv6 rules and empty.
@@ -256,7 +250,7 @@ pub fn render(
     let mut files = Vec::with_capacity(4);
     for ((family, kind, name), body) in outputs.into_iter().zip(bodies) {
         let origin = templates.origin(kind);
-        let file_name = output_file_name(request.instance, family, kind);
+        let file_name = OutputFiles::name(request.instance, family, kind);
         let text = format!("{}{}", header(request, family, kind, origin), tidy(&body));
         // The header adds to the template's output: what is written must still be
         // readable back (the set refuses files over the limit).
