@@ -109,6 +109,7 @@ burst = 10
 @raw_family@
 @raw_rule@
 @raw_comment@
+@raw_backend@
 "#;
 
 /// Each site's default line.
@@ -147,6 +148,7 @@ const SITES: &[(&str, &str)] = &[
     ("raw_family", r#"family = "both""#),
     ("raw_rule", r#"rule = "-p udp --dport 51820 -j ACCEPT""#),
     ("raw_comment", r#"comment = "raw case {n}""#),
+    ("raw_backend", r#"backend = "iptables""#),
 ];
 
 /// What a field holds, which decides the hostile values it gets and which rendered
@@ -484,6 +486,14 @@ const SLOTS: &[Slot] = &[
         key: "raw.comment",
         kind: Kind::Comment,
         sites: &[("raw_comment", "comment = {}")],
+        batch: Batch::Entry,
+        also: &[],
+    },
+    Slot {
+        field: "raw[0].backend",
+        key: "raw.backend",
+        kind: Kind::Enum,
+        sites: &[("raw_backend", "backend = {}")],
         batch: Batch::Entry,
         also: &[],
     },
