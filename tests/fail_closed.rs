@@ -373,7 +373,14 @@ fn systemctl_acts_on_every_enabled_instance_through_the_umbrella_and_waits() {
     let machine = installed(&state, POLICY);
     let _listeners = listen(&machine.netns, &[22, 2222, 2223]);
     docker_with_web(&machine, None);
-    let active = |unit: &str| machine.bus().unit_status(unit).unwrap().active_state;
+    let active = |unit: &str| {
+        machine
+            .bus()
+            .unit_status(unit)
+            .unwrap()
+            .active_state
+            .to_string()
+    };
     // With the instance stopped, Docker alone decides: 9090 is open to everyone.
     let pass_through = [
         (FIRST_V4, 9090, Outcome::Open),

@@ -400,7 +400,7 @@ fn install_refuses_netfilter_persistent_and_a_backend_mismatch_until_forced() {
     let unit_file_states = || -> Vec<Option<String>> {
         our_units
             .iter()
-            .map(|unit| bus.unit_file_state(unit).unwrap())
+            .map(|unit| bus.unit_file_state(unit).unwrap().map(|s| s.to_string()))
             .collect()
     };
     let before = (

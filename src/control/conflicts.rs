@@ -103,7 +103,7 @@ impl ConflictFacts {
             facts.firewalld |= manager.unit_status("firewalld.service")?.is_active();
             facts.netfilter_persistent |= manager
                 .unit_file_state("netfilter-persistent.service")?
-                .is_some_and(|state| state.starts_with("enabled"));
+                .is_some_and(|state| state.is_enabled());
             facts.backend = backend_facts(firewall);
         }
         Ok(facts)

@@ -41,7 +41,7 @@ use crate::policy::types::InstanceName;
 use crate::systemd::units::{
     self, ADMIN_UNIT_DIR, InstanceUnits, PACKAGE_UNIT_DIRS, SHIPPED_UNITS,
 };
-use crate::systemd::{JobKind, JobResult, ServiceManager, journal};
+use crate::systemd::{ActiveState, JobKind, JobResult, ServiceManager, journal};
 
 /// How many journal lines a failure report shows.
 const JOURNAL_LINES: usize = 15;
@@ -519,7 +519,7 @@ impl LiveUndo<'_> {
         let gone_but_failed = self
             .manager
             .unit_status(self.rules_unit)
-            .is_ok_and(|s| s.is_not_found() && s.active_state == "failed");
+            .is_ok_and(|s| s.is_not_found() && s.active_state == ActiveState::Failed);
         if gone_but_failed && let Err(e) = self.manager.reset_failed(self.rules_unit) {
             out.warn(e);
         }
@@ -682,7 +682,7 @@ pub fn uninstall(
                     "stopped {}: INPUT, OUTPUT and DOCKER-USER now pass traffic through",
                     units.rules
                 );
-            } else if status.active_state == "failed" {
+            } else if status.active_state == ActiveState::Failed {
                 // A failed unit is not stopped (ExecStop runs only for active units), and
                 // whatever it loaded before failing would stay in the kernel.
                 load_pass_through(target, out)?;
@@ -1013,7 +1013,7 @@ mod tests {
     use crate::host::net::HostNet;
     use crate::iptables::live::LiveState;
     use crate::iptables::trial::{TrialError, TrialReport};
-    use crate::systemd::{SystemdError, UnitFileChange, UnitStatus};
+    use crate::systemd::{LoadState, SystemdError, UnitFileChange, UnitFileState, UnitStatus};
 
     /// A host with eth0, no SSH session, and an empty network.
     struct FakeHost;
@@ -1146,14 +1146,14 @@ mod tests {
         fn unit_status(&self, unit: &str) -> Result<UnitStatus, SystemdError> {
             Ok(UnitStatus {
                 name: unit.to_owned(),
-                load_state: "loaded".to_owned(),
+                load_state: LoadState::Loaded,
                 active_state: if unit.starts_with("iptables@") {
-                    self.active_state.to_owned()
+                    ActiveState::from_word(self.active_state)
                 } else {
-                    "inactive".to_owned()
+                    ActiveState::Inactive
                 },
                 sub_state: "dead".to_owned(),
-                unit_file_state: "enabled".to_owned(),
+                unit_file_state: UnitFileState::Enabled,
                 fragment_path: String::new(),
                 result: Some("exit-code".to_owned()),
                 active_enter_monotonic_us: 0,
@@ -1161,7 +1161,7 @@ mod tests {
                 wants: Vec::new(),
             })
         }
-        fn unit_file_state(&self, _unit: &str) -> Result<Option<String>, SystemdError> {
+        fn unit_file_state(&self, _unit: &str) -> Result<Option<UnitFileState>, SystemdError> {
             Ok(None)
         }
         fn reset_failed(&self, unit: &str) -> Result<(), SystemdError> {
@@ -1420,7 +1420,7 @@ mod tests {
             let mut status = FakeManager::new("active", JobResult::Done)
                 .unit_status("iptables@base.service")
                 .unwrap();
-            status.active_state = active.to_owned();
+            status.active_state = ActiveState::from_word(active);
             status
         };
         let mut report = StatusReport {
@@ -1445,7 +1445,7 @@ mod tests {
             exit::NOT_IN_FORCE,
             "active but not in force is its own code"
         );
-        report.unit.active_state = "failed".to_owned();
+        report.unit.active_state = ActiveState::Failed;
         assert_eq!(report.exit_code(), exit::NOT_RUNNING);
         report.installed = false;
         assert_eq!(report.exit_code(), exit::NOT_INSTALLED);

@@ -21,7 +21,7 @@ use crate::iptables::live::{self, LiveState};
 use crate::iptables::walk::Ruleset;
 use crate::policy::Policy;
 use crate::systemd::units::InstanceUnits;
-use crate::systemd::{ServiceManager, UnitStatus};
+use crate::systemd::{ServiceManager, UnitFileState, UnitStatus};
 
 /// The outcome of `status`, also its `--json` form.
 #[derive(Debug, Clone, Serialize)]
@@ -383,10 +383,10 @@ fn unit_line(u: &UnitStatus) -> String {
         u.name,
         u.active_state,
         u.sub_state,
-        if u.unit_file_state.is_empty() {
+        if u.unit_file_state == UnitFileState::Absent {
             "no unit file"
         } else {
-            &u.unit_file_state
+            u.unit_file_state.as_str()
         },
         u.result
             .as_deref()

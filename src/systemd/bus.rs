@@ -14,7 +14,9 @@ use zbus::connection::Builder;
 use zbus::proxy::CacheProperties;
 
 use super::proxy::{ManagerProxy, ServiceProxy, UnitFileChangeTuple, UnitProxy};
-use super::{JobKind, JobResult, ServiceManager, SystemdError, UnitFileChange, UnitStatus};
+use super::{
+    JobKind, JobResult, ServiceManager, SystemdError, UnitFileChange, UnitFileState, UnitStatus,
+};
 
 /// Where the system bus is when `DBUS_SYSTEM_BUS_ADDRESS` does not say.
 const DEFAULT_SYSTEM_BUS: &str = "unix:path=/run/dbus/system_bus_socket";
@@ -118,10 +120,10 @@ impl SystemdBus {
         };
         Ok(UnitStatus {
             name: unit.to_owned(),
-            load_state: props.load_state().await?,
-            active_state: props.active_state().await?,
+            load_state: props.load_state().await?.into(),
+            active_state: props.active_state().await?.into(),
             sub_state: props.sub_state().await?,
-            unit_file_state: props.unit_file_state().await?,
+            unit_file_state: props.unit_file_state().await?.into(),
             fragment_path: props.fragment_path().await?,
             result,
             active_enter_monotonic_us: props.active_enter_timestamp_monotonic().await?,
@@ -181,9 +183,9 @@ impl ServiceManager for SystemdBus {
             .map_err(|e| self.error(&format!("status of {unit}"), Some(unit), e))
     }
 
-    fn unit_file_state(&self, unit: &str) -> Result<Option<String>, SystemdError> {
+    fn unit_file_state(&self, unit: &str) -> Result<Option<UnitFileState>, SystemdError> {
         match zbus::block_on(async { self.manager().await?.get_unit_file_state(unit).await }) {
-            Ok(state) => Ok(Some(state)),
+            Ok(state) => Ok(Some(state.into())),
             Err(e) => match self.error(&format!("state of {unit}"), Some(unit), e) {
                 SystemdError::NoSuchUnit { .. } => Ok(None),
                 other => Err(other),

@@ -7,14 +7,18 @@
 pub mod bus;
 pub mod journal;
 pub mod proxy;
+pub mod state;
 pub mod units;
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+pub use state::{ActiveState, LoadState, UnitFileState};
 
 /// What to do to a unit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum JobKind {
     /// StartUnit.
     Start,
@@ -92,13 +96,13 @@ pub struct UnitStatus {
     /// The unit's name.
     pub name: String,
     /// `loaded`, `not-found`, `masked`, ...
-    pub load_state: String,
+    pub load_state: LoadState,
     /// `active`, `inactive`, `failed`, ...
-    pub active_state: String,
+    pub active_state: ActiveState,
     /// `exited`, `dead`, ...
     pub sub_state: String,
     /// `enabled`, `disabled`, ... (empty when there is no unit file).
-    pub unit_file_state: String,
+    pub unit_file_state: UnitFileState,
     /// The file it was loaded from (empty when none).
     pub fragment_path: String,
     /// For services: why it last failed (`success` when it did not).
@@ -115,13 +119,13 @@ pub struct UnitStatus {
 impl UnitStatus {
     /// systemd knows no unit of this name.
     pub fn is_not_found(&self) -> bool {
-        self.load_state == "not-found"
+        self.load_state == LoadState::NotFound
     }
 
     /// The unit is active (for our oneshot units: its rules were loaded).
     pub fn is_active(&self) -> bool {
         // A unit that is reloading is active, with its rules loaded.
-        matches!(self.active_state.as_str(), "active" | "reloading")
+        self.active_state.is_active()
     }
 
     /// The unit is installed: enabled, or in any state but inactive (a unit stopped
@@ -129,7 +133,7 @@ impl UnitStatus {
     /// installed template that was never enabled is not.
     pub fn is_installed(&self) -> bool {
         !self.is_not_found()
-            && (self.unit_file_state.starts_with("enabled") || self.active_state != "inactive")
+            && (self.unit_file_state.is_enabled() || self.active_state != ActiveState::Inactive)
     }
 }
 
@@ -220,7 +224,7 @@ pub trait ServiceManager {
     fn unit_status(&self, unit: &str) -> Result<UnitStatus, SystemdError>;
 
     /// The enablement state of a unit file, or None when there is no such file.
-    fn unit_file_state(&self, unit: &str) -> Result<Option<String>, SystemdError>;
+    fn unit_file_state(&self, unit: &str) -> Result<Option<UnitFileState>, SystemdError>;
 
     /// `systemctl reset-failed UNIT`: systemd forgets that the unit failed.
     fn reset_failed(&self, unit: &str) -> Result<(), SystemdError>;
