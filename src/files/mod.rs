@@ -12,6 +12,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
 use tempfile::NamedTempFile;
 
 use crate::files::set::{FileSet, OUTPUT_LIMIT, SetState};
@@ -285,11 +286,13 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), WriteError> {
 }
 
 /// What a path was before a change.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 enum Previous {
     Absent,
     /// A regular file: its bytes, permission bits and owner.
     File {
+        #[serde(with = "bytes")]
         bytes: Vec<u8>,
         mode: u32,
         uid: u32,
@@ -301,8 +304,10 @@ enum Previous {
 }
 
 /// What some paths and file sets were before a change, to put back if the change
-/// fails later (a unit that will not start after its files were replaced).
-#[derive(Debug, Clone, Default)]
+/// fails later (a unit that will not start after its files were replaced). It can be
+/// written down (serde) and put back by another process: it holds the paths, and for
+/// each its bytes, mode and owner, or the target of its link.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     entries: Vec<(PathBuf, Previous)>,
     sets: Vec<(FileSet, SetState)>,
@@ -442,6 +447,37 @@ pub(crate) fn replace_with_link(
     persist(link, &dir.join(name))
 }
 
+/// File contents in a written-down snapshot: a string when they are UTF-8 (rules,
+/// policies and unit files are), a list of byte values otherwise.
+pub(crate) mod bytes {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Bytes {
+        Text(String),
+        Raw(Vec<u8>),
+    }
+
+    /// Serializes `bytes` as a string if they are UTF-8, as a list of bytes if not.
+    pub(crate) fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => serializer.serialize_str(text),
+            Err(_) => serializer.collect_seq(bytes),
+        }
+    }
+
+    /// Reads what [`serialize`] wrote.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<u8>, D::Error> {
+        Ok(match Bytes::deserialize(deserializer)? {
+            Bytes::Text(text) => text.into_bytes(),
+            Bytes::Raw(bytes) => bytes,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -542,5 +578,49 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names.len(), 2, "no temporary files left: {names:?}");
+    }
+
+    #[test]
+    fn a_snapshot_written_down_and_read_back_puts_the_same_things_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let alias = dir.path().join("iptables.service");
+        std::os::unix::fs::symlink("/lib/systemd/system/netfilter-persistent.service", &alias)
+            .expect("link");
+        let binary = [b'#', 0xff, 0xfe, b'\n'];
+        fs::write(dir.path().join("raw"), binary).expect("seed");
+        fs::write(dir.path().join("text"), "old\n").expect("seed");
+        fs::set_permissions(dir.path().join("text"), Permissions::from_mode(0o600)).expect("chmod");
+        let snapshot = Snapshot::take(dir.path(), ["iptables.service", "raw", "text", "new"])
+            .expect("snapshot");
+        let json = serde_json::to_string(&snapshot).expect("encode");
+        assert!(
+            json.contains("\"old\\n\""),
+            "UTF-8 contents stay readable: {json}"
+        );
+        let back: Snapshot = serde_json::from_str(&json).expect("decode");
+        assert_eq!(back, snapshot);
+        write_files(
+            dir.path(),
+            &[
+                ("iptables.service".into(), "[Unit]\n".into()),
+                ("raw".into(), "new\n".into()),
+                ("text".into(), "new\n".into()),
+                ("new".into(), "new\n".into()),
+            ],
+        )
+        .expect("write");
+        back.restore().expect("restore");
+        assert_eq!(
+            fs::read_link(&alias).expect("still a link"),
+            Path::new("/lib/systemd/system/netfilter-persistent.service")
+        );
+        assert_eq!(fs::read(dir.path().join("raw")).expect("raw"), binary);
+        assert_eq!(fs::read(dir.path().join("text")).expect("text"), b"old\n");
+        let mode = fs::metadata(dir.path().join("text"))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!dir.path().join("new").exists());
     }
 }

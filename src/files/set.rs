@@ -38,6 +38,8 @@ use std::io;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 use crate::files::source;
 use crate::files::{self, WriteError, WriteSummary, io_error};
 
@@ -50,16 +52,17 @@ const CURRENT: &str = "current";
 
 /// What one name of a set shows a reader: its bytes, and the mode and owner a copy
 /// keeps.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shown {
     /// The content.
+    #[serde(with = "files::bytes")]
     pub bytes: Vec<u8>,
     mode: u32,
     owner: (u32, u32),
 }
 
 /// What every name of a set shows now (`None`: no such file), to put back later.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetState {
     entries: Vec<(String, Option<Shown>)>,
 }
@@ -98,7 +101,7 @@ struct Wanted<'a> {
 type Target<'a> = [(String, Option<Wanted<'a>>)];
 
 /// The files of one set in one directory.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileSet {
     dir: PathBuf,
     /// `.<set>.set`: the versions and the `current` link, inside `dir`.
