@@ -30,7 +30,7 @@ const CONTESTED_UNITS: [&str; 4] = [
 
 /// A unit file of a contested name that iptables-ctl did not write.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ForeignUnit {
+pub(crate) struct ForeignUnit {
     /// The file (under the root).
     pub path: PathBuf,
     /// Where it points, when it is a symlink (an alias such as netfilter-persistent's).
@@ -39,7 +39,7 @@ pub struct ForeignUnit {
 
 /// Which iptables backend the host uses and where Docker's chains are.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackendFacts {
+pub(crate) struct BackendFacts {
     /// What `iptables` is on this host.
     pub system: Variant,
     /// The other backend holds a `DOCKER` chain (Docker talks to the other one).
@@ -48,7 +48,7 @@ pub struct BackendFacts {
 
 /// What was found on the host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ConflictFacts {
+pub(crate) struct ConflictFacts {
     /// firewalld is running (live) or enabled (staged tree).
     pub firewalld: bool,
     /// ufw is enabled (`ENABLED=yes` in /etc/ufw/ufw.conf).
@@ -65,7 +65,7 @@ pub struct ConflictFacts {
 
 /// One reason not to install.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Conflict {
+pub(crate) struct Conflict {
     /// What was found.
     pub found: String,
     /// Why it matters and what to do.
@@ -238,12 +238,12 @@ fn foreign_units(root: &Path) -> Vec<ForeignUnit> {
 
 /// Whether `instance` has an enable link under `root` (systemd not asked: works for a
 /// staged tree and without root).
-pub fn enabled_under(root: &Path, instance: &InstanceName) -> bool {
+pub(crate) fn enabled_under(root: &Path, instance: &InstanceName) -> bool {
     !wants_links(root, &format!("iptables@{instance}.service")).is_empty()
 }
 
 /// The instances other than `instance` that are enabled under `root`.
-pub fn other_instances(root: &Path, instance: &InstanceName) -> Vec<String> {
+pub(crate) fn other_instances(root: &Path, instance: &InstanceName) -> Vec<String> {
     let ours = format!("iptables@{instance}.service");
     let mut others: Vec<String> = wants_dirs(root)
         .into_iter()

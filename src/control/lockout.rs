@@ -20,10 +20,10 @@ use crate::iptables::walk::{self, Packet, Ruleset, Transport, Verdict};
 
 /// What the kernel loaded of each family's rules in the throwaway namespace
 /// (iptables-save text), as a trial reports it.
-pub type LoadedRules = Vec<(Family, String)>;
+pub(crate) type LoadedRules = Vec<(Family, String)>;
 
 /// What `reports` (a trial per family) say the kernel loaded of each family's rules.
-pub fn loaded_rules(reports: Vec<(Family, TrialReport)>) -> LoadedRules {
+pub(crate) fn loaded_rules(reports: Vec<(Family, TrialReport)>) -> LoadedRules {
     reports
         .into_iter()
         .map(|(family, report)| (family, report.loaded))
@@ -32,7 +32,7 @@ pub fn loaded_rules(reports: Vec<(Family, TrialReport)>) -> LoadedRules {
 
 /// A session the new rules would shut out.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lockout {
+pub(crate) struct Lockout {
     /// The session.
     pub session: SshConnection,
     /// What a new connection like it would get.
@@ -58,7 +58,7 @@ impl fmt::Display for Lockout {
 
 /// The sessions on `probe` that the rules in `loaded` (per family, iptables-save text of
 /// the rules as the kernel loaded them) would refuse.
-pub fn check(probe: &dyn HostProbe, loaded: &[(Family, String)]) -> Vec<Lockout> {
+pub(crate) fn check(probe: &dyn HostProbe, loaded: &[(Family, String)]) -> Vec<Lockout> {
     let mut found = Vec::new();
     for session in probe.ssh_sessions() {
         let family = Family::of(&session.client);
@@ -109,7 +109,7 @@ fn walk(ruleset: &Ruleset, session: &SshConnection, in_interface: &str) -> Optio
 }
 
 /// The refusal message for `lockouts`, naming each session and port.
-pub fn refusal(command: &str, lockouts: &[Lockout]) -> String {
+pub(crate) fn refusal(command: &str, lockouts: &[Lockout]) -> String {
     let list: Vec<String> = lockouts.iter().map(|l| format!("  - {l}")).collect();
     format!(
         "refusing to {command}: the new rules would lock out SSH; {}\n{}\n\

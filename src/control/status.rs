@@ -7,12 +7,12 @@
 //! - every interface the policy names exists;
 //! - the exposure audit finds no published port reachable beyond the policy.
 //!
-//! The flow gathers; [`StatusReport`] holds the outcome, its exit code and its text.
+//! The flow gathers; [`StatusReport`] holds the outcome and its text (the command line
+//! gives it its exit code).
 
 use serde::Serialize;
 
 use crate::audit::{self, AuditReport};
-use crate::cli::exit;
 use crate::control::Target;
 use crate::family::Family;
 use crate::iptables::forward;
@@ -25,7 +25,7 @@ use crate::systemd::{ServiceManager, UnitFileState, UnitStatus};
 
 /// The outcome of `status`, also its `--json` form.
 #[derive(Debug, Clone, Serialize)]
-pub struct StatusReport {
+pub(crate) struct StatusReport {
     /// The instance.
     pub instance: String,
     /// The instance is installed (enabled, or not inactive).
@@ -52,7 +52,10 @@ pub struct StatusReport {
 
 /// `status`: unit states, the live rules against the rendered files, FORWARD, the
 /// policy against the files, and the exposure of published ports.
-pub fn status(target: &Target<'_>, manager: &dyn ServiceManager) -> anyhow::Result<StatusReport> {
+pub(crate) fn status(
+    target: &Target<'_>,
+    manager: &dyn ServiceManager,
+) -> anyhow::Result<StatusReport> {
     let units = InstanceUnits::new(target.instance);
     let unit = manager.unit_status(&units.rules)?;
     let mut report = StatusReport {
@@ -235,19 +238,6 @@ fn policy_problems(target: &Target<'_>, problems: &mut Vec<String>) -> Option<Po
 }
 
 impl StatusReport {
-    /// The exit code this report deserves (see [`crate::cli::exit`]).
-    pub fn exit_code(&self) -> u8 {
-        if !self.installed {
-            exit::NOT_INSTALLED
-        } else if !self.unit.is_active() {
-            exit::NOT_RUNNING
-        } else if self.in_force {
-            exit::SUCCESS
-        } else {
-            exit::NOT_IN_FORCE
-        }
-    }
-
     /// One line saying what holds, for the commands that end with this check.
     pub fn in_force_line(&self) -> String {
         let families: Vec<&str> = self

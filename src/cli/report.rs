@@ -1,0 +1,419 @@
+//! The one printer of what the flows report: each [`Event`] as its line on standard
+//! output (warnings as `iptables-ctl: warning: ...` on standard error), the
+//! [`Verdict`] at the end, or (`--json`) the whole outcome as one JSON document; and
+//! the exit code each verdict, and each `status` report, deserves. Reports of `status`,
+//! `audit` and `explain` are printed here too, as their text or as JSON.
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::cli::exit;
+use crate::cli::output::Output;
+use crate::control::status::StatusReport;
+use crate::control::{Event, Verdict};
+
+/// Shows one event: its line on standard output, or a warning.
+pub(super) fn print_event(event: &Event, out: &mut Output) {
+    match event {
+        Event::StarterPolicy { path, summary } => {
+            writeln!(
+                out,
+                "no policy at {} yet: installing the starter policy",
+                path.display()
+            );
+            for line in summary {
+                writeln!(out, "  {line}");
+            }
+        }
+        Event::PolicyProven { path } => writeln!(
+            out,
+            "policy {} is valid and its rules load in a throwaway namespace",
+            path.display()
+        ),
+        Event::FileWritten { path } => writeln!(out, "wrote {}", path.display()),
+        Event::FileUnchanged { path } => writeln!(out, "unchanged {}", path.display()),
+        Event::FileRemoved { path } | Event::LinkRemoved { path } => {
+            writeln!(out, "removed {}", path.display());
+        }
+        Event::UnitsPackaged { dir } => {
+            writeln!(out, "units are shipped by the package in {}", dir.display())
+        }
+        Event::LinkCreated { path, target } => writeln!(
+            out,
+            "created symlink {} -> {}",
+            path.display(),
+            target.display()
+        ),
+        Event::UnitFileChanged {
+            kind,
+            path,
+            destination,
+        } => writeln!(out, "{kind} {} {destination}", path.display()),
+        Event::Staged { root } => writeln!(
+            out,
+            "staged under {}: the units start at its first boot",
+            root.display()
+        ),
+        Event::EnabledNotStarted { unit } => writeln!(
+            out,
+            "{unit} is enabled; it loads the rules at the next boot (--no-start)"
+        ),
+        Event::JobFailedUndoing { unit, job } => writeln!(
+            out,
+            "{unit} did not {job}; putting the previous files and unit state back"
+        ),
+        Event::ReloadFailedUndoing { .. } => writeln!(
+            out,
+            "reload failed; putting the previous files back and loading them again"
+        ),
+        Event::PreviousFilesLoaded { unit } => {
+            writeln!(out, "{unit}: the previous files are loaded again");
+        }
+        Event::UnitActive { unit } => writeln!(out, "{unit} is active"),
+        Event::Started { unit, .. } => writeln!(out, "{unit}: active"),
+        Event::RestartIsReload { unit } => writeln!(
+            out,
+            "{unit}: restart loads the rules again with no gap (a reload): stopping first would open the host until the start succeeded"
+        ),
+        Event::ReassertionActive { unit } => writeln!(
+            out,
+            "{unit} is active: the rules are re-asserted after every start of Docker"
+        ),
+        Event::ReassertionWaitsForDocker { unit } => {
+            writeln!(out, "{unit} starts with Docker (Docker is not running now)")
+        }
+        Event::Reloaded {
+            unit,
+            files_changed: false,
+        } => writeln!(
+            out,
+            "{unit}: reloaded; the files were unchanged, so the same rules were loaded again"
+        ),
+        Event::Reloaded {
+            unit,
+            files_changed: true,
+        } => writeln!(out, "{unit}: reloaded with the new files"),
+        Event::Stopped { unit, instance } => writeln!(
+            out,
+            "{unit}: stopped: the pass-through (.empty) files are loaded; Docker starts do not load the rules until `iptables-ctl start {instance}` (the unit stays enabled: the next boot loads them)"
+        ),
+        Event::StoppedForUninstall { unit } => writeln!(
+            out,
+            "stopped {unit}: INPUT, OUTPUT and DOCKER-USER now pass traffic through"
+        ),
+        Event::PassThroughLoaded => writeln!(
+            out,
+            "the unit had failed: loaded its pass-through files, so INPUT, OUTPUT and DOCKER-USER pass traffic through"
+        ),
+        Event::NotInstalled { unit } => {
+            writeln!(out, "{unit} is not installed; nothing was changed");
+        }
+        Event::SharedUnitsKept { instances } => writeln!(
+            out,
+            "kept iptables.service and the unit templates: instance {} still uses them",
+            instances.join(", ")
+        ),
+        Event::FilesKept { dir } => writeln!(
+            out,
+            "policy and rendered files under {} are kept",
+            dir.display()
+        ),
+        Event::ForwardJumpAdded { family } => {
+            writeln!(out, "{family}: FORWARD jumps to DOCKER-USER (added)");
+        }
+        Event::ForwardJumpRepaired {
+            family,
+            first_rule,
+            jumps,
+        } => writeln!(
+            out,
+            "{family}: FORWARD did not jump to DOCKER-USER first (its first rule was `{first_rule}`; {jumps} jump(s)); it does now"
+        ),
+        Event::NotReloaded { unit } => writeln!(out, "{unit} is not active: not reloaded"),
+        Event::JobDone { unit, job } => writeln!(out, "{unit}: {job} done"),
+        Event::Warning { message } => out.warn(message),
+    }
+}
+
+/// Shows how a flow ended: the in-force line, or a warning saying why not.
+pub(super) fn print_verdict(verdict: &Verdict, out: &mut Output) {
+    match verdict {
+        Verdict::Done => {}
+        Verdict::InForce { summary } => writeln!(out, "{summary}"),
+        Verdict::NotInForce { problems } => {
+            let mut text = "the rules are loaded but NOT IN FORCE:".to_owned();
+            for problem in problems {
+                text.push_str(&format!("\n  - {problem}"));
+            }
+            out.warn(text);
+        }
+        Verdict::CheckFailed { error } => out.warn(format!(
+            "the rules are loaded, but whether they are in force could not be checked: {error}"
+        )),
+    }
+}
+
+/// The exit code a flow that ended with `verdict` returns.
+pub(super) fn exit_code(verdict: &Verdict) -> u8 {
+    match verdict {
+        Verdict::Done | Verdict::InForce { .. } => exit::SUCCESS,
+        Verdict::NotInForce { .. } | Verdict::CheckFailed { .. } => exit::NOT_IN_FORCE,
+    }
+}
+
+/// The exit code `status` returns for `report`, following systemctl.
+pub(super) fn status_exit_code(report: &StatusReport) -> u8 {
+    if !report.installed {
+        exit::NOT_INSTALLED
+    } else if !report.unit.is_active() {
+        exit::NOT_RUNNING
+    } else if report.in_force {
+        exit::SUCCESS
+    } else {
+        exit::NOT_IN_FORCE
+    }
+}
+
+/// A flow's outcome as one JSON document.
+#[derive(Debug, Serialize)]
+struct Document<'a> {
+    /// What the flow did, in order.
+    events: &'a [Event],
+    /// How it ended (`verdict` and what goes with it).
+    #[serde(flatten)]
+    ending: Ending<'a>,
+    /// The process's exit code.
+    exit_code: u8,
+}
+
+/// How a flow ended: a verdict, or an error.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Ending<'a> {
+    Verdict(&'a Verdict),
+    Failed {
+        /// Always `failed`.
+        verdict: &'static str,
+        /// The error, with its context.
+        error: String,
+    },
+}
+
+/// The JSON document of a flow that recorded `events` and ended with `result`.
+fn document(events: &[Event], result: &anyhow::Result<Verdict>) -> anyhow::Result<String> {
+    let (ending, exit_code) = match result {
+        Ok(verdict) => (Ending::Verdict(verdict), exit_code(verdict)),
+        Err(error) => (
+            Ending::Failed {
+                verdict: "failed",
+                error: format!("{error:#}"),
+            },
+            exit::FAILURE,
+        ),
+    };
+    let document = Document {
+        events,
+        ending,
+        exit_code,
+    };
+    serde_json::to_string_pretty(&document).context("cannot encode the outcome")
+}
+
+/// Prints a flow's outcome as one JSON document on standard output.
+pub(super) fn print_json(
+    events: &[Event],
+    result: &anyhow::Result<Verdict>,
+    out: &mut Output,
+) -> anyhow::Result<()> {
+    out.print(&format!("{}\n", document(events, result)?));
+    Ok(())
+}
+
+/// Prints a report as pretty JSON or as its text for a person.
+pub(super) fn print_report(
+    json: bool,
+    report: &impl Serialize,
+    human: String,
+    out: &mut Output,
+) -> anyhow::Result<()> {
+    if json {
+        let text = serde_json::to_string_pretty(report).context("cannot encode the report")?;
+        out.print(&format!("{text}\n"));
+    } else {
+        out.print(&human);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::fakes::{FakeManager, POLICY, staged};
+    use crate::control::{InstallOptions, Outcome, Systemd, install};
+    use crate::iptables::live::LiveState;
+    use crate::systemd::{ActiveState, JobKind, JobResult, ServiceManager};
+
+    /// The text of `events` and `verdict`: (standard output, standard error).
+    fn text(events: &[Event], verdict: &Verdict) -> (String, String) {
+        let mut out = Output::capture();
+        for event in events {
+            print_event(event, &mut out);
+        }
+        print_verdict(verdict, &mut out);
+        (out.stdout_text(), out.stderr_text())
+    }
+
+    #[test]
+    fn the_json_of_an_install_carries_its_events_and_verdict() {
+        let staged = staged(Some(POLICY));
+        let manager = FakeManager::new("inactive", JobResult::Done);
+        let mut outcome = Outcome::new();
+        let result = install(
+            &staged.target(),
+            Systemd::Live(&manager),
+            InstallOptions::default(),
+            &mut outcome,
+        );
+        let json = document(outcome.events(), &result).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let events = value["events"].as_array().unwrap();
+        let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+        assert_eq!(kinds.len(), events.len(), "{json}");
+        assert_eq!(kinds.first(), Some(&"policy_proven"), "{json}");
+        assert!(kinds.contains(&"file_written"), "{json}");
+        assert!(
+            events.contains(&serde_json::json!({
+                "event": "unit_active",
+                "unit": "iptables@base.service",
+            })),
+            "{json}"
+        );
+        assert_eq!(
+            events[0]["path"].as_str(),
+            staged.policy_path.to_str(),
+            "{json}"
+        );
+        // The fake manager never reports the rules unit active: the closing check finds
+        // the rules not in force.
+        assert_eq!(value["verdict"], "not_in_force", "{json}");
+        assert!(value["problems"].is_array(), "{json}");
+        assert_eq!(value["exit_code"], exit::NOT_IN_FORCE, "{json}");
+    }
+
+    #[test]
+    fn the_json_of_a_failed_flow_keeps_what_it_did_and_says_why() {
+        let events = [Event::JobFailedUndoing {
+            unit: "iptables@base.service".to_owned(),
+            job: JobKind::Start,
+        }];
+        let json = document(&events, &Err(anyhow::anyhow!("start failed"))).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({
+                "events": [{
+                    "event": "job_failed_undoing",
+                    "unit": "iptables@base.service",
+                    "job": "start",
+                }],
+                "verdict": "failed",
+                "error": "start failed",
+                "exit_code": exit::FAILURE,
+            })
+        );
+    }
+
+    #[test]
+    fn events_read_as_the_commands_always_said_them() {
+        let unit = || "iptables@base.service".to_owned();
+        let (stdout, stderr) = text(
+            &[
+                Event::JobFailedUndoing {
+                    unit: unit(),
+                    job: JobKind::Reload,
+                },
+                Event::RestartIsReload { unit: unit() },
+                Event::Warning {
+                    message: "eth9 does not exist".to_owned(),
+                },
+                Event::Reloaded {
+                    unit: unit(),
+                    files_changed: false,
+                },
+            ],
+            &Verdict::NotInForce {
+                problems: vec!["one".to_owned(), "two".to_owned()],
+            },
+        );
+        assert_eq!(
+            stdout,
+            "iptables@base.service did not reload; putting the previous files and unit state back\n\
+             iptables@base.service: restart loads the rules again with no gap (a reload): stopping first would open the host until the start succeeded\n\
+             iptables@base.service: reloaded; the files were unchanged, so the same rules were loaded again\n"
+        );
+        assert_eq!(
+            stderr,
+            "iptables-ctl: warning: eth9 does not exist\n\
+             iptables-ctl: warning: the rules are loaded but NOT IN FORCE:\n  - one\n  - two\n"
+        );
+        let (stdout, stderr) = text(
+            &[],
+            &Verdict::InForce {
+                summary: "in force: all".to_owned(),
+            },
+        );
+        assert_eq!((stdout.as_str(), stderr.as_str()), ("in force: all\n", ""));
+    }
+
+    #[test]
+    fn status_exit_codes_follow_systemctl() {
+        let unit = |active: &str| {
+            let mut status = FakeManager::new("active", JobResult::Done)
+                .unit_status("iptables@base.service")
+                .unwrap();
+            status.active_state = ActiveState::from_word(active);
+            status
+        };
+        let mut report = StatusReport {
+            instance: "base".to_owned(),
+            installed: true,
+            in_force: true,
+            problems: Vec::new(),
+            unit: unit("active"),
+            docker_unit: unit("inactive"),
+            docker: unit("inactive"),
+            live: Some(LiveState {
+                variant: None,
+                families: Vec::new(),
+            }),
+            live_error: None,
+            exposure: None,
+        };
+        assert_eq!(status_exit_code(&report), exit::SUCCESS);
+        report.in_force = false;
+        assert_eq!(
+            status_exit_code(&report),
+            exit::NOT_IN_FORCE,
+            "active but not in force is its own code"
+        );
+        report.unit.active_state = ActiveState::Failed;
+        assert_eq!(status_exit_code(&report), exit::NOT_RUNNING);
+        report.installed = false;
+        assert_eq!(status_exit_code(&report), exit::NOT_INSTALLED);
+        let codes = [
+            exit::SUCCESS,
+            exit::FAILURE,
+            exit::USAGE,
+            exit::NOT_RUNNING,
+            exit::NOT_INSTALLED,
+            exit::NOT_IN_FORCE,
+            exit::EXPOSED,
+        ];
+        let distinct: std::collections::BTreeSet<u8> = codes.into_iter().collect();
+        assert_eq!(
+            distinct.len(),
+            codes.len(),
+            "every outcome has its own code"
+        );
+    }
+}

@@ -1,0 +1,258 @@
+//! Test fakes for the flows: a service manager that records calls and answers as told,
+//! a trial that accepts everything, a firewall with nothing to say, a host with eth0,
+//! and a staged tree to run the flows in. The real thing is proven in
+//! tests/systemd_boot.rs; these reach the failure paths a real systemd rarely takes.
+
+use std::cell::RefCell;
+use std::fs;
+use std::io;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use crate::control::Target;
+use crate::family::Family;
+use crate::files::layout::Layout;
+use crate::host::net::HostNet;
+use crate::host::{HostProbe, SshConnection};
+use crate::iptables::instance;
+use crate::iptables::live::LiveFirewall;
+use crate::iptables::trial::{RulesetTrial, TrialError, TrialReport};
+use crate::policy::types::InstanceName;
+use crate::systemd::{
+    ActiveState, JobKind, JobResult, LoadState, ServiceManager, SystemdError, UnitFileChange,
+    UnitFileState, UnitStatus,
+};
+
+/// A host with eth0, no SSH session, and an empty network.
+pub(crate) struct FakeHost;
+
+impl HostProbe for FakeHost {
+    fn default_route_interfaces(&self) -> io::Result<Vec<String>> {
+        Ok(vec!["eth0".to_owned()])
+    }
+    fn interface_names(&self) -> io::Result<Vec<String>> {
+        Ok(vec!["eth0".to_owned(), "lo".to_owned()])
+    }
+    fn sshd_ports(&self) -> Vec<u16> {
+        vec![22]
+    }
+    fn ssh_connection(&self) -> Option<SshConnection> {
+        None
+    }
+    fn ssh_sessions(&self) -> Vec<SshConnection> {
+        Vec::new()
+    }
+    fn route_interface(&self, _address: IpAddr) -> Option<String> {
+        None
+    }
+    fn network(&self) -> anyhow::Result<HostNet> {
+        Ok(HostNet::default())
+    }
+}
+
+pub(crate) struct AcceptingTrial;
+
+/// A firewall with nothing to say (no backend, no other backend).
+pub(crate) struct QuietFirewall;
+
+impl LiveFirewall for QuietFirewall {
+    fn variant(&self) -> Option<crate::iptables::Variant> {
+        None
+    }
+    fn save(&self, _family: Family) -> Result<String, crate::command::ToolError> {
+        Ok(String::new())
+    }
+    fn save_other_variant(&self) -> Option<String> {
+        None
+    }
+    fn restore(&self, _family: Family, _text: &str) -> Result<(), crate::command::ToolError> {
+        Ok(())
+    }
+}
+
+impl RulesetTrial for AcceptingTrial {
+    fn trial(
+        &self,
+        _family: Family,
+        _rules: (&str, &str),
+        _empty: (&str, &str),
+    ) -> Result<TrialReport, TrialError> {
+        Ok(TrialReport {
+            loaded: String::new(),
+            loaded_empty: String::new(),
+            rule_count: 0,
+        })
+    }
+}
+
+/// Records every call; jobs end with `job_result`; the rules unit is `active_state`.
+/// With `links_in`, enable creates one link per unit there, as systemd would.
+pub(crate) struct FakeManager {
+    calls: RefCell<Vec<String>>,
+    job_result: JobResult,
+    active_state: &'static str,
+    links_in: Option<PathBuf>,
+}
+
+impl FakeManager {
+    pub(crate) fn new(active_state: &'static str, job_result: JobResult) -> FakeManager {
+        FakeManager {
+            calls: RefCell::new(Vec::new()),
+            job_result,
+            active_state,
+            links_in: None,
+        }
+    }
+
+    pub(crate) fn linking_in(mut self, dir: PathBuf) -> FakeManager {
+        self.links_in = Some(dir);
+        self
+    }
+
+    pub(crate) fn calls(&self) -> Vec<String> {
+        self.calls.borrow().clone()
+    }
+}
+
+impl ServiceManager for FakeManager {
+    fn daemon_reload(&self) -> Result<(), SystemdError> {
+        self.calls.borrow_mut().push("daemon-reload".to_owned());
+        Ok(())
+    }
+    fn enable(&self, units: &[&str]) -> Result<Vec<UnitFileChange>, SystemdError> {
+        self.calls
+            .borrow_mut()
+            .push(format!("enable {}", units.join(" ")));
+        let Some(dir) = &self.links_in else {
+            return Ok(Vec::new());
+        };
+        fs::create_dir_all(dir).unwrap();
+        Ok(units
+            .iter()
+            .map(|unit| {
+                let link = dir.join(unit);
+                std::os::unix::fs::symlink(format!("/etc/systemd/system/{unit}"), &link).unwrap();
+                UnitFileChange {
+                    kind: "symlink".to_owned(),
+                    path: link.display().to_string(),
+                    destination: format!("/etc/systemd/system/{unit}"),
+                }
+            })
+            .collect())
+    }
+    fn disable(&self, units: &[&str]) -> Result<Vec<UnitFileChange>, SystemdError> {
+        self.calls
+            .borrow_mut()
+            .push(format!("disable {}", units.join(" ")));
+        Ok(Vec::new())
+    }
+    fn run_job(&self, kind: JobKind, unit: &str) -> Result<JobResult, SystemdError> {
+        self.calls.borrow_mut().push(format!("{kind} {unit}"));
+        Ok(self.job_result.clone())
+    }
+    fn unit_status(&self, unit: &str) -> Result<UnitStatus, SystemdError> {
+        Ok(UnitStatus {
+            name: unit.to_owned(),
+            load_state: LoadState::Loaded,
+            active_state: if unit.starts_with("iptables@") {
+                ActiveState::from_word(self.active_state)
+            } else {
+                ActiveState::Inactive
+            },
+            sub_state: "dead".to_owned(),
+            unit_file_state: UnitFileState::Enabled,
+            fragment_path: String::new(),
+            result: Some("exit-code".to_owned()),
+            active_enter_monotonic_us: 0,
+            inactive_exit_monotonic_us: 0,
+            wants: Vec::new(),
+        })
+    }
+    fn unit_file_state(&self, _unit: &str) -> Result<Option<UnitFileState>, SystemdError> {
+        Ok(None)
+    }
+    fn reset_failed(&self, unit: &str) -> Result<(), SystemdError> {
+        self.calls.borrow_mut().push(format!("reset-failed {unit}"));
+        Ok(())
+    }
+}
+
+pub(crate) const POLICY: &str = "[interfaces]\nexternal = [\"eth0\"]\n";
+
+pub(crate) struct Staged {
+    pub(crate) root: tempfile::TempDir,
+    pub(crate) layout: Layout,
+    pub(crate) instance: InstanceName,
+    pub(crate) policy_path: PathBuf,
+}
+
+pub(crate) fn staged(policy: Option<&str>) -> Staged {
+    let root = tempfile::tempdir().unwrap();
+    let layout = Layout::new(root.path());
+    let instance: InstanceName = "base".parse().unwrap();
+    let policy_path = layout.policy_path(&instance);
+    if let Some(text) = policy {
+        fs::create_dir_all(layout.config_dir()).unwrap();
+        fs::write(&policy_path, text).unwrap();
+    }
+    Staged {
+        root,
+        layout,
+        instance,
+        policy_path,
+    }
+}
+
+impl Staged {
+    pub(crate) fn target(&self) -> Target<'_> {
+        Target {
+            layout: &self.layout,
+            instance: &self.instance,
+            policy_path: &self.policy_path,
+            host: &FakeHost,
+            trial: &AcceptingTrial,
+            firewall: &QuietFirewall,
+        }
+    }
+
+    /// Writes the instance's four files as the tool does, each `TAG NAME`.
+    pub(crate) fn write_rules(&self, tag: &str) {
+        let files: Vec<(String, String)> = [
+            "base.rules",
+            "base.rules.empty",
+            "base.rules6",
+            "base.rules6.empty",
+        ]
+        .map(|name| (name.to_owned(), format!("{tag} {name}\n")))
+        .to_vec();
+        instance::output_set(&self.layout, &self.instance)
+            .write(&files)
+            .unwrap();
+    }
+
+    /// Every file and link under the root with what it shows a reader (a link:
+    /// its target's bytes). The versions inside a file set's store are left out:
+    /// a set put back shows its old bytes from a new version (the fileset tests
+    /// prove that an absent set put back leaves no store).
+    pub(crate) fn files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut all = Vec::new();
+        let mut stack = vec![self.root.path().to_owned()];
+        while let Some(dir) = stack.pop() {
+            for entry in fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                let is_store = path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().ends_with(".set"));
+                if path.symlink_metadata().unwrap().is_dir() {
+                    if !is_store {
+                        stack.push(path);
+                    }
+                } else {
+                    all.push((path.clone(), fs::read(&path).unwrap_or_default()));
+                }
+            }
+        }
+        all.sort();
+        all
+    }
+}

@@ -1,0 +1,422 @@
+//! `install`: the policy (the starter policy when there is none), render and prove,
+//! conflicts with other firewall setups, SSH sessions the rules would lock out, then
+//! the files, the units, enabling, starting the whole set, and the status check. A
+//! step that fails after the first file was written puts back everything this run
+//! changed (its [`Transaction`]). With a staged tree (`--root`) the units are enabled
+//! by writing their links, and nothing is run.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+
+use crate::control::conflicts::{Conflict, ConflictFacts};
+use crate::control::lifecycle::start_rest_of_set;
+use crate::control::outcome::{Event, Outcome, Verdict};
+use crate::control::undo::Transaction;
+use crate::control::{
+    Systemd, Target, UNCHANGED, in_force, refuse_lockouts, refused, render_and_prove, run_job,
+    warn_interface_problems,
+};
+use crate::files::layout::Layout;
+use crate::files::source;
+use crate::files::{self, DirLock, Snapshot};
+use crate::iptables::instance;
+use crate::iptables::render::RenderedFile;
+use crate::policy::Policy;
+use crate::policy::starter::{self, StarterFacts};
+use crate::systemd::units::{
+    self, ADMIN_UNIT_DIR, InstanceUnits, PACKAGE_UNIT_DIRS, SHIPPED_UNITS,
+};
+use crate::systemd::{JobKind, ServiceManager};
+
+/// Options of `install`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct InstallOptions {
+    /// Enable but do not start.
+    pub no_start: bool,
+    /// Go on despite conflicts that can be overridden, and despite SSH sessions the
+    /// new rules would lock out.
+    pub force: bool,
+}
+
+/// `install`: policy (starter if none), render and prove, conflicts, SSH sessions,
+/// files, units, enable, start the whole set, and the status check.
+pub(crate) fn install(
+    target: &Target<'_>,
+    systemd: Systemd<'_>,
+    options: InstallOptions,
+    outcome: &mut Outcome<'_>,
+) -> anyhow::Result<Verdict> {
+    let root = target.layout.root();
+    let manager = systemd.manager();
+    let config_dir = target.layout.config_dir();
+    let mut created = CreatedDirs::create(&config_dir)?;
+    let _lock = DirLock::acquire(&config_dir)?;
+
+    let (policy, starter_text) = policy_or_starter(target, outcome)?;
+    let (rendered, loaded) = match (render_and_prove(target, &policy), &starter_text) {
+        (Ok(done), _) => done,
+        (Err(error), None) => return Err(error.context(refused("install"))),
+        (Err(error), Some(_)) => {
+            return Err(error.context(format!(
+                "the starter policy for {path} cannot be used on this host, so nothing was written; \
+                 write one with `iptables-ctl init --stdout > {path}`, edit it, then install",
+                path = target.policy_path.display()
+            )));
+        }
+    };
+    outcome.push(Event::PolicyProven {
+        path: target.policy_path.to_owned(),
+    });
+    warn_interface_problems(&policy, target.host, outcome);
+
+    let conflicts =
+        ConflictFacts::gather(root, target.instance, manager.map(|m| (m, target.firewall)))?
+            .conflicts();
+    refuse_on_conflicts(&conflicts, options.force, outcome)?;
+    if manager.is_some() && !options.no_start {
+        refuse_lockouts("install", target, &loaded, options.force, outcome)?;
+    }
+    created.keep();
+
+    // Everything checked: write. From here on a failure puts back what this run did.
+    let mut undo = Transaction::new();
+    let unit_dir = match write_files(target, starter_text, rendered, &mut undo, outcome) {
+        Ok(unit_dir) => unit_dir,
+        Err(error) => {
+            undo.undo(manager, outcome);
+            return Err(error);
+        }
+    };
+    let units = InstanceUnits::new(target.instance);
+    let Some(manager) = manager else {
+        stage_enable(target.layout, &unit_dir, &units, outcome)?;
+        return Ok(Verdict::Done);
+    };
+    if let Err(error) = enable(manager, &units, &mut undo, outcome) {
+        undo.undo(Some(manager), outcome);
+        return Err(error);
+    }
+    if options.no_start {
+        outcome.push(Event::EnabledNotStarted {
+            unit: units.rules.clone(),
+        });
+        return Ok(Verdict::Done);
+    }
+    // A oneshot unit that is already active ignores start: reload it to load the new files.
+    let kind = if manager.unit_status(&units.rules)?.is_active() {
+        JobKind::Reload
+    } else {
+        JobKind::Start
+    };
+    undo.rules_job(&units.rules, kind);
+    if let Err(error) = run_job(manager, kind, &units.rules) {
+        outcome.push(Event::JobFailedUndoing {
+            unit: units.rules.clone(),
+            job: kind,
+        });
+        undo.undo(Some(manager), outcome);
+        return Err(error);
+    }
+    outcome.push(Event::UnitActive {
+        unit: units.rules.clone(),
+    });
+    start_rest_of_set(manager, &units, outcome);
+    Ok(in_force(target, manager))
+}
+
+/// Writes the starter policy (if any), the rendered files and the units (unless a
+/// package ships them), recording each in `undo`. Returns where the units are.
+fn write_files(
+    target: &Target<'_>,
+    starter_text: Option<String>,
+    rendered: Vec<RenderedFile>,
+    undo: &mut Transaction,
+    outcome: &mut Outcome<'_>,
+) -> anyhow::Result<PathBuf> {
+    let outputs = RenderedFile::outputs(rendered);
+    let output_set = instance::output_set(target.layout, target.instance);
+    undo.files_replaced(Snapshot::take_set(&output_set)?);
+    if let Some(text) = starter_text {
+        let (dir, name) = files::dir_and_name(target.policy_path)?;
+        files::create_dirs(dir)?;
+        undo.files_replaced(Snapshot::take(dir, [name.as_str()])?);
+        files::write_files(dir, &[(name, text)])?;
+        outcome.push(Event::FileWritten {
+            path: target.policy_path.to_owned(),
+        });
+    }
+    let (unit_dir, packaged) = unit_dir(target.layout.root());
+    outcome.writes(&output_set.write(&outputs)?);
+    if packaged {
+        outcome.push(Event::UnitsPackaged {
+            dir: unit_dir.clone(),
+        });
+    } else {
+        files::create_dirs(&unit_dir)?;
+        // Only install writes our units here, and it holds the config directory's
+        // lock: temporary files of a killed install are nobody's work in progress.
+        files::remove_stale_temps(&unit_dir)?;
+        undo.files_replaced(Snapshot::take(
+            &unit_dir,
+            SHIPPED_UNITS.iter().map(|u| u.file_name),
+        )?);
+        let unit_files: Vec<(String, String)> = SHIPPED_UNITS
+            .iter()
+            .map(|u| (u.file_name.to_owned(), u.text.to_owned()))
+            .collect();
+        outcome.writes(&files::write_files(&unit_dir, &unit_files)?);
+    }
+    Ok(unit_dir)
+}
+
+/// With the files written: has systemd load the units and enables them, recording in
+/// `undo` the links it created.
+fn enable(
+    manager: &dyn ServiceManager,
+    units: &InstanceUnits,
+    undo: &mut Transaction,
+    outcome: &mut Outcome<'_>,
+) -> anyhow::Result<()> {
+    // A failure from here on undoes what this run did in systemd too: the links it
+    // created go, and systemd reloads the unit files as they were put back.
+    undo.unit_files_changed(&units.rules);
+    manager.daemon_reload()?;
+    for change in manager.enable(&units.all())? {
+        outcome.push(Event::from(&change));
+        if change.kind == "symlink" {
+            undo.link_created(PathBuf::from(&change.path));
+        }
+    }
+    // EnableUnitFiles only makes the links; without a reload a running systemd does
+    // not know that docker.service now wants the re-assertion (systemctl enable
+    // reloads for the same reason).
+    manager.daemon_reload()?;
+    Ok(())
+}
+
+/// Loads the policy, or builds the starter policy when there is none yet (returning
+/// its text so it is written together with everything else).
+fn policy_or_starter(
+    target: &Target<'_>,
+    outcome: &mut Outcome<'_>,
+) -> anyhow::Result<(Policy, Option<String>)> {
+    if target.policy_path.exists() {
+        return Ok((Policy::load(target.policy_path)?, None));
+    }
+    let facts = StarterFacts::gather(target.host);
+    let (text, policy) = starter::starter_policy(&facts, target.policy_path)?;
+    outcome.push(Event::StarterPolicy {
+        path: target.policy_path.to_owned(),
+        summary: starter::summary(&facts, &policy),
+    });
+    Ok((policy, Some(text)))
+}
+
+/// Where the shipped units are loaded from: a package's copy if it ships ours,
+/// otherwise the admin directory (where install writes them).
+fn unit_dir(root: &Path) -> (PathBuf, bool) {
+    for dir in PACKAGE_UNIT_DIRS {
+        let path = root.join(dir);
+        if SHIPPED_UNITS.iter().all(|u| {
+            source::read_consulted(&path.join(u.file_name)).is_some_and(|t| units::is_ours(&t))
+        }) {
+            return (path, true);
+        }
+    }
+    (root.join(ADMIN_UNIT_DIR), false)
+}
+
+/// Directories created for a command, removed again (when still empty) unless the
+/// command got far enough to keep them.
+struct CreatedDirs {
+    dirs: Vec<PathBuf>,
+    keep: bool,
+}
+
+impl CreatedDirs {
+    /// Creates `dir` and its missing parents, remembering which it created.
+    fn create(dir: &Path) -> anyhow::Result<CreatedDirs> {
+        let dirs = files::create_dirs(dir)?;
+        Ok(CreatedDirs { dirs, keep: false })
+    }
+
+    fn keep(&mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for CreatedDirs {
+    fn drop(&mut self) {
+        if !self.keep {
+            // Deepest first; remove_dir leaves anything that is not empty.
+            for dir in &self.dirs {
+                let _ = fs::remove_dir(dir);
+            }
+        }
+    }
+}
+
+/// Refuses on conflicts; `force` overrides those that can be overridden.
+fn refuse_on_conflicts(
+    conflicts: &[Conflict],
+    force: bool,
+    outcome: &mut Outcome<'_>,
+) -> anyhow::Result<()> {
+    let blocking: Vec<&Conflict> = conflicts
+        .iter()
+        .filter(|c| !force || !c.forceable)
+        .collect();
+    if blocking.is_empty() {
+        for conflict in conflicts {
+            outcome.warn(format!("(--force) {conflict}"));
+        }
+        return Ok(());
+    }
+    let list: Vec<String> = blocking.iter().map(|c| format!("  - {c}")).collect();
+    let hint = if blocking.iter().all(|c| c.forceable) {
+        "\n(--force installs anyway)"
+    } else {
+        ""
+    };
+    bail!(
+        "refusing to install: another firewall setup would fight this one; {UNCHANGED}\n{}{hint}",
+        list.join("\n")
+    )
+}
+
+/// Enables the units in a staged tree with the symlinks `systemctl --root enable` makes.
+fn stage_enable(
+    layout: &Layout,
+    unit_dir: &Path,
+    units: &InstanceUnits,
+    outcome: &mut Outcome<'_>,
+) -> anyhow::Result<()> {
+    let root = layout.root();
+    for unit in units.all() {
+        let Some(shipped) = units::shipped_unit(unit) else {
+            bail!("internal error: {unit} is not a shipped unit");
+        };
+        let booted_path = layout.as_booted(&unit_dir.join(shipped.file_name));
+        for link in units::enable_links(root, unit, &booted_path, shipped.text) {
+            if let Some(dir) = link.link.parent() {
+                files::create_dirs(dir)?;
+            }
+            if fs::read_link(&link.link).is_ok_and(|t| t == link.target) {
+                continue;
+            }
+            if link.link.symlink_metadata().is_ok() {
+                fs::remove_file(&link.link)
+                    .with_context(|| format!("cannot replace {}", link.link.display()))?;
+            }
+            std::os::unix::fs::symlink(&link.target, &link.link)
+                .with_context(|| format!("cannot create {}", link.link.display()))?;
+            outcome.push(Event::LinkCreated {
+                path: link.link.clone(),
+                target: link.target.clone(),
+            });
+        }
+    }
+    outcome.push(Event::Staged {
+        root: root.to_owned(),
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+    use crate::control::JobFailed;
+    use crate::control::fakes::{FakeManager, POLICY, staged};
+    use crate::systemd::JobResult;
+
+    #[test]
+    fn install_starts_an_inactive_unit_and_reloads_an_active_one() {
+        for (state, job) in [("inactive", "start"), ("active", "reload")] {
+            let staged = staged(Some(POLICY));
+            let manager = FakeManager::new(state, JobResult::Done);
+            let mut outcome = Outcome::new();
+            install(
+                &staged.target(),
+                Systemd::Live(&manager),
+                InstallOptions::default(),
+                &mut outcome,
+            )
+            .unwrap();
+            assert_eq!(
+                manager.calls(),
+                [
+                    "daemon-reload".to_owned(),
+                    "enable iptables.service iptables@base.service iptables-docker@base.service"
+                        .to_owned(),
+                    "daemon-reload".to_owned(),
+                    format!("{job} iptables@base.service"),
+                    "start iptables-docker@base.service".to_owned(),
+                    "start iptables.service".to_owned(),
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_install_puts_back_files_links_and_unit_state() {
+        for (state, job) in [("inactive", "start"), ("active", "reload")] {
+            let staged = staged(Some(POLICY));
+            let config = staged.layout.config_dir();
+            fs::write(config.join("base.rules"), "previous rules\n").unwrap();
+            let before = staged.files();
+            let wants = staged
+                .root
+                .path()
+                .join("etc/systemd/system/multi-user.target.wants");
+            let manager = FakeManager::new(state, JobResult::Other("failed".to_owned()))
+                .linking_in(wants.clone());
+            let mut outcome = Outcome::new();
+            let error = install(
+                &staged.target(),
+                Systemd::Live(&manager),
+                InstallOptions::default(),
+                &mut outcome,
+            )
+            .unwrap_err();
+            let failed = error.downcast_ref::<JobFailed>().expect("a JobFailed");
+            assert_eq!(failed.unit, "iptables@base.service");
+            assert!(
+                failed.details.contains("result: exit-code"),
+                "{}",
+                failed.details
+            );
+            assert_eq!(staged.files(), before, "{state}: every file is as it was");
+            assert!(
+                !wants.exists(),
+                "{state}: the links and their directory are gone"
+            );
+            // Shown as "... putting the previous files and unit state back" (see
+            // cli::report's tests).
+            let events = outcome.events();
+            assert!(
+                events.iter().any(|e| matches!(
+                    e,
+                    Event::JobFailedUndoing { unit, .. } if unit == "iptables@base.service"
+                )),
+                "{events:?}"
+            );
+            let mut expected = vec![
+                "daemon-reload".to_owned(),
+                "enable iptables.service iptables@base.service iptables-docker@base.service"
+                    .to_owned(),
+                "daemon-reload".to_owned(),
+                format!("{job} iptables@base.service"),
+                "daemon-reload".to_owned(),
+            ];
+            if state == "active" {
+                // The unit stays active: the previous files are loaded again.
+                expected.push("reload iptables@base.service".to_owned());
+            }
+            assert_eq!(manager.calls(), expected, "{state}");
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! What a flow did, as values: the ordered [`Event`]s it records as it goes (files
+//! written, links made, units started, warnings) and the [`Verdict`] it ends with. Flows
+//! only record; the command line turns an outcome into text or JSON
+//! (its report module), and into an exit code.
+//!
+//! An [`Outcome`] may carry an observer that sees each event as it is recorded, so the
+//! text of a long flow appears while it runs; and a flow that fails keeps what it
+//! recorded until then, to be shown before the error.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::family::Family;
+use crate::systemd::{JobKind, UnitFileChange};
+
+/// One thing a flow did or found, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub(crate) enum Event {
+    /// There was no policy: the starter policy is installed (written with the rest).
+    StarterPolicy {
+        /// Where it goes.
+        path: PathBuf,
+        /// What it allows, one line each.
+        summary: Vec<String>,
+    },
+    /// The policy is valid and its rules load in a throwaway namespace.
+    PolicyProven {
+        /// The policy file.
+        path: PathBuf,
+    },
+    /// A file was written (replaced or created).
+    FileWritten {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A file already had the content to write, and was left alone.
+    FileUnchanged {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A file was removed.
+    FileRemoved {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The units are a package's; none was written.
+    UnitsPackaged {
+        /// Where the package put them.
+        dir: PathBuf,
+    },
+    /// An enable link was created.
+    LinkCreated {
+        /// The link.
+        path: PathBuf,
+        /// Where it points.
+        target: PathBuf,
+    },
+    /// An enable link was removed.
+    LinkRemoved {
+        /// The link.
+        path: PathBuf,
+    },
+    /// systemd reported another change to its unit files.
+    UnitFileChanged {
+        /// What systemd called the change.
+        kind: String,
+        /// The file.
+        path: PathBuf,
+        /// Where it points, if it is a link.
+        destination: String,
+    },
+    /// The units are enabled in a staged tree, to start at its first boot.
+    Staged {
+        /// The tree.
+        root: PathBuf,
+    },
+    /// `install --no-start`: enabled, not started.
+    EnabledNotStarted {
+        /// The rules unit.
+        unit: String,
+    },
+    /// The rules unit did not do its job: what this run changed is being put back.
+    JobFailedUndoing {
+        /// The rules unit.
+        unit: String,
+        /// The job that failed.
+        job: JobKind,
+    },
+    /// A reload failed: the previous files are put back and loaded again.
+    ReloadFailedUndoing {
+        /// The rules unit.
+        unit: String,
+    },
+    /// After a failed reload, the previous files are loaded again.
+    PreviousFilesLoaded {
+        /// The rules unit.
+        unit: String,
+    },
+    /// `install`: the rules unit is active (its rules are loaded).
+    UnitActive {
+        /// The rules unit.
+        unit: String,
+    },
+    /// `start`, `restart`: the rules unit is active after `job`.
+    Started {
+        /// The rules unit.
+        unit: String,
+        /// The job run (a restart of an active unit is a reload).
+        job: JobKind,
+    },
+    /// `restart` of an active instance is a reload: no gap.
+    RestartIsReload {
+        /// The rules unit.
+        unit: String,
+    },
+    /// The re-assertion after Docker is active.
+    ReassertionActive {
+        /// The re-assertion unit.
+        unit: String,
+    },
+    /// The re-assertion after Docker starts with Docker (not running now).
+    ReassertionWaitsForDocker {
+        /// The re-assertion unit.
+        unit: String,
+    },
+    /// `reload`: the rules unit loaded the files on disk.
+    Reloaded {
+        /// The rules unit.
+        unit: String,
+        /// Whether the reload wrote new files (otherwise the same rules were loaded
+        /// again).
+        files_changed: bool,
+    },
+    /// `stop`: the pass-through files are loaded; the unit stays enabled.
+    Stopped {
+        /// The rules unit.
+        unit: String,
+        /// The instance (to say how to start it again).
+        instance: String,
+    },
+    /// `uninstall`: the instance was stopped, its pass-through files are loaded.
+    StoppedForUninstall {
+        /// The rules unit.
+        unit: String,
+    },
+    /// `uninstall` of a failed unit: its pass-through files were loaded directly.
+    PassThroughLoaded,
+    /// `uninstall`: nothing to do.
+    NotInstalled {
+        /// The rules unit.
+        unit: String,
+    },
+    /// `uninstall`: the shared units stay, other instances use them.
+    SharedUnitsKept {
+        /// The instances that still use them.
+        instances: Vec<String>,
+    },
+    /// `uninstall`: the policy and rendered files stay.
+    FilesKept {
+        /// Their directory.
+        dir: PathBuf,
+    },
+    /// `forward-jump`: FORWARD had no jump to DOCKER-USER; one was added.
+    ForwardJumpAdded {
+        /// The family.
+        family: Family,
+    },
+    /// `forward-jump`: the jump to DOCKER-USER was not first; it is now.
+    ForwardJumpRepaired {
+        /// The family.
+        family: Family,
+        /// FORWARD's first rule before.
+        first_rule: String,
+        /// How many jumps there were.
+        jumps: usize,
+    },
+    /// `umbrella reload`: an instance that is not active is not reloaded.
+    NotReloaded {
+        /// The rules unit.
+        unit: String,
+    },
+    /// `umbrella`: a job finished on one instance.
+    JobDone {
+        /// The rules unit.
+        unit: String,
+        /// The job.
+        job: JobKind,
+    },
+    /// Something the admin should know; the flow went on.
+    Warning {
+        /// What.
+        message: String,
+    },
+}
+
+impl From<&UnitFileChange> for Event {
+    fn from(change: &UnitFileChange) -> Event {
+        match change.kind.as_str() {
+            "symlink" => Event::LinkCreated {
+                path: PathBuf::from(&change.path),
+                target: PathBuf::from(&change.destination),
+            },
+            "unlink" => Event::LinkRemoved {
+                path: PathBuf::from(&change.path),
+            },
+            other => Event::UnitFileChanged {
+                kind: other.to_owned(),
+                path: PathBuf::from(&change.path),
+                destination: change.destination.clone(),
+            },
+        }
+    }
+}
+
+/// How a flow ended, when it did not fail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub(crate) enum Verdict {
+    /// Done; the flow did not change the live rules (or says nothing more of them).
+    Done,
+    /// The live rules were changed and the closing check says they are in force.
+    InForce {
+        /// What holds, in one line.
+        summary: String,
+    },
+    /// The live rules were changed, but they do not protect what the policy says.
+    NotInForce {
+        /// Why, one sentence each.
+        problems: Vec<String>,
+    },
+    /// The live rules were changed, but the closing check could not run.
+    CheckFailed {
+        /// Why.
+        error: String,
+    },
+}
+
+/// What a flow records as it goes: its events, in order.
+#[derive(Default)]
+pub(crate) struct Outcome<'a> {
+    events: Vec<Event>,
+    observer: Option<&'a mut dyn FnMut(&Event)>,
+}
+
+impl fmt::Debug for Outcome<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outcome")
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Outcome<'a> {
+    /// An empty outcome.
+    pub fn new() -> Outcome<'a> {
+        Outcome::default()
+    }
+
+    /// An empty outcome whose events `observer` sees as they are recorded.
+    pub fn observed(observer: &'a mut dyn FnMut(&Event)) -> Outcome<'a> {
+        Outcome {
+            events: Vec::new(),
+            observer: Some(observer),
+        }
+    }
+
+    /// Records `event`.
+    pub fn push(&mut self, event: Event) {
+        if let Some(observer) = self.observer.as_mut() {
+            observer(&event);
+        }
+        self.events.push(event);
+    }
+
+    /// Records a warning.
+    pub fn warn(&mut self, message: impl fmt::Display) {
+        self.push(Event::Warning {
+            message: message.to_string(),
+        });
+    }
+
+    /// Records what a write did: every file written, then every file left unchanged.
+    pub fn writes(&mut self, summary: &crate::files::WriteSummary) {
+        for path in &summary.written {
+            self.push(Event::FileWritten { path: path.clone() });
+        }
+        for path in &summary.unchanged {
+            self.push(Event::FileUnchanged { path: path.clone() });
+        }
+    }
+
+    /// Everything recorded so far.
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+}

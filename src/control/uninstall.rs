@@ -1,0 +1,122 @@
+//! `uninstall`: stop the instance (its pass-through files are loaded), disable it, and
+//! remove the unit files install wrote, unless another instance still uses them. The
+//! policy and the rendered files stay. With a staged tree (`--root`) the enable links
+//! are removed instead, and nothing is run.
+
+use std::fs;
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use crate::control::lifecycle::stop_set;
+use crate::control::outcome::{Event, Outcome, Verdict};
+use crate::control::{Systemd, Target, conflicts, run_job};
+use crate::family::Family;
+use crate::files::{self, source};
+use crate::iptables::instance;
+use crate::iptables::render::TemplateKind;
+use crate::systemd::units::{self, ADMIN_UNIT_DIR, InstanceUnits, SHIPPED_UNITS};
+use crate::systemd::{ActiveState, JobKind};
+
+/// `uninstall`: stop (the pass-through files are loaded), disable, and remove the
+/// units install wrote, unless another instance still uses them. Policy and rendered
+/// files stay.
+pub(crate) fn uninstall(
+    target: &Target<'_>,
+    systemd: Systemd<'_>,
+    outcome: &mut Outcome<'_>,
+) -> anyhow::Result<Verdict> {
+    let root = target.layout.root();
+    let units = InstanceUnits::new(target.instance);
+    let others = conflicts::other_instances(root, target.instance);
+    let shared_in_use = !others.is_empty();
+    // The umbrella and the template files serve every instance.
+    let own: Vec<&str> = if shared_in_use {
+        vec![units.rules.as_str(), units.docker.as_str()]
+    } else {
+        units.all().to_vec()
+    };
+    match systemd {
+        Systemd::Live(manager) => {
+            let status = manager.unit_status(&units.rules)?;
+            if !status.is_installed() && !conflicts::enabled_under(root, target.instance) {
+                outcome.push(Event::NotInstalled {
+                    unit: units.rules.clone(),
+                });
+                return Ok(Verdict::Done);
+            }
+            if status.is_active() {
+                stop_set(manager, &units)?;
+                outcome.push(Event::StoppedForUninstall {
+                    unit: units.rules.clone(),
+                });
+            } else if status.active_state == ActiveState::Failed {
+                // A failed unit is not stopped (ExecStop runs only for active units), and
+                // whatever it loaded before failing would stay in the kernel.
+                load_pass_through(target, outcome)?;
+            }
+            if !shared_in_use && manager.unit_status(&units.umbrella)?.is_active() {
+                run_job(manager, JobKind::Stop, &units.umbrella)?;
+            }
+            for change in manager.disable(&own)? {
+                outcome.push(Event::from(&change));
+            }
+            if !shared_in_use {
+                remove_admin_units(root, outcome)?;
+            }
+            manager.daemon_reload()?;
+        }
+        Systemd::Staged => {
+            for unit in &own {
+                if let Some(shipped) = units::shipped_unit(unit) {
+                    for link in units::enable_links(root, unit, Path::new("/"), shipped.text) {
+                        let removed = files::remove_link(&link.link)
+                            .with_context(|| format!("cannot remove {}", link.link.display()))?;
+                        if removed {
+                            outcome.push(Event::LinkRemoved { path: link.link });
+                        }
+                    }
+                }
+            }
+            if !shared_in_use {
+                remove_admin_units(root, outcome)?;
+            }
+        }
+    }
+    if shared_in_use {
+        outcome.push(Event::SharedUnitsKept { instances: others });
+    }
+    outcome.push(Event::FilesKept {
+        dir: target.layout.config_dir(),
+    });
+    Ok(Verdict::Done)
+}
+
+/// Loads the instance's pass-through files, as its unit's ExecStop does.
+fn load_pass_through(target: &Target<'_>, outcome: &mut Outcome<'_>) -> anyhow::Result<()> {
+    for family in Family::ALL {
+        let (path, text) =
+            instance::read_output(target.layout, target.instance, family, TemplateKind::Empty)?;
+        target
+            .firewall
+            .restore(family, &text)
+            .with_context(|| format!("cannot load {}", path.display()))?;
+    }
+    outcome.push(Event::PassThroughLoaded);
+    Ok(())
+}
+
+/// Removes the unit files install wrote to the admin directory (only ours).
+fn remove_admin_units(root: &Path, outcome: &mut Outcome<'_>) -> anyhow::Result<()> {
+    let dir = root.join(ADMIN_UNIT_DIR);
+    for unit in SHIPPED_UNITS {
+        let path = dir.join(unit.file_name);
+        let is_ours = path.symlink_metadata().is_ok_and(|m| m.is_file())
+            && source::read_consulted(&path).is_some_and(|t| units::is_ours(&t));
+        if is_ours {
+            fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+            outcome.push(Event::FileRemoved { path });
+        }
+    }
+    Ok(())
+}

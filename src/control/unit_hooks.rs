@@ -1,0 +1,101 @@
+//! What the units run: `forward-jump` (after every load: FORWARD jumps to DOCKER-USER
+//! first) and `umbrella` (the commands of `iptables.service`, which start, stop or
+//! reload every enabled instance).
+
+use anyhow::bail;
+
+use crate::control::lifecycle::stop_set;
+use crate::control::outcome::{Event, Outcome, Verdict};
+use crate::control::run_job;
+use crate::family::Family;
+use crate::files::layout::Layout;
+use crate::iptables::forward::{self, Finding};
+use crate::iptables::live::LiveFirewall;
+use crate::policy::types::InstanceName;
+use crate::systemd::units::{self, InstanceUnits};
+use crate::systemd::{JobKind, ServiceManager};
+
+/// `forward-jump` (run by the units after every load): makes FORWARD jump to
+/// DOCKER-USER first in both families, and records each repair for `status`.
+pub(crate) fn forward_jump(
+    layout: &Layout,
+    instance: &InstanceName,
+    firewall: &dyn LiveFirewall,
+    outcome: &mut Outcome<'_>,
+) -> anyhow::Result<Verdict> {
+    // Each family on its own: a failure in one must not leave the other unrepaired.
+    let mut failures = Vec::new();
+    for family in Family::ALL {
+        match forward::ensure(firewall, family) {
+            Ok(Finding::InPlace) => {}
+            Ok(Finding::Added) => outcome.push(Event::ForwardJumpAdded { family }),
+            Ok(Finding::Repaired { first_rule, jumps }) => {
+                outcome.push(Event::ForwardJumpRepaired {
+                    family,
+                    first_rule: first_rule.clone(),
+                    jumps,
+                });
+                // The repair is done; the record only tells status about it.
+                if let Err(e) = forward::record(layout, instance, family, &first_rule) {
+                    outcome.warn(format!(
+                        "the repair could not be recorded for status: {e:#}"
+                    ));
+                }
+            }
+            Err(e) => failures.push(format!("{e:#}")),
+        }
+    }
+    if failures.is_empty() {
+        Ok(Verdict::Done)
+    } else {
+        bail!(failures.join("\n"))
+    }
+}
+
+/// `umbrella` (the `ExecStart`/`ExecReload`/`ExecStop` of `iptables.service`): the job
+/// `kind` on every instance the umbrella wants (one `.wants/` link per enabled
+/// instance), with its re-assertion after Docker, waiting for each. A reload skips an
+/// instance that is not active (there is nothing to reload).
+pub(crate) fn umbrella(
+    manager: &dyn ServiceManager,
+    kind: JobKind,
+    outcome: &mut Outcome<'_>,
+) -> anyhow::Result<Verdict> {
+    let umbrella = manager.unit_status(units::UMBRELLA)?;
+    let instances: Vec<InstanceName> = umbrella
+        .wants
+        .iter()
+        .filter_map(|unit| units::instance_of(unit)?.parse().ok())
+        .collect();
+    let mut failures = Vec::new();
+    for instance in instances {
+        let units = InstanceUnits::new(&instance);
+        let result = match kind {
+            JobKind::Start => run_job(manager, JobKind::Start, &units.rules)
+                .and_then(|()| run_job(manager, JobKind::Start, &units.docker)),
+            JobKind::Stop => stop_set(manager, &units),
+            JobKind::Reload | JobKind::Restart => match manager.unit_status(&units.rules) {
+                Ok(status) if status.is_active() => run_job(manager, kind, &units.rules),
+                Ok(_) => {
+                    outcome.push(Event::NotReloaded {
+                        unit: units.rules.clone(),
+                    });
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            },
+        };
+        match result {
+            Ok(()) => outcome.push(Event::JobDone {
+                unit: units.rules.clone(),
+                job: kind,
+            }),
+            Err(e) => failures.push(format!("{e:#}")),
+        }
+    }
+    if failures.is_empty() {
+        Ok(Verdict::Done)
+    } else {
+        bail!("{kind} failed for some instances:\n{}", failures.join("\n"))
+    }
+}
