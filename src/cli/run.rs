@@ -241,7 +241,10 @@ fn flow(
     if json {
         let mut outcome = Outcome::new();
         let result = flow(&mut outcome);
-        report::print_json(outcome.events(), &result, out)?;
+        // Saying what happened never turns into a failure of what happened.
+        if let Err(e) = report::print_json(outcome.events(), &result, out) {
+            out.warn(format!("{e:#}"));
+        }
         return result.map(|verdict| report::exit_code(&verdict));
     }
     let result = {
