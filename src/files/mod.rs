@@ -62,7 +62,17 @@ pub(crate) fn mode_for(target: &Path) -> u32 {
 /// An exclusive lock on a directory, held until dropped.
 #[derive(Debug)]
 pub struct DirLock {
-    _dir: File,
+    dir: File,
+}
+
+impl Drop for DirLock {
+    /// Unlocks explicitly: closing the descriptor is not enough while a child forked
+    /// by this process (to run a tool) still holds a copy of it before its exec, and
+    /// the next command in the same process would find the directory busy.
+    fn drop(&mut self) {
+        // An unlock that fails leaves the lock to the close, as before.
+        let _ = self.dir.unlock();
+    }
 }
 
 /// Why a write did not happen.
@@ -137,7 +147,7 @@ impl DirLock {
         match handle.try_lock() {
             Ok(()) => {
                 remove_stale_temps(dir)?;
-                Ok(DirLock { _dir: handle })
+                Ok(DirLock { dir: handle })
             }
             Err(fs::TryLockError::WouldBlock) => Err(WriteError::Busy {
                 path: dir.to_owned(),
@@ -481,6 +491,20 @@ pub(crate) mod bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A process that forks (to run journalctl, iptables-restore, ...) gives the child
+    /// a copy of the lock's descriptor until it execs. The lock is the descriptor's, so
+    /// a lock dropped in that window must still be released, or the next command in the
+    /// same process finds the directory busy.
+    #[test]
+    fn a_dropped_lock_is_released_while_a_forked_child_holds_its_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = DirLock::acquire(dir.path()).unwrap();
+        let childs_copy = lock.dir.try_clone().unwrap();
+        drop(lock);
+        DirLock::acquire(dir.path()).expect("released");
+        drop(childs_copy);
+    }
 
     #[test]
     fn writes_changed_files_and_leaves_same_ones() {
