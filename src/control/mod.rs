@@ -177,19 +177,24 @@ fn render_and_prove(
 }
 
 /// What is wrong between the interface names of `policy` and this host: names that do
-/// not exist, and Docker bridge patterns that match an interface facing the outside (a
-/// staged tree knows no interfaces, so has none of these).
-pub(crate) fn interface_problems(
-    policy: &Policy,
-    host: &dyn HostProbe,
-) -> Vec<crate::policy::PolicyError> {
-    let Ok(existing) = host.interface_names() else {
-        return Vec::new();
+/// not exist, Docker bridge patterns that match an interface facing the outside, or
+/// that the host's names could not be read (a staged tree knows no interfaces, so has
+/// none of these).
+pub(crate) fn interface_problems(policy: &Policy, host: &dyn HostProbe) -> Vec<InterfaceProblem> {
+    let existing = match host.interface_names() {
+        Ok(existing) => existing,
+        // Not checked is not "no problem": a misspelt name would go unnoticed, and the
+        // Docker bridge patterns would not be checked against the uplinks.
+        Err(e) => return vec![InterfaceProblem::Unreadable(e.to_string())],
     };
     if existing.is_empty() {
         return Vec::new();
     }
-    let mut uplinks = host.default_route_interfaces().unwrap_or_default();
+    let mut problems = Vec::new();
+    let mut uplinks = host.default_route_interfaces().unwrap_or_else(|e| {
+        problems.push(InterfaceProblem::RoutesUnreadable(e.to_string()));
+        Vec::new()
+    });
     uplinks.extend(
         policy
             .named_interfaces()
@@ -205,9 +210,33 @@ pub(crate) fn interface_problems(
     );
     uplinks.sort();
     uplinks.dedup();
-    let mut problems = policy.missing_interfaces(&existing);
-    problems.extend(policy.bridges_matching_uplinks(&uplinks));
+    problems.extend(
+        policy
+            .missing_interfaces(&existing)
+            .into_iter()
+            .chain(policy.bridges_matching_uplinks(&uplinks))
+            .map(InterfaceProblem::Policy),
+    );
     problems
+}
+
+/// Something wrong between the interface names of a policy and this host.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum InterfaceProblem {
+    /// A name or pattern of the policy that does not fit this host, located in the policy.
+    #[error(transparent)]
+    Policy(crate::policy::PolicyError),
+    /// The host's interface names could not be read, so the policy's were not checked.
+    #[error(
+        "the host's interface names could not be read ({0}), so the names the policy gives were not checked"
+    )]
+    Unreadable(String),
+    /// The host's default routes could not be read, so the Docker bridge patterns were
+    /// not checked against the interfaces facing the outside.
+    #[error(
+        "the host's default routes could not be read ({0}), so the Docker bridge patterns were not checked against the interfaces facing the outside"
+    )]
+    RoutesUnreadable(String),
 }
 
 /// Warns about each of [`interface_problems`].
@@ -252,5 +281,61 @@ fn in_force(target: &Target<'_>, manager: &dyn ServiceManager) -> Verdict {
         Err(e) => Verdict::CheckFailed {
             error: format!("{e:#}"),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::net::IpAddr;
+    use std::path::Path;
+
+    use super::*;
+    use crate::control::fakes::{FakeHost, POLICY};
+    use crate::host::SshConnection;
+    use crate::host::net::HostNet;
+
+    /// A live host whose interface names cannot be read (`ip` missing or failing).
+    struct InterfacesUnreadable;
+
+    impl HostProbe for InterfacesUnreadable {
+        fn default_route_interfaces(&self) -> io::Result<Vec<String>> {
+            FakeHost.default_route_interfaces()
+        }
+        fn interface_names(&self) -> io::Result<Vec<String>> {
+            Err(io::Error::other("ip: command not found"))
+        }
+        fn sshd_ports(&self) -> Vec<u16> {
+            FakeHost.sshd_ports()
+        }
+        fn ssh_connection(&self) -> Option<SshConnection> {
+            None
+        }
+        fn ssh_sessions(&self) -> Vec<SshConnection> {
+            Vec::new()
+        }
+        fn route_interface(&self, _address: IpAddr) -> Option<String> {
+            None
+        }
+        fn network(&self) -> anyhow::Result<HostNet> {
+            Ok(HostNet::default())
+        }
+    }
+
+    /// A policy naming interfaces on a host whose interfaces cannot be listed is a
+    /// problem, not "no problem": the names may be misspelt, and status must not say
+    /// "in force" on a check that did not run.
+    #[test]
+    fn interface_names_that_cannot_be_read_are_a_problem() {
+        let policy = Policy::parse(Path::new("base.toml"), POLICY.as_bytes()).unwrap();
+        let problems = interface_problems(&policy, &InterfacesUnreadable);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let text = problems[0].to_string();
+        assert!(
+            text.contains("interface names could not be read")
+                && text.contains("ip: command not found"),
+            "{text}"
+        );
+        assert!(interface_problems(&policy, &FakeHost).is_empty());
     }
 }
