@@ -19,6 +19,7 @@ pub mod family;
 pub mod files;
 pub mod host;
 pub mod iptables;
+pub mod packet;
 pub mod plan;
 pub mod policy;
 pub mod systemd;

@@ -28,7 +28,8 @@ use crate::family::Family;
 use crate::host::HostProbe;
 use crate::host::net::HostNet;
 use crate::iptables::live::{self, LiveFirewall};
-use crate::iptables::walk::{self, Endpoint, Packet, Ruleset, Walk};
+use crate::iptables::walk::{self, Ruleset, Walk};
+use crate::packet::{Endpoint, Packet};
 use crate::policy::{ExternalInterfaces, Policy};
 
 pub use crate::iptables::docker::published_ports;
@@ -202,7 +203,7 @@ mod tests {
 
     use super::*;
     use crate::iptables::dump;
-    use crate::iptables::walk::Transport;
+    use crate::packet::Transport;
 
     const RULES: &str = "*nat\n:PREROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80\n-A DOCKER ! -i docker0 -p tcp -m tcp --dport 9090 -j DNAT --to-destination 172.17.0.2:9090\n-A DOCKER -d 203.0.113.10/32 ! -i docker0 -p udp -m udp --dport 5353 -j DNAT --to-destination 172.17.0.2:53\nCOMMIT\n*filter\n:FORWARD DROP [0:0]\n:DOCKER - [0:0]\n:DOCKER-USER - [0:0]\n-A FORWARD -j DOCKER-USER\n-A FORWARD -o docker0 -j DOCKER\n-A DOCKER -d 172.17.0.2/32 -o docker0 -j ACCEPT\n-A DOCKER-USER -s 192.0.2.0/25 -m conntrack --ctstate DNAT --ctorigdstport 8080 -j RETURN\n-A DOCKER-USER -m iprange --src-range 198.51.100.10-198.51.100.20 -m conntrack --ctorigdstport 8080 -j RETURN\n-A DOCKER-USER -p udp -j RETURN\n-A DOCKER-USER -i eth0 -o docker0 -j DROP\nCOMMIT\n";
 

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::family::Family;
 use crate::host::net::HostNet;
-use crate::iptables::walk::Transport;
+use crate::packet::Transport;
 
 /// How clients reach a published port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

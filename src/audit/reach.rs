@@ -13,8 +13,8 @@ use serde::Serialize;
 use crate::audit::PublishedPort;
 use crate::family::Family;
 use crate::host::net::HostNet;
-use crate::iptables::rule::Match;
-use crate::iptables::walk::{self, Packet, Ruleset, Transport, Verdict};
+use crate::iptables::walk::{self, Ruleset, Verdict};
+use crate::packet::{Packet, Transport};
 use crate::policy::types::Proto as PolicyProto;
 use crate::policy::{DockerDefault, Policy};
 
@@ -227,24 +227,10 @@ fn allowed_sources(
 /// Every address where a source match in any rule (or a known ipset) starts or ends.
 fn boundaries(ruleset: &Ruleset, host: &HostNet, ipv6: bool) -> BTreeSet<IpAddr> {
     let mut cuts = BTreeSet::new();
-    for table in ["raw", "mangle", "nat", "filter"] {
-        for chain in ruleset.chains(table) {
-            for rule in ruleset.rules(table, chain) {
-                for condition in &rule.matches {
-                    match condition {
-                        Match::Source(n) | Match::CtOrigSource(n) => {
-                            add_boundaries(&mut cuts, n.value)
-                        }
-                        Match::SourceRange(n) => {
-                            cuts.insert(n.value.0);
-                            if let Some(after) = next_address(n.value.1) {
-                                cuts.insert(after);
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
+    for (first, last) in ruleset.source_ranges() {
+        cuts.insert(first);
+        if let Some(after) = next_address(last) {
+            cuts.insert(after);
         }
     }
     for members in host.sets.values() {

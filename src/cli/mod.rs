@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[cfg(doc)]
 use crate::cli::output::Output;
 use crate::iptables::Tools;
-use crate::iptables::walk::Endpoint;
+use crate::packet::Endpoint;
 use crate::policy::types::InstanceName;
 
 pub use run::run;

@@ -16,7 +16,8 @@ use crate::host::net::{HostNet, Interface};
 use crate::host::{HostProbe, SshConnection};
 use crate::iptables::dump;
 use crate::iptables::trial::TrialReport;
-use crate::iptables::walk::{self, Packet, Ruleset, Transport, Verdict};
+use crate::iptables::walk::{self, Ruleset, Verdict};
+use crate::packet::{Packet, Transport};
 
 /// What the kernel loaded of each family's rules in the throwaway namespace
 /// (iptables-save text), as a trial reports it.

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::iptables::walk::Transport;
+use crate::packet::Transport;
 
 /// A port docker-proxy listens on, from its command line.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::host::net::{Interface, ProxyListener, Route};
 use crate::host::{SshConnection, TcpSocket};
-use crate::iptables::walk::Transport;
+use crate::packet::Transport;
 
 /// The ports in sshd_config text: every `Port` line, and the port of every
 /// `ListenAddress host:port` (which sshd listens on besides); 22 when no `Port` line

@@ -8,6 +8,7 @@ pub mod forward;
 pub mod instance;
 pub mod live;
 pub mod options;
+pub mod raw;
 pub mod render;
 pub mod rule;
 pub mod shape;

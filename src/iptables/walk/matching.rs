@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use crate::host::net::HostNet;
 use crate::iptables::rule::{CtState, Match, Neg, Proto, Rule, SetDirection};
-use crate::iptables::walk::{Packet, Transport};
+use crate::packet::{Packet, Transport};
 use crate::policy::types::interface_pattern_matches;
 
 /// What the packet looks like at a point of the walk.

@@ -24,11 +24,10 @@
 //!
 //! This file owns the walk itself (built-in chains in the kernel's order, jumps, the
 //! memo of chains that returned, the verdict and its steps); `ruleset.rs` the parsed
-//! ruleset it walks, `matching.rs` whether one rule matches the packet, and
-//! `packet.rs` the probe and its endpoint.
+//! ruleset it walks, and `matching.rs` whether one rule matches the packet. The
+//! probe it follows is [`crate::packet`]'s.
 
 mod matching;
-mod packet;
 mod ruleset;
 
 use std::collections::HashMap;
@@ -40,8 +39,8 @@ use serde::Serialize;
 use crate::host::net::HostNet;
 use crate::iptables::rule::Target;
 
+pub use crate::packet::{Endpoint, Packet, Transport};
 use matching::{State, Truth, conditions};
-pub use packet::{Endpoint, Packet, Transport};
 pub use ruleset::Ruleset;
 
 /// How deep jumps may nest before the walk gives up (the kernel allows no loops).

@@ -3,9 +3,10 @@
 //! once from an `iptables-save` dump.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use crate::iptables::dump::Dump;
-use crate::iptables::rule::{self, Rule};
+use crate::iptables::rule::{self, Match, Rule};
 
 /// A parsed ruleset of one family: every table's chains, rules and policies.
 #[derive(Debug, Clone, Default)]
@@ -49,6 +50,27 @@ impl Ruleset {
             .get(table)
             .and_then(|t| t.chains.get(chain))
             .map_or(&[], Vec::as_slice)
+    }
+
+    /// Every source address range any rule of any table matches on (`-s`,
+    /// `--ctorigsrc`, `--src-range`), as (first, last): where the answer to "who gets
+    /// through" can change, for an audit that cuts the address space there.
+    pub fn source_ranges(&self) -> Vec<(IpAddr, IpAddr)> {
+        let mut ranges = Vec::new();
+        for table in self.tables.values() {
+            for rules in table.chains.values() {
+                for condition in rules.iter().flat_map(|r| &r.matches) {
+                    match condition {
+                        Match::Source(n) | Match::CtOrigSource(n) => {
+                            ranges.push((n.value.network(), n.value.broadcast()));
+                        }
+                        Match::SourceRange(n) => ranges.push(n.value),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        ranges
     }
 
     /// Names of the chains of `table`.

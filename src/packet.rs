@@ -1,6 +1,7 @@
 //! The probe a walk follows: the first packet of a new connection ([`Packet`]), its
 //! transport, and where a probe is sent as the command line spells it ([`Endpoint`],
-//! `ADDR:PORT[/tcp|udp]`).
+//! `ADDR:PORT[/tcp|udp]`). Backend-neutral: a backend's walker takes these, and the host
+//! facts (docker-proxy listeners) and the audit speak of ports in the same terms.
 
 use std::fmt;
 use std::net::IpAddr;
