@@ -2,13 +2,14 @@
 //! bypass nor clobber.
 //!
 //! The library holds everything; the `iptables-ctl` binary is a thin command line over
-//! it ([`cli`]). A policy file ([`policy`]) says what the admin means; the backend
-//! ([`iptables`]) renders it into `iptables-restore` files, checks their shape, proves
+//! it ([`cli`]). A policy file ([`policy`]) says what the admin means; [`plan`] expands
+//! it once per family into typed rules that name no firewall syntax; the backend
+//! ([`iptables`]) spells a plan as `iptables-restore` files, checks their shape, proves
 //! them by loading them into a throwaway network namespace with the kernel's own parser,
 //! and reads the live rules back. The files are written as one set ([`files`]); systemd
 //! loads them at boot ([`systemd`]); the flows that put an instance in force and say
 //! whether it is ([`control`]) and the exposure audit ([`audit`]) judge facts read from
-//! the host ([`host`]).
+//! the host ([`host`]). [`family`] and [`packet`] are the few words every part shares.
 
 pub mod audit;
 pub mod bounds;

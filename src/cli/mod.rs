@@ -1,6 +1,6 @@
 //! The command line: its argument definitions (clap). What each command does is in
 //! [`run`] (dispatch, one small function per command); what the flows report is shown
-//! by [`report`] (text or JSON); everything goes through one [`Output`]; errors are
+//! by `report` (text or JSON); everything goes through one [`Output`]; errors are
 //! reported by `main` with their context; exit codes come from [`exit`].
 
 pub mod exit;
@@ -50,6 +50,9 @@ pub enum Command {
         /// Print the policy instead of writing it.
         #[arg(long)]
         stdout: bool,
+        /// Print the outcome (what was done, and the verdict) as one JSON document.
+        #[arg(long)]
+        json: bool,
     },
     /// Render the policy into /etc/iptables/INSTANCE.rules{,6}{,.empty}.
     Render {
@@ -67,6 +70,9 @@ pub enum Command {
         /// spelling, kept for scripts).
         #[arg(long, visible_alias = "backend", value_enum, default_value_t)]
         iptables: ToolsArg,
+        /// Print the outcome (what was done, and the verdict) as one JSON document.
+        #[arg(long)]
+        json: bool,
     },
     /// Validate the policy, then load the rendered files into a throwaway network
     /// namespace with the kernel's own parser. Writes nothing.
@@ -78,6 +84,9 @@ pub enum Command {
         /// kept for scripts).
         #[arg(long, visible_alias = "backend", value_enum, default_value_t)]
         iptables: ToolsArg,
+        /// Print the outcome (what was done, and the verdict) as one JSON document.
+        #[arg(long)]
+        json: bool,
     },
     /// Render and check the policy (writing the starter policy first if there is none),
     /// install the systemd units, enable them and start the instance. Refuses when
@@ -174,6 +183,8 @@ pub enum Command {
         from: std::net::IpAddr,
         /// Where it goes: ADDR:PORT[/tcp|udp], IPv6 as [ADDR]:PORT.
         #[arg(long, value_name = "ADDR:PORT")]
+        // The help text above is clap's, not a rustdoc link.
+        #[allow(rustdoc::broken_intra_doc_links)]
         to: Endpoint,
         /// The interface it arrives on (default: the one the host routes FROM through).
         #[arg(long = "in", value_name = "IFACE")]

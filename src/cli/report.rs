@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::cli::exit;
 use crate::cli::output::Output;
 use crate::control::status::StatusReport;
-use crate::control::{Event, Verdict};
+use crate::control::{Event, NextStep, Verdict};
 
 /// Shows one event: its line on standard output, or a warning.
 pub(super) fn print_event(event: &Event, out: &mut Output) {
@@ -131,6 +131,41 @@ pub(super) fn print_event(event: &Event, out: &mut Output) {
         ),
         Event::NotReloaded { unit } => writeln!(out, "{unit} is not active: not reloaded"),
         Event::JobDone { unit, job } => writeln!(out, "{unit}: {job} done"),
+        Event::StarterWritten { path, summary } => {
+            writeln!(out, "wrote {}", path.display());
+            for line in summary {
+                writeln!(out, "  {line}");
+            }
+        }
+        Event::Next { instance, step } => match step {
+            NextStep::CheckAndReload => writeln!(
+                out,
+                "next: review it, then `iptables-ctl check {instance}` and `iptables-ctl reload {instance}`"
+            ),
+            NextStep::OtherInstanceInstalled { other } => writeln!(
+                out,
+                "note: instance {other} is installed, and only one instance can be; edit its policy and `iptables-ctl reload {other}`, or `iptables-ctl uninstall {other}` first"
+            ),
+            NextStep::CheckAndInstall => writeln!(
+                out,
+                "next: review it, then `iptables-ctl check {instance}` and `iptables-ctl install {instance}`"
+            ),
+        },
+        Event::PolicyValid { path } => writeln!(out, "policy {} is valid", path.display()),
+        Event::FamilyProven {
+            rules,
+            empty,
+            restore_program,
+            rule_count,
+        } => writeln!(
+            out,
+            "{rules}: {rule_count} rules loaded by {restore_program} in a throwaway network namespace; a second load changed nothing; {empty} loads too"
+        ),
+        Event::RenderedNotLoaded { instance } => writeln!(
+            out,
+            "iptables@{instance}.service is installed: these files are loaded at the next boot or Docker start; `iptables-ctl reload {instance}` loads them now (render does not)"
+        ),
+        Event::Document { text } => out.print(text),
         Event::Warning { message } => out.warn(message),
     }
 }

@@ -6,26 +6,19 @@
 
 use std::path::Path;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 
 use crate::audit;
 use crate::cli::output::Output;
 use crate::cli::report;
 use crate::cli::{Cli, Command, UmbrellaAction, exit};
-use crate::control::lockout;
 use crate::control::status;
 use crate::control::{self, Event, Outcome, Verdict};
-use crate::family::Family;
 use crate::files::layout::Layout;
-use crate::files::{self, DirLock};
 use crate::host::{HostProbe, LiveHost, StagedHost};
 use crate::iptables::Tools;
-use crate::iptables::instance;
 use crate::iptables::live::SystemFirewall;
-use crate::iptables::render::{RenderedFile, TemplateKind, output_file_name};
 use crate::iptables::trial::NetnsTrial;
-use crate::policy::Policy;
-use crate::policy::starter::{self, StarterFacts};
 use crate::policy::types::InstanceName;
 use crate::systemd::JobKind;
 use crate::systemd::bus::SystemdBus;
@@ -51,38 +44,57 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
             instance,
             force,
             stdout,
-        } => init(
-            &layout,
-            instance,
-            &policy_path(instance),
-            host,
-            *force,
-            *stdout,
-            out,
-        ),
+            json,
+        } => {
+            let options = control::InitOptions {
+                force: *force,
+                stdout: *stdout,
+            };
+            let path = policy_path(instance);
+            flow(out, *json, |outcome| {
+                control::init(&layout, instance, &path, host, options, outcome)
+            })
+        }
         Command::Render {
             instance,
             stdout,
             no_kernel_check,
             iptables,
-        } => render(
-            &layout,
+            json,
+        } => {
+            let path = policy_path(instance);
+            let trial = NetnsTrial {
+                tools: (*iptables).into(),
+            };
+            let target = control::Target {
+                trial: &trial,
+                ..target(&layout, instance, &path, host)
+            };
+            let destination = if *stdout {
+                control::Destination::Stdout
+            } else {
+                control::Destination::Files
+            };
+            flow(out, *json, |outcome| {
+                control::render(&target, destination, !*no_kernel_check, outcome)
+            })
+        }
+        Command::Check {
             instance,
-            &policy_path(instance),
-            host,
-            *stdout,
-            !*no_kernel_check,
-            (*iptables).into(),
-            out,
-        ),
-        Command::Check { instance, iptables } => check(
-            &layout,
-            instance,
-            &policy_path(instance),
-            host,
-            (*iptables).into(),
-            out,
-        ),
+            iptables,
+            json,
+        } => {
+            let path = policy_path(instance);
+            let tools: Tools = (*iptables).into();
+            let trial = NetnsTrial { tools };
+            let target = control::Target {
+                trial: &trial,
+                ..target(&layout, instance, &path, host)
+            };
+            flow(out, *json, |outcome| {
+                control::check(&target, tools, outcome)
+            })
+        }
         Command::Install {
             instance,
             no_start,
@@ -327,156 +339,6 @@ fn lifecycle(
     flow(out, json, |outcome| {
         control::lifecycle(target, &manager, kind, force, outcome)
     })
-}
-
-fn init(
-    layout: &Layout,
-    instance: &InstanceName,
-    path: &Path,
-    host: &dyn HostProbe,
-    force: bool,
-    stdout: bool,
-    out: &mut Output,
-) -> anyhow::Result<u8> {
-    let facts = StarterFacts::gather(host);
-    let (text, policy) = starter::starter_policy(&facts, path)?;
-    if stdout {
-        out.print(&text);
-        return Ok(exit::SUCCESS);
-    }
-    let (dir, name) = files::dir_and_name(path)?;
-    files::create_dirs(dir)?;
-    let _lock = DirLock::acquire(dir)?;
-    if path.exists() && !force {
-        bail!(
-            "{} already exists; edit it, or pass --force to replace it with a starter policy",
-            path.display()
-        );
-    }
-    files::write_files(dir, &[(name, text)])?;
-    writeln!(out, "wrote {}", path.display());
-    for line in starter::summary(&facts, &policy) {
-        writeln!(out, "  {line}");
-    }
-    let others = control::conflicts::other_instances(layout.root(), instance);
-    if control::conflicts::enabled_under(layout.root(), instance) {
-        writeln!(
-            out,
-            "next: review it, then `iptables-ctl check {instance}` and `iptables-ctl reload {instance}`"
-        );
-    } else if let Some(other) = others.first() {
-        // One instance at a time: this one cannot be installed next to it.
-        writeln!(
-            out,
-            "note: instance {other} is installed, and only one instance can be; edit its policy and `iptables-ctl reload {other}`, or `iptables-ctl uninstall {other}` first"
-        );
-    } else {
-        writeln!(
-            out,
-            "next: review it, then `iptables-ctl check {instance}` and `iptables-ctl install {instance}`"
-        );
-    }
-    Ok(exit::SUCCESS)
-}
-
-#[allow(clippy::too_many_arguments)] // one per command-line option
-fn render(
-    layout: &Layout,
-    instance: &InstanceName,
-    policy_path: &Path,
-    host: &dyn HostProbe,
-    stdout: bool,
-    kernel_check: bool,
-    tools: Tools,
-    out: &mut Output,
-) -> anyhow::Result<u8> {
-    let dir = layout.config_dir();
-    let _lock = if stdout {
-        None
-    } else {
-        Some(DirLock::acquire(&dir).with_context(|| no_config_dir_hint(&dir))?)
-    };
-    let (policy, rendered) = instance::render_instance(layout, instance, policy_path)?;
-    warn_interface_problems(&policy, host, out);
-    if kernel_check {
-        let reports = instance::prove(&policy, &rendered, &NetnsTrial { tools })
-            .context("kernel check of the rendered files failed; nothing was written (--no-kernel-check skips the check)")?;
-        warn_lockouts(host, reports, out);
-    }
-    if stdout {
-        let all: String = rendered
-            .iter()
-            .map(|f| f.text.as_str())
-            .collect::<Vec<_>>()
-            .join("\n");
-        out.print(&all);
-        return Ok(exit::SUCCESS);
-    }
-    let summary = instance::output_set(layout, instance).write(&RenderedFile::outputs(rendered))?;
-    for line in summary.lines() {
-        writeln!(out, "{line}");
-    }
-    if control::conflicts::enabled_under(layout.root(), instance) && !summary.written.is_empty() {
-        writeln!(
-            out,
-            "iptables@{instance}.service is installed: these files are loaded at the next boot or Docker start; `iptables-ctl reload {instance}` loads them now (render does not)"
-        );
-    }
-    Ok(exit::SUCCESS)
-}
-
-/// Warns about each of [`control::interface_problems`].
-fn warn_interface_problems(policy: &Policy, host: &dyn HostProbe, out: &mut Output) {
-    for problem in control::interface_problems(policy, host) {
-        out.warn(problem);
-    }
-}
-
-/// Warns about SSH sessions that rules as loaded in `reports` would lock out.
-fn warn_lockouts(
-    host: &dyn HostProbe,
-    reports: Vec<(Family, crate::iptables::trial::TrialReport)>,
-    out: &mut Output,
-) {
-    let loaded = lockout::loaded_rules(reports);
-    for lockout in lockout::check(host, &loaded) {
-        out.warn(format!(
-            "{lockout}; reload, install and start refuse these rules without --force"
-        ));
-    }
-}
-
-fn check(
-    layout: &Layout,
-    instance: &InstanceName,
-    policy_path: &Path,
-    host: &dyn HostProbe,
-    tools: Tools,
-    out: &mut Output,
-) -> anyhow::Result<u8> {
-    let (policy, rendered) = instance::render_instance(layout, instance, policy_path)?;
-    writeln!(out, "policy {} is valid", policy_path.display());
-    warn_interface_problems(&policy, host, out);
-    let reports = instance::prove(&policy, &rendered, &NetnsTrial { tools })?;
-    for (family, report) in &reports {
-        let restore = tools.restore_program(*family);
-        let rules = output_file_name(instance, *family, TemplateKind::Rules);
-        let empty = output_file_name(instance, *family, TemplateKind::Empty);
-        writeln!(
-            out,
-            "{rules}: {} rules loaded by {restore} in a throwaway network namespace; a second load changed nothing; {empty} loads too",
-            report.rule_count
-        );
-    }
-    warn_lockouts(host, reports, out);
-    Ok(exit::SUCCESS)
-}
-
-fn no_config_dir_hint(dir: &Path) -> String {
-    format!(
-        "cannot use {} (run `iptables-ctl init` to create a policy there)",
-        dir.display()
-    )
 }
 
 #[cfg(test)]

@@ -5,12 +5,12 @@
 //! systemd behind [`ServiceManager`]) with three rules: everything that can be checked
 //! is checked before anything changes (a refusal says the files and live rules were
 //! left as they are); a step that fails after files were replaced puts them back (the
-//! [`undo::Transaction`]); and a command that changed the live rules ends with the
-//! `status` check, its [`Verdict`] "in force" only when it passes.
+//! `undo::Transaction`); and a command that changed the live rules ends with the
+//! `status` check, its `Verdict` "in force" only when it passes.
 //!
-//! Flows print nothing: they record [`outcome::Event`]s in an [`Outcome`] and return a
-//! [`Verdict`]; the command line shows them. This module holds what every flow shares:
-//! what it works on ([`Target`], [`Systemd`]), running a job and explaining its
+//! Flows print nothing: they record `outcome::Event`s in an `Outcome` and return a
+//! `Verdict`; the command line shows them. This module holds what every flow shares:
+//! what it works on (`Target`, `Systemd`), running a job and explaining its
 //! failure, the refusal wording, the proof and SSH checks before a change, and the
 //! closing in-force check.
 //!
@@ -19,11 +19,13 @@
 //! started: a Docker restart does not bring the rules back.
 
 pub(crate) mod conflicts;
+mod init;
 mod install;
 mod lifecycle;
 pub(crate) mod lockout;
 pub(crate) mod outcome;
 mod reload;
+mod render;
 pub(crate) mod status;
 pub(crate) mod undo;
 mod uninstall;
@@ -34,10 +36,12 @@ pub(crate) mod fakes;
 
 use anyhow::{Context as _, bail};
 
+pub(crate) use init::{InitOptions, NextStep, init};
 pub(crate) use install::{InstallOptions, install};
 pub(crate) use lifecycle::lifecycle;
 pub(crate) use outcome::{Event, Outcome, Verdict};
 pub(crate) use reload::reload;
+pub(crate) use render::{Destination, check, render};
 pub(crate) use uninstall::uninstall;
 pub(crate) use unit_hooks::{forward_jump, umbrella};
 

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::control::init::NextStep;
 use crate::family::Family;
 use crate::systemd::{JobKind, UnitFileChange};
 
@@ -188,6 +189,48 @@ pub(crate) enum Event {
         unit: String,
         /// The job.
         job: JobKind,
+    },
+    /// `init`: the starter policy was written.
+    StarterWritten {
+        /// Where.
+        path: PathBuf,
+        /// What it allows, one line each.
+        summary: Vec<String>,
+    },
+    /// `init`: what to do next.
+    Next {
+        /// The instance.
+        instance: String,
+        /// The step.
+        #[serde(flatten)]
+        step: NextStep,
+    },
+    /// `check`: the policy is valid.
+    PolicyValid {
+        /// The policy file.
+        path: PathBuf,
+    },
+    /// `check`: one family's files load into a throwaway namespace.
+    FamilyProven {
+        /// The rules file's name.
+        rules: String,
+        /// The pass-through file's name.
+        empty: String,
+        /// The program that loaded them.
+        restore_program: String,
+        /// How many rules the kernel loaded.
+        rule_count: usize,
+    },
+    /// `render` of an installed instance wrote new files, which it does not load.
+    RenderedNotLoaded {
+        /// The instance.
+        instance: String,
+    },
+    /// A document the command prints as it is (`--stdout`: rendered files, a starter
+    /// policy).
+    Document {
+        /// Its text.
+        text: String,
     },
     /// Something the admin should know; the flow went on.
     Warning {
