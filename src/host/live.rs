@@ -1,6 +1,7 @@
 //! The host this program runs on, read each fact one way: interfaces and their
-//! addresses from `ip -j address show`, routes from `ip -j route show table main` (both
-//! families; the default-route interfaces are picked from them), the route to one
+//! addresses from `ip -j address show`, routes from `ip -j route show` (the main table
+//! for the routing model; for the default-route interfaces IPv4's main table and every
+//! IPv6 table, as /proc/net/route and /proc/net/ipv6_route list them), the route to one
 //! address from `ip -j route get`, forwarding from `/proc/sys/net`, ipsets from `ipset
 //! save`, docker-proxy listeners from `/proc`, SSH sessions from `/proc/net/tcp{,6}` and
 //! `$SSH_CONNECTION`, sshd's ports from its configuration. What is read is parsed by
@@ -25,7 +26,7 @@ pub struct LiveHost;
 
 impl HostProbe for LiveHost {
     fn default_route_interfaces(&self) -> io::Result<Vec<String>> {
-        let routes = read_routes().map_err(io_error)?;
+        let routes = read_routes(UPLINK_TABLES).map_err(io_error)?;
         Ok(net::default_route_interfaces(&routes))
     }
 
@@ -80,7 +81,7 @@ impl HostNet {
     /// Reads the live host (the network namespace this process is in).
     pub fn read() -> anyhow::Result<HostNet> {
         let interfaces = read_interfaces()?;
-        let routes = read_routes()?;
+        let routes = read_routes(MAIN_TABLES)?;
         let flag = |path: &str| std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "1");
         Ok(HostNet {
             interfaces,
@@ -101,16 +102,26 @@ fn read_interfaces() -> anyhow::Result<Vec<Interface>> {
     parse::parse_addresses(&command::run("ip", &["-j", "address", "show"], b"")?)
 }
 
-/// The routes of the main table, both families.
-fn read_routes() -> anyhow::Result<Vec<Route>> {
+/// Which routing tables the routing model reads (IPv4, IPv6): the main table, where
+/// the kernel looks unless a policy rule says otherwise.
+const MAIN_TABLES: (&str, &str) = ("main", "main");
+
+/// Which routing tables the interfaces facing the outside are read from (IPv4, IPv6):
+/// IPv4's main table, every IPv6 table. These are the tables `/proc/net/route` and
+/// `/proc/net/ipv6_route` list, which this reader replaced, so a host whose IPv6
+/// default lives in a table of its own (wg-quick's, a policy-routed uplink) keeps it.
+const UPLINK_TABLES: (&str, &str) = ("main", "all");
+
+/// The routes of the tables `(ipv4, ipv6)`, both families.
+fn read_routes((ipv4, ipv6): (&str, &str)) -> anyhow::Result<Vec<Route>> {
     let mut routes = parse::parse_routes(&command::run(
         "ip",
-        &["-4", "-j", "route", "show", "table", "main"],
+        &["-4", "-j", "route", "show", "table", ipv4],
         b"",
     )?)?;
     routes.extend(parse::parse_routes(&command::run(
         "ip",
-        &["-6", "-j", "route", "show", "table", "main"],
+        &["-6", "-j", "route", "show", "table", ipv6],
         b"",
     )?)?);
     Ok(routes)

@@ -197,6 +197,14 @@ struct JsonAddress {
 struct JsonRoute {
     dst: String,
     dev: Option<String>,
+    /// A multipath route's next hops (it then has no `dev` of its own).
+    #[serde(default)]
+    nexthops: Vec<JsonNextHop>,
+}
+
+#[derive(Deserialize)]
+struct JsonNextHop {
+    dev: Option<String>,
 }
 
 /// Parses `ip -j address show`.
@@ -219,41 +227,43 @@ pub fn parse_addresses(json: &str) -> anyhow::Result<Vec<Interface>> {
         .collect())
 }
 
-/// Parses `ip -j route show` (one family).
+/// Parses `ip -j route show` (one family). A multipath route gives one route per next
+/// hop, in the kernel's order: it leaves through each of their interfaces.
 pub fn parse_routes(json: &str) -> anyhow::Result<Vec<Route>> {
     let routes: Vec<JsonRoute> = serde_json::from_str(json)
         .map_err(|e| anyhow::anyhow!("cannot read `ip -j route` output: {e}"))?;
-    Ok(routes
-        .into_iter()
-        .filter_map(|r| {
-            let interface = r.dev?;
-            let destination = match r.dst.as_str() {
-                // `ip -4`/`-6` says "default" for either family; the caller's family
-                // decides, so both are produced and only the right one ever matches.
-                "default" => {
-                    return Some(vec![
-                        Route {
-                            destination: "0.0.0.0/0".parse().ok()?,
-                            interface: interface.clone(),
-                        },
-                        Route {
-                            destination: "::/0".parse().ok()?,
-                            interface,
-                        },
-                    ]);
-                }
-                dst => dst
-                    .parse::<IpNet>()
-                    .ok()
-                    .or_else(|| dst.parse::<IpAddr>().ok().map(IpNet::from))?,
-            };
-            Some(vec![Route {
-                destination,
-                interface,
-            }])
-        })
-        .flatten()
-        .collect())
+    let mut parsed = Vec::new();
+    for route in routes {
+        let destinations: Vec<IpNet> = match route.dst.as_str() {
+            // `ip -4`/`-6` says "default" for either family; the caller's family
+            // decides, so both are produced and only the right one ever matches.
+            "default" => [IpAddr::from([0u8; 4]), IpAddr::from([0u16; 8])]
+                .into_iter()
+                .filter_map(|any| IpNet::new(any, 0).ok())
+                .collect(),
+            dst => match dst
+                .parse::<IpNet>()
+                .ok()
+                .or_else(|| dst.parse::<IpAddr>().ok().map(IpNet::from))
+            {
+                Some(net) => vec![net],
+                None => continue,
+            },
+        };
+        let interfaces = route
+            .dev
+            .into_iter()
+            .chain(route.nexthops.into_iter().filter_map(|hop| hop.dev));
+        for interface in interfaces {
+            for destination in &destinations {
+                parsed.push(Route {
+                    destination: *destination,
+                    interface: interface.clone(),
+                });
+            }
+        }
+    }
+    Ok(parsed)
 }
 
 /// Parses `ipset save`: `add NAME MEMBER` lines of address and network sets.
@@ -291,6 +301,31 @@ mod tests {
     /// iproute2 6.1 (the IPv6 list trimmed).
     const ROUTE: &str = r#"[{"dst":"default","gateway":"10.0.2.1","dev":"ens3","flags":[]},{"type":"unreachable","dst":"default","metric":5000,"flags":[]},{"dst":"10.0.2.0/24","dev":"ens3","protocol":"kernel","scope":"link","prefsrc":"10.0.2.15","flags":[]},{"type":"blackhole","dst":"10.9.0.0/16","flags":[]}]"#;
     const ROUTE6: &str = r#"[{"dst":"2001:db8::/64","dev":"ens3","protocol":"kernel","metric":256,"flags":[],"pref":"medium"},{"dst":"fe80::/64","dev":"ens4","protocol":"kernel","metric":256,"flags":[],"pref":"medium"},{"dst":"default","gateway":"2001:db8::1","dev":"ens3","metric":1024,"flags":[],"pref":"medium"},{"type":"unreachable","dst":"default","dev":"lo","metric":4000,"flags":[],"pref":"medium"}]"#;
+
+    /// Captured from a network namespace with iproute2 6.1: a multipath default in each
+    /// family (no `dev` of its own, one per next hop).
+    const ROUTE_MULTIPATH: &str = r#"[{"dst":"default","flags":[],"nexthops":[{"gateway":"192.0.2.1","dev":"d0","weight":1,"flags":[]},{"gateway":"198.51.100.1","dev":"d1","weight":1,"flags":[]}]},{"dst":"192.0.2.0/24","dev":"d0","protocol":"kernel","scope":"link","prefsrc":"192.0.2.2","flags":[]},{"dst":"198.51.100.0/24","dev":"d1","protocol":"kernel","scope":"link","prefsrc":"198.51.100.2","flags":[]}]"#;
+    const ROUTE6_MULTIPATH: &str = r#"[{"dst":"2001:db8::/64","dev":"d0","protocol":"kernel","metric":256,"flags":[],"pref":"medium"},{"dst":"default","metric":1024,"flags":[],"pref":"medium","nexthops":[{"gateway":"2001:db8::1","dev":"d0","weight":1,"flags":[]},{"gateway":"2001:db8:1::1","dev":"d1","weight":1,"flags":[]}]}]"#;
+
+    /// A multipath default route leaves through every one of its next hops' interfaces;
+    /// the first is the one the routing model takes (as /proc/net/route lists it).
+    #[test]
+    fn multipath_default_routes_name_every_next_hop() {
+        let routes = |json| parse_routes(json).unwrap();
+        assert_eq!(
+            default_route_interfaces(&routes(ROUTE_MULTIPATH)),
+            ["d0", "d1"]
+        );
+        assert_eq!(
+            default_route_interfaces(&routes(ROUTE6_MULTIPATH)),
+            ["d0", "d1"]
+        );
+        let first_default = routes(ROUTE_MULTIPATH)
+            .into_iter()
+            .find(|r| r.destination.prefix_len() == 0)
+            .map(|r| r.interface);
+        assert_eq!(first_default.as_deref(), Some("d0"));
+    }
 
     #[test]
     fn default_routes() {
