@@ -114,3 +114,56 @@ fn check_raw_ports(tokens: &[&str]) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_rules_stay_one_filter_rule() {
+        assert!(check_rule("-p udp --dport 51820 -j ACCEPT").is_ok());
+        assert!(check_rule("! -s 10.0.0.0/8 -j DROP").is_ok());
+        assert!(check_rule("-p tcp --sport 0:1023 -j DROP").is_ok());
+        assert!(check_rule("-p tcp --dport ssh:http -j ACCEPT").is_ok());
+        assert!(check_rule("-p tcp --dport 0:65535 -j ACCEPT").is_ok());
+        for bad in [
+            "-p tcp -j ACCEPT\n-A FORWARD -j ACCEPT",
+            "-A INPUT -j ACCEPT",
+            "-t nat -j ACCEPT",
+            "-p tcp -j DOCKER",
+            "-p tcp",
+            "-j ACCEPT -j DROP",
+            "-m comment --comment \"x\" -j ACCEPT",
+            "ACCEPT",
+            "-p tcp -g ACCEPT",
+            "-p udp --dport 99999 -j ACCEPT",
+            "-p tcp -m multiport --dports 80,70000 -j ACCEPT",
+            "-p tcp --sport 1:65536 -j ACCEPT",
+            // Spellings iptables reads as other ports (octal, hex, wrapped).
+            "-p udp --sport +99999 -j ACCEPT",
+            "-p tcp -m conntrack --ctorigdstport +99999 -j ACCEPT",
+            "-p tcp --dport 010 -j ACCEPT",
+            "-p tcp --dport 065535 -j ACCEPT",
+            "-p tcp -m multiport --dports 80,0x50 -j ACCEPT",
+            "-p tcp --dport 0X50:90 -j ACCEPT",
+            "-p tcp --dport +80 -j ACCEPT",
+            "-p tcp --dport 1e3 -j ACCEPT",
+            // The spellings that getopt reads as something else.
+            "-p tcp --dport=99999 -j ACCEPT",
+            "-p tcp --dpo 99999 -j ACCEPT",
+            "-p tcp --destination-p 99999 -j ACCEPT",
+            "-m conntrack --ctorigdstp 99999 -j ACCEPT",
+            "-tnat -j ACCEPT",
+            "--tab nat -j ACCEPT",
+            "--app FORWARD -j ACCEPT",
+            "-AFORWARD -j ACCEPT",
+            "-p tcp -gDOCKER",
+            "-p tcp --jump=DOCKER",
+            "--modprobe=/x -j ACCEPT",
+            "-M /x -j ACCEPT",
+            "-6 -j ACCEPT",
+        ] {
+            assert!(check_rule(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,5 +1,5 @@
-//! The cross-checks that need the whole policy, run once when it is read: lists are not
-//! empty, every list reference exists, every rule can match in at least one family, and
+//! The cross-checks that need the whole policy, run once when it is read: `[[raw]]`
+//! rules in their backend's syntax, lists are not empty, every list reference exists, every rule can match in at least one family, and
 //! the few numeric bounds serde cannot express. Each returns the span, field and message
 //! of the first problem, which [`super::Policy::parse`] turns into a located error.
 
@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 
 use toml::Spanned;
 
-use super::Policy;
 use super::types::{AddressRef, FamilyChoice, HostAddress, ListName};
+use super::{Backend, Policy};
 use crate::family::Family;
 
 /// A problem found by a check: where it is, the field, and what was expected.
@@ -18,6 +18,8 @@ impl Policy {
     /// Cross-checks that need the whole file. Returns the span, field and message of the
     /// first problem.
     pub(super) fn validate(&self) -> Result<(), Problem> {
+        // First, as when the rule text was checked while it was read.
+        self.check_raw_rules()?;
         for (name, entries) in &self.lists {
             if entries.get_ref().is_empty() {
                 return Err((
@@ -64,6 +66,19 @@ impl Policy {
                     burst.get_ref()
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    /// Checks each `[[raw]]` rule in the syntax of the backend it names: only that
+    /// backend knows what is one rule in a chain this tool owns.
+    fn check_raw_rules(&self) -> Result<(), Problem> {
+        for (i, entry) in self.raw.iter().enumerate() {
+            let text = entry.rule.get_ref().as_str();
+            let checked = match entry.backend {
+                Backend::Iptables => crate::iptables::raw::check_rule(text),
+            };
+            checked.map_err(|message| (entry.rule.span(), format!("raw[{i}].rule"), message))?;
         }
         Ok(())
     }
