@@ -1,7 +1,14 @@
 //! Writing an instance's files so that a reader (systemd at boot, an admin, a second
 //! run) never sees a half-written or half-updated set: every file is staged as a temp
 //! file in the same directory and synced before any is renamed into place, unchanged
-//! files are left alone, and concurrent runs are serialized by a lock on the directory.
+//! files are left alone, and concurrent runs are serialized by a lock on the directory
+//! ([`DirLock`], released explicitly when dropped). A [`Snapshot`] records what files
+//! were (contents, links, modes, owners) so a failed command puts them back; it
+//! serializes, so another process can put them back too.
+//!
+//! `set.rs` writes files that must change together as one set (the instance's rules),
+//! `source.rs` reads what the rules come from with bounds, and `layout.rs` says where
+//! every file lives, under `/` or a staged `--root`.
 
 pub mod layout;
 pub mod set;

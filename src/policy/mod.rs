@@ -4,6 +4,10 @@
 //! of `checks` and the size bound of `size`, locating every error at its line,
 //! column and field, and expanding list references. So everything after it (the plan,
 //! the renderers) only ever sees a policy that is known to be consistent.
+//!
+//! `types/` holds the validated values every field is made of, `interfaces.rs` matches
+//! the policy's interface names against a host, `error.rs` the located errors, and
+//! `starter.rs` the policy `init` writes.
 
 mod checks;
 mod error;

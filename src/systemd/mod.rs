@@ -3,6 +3,10 @@
 //! implementation ([`bus::SystemdBus`]). Commands are written against the trait, so their
 //! logic can be exercised without a bus; the real thing is proven against a booted
 //! systemd in systemd-nspawn.
+//!
+//! `bus.rs` and `proxy.rs` speak D-Bus, `state.rs` holds unit states as enums,
+//! `journal.rs` reads a unit's last log lines for failure reports, and `units.rs` the
+//! units iptables-ctl ships and their enabling in a staged tree.
 
 pub mod bus;
 pub mod journal;
