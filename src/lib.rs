@@ -6,12 +6,14 @@
 //! it once per family into typed rules that name no firewall syntax; the backend
 //! ([`iptables`]) spells a plan as `iptables-restore` files, checks their shape, proves
 //! them by loading them into a throwaway network namespace with the kernel's own parser,
-//! and reads the live rules back. The files are written as one set ([`files`]); systemd
+//! and reads the live rules back. The flows reach it only through [`backend`], the
+//! trait a second backend (nftables) implements beside it. The files are written as one set ([`files`]); systemd
 //! loads them at boot ([`systemd`]); the flows that put an instance in force and say
 //! whether it is ([`control`]) and the exposure audit ([`audit`]) judge facts read from
 //! the host ([`host`]). [`family`] and [`packet`] are the few words every part shares.
 
 pub mod audit;
+pub mod backend;
 pub mod bounds;
 pub mod cli;
 pub mod command;

@@ -283,9 +283,9 @@ pub(super) fn print_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::LiveState;
     use crate::control::fakes::{FakeManager, POLICY, staged};
     use crate::control::{InstallOptions, Outcome, Systemd, install};
-    use crate::iptables::live::LiveState;
     use crate::systemd::{ActiveState, JobKind, JobResult, ServiceManager};
 
     /// The text of `events` and `verdict`: (standard output, standard error).

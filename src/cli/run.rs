@@ -16,9 +16,9 @@ use crate::control::status;
 use crate::control::{self, Event, Outcome, Verdict};
 use crate::files::layout::Layout;
 use crate::host::{HostProbe, LiveHost, StagedHost};
-use crate::iptables::Tools;
 use crate::iptables::live::SystemFirewall;
 use crate::iptables::trial::NetnsTrial;
+use crate::iptables::{IptablesBackend, Tools};
 use crate::policy::types::InstanceName;
 use crate::systemd::JobKind;
 use crate::systemd::bus::SystemdBus;
@@ -63,11 +63,15 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
             json,
         } => {
             let path = policy_path(instance);
-            let trial = NetnsTrial {
-                tools: (*iptables).into(),
+            let tools: Tools = (*iptables).into();
+            let trial = NetnsTrial { tools };
+            let backend = IptablesBackend {
+                trial: &trial,
+                tools,
+                ..SYSTEM_BACKEND
             };
             let target = control::Target {
-                trial: &trial,
+                backend: &backend,
                 ..target(&layout, instance, &path, host)
             };
             let destination = if *stdout {
@@ -87,13 +91,16 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
             let path = policy_path(instance);
             let tools: Tools = (*iptables).into();
             let trial = NetnsTrial { tools };
-            let target = control::Target {
+            let backend = IptablesBackend {
                 trial: &trial,
+                tools,
+                ..SYSTEM_BACKEND
+            };
+            let target = control::Target {
+                backend: &backend,
                 ..target(&layout, instance, &path, host)
             };
-            flow(out, *json, |outcome| {
-                control::check(&target, tools, outcome)
-            })
+            flow(out, *json, |outcome| control::check(&target, outcome))
         }
         Command::Install {
             instance,
@@ -281,7 +288,7 @@ fn target<'a>(
         instance,
         policy_path,
         host,
-        trial: &SYSTEM_TRIAL,
+        backend: &SYSTEM_BACKEND,
         firewall: &SystemFirewall,
     }
 }
@@ -305,9 +312,14 @@ fn require_live_host(cli: &Cli, command: &str, needs: &str, why_root: &str) -> a
     Ok(())
 }
 
-/// The host and kernel check every live command uses.
-const SYSTEM_TRIAL: NetnsTrial = NetnsTrial {
+/// The backend every command uses: the system's iptables programs, for the kernel
+/// check in a throwaway namespace and on the live firewall.
+const SYSTEM_BACKEND: IptablesBackend<'static> = IptablesBackend {
     tools: Tools::System,
+    trial: &NetnsTrial {
+        tools: Tools::System,
+    },
+    firewall: &SystemFirewall,
 };
 
 fn staged(cli: &Cli) -> bool {

@@ -1,6 +1,7 @@
 //! Test fakes for the flows: a service manager that records calls and answers as told,
-//! a trial that accepts everything, a firewall with nothing to say, a host with eth0,
-//! and a staged tree to run the flows in. The real thing is proven in
+//! a trial that accepts everything, a firewall with nothing to say, the iptables
+//! backend built on those two ([`FAKE_BACKEND`]), a host with eth0, and a staged tree
+//! to run the flows in. The real thing is proven in
 //! tests/systemd_boot.rs; these reach the failure paths a real systemd rarely takes.
 
 use std::cell::RefCell;
@@ -9,14 +10,15 @@ use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use crate::backend::Backend;
 use crate::control::Target;
 use crate::family::Family;
 use crate::files::layout::Layout;
 use crate::host::net::HostNet;
 use crate::host::{HostProbe, SshConnection};
-use crate::iptables::instance;
 use crate::iptables::live::LiveFirewall;
 use crate::iptables::trial::{RulesetTrial, TrialError, TrialReport};
+use crate::iptables::{IptablesBackend, Tools};
 use crate::policy::types::InstanceName;
 use crate::systemd::{
     ActiveState, JobKind, JobResult, LoadState, ServiceManager, SystemdError, UnitFileChange,
@@ -50,7 +52,16 @@ impl HostProbe for FakeHost {
     }
 }
 
+/// A trial that accepts everything and reports an empty ruleset.
 pub(crate) struct AcceptingTrial;
+
+/// The iptables backend on the accepting trial and the quiet firewall, with the
+/// system's programs.
+pub(crate) const FAKE_BACKEND: IptablesBackend<'static> = IptablesBackend {
+    tools: Tools::System,
+    trial: &AcceptingTrial,
+    firewall: &QuietFirewall,
+};
 
 /// A firewall with nothing to say (no backend, no other backend).
 pub(crate) struct QuietFirewall;
@@ -205,12 +216,17 @@ pub(crate) fn staged(policy: Option<&str>) -> Staged {
 
 impl Staged {
     pub(crate) fn target(&self) -> Target<'_> {
+        self.target_with(&FAKE_BACKEND)
+    }
+
+    /// [`Staged::target`] with another backend.
+    pub(crate) fn target_with<'a>(&'a self, backend: &'a dyn Backend) -> Target<'a> {
         Target {
             layout: &self.layout,
             instance: &self.instance,
             policy_path: &self.policy_path,
             host: &FakeHost,
-            trial: &AcceptingTrial,
+            backend,
             firewall: &QuietFirewall,
         }
     }
@@ -225,7 +241,8 @@ impl Staged {
         ]
         .map(|name| (name.to_owned(), format!("{tag} {name}\n")))
         .to_vec();
-        instance::output_set(&self.layout, &self.instance)
+        FAKE_BACKEND
+            .output_set(&self.layout, &self.instance)
             .write(&files)
             .unwrap();
     }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
+use crate::backend::Rendered;
 use crate::control::conflicts::{Conflict, ConflictFacts};
 use crate::control::lifecycle::start_rest_of_set;
 use crate::control::outcome::{Event, Outcome, Verdict};
@@ -21,8 +22,6 @@ use crate::control::{
 use crate::files::layout::Layout;
 use crate::files::source;
 use crate::files::{self, DirLock, Snapshot};
-use crate::iptables::instance;
-use crate::iptables::render::RenderedFile;
 use crate::policy::Policy;
 use crate::policy::starter::{self, StarterFacts};
 use crate::systemd::units::{
@@ -55,7 +54,7 @@ pub(crate) fn install(
     let _lock = DirLock::acquire(&config_dir)?;
 
     let (policy, starter_text) = policy_or_starter(target, outcome)?;
-    let (rendered, loaded) = match (render_and_prove(target, &policy), &starter_text) {
+    let (rendered, proof) = match (render_and_prove(target, &policy), &starter_text) {
         (Ok(done), _) => done,
         (Err(error), None) => return Err(error.context(refused("install"))),
         (Err(error), Some(_)) => {
@@ -76,7 +75,7 @@ pub(crate) fn install(
             .conflicts();
     refuse_on_conflicts(&conflicts, options.force, outcome)?;
     if manager.is_some() && !options.no_start {
-        refuse_lockouts("install", target, &loaded, options.force, outcome)?;
+        refuse_lockouts("install", target, &proof, options.force, outcome)?;
     }
     created.keep();
 
@@ -131,12 +130,12 @@ pub(crate) fn install(
 fn write_files(
     target: &Target<'_>,
     starter_text: Option<String>,
-    rendered: Vec<RenderedFile>,
+    rendered: Rendered,
     undo: &mut Transaction,
     outcome: &mut Outcome<'_>,
 ) -> anyhow::Result<PathBuf> {
-    let outputs = RenderedFile::outputs(rendered);
-    let output_set = instance::output_set(target.layout, target.instance);
+    let outputs = rendered.into_outputs();
+    let output_set = target.backend.output_set(target.layout, target.instance);
     undo.files_replaced(Snapshot::take_set(&output_set)?);
     if let Some(text) = starter_text {
         let (dir, name) = files::dir_and_name(target.policy_path)?;

@@ -4,14 +4,11 @@
 
 use anyhow::{Context as _, bail};
 
-use crate::control::lockout::LoadedRules;
 use crate::control::outcome::{Event, Outcome, Verdict};
 use crate::control::{
     Target, UNCHANGED, conflicts, in_force, job_failed, refuse_lockouts, run_job,
 };
-use crate::family::Family;
 use crate::files::DirLock;
-use crate::iptables::instance;
 use crate::systemd::units::InstanceUnits;
 use crate::systemd::{JobKind, JobResult, ServiceManager};
 
@@ -59,10 +56,13 @@ pub(crate) fn lifecycle(
             let _lock = DirLock::acquire(&target.layout.config_dir())?;
             let changes_rules = kind != JobKind::Start || !status.is_active();
             if changes_rules {
-                let loaded = prove_files_on_disk(target).with_context(|| {
-                    format!("refusing to {kind}: the rules on disk would not load; {UNCHANGED}")
-                })?;
-                refuse_lockouts(&kind.to_string(), target, &loaded, force, outcome)?;
+                let proof = target
+                    .backend
+                    .prove_on_disk(target.layout, target.instance)
+                    .with_context(|| {
+                        format!("refusing to {kind}: the rules on disk would not load; {UNCHANGED}")
+                    })?;
+                refuse_lockouts(&kind.to_string(), target, &proof, force, outcome)?;
             }
             // A restart of an active instance is a reload: a stop loads the
             // pass-through files, and a start that then failed would leave the host
@@ -87,18 +87,6 @@ pub(crate) fn lifecycle(
             Ok(in_force(target, manager))
         }
     }
-}
-
-/// Loads the instance's files as they are on disk into a throwaway namespace; returns
-/// what the kernel loaded of each family's rules.
-fn prove_files_on_disk(target: &Target<'_>) -> anyhow::Result<LoadedRules> {
-    Family::ALL
-        .into_iter()
-        .map(|family| {
-            instance::prove_on_disk(target.layout, target.instance, family, target.trial)
-                .map(|report| (family, report.loaded))
-        })
-        .collect()
 }
 
 /// Stops an instance's set: the re-assertion after Docker, then the rules (the

@@ -1,12 +1,20 @@
-//! The commands that put an instance in force and take it out: install, uninstall,
-//! start, stop, restart, reload, and the two the units run (`forward-jump` after every
-//! load, `umbrella` for `systemctl start|stop|reload iptables`), one file per flow.
-//! Each is a sequence over the parts it needs (the file layout, the kernel check,
-//! systemd behind [`ServiceManager`]) with three rules: everything that can be checked
-//! is checked before anything changes (a refusal says the files and live rules were
-//! left as they are); a step that fails after files were replaced puts them back (the
-//! `undo::Transaction`); and a command that changed the live rules ends with the
-//! `status` check, its `Verdict` "in force" only when it passes.
+//! The flows: the commands that put an instance in force, take it out and say whether
+//! it is, one file per flow. `init.rs` (the starter policy), `render.rs` (`render`,
+//! `check`), `install.rs`, `uninstall.rs`, `lifecycle.rs` (`start`, `stop`, `restart`),
+//! `reload.rs`, `status.rs` (the in-force check) and `unit_hooks.rs` (what the units
+//! run: `forward-jump` after every load, `umbrella` for `systemctl start|stop|reload
+//! iptables`); beside them `outcome.rs` (the events and verdict a flow returns),
+//! `undo.rs` (the one serializable undo record), `conflicts.rs` (other firewall setups)
+//! and, for tests, `fakes.rs`.
+//!
+//! Each flow is a sequence over the parts it needs (the file layout, the firewall
+//! backend behind [`Backend`], systemd behind [`ServiceManager`]) with three rules:
+//! everything that can be checked is checked before anything changes (a refusal says
+//! the files and live rules were left as they are); a step that fails after files were
+//! replaced puts them back (the `undo::Transaction`); and a command that changed the
+//! live rules ends with the `status` check, its `Verdict` "in force" only when it
+//! passes. The flows render, prove and load through the backend and name none of its
+//! types.
 //!
 //! Flows print nothing: they record `outcome::Event`s in an `Outcome` and return a
 //! `Verdict`; the command line shows them. This module holds what every flow shares:
@@ -22,7 +30,6 @@ pub(crate) mod conflicts;
 mod init;
 mod install;
 mod lifecycle;
-pub(crate) mod lockout;
 pub(crate) mod outcome;
 mod reload;
 mod render;
@@ -45,14 +52,10 @@ pub(crate) use render::{Destination, check, render};
 pub(crate) use uninstall::uninstall;
 pub(crate) use unit_hooks::{forward_jump, umbrella};
 
-use crate::control::lockout::LoadedRules;
-use crate::family::Family;
+use crate::backend::{Backend, Lockout, Proof, Rendered};
 use crate::files::layout::Layout;
 use crate::host::HostProbe;
-use crate::iptables::instance;
 use crate::iptables::live::LiveFirewall;
-use crate::iptables::render::RenderedFile;
-use crate::iptables::trial::RulesetTrial;
 use crate::policy::Policy;
 use crate::policy::types::InstanceName;
 use crate::systemd::{JobKind, JobResult, ServiceManager, journal};
@@ -70,8 +73,8 @@ pub(crate) struct Target<'a> {
     pub policy_path: &'a std::path::Path,
     /// The host the policy is rendered for.
     pub host: &'a dyn HostProbe,
-    /// The kernel check.
-    pub trial: &'a dyn RulesetTrial,
+    /// The firewall backend: renders, proves and loads the files.
+    pub backend: &'a dyn Backend,
     /// The live firewall.
     pub firewall: &'a dyn LiveFirewall,
 }
@@ -169,15 +172,16 @@ pub(crate) const UNCHANGED: &str =
     "nothing was changed: the files and the live rules were left as they are";
 
 /// Renders and proves the instance's files; nothing is written. Returns the files and
-/// what the kernel loaded of each family's rules.
-fn render_and_prove(
-    target: &Target<'_>,
-    policy: &Policy,
-) -> anyhow::Result<(Vec<RenderedFile>, LoadedRules)> {
-    let rendered = instance::render_policy(target.layout, target.instance, policy)?;
-    let reports = instance::prove(policy, &rendered, target.trial)
+/// their proof.
+fn render_and_prove(target: &Target<'_>, policy: &Policy) -> anyhow::Result<(Rendered, Proof)> {
+    let rendered = target
+        .backend
+        .render(target.layout, target.instance, policy)?;
+    let proof = target
+        .backend
+        .prove(target.instance, policy, &rendered)
         .context("kernel check of the rendered files failed")?;
-    Ok((rendered, lockout::loaded_rules(reports)))
+    Ok((rendered, proof))
 }
 
 /// What is wrong between the interface names of `policy` and this host: names that do
@@ -250,16 +254,16 @@ fn warn_interface_problems(policy: &Policy, host: &dyn HostProbe, outcome: &mut 
     }
 }
 
-/// Refuses (unless `force`) when the rules in `loaded` would refuse new connections of
-/// an SSH session open now.
+/// Refuses (unless `force`) when the rules `proof` loaded would refuse new connections
+/// of an SSH session open now.
 fn refuse_lockouts(
     command: &str,
     target: &Target<'_>,
-    loaded: &[(Family, String)],
+    proof: &Proof,
     force: bool,
     outcome: &mut Outcome<'_>,
 ) -> anyhow::Result<()> {
-    let lockouts = lockout::check(target.host, loaded);
+    let lockouts = target.backend.lockouts(target.host, proof);
     if lockouts.is_empty() {
         return Ok(());
     }
@@ -269,7 +273,17 @@ fn refuse_lockouts(
         }
         return Ok(());
     }
-    bail!(lockout::refusal(command, &lockouts))
+    bail!(lockout_refusal(command, &lockouts))
+}
+
+/// The refusal message for `lockouts`, naming each session and port.
+fn lockout_refusal(command: &str, lockouts: &[Lockout]) -> String {
+    let list: Vec<String> = lockouts.iter().map(|l| format!("  - {l}")).collect();
+    format!(
+        "refusing to {command}: the new rules would lock out SSH; {UNCHANGED}\n{}\n\
+         (allow the port under [[host.services]], or pass --force if you have another way in)",
+        list.join("\n")
+    )
 }
 
 /// Ends a command that changed the live rules: the `status` check, and its verdict. A

@@ -11,8 +11,6 @@ use crate::control::{
     Target, in_force, refuse_lockouts, refused, render_and_prove, run_job, warn_interface_problems,
 };
 use crate::files::{DirLock, Snapshot};
-use crate::iptables::instance;
-use crate::iptables::render::RenderedFile;
 use crate::policy::Policy;
 use crate::systemd::units::InstanceUnits;
 use crate::systemd::{JobKind, ServiceManager};
@@ -30,7 +28,7 @@ pub(crate) fn reload(
     let units = InstanceUnits::new(target.instance);
     let config_dir = target.layout.config_dir();
     let _lock = DirLock::acquire(&config_dir)?;
-    let (rendered, loaded) = (|| -> anyhow::Result<_> {
+    let (rendered, proof) = (|| -> anyhow::Result<_> {
         let policy = Policy::load(target.policy_path)?;
         let proven = render_and_prove(target, &policy)?;
         let status = manager.unit_status(&units.rules)?;
@@ -53,9 +51,9 @@ pub(crate) fn reload(
         Ok(proven)
     })()
     .context(refused("reload"))?;
-    refuse_lockouts("reload", target, &loaded, force, outcome)?;
-    let outputs = RenderedFile::outputs(rendered);
-    let output_set = instance::output_set(target.layout, target.instance);
+    refuse_lockouts("reload", target, &proof, force, outcome)?;
+    let outputs = rendered.into_outputs();
+    let output_set = target.backend.output_set(target.layout, target.instance);
     let mut undo = Transaction::new();
     undo.files_replaced(Snapshot::take_set(&output_set)?);
     let summary = output_set.write(&outputs)?;

@@ -7,14 +7,11 @@
 
 use anyhow::Context as _;
 
+use crate::backend::{Proof, Rendered};
 use crate::control::outcome::{Event, Outcome, Verdict};
-use crate::control::{Target, conflicts, lockout, warn_interface_problems};
-use crate::family::Family;
+use crate::control::{Target, conflicts, warn_interface_problems};
 use crate::files::DirLock;
-use crate::iptables::Tools;
-use crate::iptables::instance;
-use crate::iptables::render::{RenderedFile, TemplateKind, output_file_name};
-use crate::iptables::trial::TrialReport;
+use crate::policy::Policy;
 
 /// Where `render` puts the files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,25 +40,27 @@ pub(crate) fn render(
             )
         })?),
     };
-    let (policy, rendered) =
-        instance::render_instance(target.layout, target.instance, target.policy_path)?;
+    let (policy, rendered) = render_policy(target)?;
     warn_interface_problems(&policy, target.host, outcome);
     if kernel_check {
-        let reports = instance::prove(&policy, &rendered, target.trial)
+        let proof = target.backend.prove(target.instance, &policy, &rendered)
             .context("kernel check of the rendered files failed; nothing was written (--no-kernel-check skips the check)")?;
-        warn_lockouts(target, reports, outcome);
+        warn_lockouts(target, &proof, outcome);
     }
     if destination == Destination::Stdout {
         let text = rendered
+            .files()
             .iter()
-            .map(|f| f.text.as_str())
+            .map(|(_, text)| text.as_str())
             .collect::<Vec<_>>()
             .join("\n");
         outcome.push(Event::Document { text });
         return Ok(Verdict::Done);
     }
-    let summary = instance::output_set(target.layout, target.instance)
-        .write(&RenderedFile::outputs(rendered))?;
+    let summary = target
+        .backend
+        .output_set(target.layout, target.instance)
+        .write(&rendered.into_outputs())?;
     outcome.writes(&summary);
     let installed = conflicts::enabled_under(target.layout.root(), target.instance);
     if installed && !summary.written.is_empty() {
@@ -73,39 +72,38 @@ pub(crate) fn render(
 }
 
 /// `check`: validates the policy and loads every file twice into a throwaway
-/// namespace with the programs of `tools` (the target's trial); writes nothing.
-pub(crate) fn check(
-    target: &Target<'_>,
-    tools: Tools,
-    outcome: &mut Outcome<'_>,
-) -> anyhow::Result<Verdict> {
-    let (policy, rendered) =
-        instance::render_instance(target.layout, target.instance, target.policy_path)?;
+/// namespace (the target's backend); writes nothing.
+pub(crate) fn check(target: &Target<'_>, outcome: &mut Outcome<'_>) -> anyhow::Result<Verdict> {
+    let (policy, rendered) = render_policy(target)?;
     outcome.push(Event::PolicyValid {
         path: target.policy_path.to_owned(),
     });
     warn_interface_problems(&policy, target.host, outcome);
-    let reports = instance::prove(&policy, &rendered, target.trial)?;
-    for (family, report) in &reports {
+    let proof = target.backend.prove(target.instance, &policy, &rendered)?;
+    for part in proof.parts() {
         outcome.push(Event::FamilyProven {
-            rules: output_file_name(target.instance, *family, TemplateKind::Rules),
-            empty: output_file_name(target.instance, *family, TemplateKind::Empty),
-            restore_program: tools.restore_program(*family).to_owned(),
-            rule_count: report.rule_count,
+            rules: part.rules.clone(),
+            empty: part.empty.clone(),
+            restore_program: part.program.clone(),
+            rule_count: part.rule_count,
         });
     }
-    warn_lockouts(target, reports, outcome);
+    warn_lockouts(target, &proof, outcome);
     Ok(Verdict::Done)
 }
 
-/// Warns about SSH sessions that the rules as loaded in `reports` would lock out.
-fn warn_lockouts(
-    target: &Target<'_>,
-    reports: Vec<(Family, TrialReport)>,
-    outcome: &mut Outcome<'_>,
-) {
-    let loaded = lockout::loaded_rules(reports);
-    for lockout in lockout::check(target.host, &loaded) {
+/// Loads the target's policy and renders it in memory.
+fn render_policy(target: &Target<'_>) -> anyhow::Result<(Policy, Rendered)> {
+    let policy = Policy::load(target.policy_path)?;
+    let rendered = target
+        .backend
+        .render(target.layout, target.instance, &policy)?;
+    Ok((policy, rendered))
+}
+
+/// Warns about SSH sessions that the rules `proof` loaded would lock out.
+fn warn_lockouts(target: &Target<'_>, proof: &Proof, outcome: &mut Outcome<'_>) {
+    for lockout in target.backend.lockouts(target.host, proof) {
         outcome.warn(format!(
             "{lockout}; reload, install and start refuse these rules without --force"
         ));
@@ -115,7 +113,8 @@ fn warn_lockouts(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::fakes::{POLICY, staged};
+    use crate::control::fakes::{AcceptingTrial, POLICY, QuietFirewall, staged};
+    use crate::iptables::{IptablesBackend, Tools};
 
     fn kinds(outcome: &Outcome<'_>) -> Vec<&'static str> {
         outcome
@@ -160,7 +159,12 @@ mod tests {
     fn check_says_the_policy_is_valid_then_each_family_loads() {
         let staged = staged(Some(POLICY));
         let mut outcome = Outcome::new();
-        check(&staged.target(), Tools::Legacy, &mut outcome).unwrap();
+        let legacy = IptablesBackend {
+            tools: Tools::Legacy,
+            trial: &AcceptingTrial,
+            firewall: &QuietFirewall,
+        };
+        check(&staged.target_with(&legacy), &mut outcome).unwrap();
         assert_eq!(kinds(&outcome), ["valid", "proven", "proven"]);
         assert_eq!(
             outcome.events()[2],

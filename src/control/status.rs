@@ -13,11 +13,10 @@
 use serde::Serialize;
 
 use crate::audit::{self, AuditReport};
+use crate::backend::{FamilyState, LiveState};
 use crate::control::Target;
 use crate::family::Family;
-use crate::iptables::forward;
-use crate::iptables::instance;
-use crate::iptables::live::{self, LiveState};
+use crate::iptables::live;
 use crate::iptables::walk::Ruleset;
 use crate::policy::Policy;
 use crate::systemd::units::InstanceUnits;
@@ -74,12 +73,10 @@ pub(crate) fn status(
         return Ok(report);
     }
     if !report.unit.is_active() {
-        match live::inspect_stopped(
-            target.layout,
-            target.instance,
-            target.trial,
-            target.firewall,
-        ) {
+        match target
+            .backend
+            .live_state(target.layout, target.instance, false)
+        {
             Ok(state) => report.live = Some(state),
             Err(e) => report.live_error = Some(format!("{e:#}")),
         }
@@ -87,17 +84,12 @@ pub(crate) fn status(
     }
 
     let mut problems = Vec::new();
-    match live::inspect(
-        target.layout,
-        target.instance,
-        target.trial,
-        target.firewall,
-    ) {
-        Ok(mut state) => {
-            let repairs = forward::repairs(target.layout, target.instance);
-            // inspect reports the families in Family::ALL's order.
-            for (family, family_state) in Family::ALL.into_iter().zip(&mut state.families) {
-                family_state.forward_repair = repairs.of(family).cloned();
+    match target
+        .backend
+        .live_state(target.layout, target.instance, true)
+    {
+        Ok(state) => {
+            for family_state in &state.families {
                 problems.extend(family_problems(family_state));
             }
             report.live = Some(state);
@@ -165,7 +157,7 @@ fn uncovered_bridges(
 }
 
 /// Why one family's live rules do not protect what the files say.
-fn family_problems(state: &live::FamilyState) -> Vec<String> {
+fn family_problems(state: &FamilyState) -> Vec<String> {
     let mut problems = Vec::new();
     if !state.rules_match {
         problems.push(if state.reordered {
@@ -208,16 +200,22 @@ fn policy_problems(target: &Target<'_>, problems: &mut Vec<String>) -> Option<Po
             return None;
         }
     };
-    match instance::render_policy(target.layout, target.instance, &policy) {
+    match target
+        .backend
+        .render(target.layout, target.instance, &policy)
+    {
         Ok(rendered) => {
-            let on_disk = instance::output_set(target.layout, target.instance).read();
-            let stale = rendered.iter().any(|file| {
+            let on_disk = target
+                .backend
+                .output_set(target.layout, target.instance)
+                .read();
+            let stale = rendered.files().iter().any(|(name, text)| {
                 on_disk
                     .as_ref()
                     .ok()
-                    .and_then(|set| set.shown(&file.file_name))
+                    .and_then(|set| set.shown(name))
                     .map(|shown| shown.bytes.as_slice())
-                    != Some(file.text.as_bytes())
+                    != Some(text.as_bytes())
             });
             if stale {
                 problems.push(
@@ -280,7 +278,7 @@ impl StatusReport {
         };
         text.push_str(&format!(
             "backend: {}\n",
-            live.variant.map_or("unknown".to_owned(), |b| b.to_string())
+            live.variant.as_deref().unwrap_or("unknown")
         ));
         if !self.unit.is_active() {
             if live.families.iter().all(|f| f.rules_match) {

@@ -188,9 +188,10 @@ mod tests {
     use std::fs;
 
     use super::*;
+    use crate::backend::Backend as _;
+    use crate::control::fakes::FAKE_BACKEND;
     use crate::control::fakes::{FakeManager, POLICY, staged};
     use crate::files::write_files;
-    use crate::iptables::instance;
 
     /// A transaction recorded over a staged tree and the fake manager, written down
     /// as JSON and read back, undoes from the copy: the files are back byte for byte
@@ -207,7 +208,7 @@ mod tests {
         let manager = FakeManager::new("active", JobResult::Done).linking_in(wants.clone());
 
         let mut record = Transaction::new();
-        let output_set = instance::output_set(&staged.layout, &staged.instance);
+        let output_set = FAKE_BACKEND.output_set(&staged.layout, &staged.instance);
         record.files_replaced(Snapshot::take_set(&output_set).unwrap());
         record.files_replaced(
             Snapshot::take(&unit_dir, ["iptables.service", "new.service"]).unwrap(),

@@ -11,10 +11,7 @@ use anyhow::Context as _;
 use crate::control::lifecycle::stop_set;
 use crate::control::outcome::{Event, Outcome, Verdict};
 use crate::control::{Systemd, Target, conflicts, run_job};
-use crate::family::Family;
 use crate::files::{self, source};
-use crate::iptables::instance;
-use crate::iptables::render::TemplateKind;
 use crate::systemd::units::{self, ADMIN_UNIT_DIR, InstanceUnits, SHIPPED_UNITS};
 use crate::systemd::{ActiveState, JobKind};
 
@@ -94,14 +91,9 @@ pub(crate) fn uninstall(
 
 /// Loads the instance's pass-through files, as its unit's ExecStop does.
 fn load_pass_through(target: &Target<'_>, outcome: &mut Outcome<'_>) -> anyhow::Result<()> {
-    for family in Family::ALL {
-        let (path, text) =
-            instance::read_output(target.layout, target.instance, family, TemplateKind::Empty)?;
-        target
-            .firewall
-            .restore(family, &text)
-            .with_context(|| format!("cannot load {}", path.display()))?;
-    }
+    target
+        .backend
+        .load_pass_through(target.layout, target.instance)?;
     outcome.push(Event::PassThroughLoaded);
     Ok(())
 }

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Repair;
 use crate::family::Family;
 use crate::files;
 use crate::files::layout::Layout;
@@ -103,15 +104,6 @@ pub fn ensure(firewall: &dyn LiveFirewall, family: Family) -> anyhow::Result<Fin
     Err(error.context(format!(
         "cannot make {family} FORWARD jump to DOCKER-USER first ({ATTEMPTS} attempts)"
     )))
-}
-
-/// The repairs of one family since boot.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Repair {
-    /// How many times the jump had to be put back first.
-    pub count: u32,
-    /// FORWARD's first rule the last time.
-    pub last_first_rule: String,
 }
 
 /// What `forward-jump` repaired for an instance since boot.

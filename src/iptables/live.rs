@@ -5,8 +5,7 @@
 //! ([`compare`]) is a pure function of two `iptables-save` dumps; [`inspect`] gathers
 //! them, [`inspect_stopped`] the same against the pass-through files.
 
-use serde::Serialize;
-
+use crate::backend::{FamilyState, LiveState};
 use crate::command::{self, ToolError};
 use crate::family::Family;
 use crate::files::layout::Layout;
@@ -103,47 +102,6 @@ pub fn docker_bridges(ruleset: &Ruleset) -> Vec<String> {
     bridges
 }
 
-/// One family's live state against its rendered file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FamilyState {
-    /// `IPv4` or `IPv6`.
-    pub family: String,
-    /// The rules protect what the files say: the owned chains hold exactly the
-    /// rendered rules and FORWARD jumps to DOCKER-USER first.
-    pub in_force: bool,
-    /// The owned chains hold exactly the rendered rules, in order.
-    pub rules_match: bool,
-    /// Rendered lines the kernel does not hold.
-    pub missing: Vec<String>,
-    /// Lines the kernel holds in the owned chains that were not rendered.
-    pub unexpected: Vec<String>,
-    /// Same lines, different order.
-    pub reordered: bool,
-    /// FORWARD's first rule is the jump to DOCKER-USER (None when FORWARD is empty).
-    pub docker_user_first: Option<bool>,
-    /// FORWARD's first rule, when it is not the jump.
-    pub forward_first: Option<String>,
-    /// What iptables-ctl had to repair in FORWARD since boot (filled in by `status`).
-    pub forward_repair: Option<crate::iptables::forward::Repair>,
-}
-
-/// The live firewall.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LiveState {
-    /// What `iptables` drives on this host.
-    #[serde(rename = "backend")]
-    pub variant: Option<Variant>,
-    /// Per family.
-    pub families: Vec<FamilyState>,
-}
-
-impl LiveState {
-    /// Every family holds its rendered rules.
-    pub fn in_force(&self) -> bool {
-        self.families.iter().all(|f| f.in_force)
-    }
-}
-
 /// The filter table's lines for `chains` (none when there is no filter table).
 fn filter_lines(dump: &Dump, chains: &[&str]) -> Vec<String> {
     dump.table("filter")
@@ -222,7 +180,7 @@ fn inspect_against(
     firewall: &dyn LiveFirewall,
     expected_of: impl Fn(&crate::iptables::trial::TrialReport) -> &String,
 ) -> anyhow::Result<LiveState> {
-    let variant = firewall.variant();
+    let variant = firewall.variant().map(|v| v.to_string());
     let mut families = Vec::new();
     for family in Family::ALL {
         let report = instance::prove_on_disk(layout, instance, family, trial)?;

@@ -1,12 +1,26 @@
-//! The iptables command-line tools: which programs a backend uses, running them with
-//! input on stdin, and reading what they print. Parsing of their output is kept in plain
+//! Everything that speaks iptables: the backend the flows use ([`IptablesBackend`] in
+//! `backend.rs`, implementing [`crate::backend::Backend`]) and what it is made of.
+//! Writing: `render/` (a plan spelled as the four `iptables-restore` files with Tera),
+//! `instance.rs` (an instance's files: names, set, render, prove, read), `shape.rs`
+//! (the shape every file must have), `trial.rs` (the kernel check in a throwaway
+//! namespace), `raw.rs` (`[[raw]]` rule syntax), `options.rs` and `words.rs` (iptables'
+//! getopt and the one quote-aware tokenizer). Reading: `dump.rs` and `rule.rs` (the
+//! iptables-save parser and rule model), `live.rs` (the live rules against the
+//! rendered ones), `forward.rs` (FORWARD's jump to DOCKER-USER), `walk/` (the packet
+//! walk), `lockout.rs` (SSH sessions the proven rules would refuse), `docker.rs`
+//! (published ports from Docker's DNAT rules).
+//!
+//! This file: which programs are run ([`Tools`], [`Variant`]) and reading what they
+//! print (failing line, error summary, save text without timestamps), as plain
 //! functions apart from the running.
 
+pub mod backend;
 pub mod docker;
 pub mod dump;
 pub mod forward;
 pub mod instance;
 pub mod live;
+pub mod lockout;
 pub mod options;
 pub mod raw;
 pub mod render;
@@ -17,6 +31,8 @@ pub mod walk;
 pub mod words;
 
 use crate::family::Family;
+
+pub use backend::IptablesBackend;
 
 /// Which iptables implementation loads the rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

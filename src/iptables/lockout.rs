@@ -2,68 +2,29 @@
 //! connected over SSH now: the way admins lock themselves out of remote hosts.
 //!
 //! The answer comes from the rules as the kernel loaded them in the throwaway namespace
-//! (the trial's dump), walked by the packet evaluator for a new connection from each
-//! session's client to the port it is connected to. The sessions are the command's own
+//! (the trial's iptables-save text, carried by the [`Proof`]), walked by the packet
+//! evaluator ([`crate::iptables::walk`]) for a new connection from each session's
+//! client to the port it is connected to. The sessions are the command's own
 //! (`$SSH_CONNECTION`) and every established connection to a port sshd listens on, so
 //! a session is found under `sudo` too.
 
-use std::fmt;
-
 use ipnet::IpNet;
 
+use crate::backend::{Lockout, Proof};
 use crate::family::Family;
 use crate::host::net::{HostNet, Interface};
 use crate::host::{HostProbe, SshConnection};
 use crate::iptables::dump;
-use crate::iptables::trial::TrialReport;
 use crate::iptables::walk::{self, Ruleset, Verdict};
 use crate::packet::{Packet, Transport};
 
-/// What the kernel loaded of each family's rules in the throwaway namespace
-/// (iptables-save text), as a trial reports it.
-pub(crate) type LoadedRules = Vec<(Family, String)>;
-
-/// What `reports` (a trial per family) say the kernel loaded of each family's rules.
-pub(crate) fn loaded_rules(reports: Vec<(Family, TrialReport)>) -> LoadedRules {
-    reports
-        .into_iter()
-        .map(|(family, report)| (family, report.loaded))
-        .collect()
-}
-
-/// A session the new rules would shut out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Lockout {
-    /// The session.
-    pub session: SshConnection,
-    /// What a new connection like it would get.
-    pub verdict: Verdict,
-    /// The rule (or policy) that decides, as the evaluator names it.
-    pub decided_by: Option<String>,
-}
-
-impl fmt::Display for Lockout {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let session = &self.session;
-        write!(
-            f,
-            "the SSH session from {} to {} port {} could not reconnect: new connections like it would get {}",
-            session.client, session.server, session.server_port, self.verdict
-        )?;
-        if let Some(rule) = &self.decided_by {
-            write!(f, " (decided by {rule})")?;
-        }
-        Ok(())
-    }
-}
-
-/// The sessions on `probe` that the rules in `loaded` (per family, iptables-save text of
-/// the rules as the kernel loaded them) would refuse.
-pub(crate) fn check(probe: &dyn HostProbe, loaded: &[(Family, String)]) -> Vec<Lockout> {
+/// The sessions on `probe` that the rules `proof` loaded (per family, iptables-save
+/// text of the rules as the kernel loaded them) would refuse.
+pub fn check(probe: &dyn HostProbe, proof: &Proof) -> Vec<Lockout> {
     let mut found = Vec::new();
     for session in probe.ssh_sessions() {
         let family = Family::of(&session.client);
-        let Some((_, text)) = loaded.iter().find(|(f, _)| *f == family) else {
+        let Some(text) = proof.loaded(family) else {
             continue;
         };
         let Ok(parsed) = dump::parse(text) else {
@@ -72,16 +33,36 @@ pub(crate) fn check(probe: &dyn HostProbe, loaded: &[(Family, String)]) -> Vec<L
         let in_interface = probe
             .route_interface(session.client)
             .unwrap_or_else(|| "?".to_owned());
-        if let Some(lockout) = walk(&Ruleset::new(&parsed), &session, &in_interface) {
-            found.push(lockout);
+        if let Some(refusal) = walk(&Ruleset::new(&parsed), &session, &in_interface) {
+            found.push(refusal.lockout(&session));
         }
     }
     found
 }
 
+/// How the rules answer a new connection like a session's, when they do not accept it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Refusal {
+    /// What it would get.
+    verdict: Verdict,
+    /// The rule (or policy) that decides, as the evaluator names it.
+    decided_by: Option<String>,
+}
+
+impl Refusal {
+    /// The backend-neutral [`Lockout`] of `session`.
+    fn lockout(self, session: &SshConnection) -> Lockout {
+        Lockout {
+            session: session.clone(),
+            verdict: self.verdict.to_string(),
+            decided_by: self.decided_by,
+        }
+    }
+}
+
 /// Walks a new connection like `session` through `ruleset`, arriving on `in_interface`;
 /// Some when it would not be accepted.
-fn walk(ruleset: &Ruleset, session: &SshConnection, in_interface: &str) -> Option<Lockout> {
+fn walk(ruleset: &Ruleset, session: &SshConnection, in_interface: &str) -> Option<Refusal> {
     // The host as far as this question goes: the server address is its own.
     let host = HostNet {
         interfaces: vec![Interface {
@@ -102,22 +83,10 @@ fn walk(ruleset: &Ruleset, session: &SshConnection, in_interface: &str) -> Optio
             in_interface: in_interface.to_owned(),
         },
     );
-    (walk.verdict != Verdict::Accept).then(|| Lockout {
-        session: session.clone(),
+    (walk.verdict != Verdict::Accept).then(|| Refusal {
         verdict: walk.verdict,
         decided_by: walk.steps.last().map(ToString::to_string),
     })
-}
-
-/// The refusal message for `lockouts`, naming each session and port.
-pub(crate) fn refusal(command: &str, lockouts: &[Lockout]) -> String {
-    let list: Vec<String> = lockouts.iter().map(|l| format!("  - {l}")).collect();
-    format!(
-        "refusing to {command}: the new rules would lock out SSH; {}\n{}\n\
-         (allow the port under [[host.services]], or pass --force if you have another way in)",
-        crate::control::UNCHANGED,
-        list.join("\n")
-    )
 }
 
 #[cfg(test)]
@@ -138,14 +107,14 @@ mod tests {
     fn a_session_on_a_port_the_rules_refuse_is_locked_out() {
         let ruleset = Ruleset::new(&dump::parse(RULES).unwrap());
         assert_eq!(walk(&ruleset, &session(2222), "eth0"), None);
-        let lockout = walk(&ruleset, &session(22), "eth0").expect("locked out");
+        let refusal = walk(&ruleset, &session(22), "eth0").expect("locked out");
         assert_eq!(
-            lockout.verdict,
+            refusal.verdict,
             Verdict::Reject {
                 with: "tcp-reset".to_owned()
             }
         );
-        let text = lockout.to_string();
+        let text = refusal.lockout(&session(22)).to_string();
         assert!(
             text.contains("from 192.0.2.9 to 192.0.2.1 port 22")
                 && text.contains("--reject-with tcp-reset"),

@@ -1,0 +1,227 @@
+//! The seam between the flows and a firewall backend: what [`crate::control`] needs of
+//! whatever spells, proves and loads the rules (iptables today, [`crate::iptables`];
+//! nftables later), said in terms no backend owns. A flow holds a `&dyn` [`Backend`]
+//! and never names a backend's own types, so a change that concerns one backend only
+//! stays in that backend's folder.
+//!
+//! The write path: a policy is rendered into the instance's files in memory
+//! ([`Rendered`]: names and texts, in the order they are written), proven by loading
+//! them into a throwaway place ([`Proof`]: opaque to the flows, which hand it back to
+//! the backend for the SSH lockout check and read only its per-part summary for
+//! `check`), written as the instance's one [`FileSet`], and, on stop or uninstall, the
+//! pass-through files loaded.
+//!
+//! The read path: the live rules against the files on disk ([`LiveState`], one
+//! [`FamilyState`] per family, with what had to be [`Repair`]ed since boot), for
+//! `status`.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::family::Family;
+use crate::files::layout::Layout;
+use crate::files::set::FileSet;
+use crate::host::{HostProbe, SshConnection};
+use crate::policy::Policy;
+use crate::policy::types::InstanceName;
+
+/// What the flows need of a firewall backend.
+pub trait Backend {
+    /// Renders `policy` into the files of `instance`, in memory; nothing is written.
+    /// The result depends on the policy and the templates only, not on the host.
+    fn render(
+        &self,
+        layout: &Layout,
+        instance: &InstanceName,
+        policy: &Policy,
+    ) -> anyhow::Result<Rendered>;
+
+    /// Proves `rendered` (the files of `instance`, rendered from `policy`) by loading
+    /// them where they cannot touch the live firewall. A refused line that came from a
+    /// policy entry is blamed on that entry.
+    fn prove(
+        &self,
+        instance: &InstanceName,
+        policy: &Policy,
+        rendered: &Rendered,
+    ) -> anyhow::Result<Proof>;
+
+    /// Proves the files of `instance` as they are on disk; errors name the file.
+    fn prove_on_disk(&self, layout: &Layout, instance: &InstanceName) -> anyhow::Result<Proof>;
+
+    /// The SSH sessions open on `host` that the rules `proof` loaded would refuse new
+    /// connections of.
+    fn lockouts(&self, host: &dyn HostProbe, proof: &Proof) -> Vec<Lockout>;
+
+    /// The output files of `instance` as one set, written and read back together.
+    fn output_set(&self, layout: &Layout, instance: &InstanceName) -> FileSet;
+
+    /// Loads the pass-through files of `instance` into the live firewall, as its unit
+    /// does on stop. Errors name the file.
+    fn load_pass_through(&self, layout: &Layout, instance: &InstanceName) -> anyhow::Result<()>;
+
+    /// The live rules against the files of `instance` on disk, each family in
+    /// [`Family::ALL`]'s order: against the rules files when `running` (with the repairs
+    /// made since boot), against the pass-through files when not.
+    fn live_state(
+        &self,
+        layout: &Layout,
+        instance: &InstanceName,
+        running: bool,
+    ) -> anyhow::Result<LiveState>;
+}
+
+/// An instance's files rendered in memory: `(file name, content)` in the order they are
+/// written (and shown by `render --stdout`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    files: Vec<(String, String)>,
+}
+
+impl Rendered {
+    /// The files, `(file name, content)`, in order.
+    pub fn new(files: Vec<(String, String)>) -> Rendered {
+        Rendered { files }
+    }
+
+    /// The files, `(file name, content)`, in order.
+    pub fn files(&self) -> &[(String, String)] {
+        &self.files
+    }
+
+    /// The content of the file named `name`.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.files
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, text)| text.as_str())
+    }
+
+    /// The files as `(file name, content)` pairs, ready for [`FileSet::write`].
+    pub fn into_outputs(self) -> Vec<(String, String)> {
+        self.files
+    }
+}
+
+/// One part of a proof as `check` shows it: a rules file and its pass-through file,
+/// the program that loaded them, and how many rules it loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvenPart {
+    /// The rules file's name.
+    pub rules: String,
+    /// The pass-through file's name.
+    pub empty: String,
+    /// The program that loaded them.
+    pub program: String,
+    /// How many rules were loaded.
+    pub rule_count: usize,
+}
+
+/// What a backend proved. The flows read its summary ([`Proof::parts`]) and hand it
+/// back to the backend that made it ([`Backend::lockouts`]); what was loaded is in the
+/// backend's own words, per family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proof {
+    parts: Vec<ProvenPart>,
+    loaded: Vec<(Family, String)>,
+}
+
+impl Proof {
+    /// A proof of `parts`, with what the kernel held after loading each family's
+    /// rules, as the backend reads it back.
+    pub fn new(parts: Vec<ProvenPart>, loaded: Vec<(Family, String)>) -> Proof {
+        Proof { parts, loaded }
+    }
+
+    /// What was proven, part by part, in the order proven.
+    pub fn parts(&self) -> &[ProvenPart] {
+        &self.parts
+    }
+
+    /// What the kernel held after loading `family`'s rules, in the backend's words.
+    pub fn loaded(&self, family: Family) -> Option<&str> {
+        self.loaded
+            .iter()
+            .find(|(f, _)| *f == family)
+            .map(|(_, text)| text.as_str())
+    }
+}
+
+/// A session that rules about to be loaded would shut out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lockout {
+    /// The session.
+    pub session: SshConnection,
+    /// What a new connection like it would get, as the backend names it.
+    pub verdict: String,
+    /// The rule (or policy) that decides, as the backend names it.
+    pub decided_by: Option<String>,
+}
+
+impl fmt::Display for Lockout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let session = &self.session;
+        write!(
+            f,
+            "the SSH session from {} to {} port {} could not reconnect: new connections like it would get {}",
+            session.client, session.server, session.server_port, self.verdict
+        )?;
+        if let Some(rule) = &self.decided_by {
+            write!(f, " (decided by {rule})")?;
+        }
+        Ok(())
+    }
+}
+
+/// One family's live state against its rendered file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FamilyState {
+    /// `IPv4` or `IPv6`.
+    pub family: String,
+    /// The rules protect what the files say: the owned chains hold exactly the
+    /// rendered rules and FORWARD jumps to DOCKER-USER first.
+    pub in_force: bool,
+    /// The owned chains hold exactly the rendered rules, in order.
+    pub rules_match: bool,
+    /// Rendered lines the kernel does not hold.
+    pub missing: Vec<String>,
+    /// Lines the kernel holds in the owned chains that were not rendered.
+    pub unexpected: Vec<String>,
+    /// Same lines, different order.
+    pub reordered: bool,
+    /// FORWARD's first rule is the jump to DOCKER-USER (None when FORWARD is empty).
+    pub docker_user_first: Option<bool>,
+    /// FORWARD's first rule, when it is not the jump.
+    pub forward_first: Option<String>,
+    /// What iptables-ctl had to repair in FORWARD since boot (filled in by `status`).
+    pub forward_repair: Option<Repair>,
+}
+
+/// The live firewall.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LiveState {
+    /// Which kernel interface the backend drives on this host, in its own words
+    /// (iptables: `nf_tables` or `legacy`), when it says.
+    #[serde(rename = "backend")]
+    pub variant: Option<String>,
+    /// Per family.
+    pub families: Vec<FamilyState>,
+}
+
+impl LiveState {
+    /// Every family holds its rendered rules.
+    pub fn in_force(&self) -> bool {
+        self.families.iter().all(|f| f.in_force)
+    }
+}
+
+/// What had to be repaired of one family's hook into Docker's forwarding since boot
+/// (iptables: FORWARD's jump to DOCKER-USER).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repair {
+    /// How many times the jump had to be put back first.
+    pub count: u32,
+    /// FORWARD's first rule the last time.
+    pub last_first_rule: String,
+}

@@ -1,0 +1,164 @@
+//! The iptables backend behind [`crate::backend::Backend`]: renders an instance's four
+//! `iptables-restore` files ([`instance`]), proves them with a [`RulesetTrial`] (the
+//! throwaway namespace, or a test's fake), reads the SSH lockouts off what the kernel
+//! loaded ([`lockout`]), loads the pass-through files with the [`LiveFirewall`], and
+//! compares the live rules with the files ([`live`]), with FORWARD's repairs
+//! ([`forward`]).
+
+use anyhow::Context as _;
+
+use crate::backend::{Backend, LiveState, Lockout, Proof, ProvenPart, Rendered};
+use crate::family::Family;
+use crate::files::layout::Layout;
+use crate::files::set::FileSet;
+use crate::host::HostProbe;
+use crate::iptables::Tools;
+use crate::iptables::instance::{self, OutputFiles};
+use crate::iptables::live::{self, LiveFirewall};
+use crate::iptables::render::{RenderedFile, TemplateKind};
+use crate::iptables::trial::{RulesetTrial, TrialReport};
+use crate::iptables::{forward, lockout};
+use crate::policy::Policy;
+use crate::policy::types::InstanceName;
+
+/// iptables as the flows' backend: the programs of `tools`, the kernel check `trial`
+/// and the live `firewall`.
+#[derive(Clone, Copy)]
+pub struct IptablesBackend<'a> {
+    /// Which iptables programs the trial loads with (named in `check`'s lines).
+    pub tools: Tools,
+    /// The kernel check.
+    pub trial: &'a dyn RulesetTrial,
+    /// The live firewall.
+    pub firewall: &'a dyn LiveFirewall,
+}
+
+impl IptablesBackend<'_> {
+    /// The proof of one family's trial of the files named `rules` and `empty`.
+    fn part(
+        &self,
+        family: Family,
+        rules: String,
+        empty: String,
+        report: &TrialReport,
+    ) -> ProvenPart {
+        ProvenPart {
+            rules,
+            empty,
+            program: self.tools.restore_program(family).to_owned(),
+            rule_count: report.rule_count,
+        }
+    }
+}
+
+impl Backend for IptablesBackend<'_> {
+    fn render(
+        &self,
+        layout: &Layout,
+        instance: &InstanceName,
+        policy: &Policy,
+    ) -> anyhow::Result<Rendered> {
+        let files = instance::render_policy(layout, instance, policy)?;
+        Ok(Rendered::new(RenderedFile::outputs(files)))
+    }
+
+    fn prove(
+        &self,
+        instance: &InstanceName,
+        policy: &Policy,
+        rendered: &Rendered,
+    ) -> anyhow::Result<Proof> {
+        // The files as the renderer made them, each with its family and kind again.
+        let mut files = Vec::new();
+        for family in Family::ALL {
+            for kind in [TemplateKind::Rules, TemplateKind::Empty] {
+                let file_name = OutputFiles::name(instance, family, kind);
+                if let Some(text) = rendered.text(&file_name) {
+                    files.push(RenderedFile {
+                        family,
+                        kind,
+                        text: text.to_owned(),
+                        file_name,
+                    });
+                }
+            }
+        }
+        let reports = instance::prove(policy, &files, self.trial)?;
+        let parts = reports
+            .iter()
+            .map(|(family, report)| {
+                let name = |kind| OutputFiles::name(instance, *family, kind);
+                self.part(
+                    *family,
+                    name(TemplateKind::Rules),
+                    name(TemplateKind::Empty),
+                    report,
+                )
+            })
+            .collect();
+        Ok(Proof::new(parts, loaded(reports)))
+    }
+
+    fn prove_on_disk(&self, layout: &Layout, instance: &InstanceName) -> anyhow::Result<Proof> {
+        let outputs = OutputFiles::new(layout, instance);
+        let mut reports = Vec::new();
+        let mut parts = Vec::new();
+        for family in Family::ALL {
+            let report = instance::prove_on_disk(layout, instance, family, self.trial)?;
+            let path = |kind| outputs.path(family, kind).display().to_string();
+            parts.push(self.part(
+                family,
+                path(TemplateKind::Rules),
+                path(TemplateKind::Empty),
+                &report,
+            ));
+            reports.push((family, report));
+        }
+        Ok(Proof::new(parts, loaded(reports)))
+    }
+
+    fn lockouts(&self, host: &dyn HostProbe, proof: &Proof) -> Vec<Lockout> {
+        lockout::check(host, proof)
+    }
+
+    fn output_set(&self, layout: &Layout, instance: &InstanceName) -> FileSet {
+        instance::output_set(layout, instance)
+    }
+
+    fn load_pass_through(&self, layout: &Layout, instance: &InstanceName) -> anyhow::Result<()> {
+        for family in Family::ALL {
+            let (path, text) =
+                instance::read_output(layout, instance, family, TemplateKind::Empty)?;
+            self.firewall
+                .restore(family, &text)
+                .with_context(|| format!("cannot load {}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    fn live_state(
+        &self,
+        layout: &Layout,
+        instance: &InstanceName,
+        running: bool,
+    ) -> anyhow::Result<LiveState> {
+        if !running {
+            return live::inspect_stopped(layout, instance, self.trial, self.firewall);
+        }
+        let mut state = live::inspect(layout, instance, self.trial, self.firewall)?;
+        let repairs = forward::repairs(layout, instance);
+        // inspect reports the families in Family::ALL's order.
+        for (family, family_state) in Family::ALL.into_iter().zip(&mut state.families) {
+            family_state.forward_repair = repairs.of(family).cloned();
+        }
+        Ok(state)
+    }
+}
+
+/// What the kernel loaded of each family's rules, as each trial read it back.
+fn loaded(reports: Vec<(Family, TrialReport)>) -> Vec<(Family, String)> {
+    reports
+        .into_iter()
+        .map(|(family, report)| (family, report.loaded))
+        .collect()
+}
