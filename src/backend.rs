@@ -13,7 +13,8 @@
 //!
 //! The read path: the live rules against the files on disk ([`LiveState`], one
 //! [`FamilyState`] per family, with what had to be [`Repair`]ed since boot), for
-//! `status`.
+//! `status`; and what on the live host would keep the backend's rules from being
+//! reached ([`Conflict`]s), for `install`.
 
 use std::fmt;
 
@@ -70,6 +71,28 @@ pub trait Backend {
         instance: &InstanceName,
         running: bool,
     ) -> anyhow::Result<LiveState>;
+
+    /// What on the live host would keep this backend's rules from being reached, or
+    /// fight them; nothing when it cannot tell.
+    fn live_conflicts(&self) -> Vec<Conflict>;
+}
+
+/// One reason not to install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// What was found.
+    pub found: String,
+    /// Why it matters and what to do.
+    pub advice: String,
+    /// `--force` may install anyway (false: nothing can make it work, such as a second
+    /// instance that would overwrite the first one's chains).
+    pub forceable: bool,
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.found, self.advice)
+    }
 }
 
 /// An instance's files rendered in memory: `(file name, content)` in the order they are

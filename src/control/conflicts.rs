@@ -1,20 +1,19 @@
 //! Other firewall managers and setups that would fight iptables-ctl, found before
 //! anything is changed: firewalld, ufw, netfilter-persistent (and its `iptables.service`
-//! alias), RHEL's iptables-services, a second iptables-ctl instance, and an iptables
-//! backend that differs from the one holding Docker's chains.
+//! alias), RHEL's iptables-services, a second iptables-ctl instance, and what the
+//! firewall backend finds on the live host ([`Backend::live_conflicts`]; iptables: a
+//! variant that differs from the one holding Docker's chains).
 //!
 //! Facts are gathered first ([`ConflictFacts::gather`]: files under the root, systemd
-//! when live, the iptables tools when live) and judged apart ([`ConflictFacts::conflicts`]),
+//! when live, the backend when live) and judged apart ([`ConflictFacts::conflicts`]),
 //! so the judgement is tested on plain values.
 
-use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::backend::Backend;
+pub(crate) use crate::backend::Conflict;
 use crate::files::source;
-use crate::iptables::Variant;
-use crate::iptables::dump;
-use crate::iptables::live::LiveFirewall;
 use crate::policy::types::InstanceName;
 use crate::systemd::ServiceManager;
 use crate::systemd::units::{self, ADMIN_UNIT_DIR, PACKAGE_UNIT_DIRS};
@@ -37,15 +36,6 @@ pub(crate) struct ForeignUnit {
     pub link_target: Option<PathBuf>,
 }
 
-/// Which iptables backend the host uses and where Docker's chains are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct BackendFacts {
-    /// What `iptables` is on this host.
-    pub system: Variant,
-    /// The other backend holds a `DOCKER` chain (Docker talks to the other one).
-    pub docker_in_other: bool,
-}
-
 /// What was found on the host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct ConflictFacts {
@@ -59,36 +49,18 @@ pub(crate) struct ConflictFacts {
     pub foreign_units: Vec<ForeignUnit>,
     /// Other iptables-ctl instances that are enabled.
     pub other_instances: Vec<String>,
-    /// Backend facts (live only).
-    pub backend: Option<BackendFacts>,
-}
-
-/// One reason not to install.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Conflict {
-    /// What was found.
-    pub found: String,
-    /// Why it matters and what to do.
-    pub advice: String,
-    /// `--force` may install anyway (false: nothing can make it work, such as a second
-    /// instance that would overwrite the first one's chains).
-    pub forceable: bool,
-}
-
-impl fmt::Display for Conflict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.found, self.advice)
-    }
+    /// What the firewall backend found on the live host (live only).
+    pub backend: Vec<Conflict>,
 }
 
 impl ConflictFacts {
     /// Gathers the facts for installing `instance` under `root`. On a live host
-    /// (`live`), systemd is asked for runtime state and the live firewall is read;
-    /// without it only files under `root` are read.
+    /// (`live`), systemd is asked for runtime state and the backend reads the live
+    /// firewall; without it only files under `root` are read.
     pub fn gather(
         root: &Path,
         instance: &InstanceName,
-        live: Option<(&dyn ServiceManager, &dyn LiveFirewall)>,
+        live: Option<(&dyn ServiceManager, &dyn Backend)>,
     ) -> anyhow::Result<ConflictFacts> {
         let enabled_here = |unit: &str| !wants_links(root, unit).is_empty();
         let mut facts = ConflictFacts {
@@ -97,14 +69,14 @@ impl ConflictFacts {
             netfilter_persistent: enabled_here("netfilter-persistent.service"),
             foreign_units: foreign_units(root),
             other_instances: other_instances(root, instance),
-            backend: None,
+            backend: Vec::new(),
         };
-        if let Some((manager, firewall)) = live {
+        if let Some((manager, backend)) = live {
             facts.firewalld |= manager.unit_status("firewalld.service")?.is_active();
             facts.netfilter_persistent |= manager
                 .unit_file_state("netfilter-persistent.service")?
                 .is_some_and(|state| state.is_enabled());
-            facts.backend = backend_facts(firewall);
+            facts.backend = backend.live_conflicts();
         }
         Ok(facts)
     }
@@ -158,23 +130,7 @@ impl ConflictFacts {
                 forceable: false,
             });
         }
-        if let Some(backend) = &self.backend
-            && backend.docker_in_other
-        {
-            let other = backend.system.other();
-            found.push(Conflict {
-                found: format!(
-                    "iptables here is {} but Docker's chains are in the {other} tables",
-                    backend.system
-                ),
-                advice: format!(
-                    "rules loaded with {} would never be reached by Docker's FORWARD jump; switch with `update-alternatives --set iptables /usr/sbin/iptables-{}` (and ip6tables) to match Docker, then restart Docker",
-                    backend.system,
-                    other.tool_suffix()
-                ),
-                forceable: true,
-            });
-        }
+        found.extend(self.backend.iter().cloned());
         found
     }
 }
@@ -263,20 +219,11 @@ pub(crate) fn other_instances(root: &Path, instance: &InstanceName) -> Vec<Strin
     others
 }
 
-/// Which backend `iptables` is, and whether Docker's chains sit in the other one.
-/// None when the tools cannot tell (iptables missing, or only one backend installed).
-fn backend_facts(firewall: &dyn LiveFirewall) -> Option<BackendFacts> {
-    let system = firewall.variant()?;
-    let other = dump::parse(&firewall.save_other_variant()?).ok()?;
-    Some(BackendFacts {
-        system,
-        docker_in_other: other.declares("DOCKER"),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::iptables::Variant;
+    use crate::iptables::live::{VariantFacts, variant_conflict};
 
     #[test]
     fn no_facts_no_conflicts() {
@@ -294,10 +241,12 @@ mod tests {
                 link_target: Some("/lib/systemd/system/netfilter-persistent.service".into()),
             }],
             other_instances: vec!["lab".to_owned()],
-            backend: Some(BackendFacts {
+            backend: variant_conflict(&VariantFacts {
                 system: Variant::Nft,
                 docker_in_other: true,
-            }),
+            })
+            .into_iter()
+            .collect(),
         };
         let text: Vec<String> = facts.conflicts().iter().map(ToString::to_string).collect();
         assert_eq!(text.len(), 6, "{text:#?}");

@@ -71,7 +71,7 @@ pub(crate) fn install(
     warn_interface_problems(&policy, target.host, outcome);
 
     let conflicts =
-        ConflictFacts::gather(root, target.instance, manager.map(|m| (m, target.firewall)))?
+        ConflictFacts::gather(root, target.instance, manager.map(|m| (m, target.backend)))?
             .conflicts();
     refuse_on_conflicts(&conflicts, options.force, outcome)?;
     if manager.is_some() && !options.no_start {

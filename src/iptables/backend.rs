@@ -7,7 +7,7 @@
 
 use anyhow::Context as _;
 
-use crate::backend::{Backend, LiveState, Lockout, Proof, ProvenPart, Rendered};
+use crate::backend::{Backend, Conflict, LiveState, Lockout, Proof, ProvenPart, Rendered};
 use crate::family::Family;
 use crate::files::layout::Layout;
 use crate::files::set::FileSet;
@@ -152,6 +152,13 @@ impl Backend for IptablesBackend<'_> {
             family_state.forward_repair = repairs.of(family).cloned();
         }
         Ok(state)
+    }
+
+    fn live_conflicts(&self) -> Vec<Conflict> {
+        live::variant_facts(self.firewall)
+            .and_then(|facts| live::variant_conflict(&facts))
+            .into_iter()
+            .collect()
     }
 }
 

@@ -3,9 +3,11 @@
 //! rules, whether FORWARD still sends traffic to DOCKER-USER first (a family is in force
 //! only when both hold), and which iptables backend is in use. The comparison
 //! ([`compare`]) is a pure function of two `iptables-save` dumps; [`inspect`] gathers
-//! them, [`inspect_stopped`] the same against the pass-through files.
+//! them, [`inspect_stopped`] the same against the pass-through files. Whether Docker's
+//! chains sit in the other variant is read by [`variant_facts`] and judged by
+//! [`variant_conflict`].
 
-use crate::backend::{FamilyState, LiveState};
+use crate::backend::{Conflict, FamilyState, LiveState};
 use crate::command::{self, ToolError};
 use crate::family::Family;
 use crate::files::layout::Layout;
@@ -100,6 +102,47 @@ pub fn docker_bridges(ruleset: &Ruleset) -> Vec<String> {
     bridges.sort();
     bridges.dedup();
     bridges
+}
+
+/// Which variant `iptables` is on this host and where Docker's chains are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VariantFacts {
+    /// What `iptables` is on this host.
+    pub system: Variant,
+    /// The other variant holds a `DOCKER` chain (Docker talks to the other one).
+    pub docker_in_other: bool,
+}
+
+/// Which variant `iptables` is, and whether Docker's chains sit in the other one.
+/// None when the tools cannot tell (iptables missing, or only one variant installed).
+pub fn variant_facts(firewall: &dyn LiveFirewall) -> Option<VariantFacts> {
+    let system = firewall.variant()?;
+    let other = dump::parse(&firewall.save_other_variant()?).ok()?;
+    Some(VariantFacts {
+        system,
+        docker_in_other: other.declares("DOCKER"),
+    })
+}
+
+/// The conflict `facts` amount to: Docker's chains in the other variant, where rules
+/// loaded with this one are never reached.
+pub fn variant_conflict(facts: &VariantFacts) -> Option<Conflict> {
+    if !facts.docker_in_other {
+        return None;
+    }
+    let other = facts.system.other();
+    Some(Conflict {
+        found: format!(
+            "iptables here is {} but Docker's chains are in the {other} tables",
+            facts.system
+        ),
+        advice: format!(
+            "rules loaded with {} would never be reached by Docker's FORWARD jump; switch with `update-alternatives --set iptables /usr/sbin/iptables-{}` (and ip6tables) to match Docker, then restart Docker",
+            facts.system,
+            other.tool_suffix()
+        ),
+        forceable: true,
+    })
 }
 
 /// The filter table's lines for `chains` (none when there is no filter table).
