@@ -13,16 +13,19 @@
 //!
 //! The read path: the live rules against the files on disk ([`LiveState`], one
 //! [`FamilyState`] per family, with what had to be [`Repair`]ed since boot), for
-//! `status`; and what on the live host would keep the backend's rules from being
+//! `status`, and the live rules of both families read once ([`LiveRules`]: the bridges
+//! Docker forwards to, the exposure audit of the published ports); and what on the live host would keep the backend's rules from being
 //! reached ([`Conflict`]s), for `install`.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::AuditReport;
 use crate::family::Family;
 use crate::files::layout::Layout;
 use crate::files::set::FileSet;
+use crate::host::net::HostNet;
 use crate::host::{HostProbe, SshConnection};
 use crate::policy::Policy;
 use crate::policy::types::InstanceName;
@@ -75,6 +78,21 @@ pub trait Backend {
     /// What on the live host would keep this backend's rules from being reached, or
     /// fight them; nothing when it cannot tell.
     fn live_conflicts(&self) -> Vec<Conflict>;
+
+    /// Both families' live rules, read once.
+    fn live_rules(&self) -> anyhow::Result<Box<dyn LiveRules>>;
+}
+
+/// Both families' live rules as one backend read them, for the questions `status` asks
+/// of them.
+pub trait LiveRules {
+    /// The bridges Docker's own rules send forwarded traffic to, `(family, bridge)`,
+    /// each family in [`Family::ALL`]'s order, its bridges sorted.
+    fn docker_bridges(&self) -> Vec<(Family, String)>;
+
+    /// The exposure audit of the ports Docker publishes, seen from `interfaces` of
+    /// `host`, against `policy` when there is one.
+    fn audit(&self, host: &HostNet, interfaces: &[String], policy: Option<&Policy>) -> AuditReport;
 }
 
 /// One reason not to install.

@@ -289,7 +289,6 @@ fn target<'a>(
         policy_path,
         host,
         backend: &SYSTEM_BACKEND,
-        firewall: &SystemFirewall,
     }
 }
 

@@ -227,7 +227,6 @@ impl Staged {
             policy_path: &self.policy_path,
             host: &FakeHost,
             backend,
-            firewall: &QuietFirewall,
         }
     }
 

@@ -55,7 +55,6 @@ pub(crate) use unit_hooks::{forward_jump, umbrella};
 use crate::backend::{Backend, Lockout, Proof, Rendered};
 use crate::files::layout::Layout;
 use crate::host::HostProbe;
-use crate::iptables::live::LiveFirewall;
 use crate::policy::Policy;
 use crate::policy::types::InstanceName;
 use crate::systemd::{JobKind, JobResult, ServiceManager, journal};
@@ -73,10 +72,8 @@ pub(crate) struct Target<'a> {
     pub policy_path: &'a std::path::Path,
     /// The host the policy is rendered for.
     pub host: &'a dyn HostProbe,
-    /// The firewall backend: renders, proves and loads the files.
+    /// The firewall backend: renders, proves and loads the files, reads the live rules.
     pub backend: &'a dyn Backend,
-    /// The live firewall.
-    pub firewall: &'a dyn LiveFirewall,
 }
 
 /// Where systemd is: a live manager, or a staged tree (`--root`) with none.

@@ -13,11 +13,8 @@
 use serde::Serialize;
 
 use crate::audit::{self, AuditReport};
-use crate::backend::{FamilyState, LiveState};
+use crate::backend::{FamilyState, LiveRules, LiveState};
 use crate::control::Target;
-use crate::family::Family;
-use crate::iptables::live;
-use crate::iptables::walk::Ruleset;
 use crate::policy::Policy;
 use crate::systemd::units::InstanceUnits;
 use crate::systemd::{ServiceManager, UnitFileState, UnitStatus};
@@ -110,18 +107,14 @@ pub(crate) fn status(
         ));
     }
     // Both families' live rules, read once for the bridge check and the audit.
-    let rulesets = Family::ALL
-        .into_iter()
-        .map(|family| Ok((family, live::ruleset(target.firewall, family)?)))
-        .collect::<anyhow::Result<Vec<_>>>();
-    match rulesets {
-        Ok(rulesets) => {
+    match target.backend.live_rules() {
+        Ok(rules) => {
             if let Some(policy) = &policy {
-                problems.extend(uncovered_bridges(target, policy, &rulesets));
+                problems.extend(uncovered_bridges(target, policy, rules.as_ref()));
             }
             let net = target.host.network()?;
             let interfaces = audit::audit_interfaces(&net, target.host, policy.as_ref());
-            let exposure = audit::audit(&rulesets, &net, &interfaces, policy.as_ref());
+            let exposure = rules.audit(&net, &interfaces, policy.as_ref());
             if policy.is_some() {
                 problems.extend(exposure.flagged_lines());
             }
@@ -135,24 +128,17 @@ pub(crate) fn status(
 }
 
 /// The bridges Docker's live rules name that the policy's `docker_bridges` do not cover.
-fn uncovered_bridges(
-    target: &Target<'_>,
-    policy: &Policy,
-    rulesets: &[(Family, Ruleset)],
-) -> Vec<String> {
-    rulesets
-        .iter()
-        .flat_map(|(family, ruleset)| {
-            live::docker_bridges(ruleset)
-                .into_iter()
-                .filter(|bridge| !policy.is_docker_bridge(bridge))
-                .map(move |bridge| {
+fn uncovered_bridges(target: &Target<'_>, policy: &Policy, rules: &dyn LiveRules) -> Vec<String> {
+    rules
+        .docker_bridges()
+        .into_iter()
+        .filter(|(_, bridge)| !policy.is_docker_bridge(bridge))
+        .map(|(family, bridge)| {
                     format!(
                         "{family}: Docker's bridge {bridge} (from its FORWARD rules) is outside interfaces.docker_bridges in {}: its published ports are refused like any other, but new connections routed straight to its containers are not; add it to docker_bridges",
                         target.policy_path.display()
                     )
                 })
-        })
         .collect()
 }
 

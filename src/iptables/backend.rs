@@ -7,16 +7,21 @@
 
 use anyhow::Context as _;
 
-use crate::backend::{Backend, Conflict, LiveState, Lockout, Proof, ProvenPart, Rendered};
+use crate::audit::{self, AuditReport};
+use crate::backend::{
+    Backend, Conflict, LiveRules, LiveState, Lockout, Proof, ProvenPart, Rendered,
+};
 use crate::family::Family;
 use crate::files::layout::Layout;
 use crate::files::set::FileSet;
 use crate::host::HostProbe;
+use crate::host::net::HostNet;
 use crate::iptables::Tools;
 use crate::iptables::instance::{self, OutputFiles};
 use crate::iptables::live::{self, LiveFirewall};
 use crate::iptables::render::{RenderedFile, TemplateKind};
 use crate::iptables::trial::{RulesetTrial, TrialReport};
+use crate::iptables::walk::Ruleset;
 use crate::iptables::{forward, lockout};
 use crate::policy::Policy;
 use crate::policy::types::InstanceName;
@@ -159,6 +164,34 @@ impl Backend for IptablesBackend<'_> {
             .and_then(|facts| live::variant_conflict(&facts))
             .into_iter()
             .collect()
+    }
+
+    fn live_rules(&self) -> anyhow::Result<Box<dyn LiveRules>> {
+        let rulesets = Family::ALL
+            .into_iter()
+            .map(|family| Ok((family, live::ruleset(self.firewall, family)?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Box::new(LiveRulesets(rulesets)))
+    }
+}
+
+/// Both families' live rulesets, parsed.
+struct LiveRulesets(Vec<(Family, Ruleset)>);
+
+impl LiveRules for LiveRulesets {
+    fn docker_bridges(&self) -> Vec<(Family, String)> {
+        self.0
+            .iter()
+            .flat_map(|(family, ruleset)| {
+                live::docker_bridges(ruleset)
+                    .into_iter()
+                    .map(|bridge| (*family, bridge))
+            })
+            .collect()
+    }
+
+    fn audit(&self, host: &HostNet, interfaces: &[String], policy: Option<&Policy>) -> AuditReport {
+        audit::audit(&self.0, host, interfaces, policy)
     }
 }
 
