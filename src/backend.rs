@@ -65,6 +65,16 @@ pub trait Backend {
     /// does on stop. Errors name the file.
     fn load_pass_through(&self, layout: &Layout, instance: &InstanceName) -> anyhow::Result<()>;
 
+    /// Makes traffic that Docker forwards meet the rules of `instance` before anything
+    /// else in `family` (run by the units after every load), and records a repair for
+    /// `status`.
+    fn ensure_forward_first(
+        &self,
+        layout: &Layout,
+        instance: &InstanceName,
+        family: Family,
+    ) -> anyhow::Result<ForwardFinding>;
+
     /// The live rules against the files of `instance` on disk, each family in
     /// [`Family::ALL`]'s order: against the rules files when `running` (with the repairs
     /// made since boot), against the pass-through files when not.
@@ -93,6 +103,25 @@ pub trait LiveRules {
     /// The exposure audit of the ports Docker publishes, seen from `interfaces` of
     /// `host`, against `policy` when there is one.
     fn audit(&self, host: &HostNet, interfaces: &[String], policy: Option<&Policy>) -> AuditReport;
+}
+
+/// What [`Backend::ensure_forward_first`] found in one family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardFinding {
+    /// Forwarded traffic already met the rules first.
+    InPlace,
+    /// Nothing sent forwarded traffic to the rules; now it goes there first.
+    Added,
+    /// Something else came first; the rules do now.
+    Repaired {
+        /// What came first, in the backend's words.
+        first_rule: String,
+        /// How many ways to the rules there were.
+        jumps: usize,
+        /// Why the repair could not be recorded for `status`, if it could not (the
+        /// repair itself is made).
+        not_recorded: Option<String>,
+    },
 }
 
 /// One reason not to install.

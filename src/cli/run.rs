@@ -231,7 +231,7 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
         Command::ForwardJump { instance } => {
             require_live(&cli, "forward-jump", "it changes the live firewall")?;
             flow(out, false, |outcome| {
-                control::forward_jump(&layout, instance, &SystemFirewall, outcome)
+                control::forward_jump(&layout, instance, &SYSTEM_BACKEND, outcome)
             })
         }
         Command::Umbrella { action } => {

@@ -1,45 +1,47 @@
-//! What the units run: `forward-jump` (after every load: FORWARD jumps to DOCKER-USER
-//! first) and `umbrella` (the commands of `iptables.service`, which start, stop or
+//! What the units run: `forward-jump` (after every load: Docker's forwarded traffic
+//! meets the rules first; for iptables, FORWARD jumps to DOCKER-USER first) and `umbrella` (the commands of `iptables.service`, which start, stop or
 //! reload every enabled instance).
 
 use anyhow::bail;
 
+use crate::backend::{Backend, ForwardFinding};
 use crate::control::lifecycle::stop_set;
 use crate::control::outcome::{Event, Outcome, Verdict};
 use crate::control::run_job;
 use crate::family::Family;
 use crate::files::layout::Layout;
-use crate::iptables::forward::{self, Finding};
-use crate::iptables::live::LiveFirewall;
 use crate::policy::types::InstanceName;
 use crate::systemd::units::{self, InstanceUnits};
 use crate::systemd::{JobKind, ServiceManager};
 
-/// `forward-jump` (run by the units after every load): makes FORWARD jump to
-/// DOCKER-USER first in both families, and records each repair for `status`.
+/// `forward-jump` (run by the units after every load): makes Docker's forwarded
+/// traffic meet the instance's rules first in both families (for iptables: FORWARD
+/// jumps to DOCKER-USER first), and has each repair recorded for `status`.
 pub(crate) fn forward_jump(
     layout: &Layout,
     instance: &InstanceName,
-    firewall: &dyn LiveFirewall,
+    backend: &dyn Backend,
     outcome: &mut Outcome<'_>,
 ) -> anyhow::Result<Verdict> {
     // Each family on its own: a failure in one must not leave the other unrepaired.
     let mut failures = Vec::new();
     for family in Family::ALL {
-        match forward::ensure(firewall, family) {
-            Ok(Finding::InPlace) => {}
-            Ok(Finding::Added) => outcome.push(Event::ForwardJumpAdded { family }),
-            Ok(Finding::Repaired { first_rule, jumps }) => {
+        match backend.ensure_forward_first(layout, instance, family) {
+            Ok(ForwardFinding::InPlace) => {}
+            Ok(ForwardFinding::Added) => outcome.push(Event::ForwardJumpAdded { family }),
+            Ok(ForwardFinding::Repaired {
+                first_rule,
+                jumps,
+                not_recorded,
+            }) => {
                 outcome.push(Event::ForwardJumpRepaired {
                     family,
-                    first_rule: first_rule.clone(),
+                    first_rule,
                     jumps,
                 });
                 // The repair is done; the record only tells status about it.
-                if let Err(e) = forward::record(layout, instance, family, &first_rule) {
-                    outcome.warn(format!(
-                        "the repair could not be recorded for status: {e:#}"
-                    ));
+                if let Some(e) = not_recorded {
+                    outcome.warn(format!("the repair could not be recorded for status: {e}"));
                 }
             }
             Err(e) => failures.push(format!("{e:#}")),

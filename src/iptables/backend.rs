@@ -9,7 +9,7 @@ use anyhow::Context as _;
 
 use crate::audit::{self, AuditReport};
 use crate::backend::{
-    Backend, Conflict, LiveRules, LiveState, Lockout, Proof, ProvenPart, Rendered,
+    Backend, Conflict, ForwardFinding, LiveRules, LiveState, Lockout, Proof, ProvenPart, Rendered,
 };
 use crate::family::Family;
 use crate::files::layout::Layout;
@@ -139,6 +139,28 @@ impl Backend for IptablesBackend<'_> {
                 .with_context(|| format!("cannot load {}", path.display()))?;
         }
         Ok(())
+    }
+
+    fn ensure_forward_first(
+        &self,
+        layout: &Layout,
+        instance: &InstanceName,
+        family: Family,
+    ) -> anyhow::Result<ForwardFinding> {
+        Ok(match forward::ensure(self.firewall, family)? {
+            forward::Finding::InPlace => ForwardFinding::InPlace,
+            forward::Finding::Added => ForwardFinding::Added,
+            forward::Finding::Repaired { first_rule, jumps } => {
+                let not_recorded = forward::record(layout, instance, family, &first_rule)
+                    .err()
+                    .map(|e| format!("{e:#}"));
+                ForwardFinding::Repaired {
+                    first_rule,
+                    jumps,
+                    not_recorded,
+                }
+            }
+        })
     }
 
     fn live_state(
