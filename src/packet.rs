@@ -1,7 +1,10 @@
-//! The probe a walk follows: the first packet of a new connection ([`Packet`]), its
-//! transport, and where a probe is sent as the command line spells it ([`Endpoint`],
-//! `ADDR:PORT[/tcp|udp]`). Backend-neutral: a backend's walker takes these, and the host
-//! facts (docker-proxy listeners) and the audit speak of ports in the same terms.
+//! The probe a walk follows and what the walk found: the first packet of a new
+//! connection ([`Packet`]), its transport, and where a probe is sent as the command line
+//! spells it ([`Endpoint`], `ADDR:PORT[/tcp|udp]`); the finished walk ([`Walk`]: the
+//! [`Step`]s that decided, in order, and the [`Verdict`]) and its text for `explain`
+//! ([`Walk::human`]). Backend-neutral: a backend's walker takes a packet and returns a
+//! walk, and the host facts (docker-proxy listeners) and the audit speak of ports in
+//! the same terms.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -84,6 +87,117 @@ impl std::str::FromStr for Endpoint {
             port,
             transport,
         })
+    }
+}
+
+/// What happens to the packet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", rename_all = "lowercase")]
+pub enum Verdict {
+    /// Accepted: it reaches the host or the container.
+    Accept,
+    /// Dropped silently.
+    Drop,
+    /// Rejected (the client gets a reset or an ICMP error).
+    Reject {
+        /// `--reject-with`.
+        with: String,
+    },
+    /// The model cannot tell.
+    Unknown {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Accept => f.write_str("ACCEPT"),
+            Verdict::Drop => f.write_str("DROP"),
+            Verdict::Reject { with } => write!(f, "REJECT ({with})"),
+            Verdict::Unknown { reason } => write!(f, "UNKNOWN ({reason})"),
+        }
+    }
+}
+
+/// One recorded step of a walk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Step {
+    /// The table.
+    pub table: String,
+    /// The chain.
+    pub chain: String,
+    /// The rule's line in the dump (None for a chain policy or the routing decision).
+    pub line: Option<usize>,
+    /// The rule, policy or decision.
+    pub what: String,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(
+                f,
+                "{} {} line {line}: {}",
+                self.table, self.chain, self.what
+            ),
+            None => write!(f, "{} {}: {}", self.table, self.chain, self.what),
+        }
+    }
+}
+
+/// A finished walk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Walk {
+    /// The packet walked.
+    pub packet: Packet,
+    /// Where it was destined after nat: `local` or the outgoing interface.
+    pub path: String,
+    /// Destination after DNAT, if it was translated.
+    pub translated_to: Option<(IpAddr, u16)>,
+    /// Steps that matched, in order. A user chain entered again after it returned is
+    /// not walked again: one step says so.
+    pub steps: Vec<Step>,
+    /// The outcome.
+    pub verdict: Verdict,
+    /// The work the walk did: how many rules it looked at (tested the conditions of),
+    /// at most the walker's budget (iptables: `MAX_RULE_VISITS`). A chain entered again
+    /// after it returned counts nothing beyond the rule that jumps to it. Not part of
+    /// the report.
+    #[serde(skip)]
+    pub rule_visits: usize,
+}
+
+impl Walk {
+    /// The walk for a person: each step, then the verdict.
+    pub fn human(&self) -> String {
+        let packet = &self.packet;
+        let mut text = format!(
+            "{} {} port {} -> {} port {}, in on {}\n",
+            packet.transport,
+            packet.source,
+            packet.source_port,
+            packet.destination,
+            packet.destination_port,
+            packet.in_interface
+        );
+        for step in &self.steps {
+            text.push_str(&format!("  {step}\n"));
+        }
+        if let Some((address, port)) = self.translated_to {
+            text.push_str(&format!("  translated to {address} port {port}\n"));
+        }
+        text.push_str(&format!(
+            "  path: {}\n",
+            if self.path == "local" {
+                "to the host itself (INPUT)".to_owned()
+            } else {
+                format!("forwarded out of {} (FORWARD)", self.path)
+            }
+        ));
+        text.push_str(&format!("verdict: {}\n", self.verdict));
+        text
     }
 }
 

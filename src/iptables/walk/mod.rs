@@ -25,21 +25,19 @@
 //! This file owns the walk itself (built-in chains in the kernel's order, jumps, the
 //! memo of chains that returned, the verdict and its steps); `ruleset.rs` the parsed
 //! ruleset it walks, and `matching.rs` whether one rule matches the packet. The
-//! probe it follows is [`crate::packet`]'s.
+//! probe it follows and what it returns (the [`Walk`], its [`Step`]s and [`Verdict`])
+//! are [`crate::packet`]'s, re-exported here.
 
 mod matching;
 mod ruleset;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::IpAddr;
-
-use serde::Serialize;
 
 use crate::host::net::HostNet;
 use crate::iptables::rule::Target;
 
-pub use crate::packet::{Endpoint, Packet, Transport};
+pub use crate::packet::{Endpoint, Packet, Step, Transport, Verdict, Walk};
 use matching::{State, Truth, conditions};
 pub use ruleset::Ruleset;
 
@@ -53,84 +51,6 @@ const MAX_DEPTH: usize = 64;
 /// by one packet comes near; the limit bounds the time and the memory (the steps) of
 /// one walk whatever the input.
 pub const MAX_RULE_VISITS: usize = 1_000_000;
-
-/// What happens to the packet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "verdict", rename_all = "lowercase")]
-pub enum Verdict {
-    /// Accepted: it reaches the host or the container.
-    Accept,
-    /// Dropped silently.
-    Drop,
-    /// Rejected (the client gets a reset or an ICMP error).
-    Reject {
-        /// `--reject-with`.
-        with: String,
-    },
-    /// The model cannot tell.
-    Unknown {
-        /// Why.
-        reason: String,
-    },
-}
-
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Verdict::Accept => f.write_str("ACCEPT"),
-            Verdict::Drop => f.write_str("DROP"),
-            Verdict::Reject { with } => write!(f, "REJECT ({with})"),
-            Verdict::Unknown { reason } => write!(f, "UNKNOWN ({reason})"),
-        }
-    }
-}
-
-/// One recorded step of a walk.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Step {
-    /// The table.
-    pub table: String,
-    /// The chain.
-    pub chain: String,
-    /// The rule's line in the dump (None for a chain policy or the routing decision).
-    pub line: Option<usize>,
-    /// The rule, policy or decision.
-    pub what: String,
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(
-                f,
-                "{} {} line {line}: {}",
-                self.table, self.chain, self.what
-            ),
-            None => write!(f, "{} {}: {}", self.table, self.chain, self.what),
-        }
-    }
-}
-
-/// A finished walk.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Walk {
-    /// The packet walked.
-    pub packet: Packet,
-    /// Where it was destined after nat: `local` or the outgoing interface.
-    pub path: String,
-    /// Destination after DNAT, if it was translated.
-    pub translated_to: Option<(IpAddr, u16)>,
-    /// Steps that matched, in order. A user chain entered again after it returned is
-    /// not walked again: one step says so.
-    pub steps: Vec<Step>,
-    /// The outcome.
-    pub verdict: Verdict,
-    /// The work the walk did: how many rules it looked at (tested the conditions of),
-    /// at most [`MAX_RULE_VISITS`]. A chain entered again after it returned counts
-    /// nothing beyond the rule that jumps to it. Not part of the report.
-    #[serde(skip)]
-    pub rule_visits: usize,
-}
 
 /// How a chain ended.
 enum ChainEnd {
@@ -418,38 +338,6 @@ impl<'a> Walker<'a> {
             );
         }
         (end, reached)
-    }
-}
-
-impl Walk {
-    /// The walk for a person: each step, then the verdict.
-    pub fn human(&self) -> String {
-        let packet = &self.packet;
-        let mut text = format!(
-            "{} {} port {} -> {} port {}, in on {}\n",
-            packet.transport,
-            packet.source,
-            packet.source_port,
-            packet.destination,
-            packet.destination_port,
-            packet.in_interface
-        );
-        for step in &self.steps {
-            text.push_str(&format!("  {step}\n"));
-        }
-        if let Some((address, port)) = self.translated_to {
-            text.push_str(&format!("  translated to {address} port {port}\n"));
-        }
-        text.push_str(&format!(
-            "  path: {}\n",
-            if self.path == "local" {
-                "to the host itself (INPUT)".to_owned()
-            } else {
-                format!("forwarded out of {} (FORWARD)", self.path)
-            }
-        ));
-        text.push_str(&format!("verdict: {}\n", self.verdict));
-        text
     }
 }
 
