@@ -16,17 +16,23 @@
 //! `status`, and the live rules of both families read once ([`LiveRules`]: the bridges
 //! Docker forwards to, the exposure audit of the published ports); and what on the live host would keep the backend's rules from being
 //! reached ([`Conflict`]s), for `install`.
+//!
+//! The audit's questions: one family's rules as [`crate::audit`] asks them
+//! ([`FamilyRules`]: the walk of one packet, the source ranges its rules draw, the ports
+//! Docker publishes through them), for `audit`, `explain` and `status`.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::AuditReport;
+use crate::audit::{self, AuditReport, PublishedPort};
 use crate::family::Family;
 use crate::files::layout::Layout;
 use crate::files::set::FileSet;
 use crate::host::net::HostNet;
 use crate::host::{HostProbe, SshConnection};
+use crate::packet::{Packet, Walk};
 use crate::policy::Policy;
 use crate::policy::types::InstanceName;
 
@@ -91,6 +97,9 @@ pub trait Backend {
 
     /// Both families' live rules, read once.
     fn live_rules(&self) -> anyhow::Result<Box<dyn LiveRules>>;
+
+    /// One family's live rules, read alone (`explain` asks of one family only).
+    fn live_family(&self, family: Family) -> anyhow::Result<Box<dyn FamilyRules>>;
 }
 
 /// Both families' live rules as one backend read them, for the questions `status` asks
@@ -102,7 +111,12 @@ pub trait LiveRules {
 
     /// The exposure audit of the ports Docker publishes, seen from `interfaces` of
     /// `host`, against `policy` when there is one.
-    fn audit(&self, host: &HostNet, interfaces: &[String], policy: Option<&Policy>) -> AuditReport;
+    fn audit(&self, host: &HostNet, interfaces: &[String], policy: Option<&Policy>) -> AuditReport {
+        audit::audit(&self.families(), host, interfaces, policy)
+    }
+
+    /// Each family's rules as the audit asks them, in [`Family::ALL`]'s order.
+    fn families(&self) -> Vec<(Family, &dyn FamilyRules)>;
 }
 
 /// What [`Backend::ensure_forward_first`] found in one family.
@@ -294,4 +308,33 @@ pub struct Repair {
     pub count: u32,
     /// FORWARD's first rule the last time.
     pub last_first_rule: String,
+}
+
+/// One family's rules as the exposure audit and `explain` ask them, in terms no backend
+/// owns: the audit cuts the source address space where [`FamilyRules::source_ranges`]
+/// says the answer can change, and walks one packet of each piece.
+pub trait FamilyRules {
+    /// Walks `packet` through the rules on `host`, recording what decides.
+    fn walk(&self, host: &HostNet, packet: &Packet) -> Walk;
+
+    /// Every source address range any rule matches on, as (first, last): where the
+    /// answer to "who gets through" can change.
+    fn source_ranges(&self) -> Vec<(IpAddr, IpAddr)>;
+
+    /// The ports Docker publishes through these rules (its DNAT rules), of `family`.
+    fn published_ports(&self, family: Family) -> Vec<PublishedPort>;
+}
+
+impl<T: FamilyRules + ?Sized> FamilyRules for &T {
+    fn walk(&self, host: &HostNet, packet: &Packet) -> Walk {
+        (**self).walk(host, packet)
+    }
+
+    fn source_ranges(&self) -> Vec<(IpAddr, IpAddr)> {
+        (**self).source_ranges()
+    }
+
+    fn published_ports(&self, family: Family) -> Vec<PublishedPort> {
+        (**self).published_ports(family)
+    }
 }

@@ -9,10 +9,17 @@
 //! piece is walked through the ruleset, and the pieces that get through are reported as
 //! networks. Within a piece no rule can tell addresses apart, so one walk speaks for all.
 //!
+//! Backend-neutral: the rules of each family are asked through
+//! [`crate::backend::FamilyRules`] (walk a packet, the source ranges, the ports Docker
+//! publishes through its DNAT rules), and the live ones come from the
+//! [`crate::backend::Backend`] the command runs with; the answers are
+//! [`crate::packet`]'s terms. The audit of a backend's rules is tested beside that
+//! backend's reader of Docker's rules.
+//!
 //! This file owns the flows (`audit`, `audit_live`, `explain_live`) and the choice of
-//! interfaces to look from; `published.rs` what Docker publishes (its DNAT rules are
-//! read by [`crate::iptables::docker`]), `reach.rs` the reachability judgement and
-//! `report.rs` the report and its rendering.
+//! interfaces to look from; `published.rs` what Docker publishes (the backend reads its
+//! DNAT rules), `reach.rs` the reachability judgement and `report.rs` the report and
+//! its rendering.
 
 mod published;
 mod reach;
@@ -24,24 +31,28 @@ use std::path::Path;
 
 use anyhow::{Context as _, bail};
 
+use crate::backend::{Backend, FamilyRules};
 use crate::family::Family;
 use crate::host::HostProbe;
 use crate::host::net::HostNet;
-use crate::iptables::live::{self, LiveFirewall};
-use crate::iptables::walk::{self, Ruleset, Walk};
-use crate::packet::{Endpoint, Packet};
+use crate::packet::{Endpoint, Packet, Walk};
 use crate::policy::{ExternalInterfaces, Policy};
 
-pub use crate::iptables::docker::published_ports;
 pub use published::{PortPath, PublishedPort, proxy_ports};
 pub use reach::{AuditedRuleset, Exposure, Reach};
 pub use report::AuditReport;
 
+/// The ports Docker publishes through `rules` (its DNAT rules), of `family`, as the
+/// backend that reads them says.
+pub fn published_ports<R: FamilyRules + ?Sized>(rules: &R, family: Family) -> Vec<PublishedPort> {
+    rules.published_ports(family)
+}
+
 /// Audits the rulesets of both families (`(family, ruleset)`) from `interfaces`. An
 /// interface the host does not have cannot be evaluated from: its entries say so and
 /// are flagged (a policy naming one does not mean what its author thinks).
-pub fn audit(
-    rulesets: &[(Family, Ruleset)],
+pub fn audit<R: FamilyRules>(
+    rulesets: &[(Family, R)],
     host: &HostNet,
     interfaces: &[String],
     policy: Option<&Policy>,
@@ -136,34 +147,32 @@ pub fn audit_interfaces(
     interfaces
 }
 
-/// `audit` on the live host: both families' rulesets, the policy at `policy_path` when
-/// there is one.
+/// `audit` on the live host: both families' live rules as `backend` reads them, the
+/// policy at `policy_path` when there is one.
 pub fn audit_live(
-    firewall: &dyn LiveFirewall,
+    backend: &dyn Backend,
     host: &HostNet,
     probe: &dyn HostProbe,
     policy_path: &Path,
 ) -> anyhow::Result<AuditReport> {
-    let rulesets = Family::ALL
-        .into_iter()
-        .map(|family| Ok((family, live::ruleset(firewall, family)?)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let rules = backend.live_rules()?;
     let policy = if policy_path.exists() {
         Some(Policy::load(policy_path)?)
     } else {
         None
     };
     let interfaces = audit_interfaces(host, probe, policy.as_ref());
-    Ok(audit(&rulesets, host, &interfaces, policy.as_ref()))
+    Ok(audit(&rules.families(), host, &interfaces, policy.as_ref()))
 }
 
 /// The source port `explain` gives its packet (no rule of ours matches source ports).
 const EXPLAIN_SOURCE_PORT: u16 = 40000;
 
 /// `explain` on the live host: the walk of a packet from `from` to `to`, arriving on
-/// `in_interface` (default: the interface the host routes `from` through).
+/// `in_interface` (default: the interface the host routes `from` through), through the
+/// live rules of its family as `backend` reads them.
 pub fn explain_live(
-    firewall: &dyn LiveFirewall,
+    backend: &dyn Backend,
     host: &HostNet,
     from: IpAddr,
     to: &Endpoint,
@@ -182,9 +191,8 @@ pub fn explain_live(
         })?,
     };
     let family = Family::of(&to.address);
-    let ruleset = live::ruleset(firewall, family)?;
-    Ok(walk::walk(
-        &ruleset,
+    let rules = backend.live_family(family)?;
+    Ok(rules.walk(
         host,
         &Packet {
             source: from,
@@ -195,137 +203,4 @@ pub fn explain_live(
             in_interface,
         },
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use ipnet::IpNet;
-
-    use super::*;
-    use crate::iptables::dump;
-    use crate::packet::Transport;
-
-    const RULES: &str = "*nat\n:PREROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80\n-A DOCKER ! -i docker0 -p tcp -m tcp --dport 9090 -j DNAT --to-destination 172.17.0.2:9090\n-A DOCKER -d 203.0.113.10/32 ! -i docker0 -p udp -m udp --dport 5353 -j DNAT --to-destination 172.17.0.2:53\nCOMMIT\n*filter\n:FORWARD DROP [0:0]\n:DOCKER - [0:0]\n:DOCKER-USER - [0:0]\n-A FORWARD -j DOCKER-USER\n-A FORWARD -o docker0 -j DOCKER\n-A DOCKER -d 172.17.0.2/32 -o docker0 -j ACCEPT\n-A DOCKER-USER -s 192.0.2.0/25 -m conntrack --ctstate DNAT --ctorigdstport 8080 -j RETURN\n-A DOCKER-USER -m iprange --src-range 198.51.100.10-198.51.100.20 -m conntrack --ctorigdstport 8080 -j RETURN\n-A DOCKER-USER -p udp -j RETURN\n-A DOCKER-USER -i eth0 -o docker0 -j DROP\nCOMMIT\n";
-
-    fn host() -> HostNet {
-        crate::host::net::docker_test_host()
-    }
-
-    fn exposures(policy: Option<&Policy>) -> Vec<Exposure> {
-        let ruleset = Ruleset::new(&dump::parse(RULES).unwrap());
-        let audited = AuditedRuleset::new(Family::Ipv4, &ruleset, &host());
-        published_ports(&ruleset, Family::Ipv4)
-            .iter()
-            .filter_map(|p| audited.expose(&host(), p, "eth0", policy))
-            .collect()
-    }
-
-    #[test]
-    fn published_ports_come_from_the_dnat_rules() {
-        let ruleset = Ruleset::new(&dump::parse(RULES).unwrap());
-        let ports = published_ports(&ruleset, Family::Ipv4);
-        let summary: Vec<(u16, Transport, Option<IpAddr>, Option<u16>)> = ports
-            .iter()
-            .map(|p| (p.host_port, p.transport, p.host_address, p.container_port))
-            .collect();
-        assert_eq!(
-            summary,
-            [
-                (
-                    5353,
-                    Transport::Udp,
-                    Some("203.0.113.10".parse().unwrap()),
-                    Some(53)
-                ),
-                (8080, Transport::Tcp, None, Some(80)),
-                (9090, Transport::Tcp, None, Some(9090)),
-            ]
-        );
-    }
-
-    #[test]
-    fn reach_is_computed_exactly_from_the_rules() {
-        let found = exposures(None);
-        assert_eq!(
-            found[0].reach,
-            Some(Reach::Anywhere),
-            "udp is let through for all"
-        );
-        let web: Vec<String> = match &found[1].reach {
-            Some(Reach::Only(nets)) => nets.iter().map(ToString::to_string).collect(),
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(
-            web,
-            [
-                "192.0.2.0/25",
-                "198.51.100.10/31",
-                "198.51.100.12/30",
-                "198.51.100.16/30",
-                "198.51.100.20/32"
-            ]
-        );
-        assert_eq!(found[2].reach, Some(Reach::Nowhere));
-        assert!(
-            found[2]
-                .decided_by
-                .iter()
-                .any(|d| d.contains("-A DOCKER-USER -i eth0 -o docker0 -j DROP")),
-            "{:?}",
-            found[2].decided_by
-        );
-    }
-
-    #[test]
-    fn sources_beyond_the_policy_are_flagged() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("p.toml");
-        std::fs::write(&path, "[interfaces]\nexternal = [\"eth0\"]\n[[docker.published]]\nport = 8080\nfrom = [\"192.0.2.0/24\"]\n").unwrap();
-        let policy = Policy::load(&path).unwrap();
-        let found = exposures(Some(&policy));
-        // udp 5353: open to all, the policy lists nothing for it.
-        assert!(found[0].is_flagged());
-        assert_eq!(
-            found[0].not_allowed,
-            ["0.0.0.0/0".parse::<IpNet>().unwrap()]
-        );
-        // 8080: the /25 is inside the allowed /24, the iprange is not.
-        assert_eq!(found[1].not_allowed.len(), 4);
-        assert!(
-            found[1]
-                .not_allowed
-                .iter()
-                .all(|n| n.to_string().starts_with("198.51.100."))
-        );
-        // 9090: reachable from nowhere, nothing to flag.
-        assert!(!found[2].is_flagged());
-    }
-
-    #[test]
-    fn the_audit_of_a_dag_of_jumps_is_decided_for_every_port() {
-        // Two published ports, and FORWARD's jumps a DAG 12 chains deep, 8 wide: each
-        // port's source space is cut in 7 pieces, one walk each, every walk linear.
-        let text = format!(
-            "*nat\n:PREROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80\n-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8443 -j DNAT --to-destination 172.17.0.2:443\nCOMMIT\n{}",
-            walk::jump_dag(12, 8)
-        );
-        let report = walk::within_a_minute("the audit of a 12 x 8 DAG", move || {
-            let ruleset = Ruleset::new(&dump::parse(&text).unwrap());
-            audit(
-                &[(Family::Ipv4, ruleset)],
-                &host(),
-                &["eth0".to_owned()],
-                None,
-            )
-        });
-        assert_eq!(report.exposures.len(), 2);
-        for exposure in &report.exposures {
-            assert_eq!(
-                exposure.reach,
-                Some(Reach::Only(vec!["192.0.2.0/24".parse().unwrap()])),
-                "{exposure:#?}"
-            );
-            assert_eq!(exposure.unknown, None);
-        }
-    }
 }

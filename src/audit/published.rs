@@ -1,7 +1,8 @@
 //! What Docker publishes, in a form no backend owns: a [`PublishedPort`] is a host port
 //! that leads to a container, reached either through Docker's DNAT rule (read from the
-//! rules by the backend: [`crate::iptables::docker`]) or through a docker-proxy process
-//! that serves a family Docker does not NAT ([`proxy_ports`], from the host's facts).
+//! rules by the backend: [`crate::backend::FamilyRules::published_ports`]) or through a
+//! docker-proxy process that serves a family Docker does not NAT ([`proxy_ports`], from
+//! the host's facts).
 
 use std::net::IpAddr;
 

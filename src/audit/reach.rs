@@ -1,8 +1,8 @@
 //! The reachability judgement: who can reach a published port from an external
 //! interface, and whether the policy allows them. The source address space is cut at
 //! every boundary any rule, ipset or the policy draws; one address of each piece is
-//! walked through the ruleset ([`crate::iptables::walk`]), and the pieces that get
-//! through are reported as the fewest networks that cover them.
+//! walked through the ruleset ([`FamilyRules::walk`], whatever backend answers), and
+//! the pieces that get through are reported as the fewest networks that cover them.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -11,10 +11,10 @@ use ipnet::{IpNet, Ipv4Subnets, Ipv6Subnets};
 use serde::Serialize;
 
 use crate::audit::PublishedPort;
+use crate::backend::FamilyRules;
 use crate::family::Family;
 use crate::host::net::HostNet;
-use crate::iptables::walk::{self, Ruleset, Verdict};
-use crate::packet::{Packet, Transport};
+use crate::packet::{Packet, Transport, Verdict};
 use crate::policy::types::Proto as PolicyProto;
 use crate::policy::{DockerDefault, Policy};
 
@@ -60,15 +60,15 @@ impl Exposure {
 
 /// One family's ruleset, with the source boundaries its rules and the host's ipsets
 /// draw (the same for every port, so found once).
-pub struct AuditedRuleset<'a> {
+pub struct AuditedRuleset<'a, R: FamilyRules + ?Sized> {
     family: Family,
-    ruleset: &'a Ruleset,
+    ruleset: &'a R,
     cuts: BTreeSet<IpAddr>,
 }
 
-impl<'a> AuditedRuleset<'a> {
+impl<'a, R: FamilyRules + ?Sized> AuditedRuleset<'a, R> {
     /// Prepares `ruleset` (of `family`) on `host` for exposure questions.
-    pub fn new(family: Family, ruleset: &'a Ruleset, host: &HostNet) -> AuditedRuleset<'a> {
+    pub fn new(family: Family, ruleset: &'a R, host: &HostNet) -> AuditedRuleset<'a, R> {
         AuditedRuleset {
             family,
             ruleset,
@@ -102,8 +102,7 @@ impl<'a> AuditedRuleset<'a> {
         let mut decided_by: Vec<String> = Vec::new();
         let mut unknown = None;
         for (first, last) in &pieces {
-            let walk = walk::walk(
-                ruleset,
+            let walk = ruleset.walk(
                 host,
                 &Packet {
                     source: *first,
@@ -225,7 +224,11 @@ fn allowed_sources(
 }
 
 /// Every address where a source match in any rule (or a known ipset) starts or ends.
-fn boundaries(ruleset: &Ruleset, host: &HostNet, ipv6: bool) -> BTreeSet<IpAddr> {
+fn boundaries<R: FamilyRules + ?Sized>(
+    ruleset: &R,
+    host: &HostNet,
+    ipv6: bool,
+) -> BTreeSet<IpAddr> {
     let mut cuts = BTreeSet::new();
     for (first, last) in ruleset.source_ranges() {
         cuts.insert(first);

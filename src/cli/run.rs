@@ -186,7 +186,7 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
         Command::Audit { instance, json } => {
             require_live(&cli, "audit", "it reads the live firewall")?;
             let net = host.network()?;
-            let report = audit::audit_live(&SystemFirewall, &net, host, &policy_path(instance))?;
+            let report = audit::audit_live(&SYSTEM_BACKEND, &net, host, &policy_path(instance))?;
             report::print_report(*json, &report, report.human(), out)?;
             Ok(if report.is_flagged() {
                 exit::EXPOSED
@@ -211,7 +211,7 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
                 );
             }
             let walk =
-                audit::explain_live(&SystemFirewall, &net, *from, to, in_interface.as_deref())?;
+                audit::explain_live(&SYSTEM_BACKEND, &net, *from, to, in_interface.as_deref())?;
             report::print_report(*json, &walk, walk.human(), out)?;
             Ok(exit::SUCCESS)
         }

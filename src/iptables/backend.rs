@@ -3,13 +3,18 @@
 //! throwaway namespace, or a test's fake), reads the SSH lockouts off what the kernel
 //! loaded ([`lockout`]), loads the pass-through files with the [`LiveFirewall`], and
 //! compares the live rules with the files ([`live`]), with FORWARD's repairs
-//! ([`forward`]).
+//! ([`forward`]); and a parsed [`Ruleset`] answers the audit's questions
+//! ([`FamilyRules`]: the [`walk`], its source ranges, Docker's published ports from its
+//! DNAT rules, [`docker`]).
+
+use std::net::IpAddr;
 
 use anyhow::Context as _;
 
-use crate::audit::{self, AuditReport};
+use crate::audit::PublishedPort;
 use crate::backend::{
-    Backend, Conflict, ForwardFinding, LiveRules, LiveState, Lockout, Proof, ProvenPart, Rendered,
+    Backend, Conflict, FamilyRules, ForwardFinding, LiveRules, LiveState, Lockout, Proof,
+    ProvenPart, Rendered,
 };
 use crate::family::Family;
 use crate::files::layout::Layout;
@@ -21,8 +26,9 @@ use crate::iptables::instance::{self, OutputFiles};
 use crate::iptables::live::{self, LiveFirewall};
 use crate::iptables::render::{RenderedFile, TemplateKind};
 use crate::iptables::trial::{RulesetTrial, TrialReport};
-use crate::iptables::walk::Ruleset;
-use crate::iptables::{forward, lockout};
+use crate::iptables::walk::{self, Ruleset};
+use crate::iptables::{docker, forward, lockout};
+use crate::packet::{Packet, Walk};
 use crate::policy::Policy;
 use crate::policy::types::InstanceName;
 
@@ -195,6 +201,10 @@ impl Backend for IptablesBackend<'_> {
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Box::new(LiveRulesets(rulesets)))
     }
+
+    fn live_family(&self, family: Family) -> anyhow::Result<Box<dyn FamilyRules>> {
+        Ok(Box::new(live::ruleset(self.firewall, family)?))
+    }
 }
 
 /// Both families' live rulesets, parsed.
@@ -212,8 +222,11 @@ impl LiveRules for LiveRulesets {
             .collect()
     }
 
-    fn audit(&self, host: &HostNet, interfaces: &[String], policy: Option<&Policy>) -> AuditReport {
-        audit::audit(&self.0, host, interfaces, policy)
+    fn families(&self) -> Vec<(Family, &dyn FamilyRules)> {
+        self.0
+            .iter()
+            .map(|(family, ruleset)| (*family, ruleset as &dyn FamilyRules))
+            .collect()
     }
 }
 
@@ -223,4 +236,19 @@ fn loaded(reports: Vec<(Family, TrialReport)>) -> Vec<(Family, String)> {
         .into_iter()
         .map(|(family, report)| (family, report.loaded))
         .collect()
+}
+
+/// A family's parsed rules, as the audit asks them.
+impl FamilyRules for Ruleset {
+    fn walk(&self, host: &HostNet, packet: &Packet) -> Walk {
+        walk::walk(self, host, packet)
+    }
+
+    fn source_ranges(&self) -> Vec<(IpAddr, IpAddr)> {
+        Ruleset::source_ranges(self)
+    }
+
+    fn published_ports(&self, family: Family) -> Vec<PublishedPort> {
+        docker::published_ports(self, family)
+    }
 }
