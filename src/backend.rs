@@ -14,8 +14,10 @@
 //! The read path: the live rules against the files on disk ([`LiveState`], one
 //! [`FamilyState`] per family, with what had to be [`Repair`]ed since boot), for
 //! `status`, and the live rules of both families read once ([`LiveRules`]: the bridges
-//! Docker forwards to, the exposure audit of the published ports); and what on the live host would keep the backend's rules from being
-//! reached ([`Conflict`]s), for `install`.
+//! Docker forwards to, the exposure audit of the published ports); and what on the live
+//! host would keep the backend's rules from being reached ([`Conflict`]s), for
+//! `install`. `forward-jump` has Docker's forwarded traffic meet the rules first
+//! ([`ForwardFinding`]).
 //!
 //! The audit's questions: one family's rules as [`crate::audit`] asks them
 //! ([`FamilyRules`]: the walk of one packet, the source ranges its rules draw, the ports
@@ -102,8 +104,8 @@ pub trait Backend {
     fn live_family(&self, family: Family) -> anyhow::Result<Box<dyn FamilyRules>>;
 }
 
-/// Both families' live rules as one backend read them, for the questions `status` asks
-/// of them.
+/// Both families' live rules as one backend read them, for the questions `status` and
+/// `audit` ask of them.
 pub trait LiveRules {
     /// The bridges Docker's own rules send forwarded traffic to, `(family, bridge)`,
     /// each family in [`Family::ALL`]'s order, its bridges sorted.
