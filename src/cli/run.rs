@@ -9,6 +9,7 @@ use std::path::Path;
 use anyhow::bail;
 
 use crate::audit;
+use crate::backend::Backend;
 use crate::cli::output::Output;
 use crate::cli::report;
 use crate::cli::{Cli, Command, UmbrellaAction, exit};
@@ -63,24 +64,19 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
             json,
         } => {
             let path = policy_path(instance);
-            let tools: Tools = (*iptables).into();
-            let trial = NetnsTrial { tools };
-            let backend = IptablesBackend {
-                trial: &trial,
-                tools,
-                ..SYSTEM_BACKEND
-            };
-            let target = control::Target {
-                backend: &backend,
-                ..target(&layout, instance, &path, host)
-            };
             let destination = if *stdout {
                 control::Destination::Stdout
             } else {
                 control::Destination::Files
             };
-            flow(out, *json, |outcome| {
-                control::render(&target, destination, !*no_kernel_check, outcome)
+            with_tools((*iptables).into(), |backend| {
+                let target = control::Target {
+                    backend,
+                    ..target(&layout, instance, &path, host)
+                };
+                flow(out, *json, |outcome| {
+                    control::render(&target, destination, !*no_kernel_check, outcome)
+                })
             })
         }
         Command::Check {
@@ -89,18 +85,13 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
             json,
         } => {
             let path = policy_path(instance);
-            let tools: Tools = (*iptables).into();
-            let trial = NetnsTrial { tools };
-            let backend = IptablesBackend {
-                trial: &trial,
-                tools,
-                ..SYSTEM_BACKEND
-            };
-            let target = control::Target {
-                backend: &backend,
-                ..target(&layout, instance, &path, host)
-            };
-            flow(out, *json, |outcome| control::check(&target, outcome))
+            with_tools((*iptables).into(), |backend| {
+                let target = control::Target {
+                    backend,
+                    ..target(&layout, instance, &path, host)
+                };
+                flow(out, *json, |outcome| control::check(&target, outcome))
+            })
         }
         Command::Install {
             instance,
@@ -274,6 +265,17 @@ fn flow(
     let verdict = result?;
     report::print_verdict(&verdict, out);
     Ok(report::exit_code(&verdict))
+}
+
+/// Runs `f` with the iptables backend whose kernel check uses the programs of `tools`
+/// (`--iptables`); everything else is the system's.
+fn with_tools<T>(tools: Tools, f: impl FnOnce(&dyn Backend) -> T) -> T {
+    let trial = NetnsTrial { tools };
+    f(&IptablesBackend {
+        trial: &trial,
+        tools,
+        ..SYSTEM_BACKEND
+    })
 }
 
 /// What a live command works on.
