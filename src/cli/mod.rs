@@ -4,6 +4,7 @@
 //! reported by `main` with their context; exit codes come from [`exit`].
 
 pub mod exit;
+mod manual;
 pub mod output;
 mod report;
 mod run;
@@ -209,6 +210,14 @@ pub enum Command {
     ForwardJump {
         /// Instance name.
         instance: InstanceName,
+    },
+    /// For packaging: write the manual pages (`man8/`, `man5/`) and the shell
+    /// completions (`completions/`) under a directory.
+    #[command(hide = true)]
+    Manual {
+        /// Where to write them.
+        #[arg(long, value_name = "DIR")]
+        out: std::path::PathBuf,
     },
     /// Run by iptables.service: start, stop or reload every enabled instance and wait.
     #[command(hide = true)]

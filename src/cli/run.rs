@@ -225,6 +225,12 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
                 control::forward_jump(&layout, instance, &SYSTEM_BACKEND, outcome)
             })
         }
+        Command::Manual { out: dir } => flow(out, false, |outcome| {
+            for path in super::manual::write(dir)? {
+                outcome.push(Event::FileWritten { path });
+            }
+            Ok(Verdict::Done)
+        }),
         Command::Umbrella { action } => {
             let manager =
                 live_systemd(&cli, "umbrella", "it asks systemd to start and stop units")?;

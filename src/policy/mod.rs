@@ -12,6 +12,7 @@
 mod checks;
 mod error;
 mod interfaces;
+pub mod reference;
 mod schema;
 mod size;
 pub mod starter;
