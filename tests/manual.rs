@@ -4,6 +4,8 @@
 //! commands.
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)] // test support may fail loudly
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -41,21 +43,7 @@ fn every_page_formats_and_the_policy_page_covers_the_file() {
     pages.sort();
     // One page for the program and one per command an admin runs; none for the
     // commands only the units run.
-    for command in [
-        "iptables-ctl",
-        "init",
-        "check",
-        "render",
-        "install",
-        "uninstall",
-        "start",
-        "stop",
-        "restart",
-        "reload",
-        "status",
-        "audit",
-        "explain",
-    ] {
+    for command in std::iter::once("iptables-ctl").chain(common::ADMIN_COMMANDS) {
         let name = if command == "iptables-ctl" {
             "iptables-ctl.8".to_owned()
         } else {

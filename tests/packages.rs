@@ -7,6 +7,8 @@
 //! nothing: without the packages it fails in CI (CI set) and is skipped elsewhere.
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)] // test support may fail loudly
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -91,20 +93,7 @@ fn expected_files(zsh_dir: &str) -> Vec<String> {
     .map(str::to_owned)
     .to_vec();
     // One page per command an admin runs.
-    for command in [
-        "init",
-        "check",
-        "render",
-        "install",
-        "uninstall",
-        "start",
-        "stop",
-        "restart",
-        "reload",
-        "status",
-        "audit",
-        "explain",
-    ] {
+    for command in common::ADMIN_COMMANDS {
         files.push(format!("/usr/share/man/man8/iptables-ctl-{command}.8.gz"));
     }
     files.push(format!("{zsh_dir}/_iptables-ctl"));

@@ -15,6 +15,22 @@ pub mod docker;
 pub mod nspawn;
 pub mod topology;
 
+/// The commands an admin runs (the rest are run by the units): each has a manual page.
+pub const ADMIN_COMMANDS: [&str; 12] = [
+    "init",
+    "check",
+    "render",
+    "install",
+    "uninstall",
+    "start",
+    "stop",
+    "restart",
+    "reload",
+    "status",
+    "audit",
+    "explain",
+];
+
 use iptables_ctl::files::layout::Layout;
 use iptables_ctl::iptables::instance::render_instance;
 use iptables_ctl::iptables::render::RenderedFile;
