@@ -14,7 +14,7 @@ use crate::files::source;
 use crate::iptables::render::{self, RenderRequest, RenderedFile, TemplateKind, Templates};
 use crate::iptables::trial::{RulesetTrial, TrialError, TrialReport};
 use crate::policy::types::InstanceName;
-use crate::policy::{Backend, Policy};
+use crate::policy::{BackendKind, Policy};
 
 /// Loads the policy of `instance` (from `policy_path`) and renders its four files in
 /// memory, checked for shape but not yet loaded into a kernel.
@@ -81,7 +81,7 @@ pub fn prove(
             file,
             program,
         } = &error
-            && let Some(origin) = policy.raw_origin(Backend::Iptables, text, stderr)
+            && let Some(origin) = policy.raw_origin(BackendKind::Iptables, text, stderr)
         {
             return Err(anyhow::Error::new(origin)
                 .context(format!("{file} line {n} was refused by {program}")));

@@ -18,7 +18,7 @@ use crate::policy::types::{
     AddressRef, Comment, InterfaceName, LogPrefix, LogRate, Network, PortRange, Ports,
 };
 use crate::policy::{
-    Backend, ContainerAccess, DenyAction, DockerDefault, OutboundPolicy, Policy, Published,
+    BackendKind, ContainerAccess, DenyAction, DockerDefault, OutboundPolicy, Policy, Published,
 };
 
 pub use rules::{PortRule, PublishedRule, RawLine};
@@ -96,7 +96,7 @@ type Addresses = Option<Vec<Network>>;
 
 impl FamilyPlan {
     /// The plan of `family` for `backend`, built from a validated `policy`.
-    pub fn build(policy: &Policy, backend: Backend, family: Family) -> FamilyPlan {
+    pub fn build(policy: &Policy, backend: BackendKind, family: Family) -> FamilyPlan {
         // Each entry's addresses of this family, at the cost of what they are (a list's
         // part of the other family is never walked).
         let addresses_of = |refs: &Option<Spanned<Vec<Spanned<AddressRef>>>>| -> Addresses {
@@ -265,7 +265,7 @@ mod tests {
 
     fn plan(text: &str, family: Family) -> FamilyPlan {
         let policy = Policy::parse(Path::new("test.toml"), text.as_bytes()).expect("valid");
-        FamilyPlan::build(&policy, Backend::Iptables, family)
+        FamilyPlan::build(&policy, BackendKind::Iptables, family)
     }
 
     fn net(text: &str) -> Option<Network> {

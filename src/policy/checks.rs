@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use toml::Spanned;
 
 use super::types::{AddressRef, FamilyChoice, HostAddress, ListName};
-use super::{Backend, Policy};
+use super::{BackendKind, Policy};
 use crate::family::Family;
 
 /// A problem found by a check: where it is, the field, and what was expected.
@@ -76,7 +76,7 @@ impl Policy {
         for (i, entry) in self.raw.iter().enumerate() {
             let text = entry.rule.get_ref().as_str();
             let checked = match entry.backend {
-                Backend::Iptables => crate::iptables::raw::check_rule(text),
+                BackendKind::Iptables => crate::iptables::raw::check_rule(text),
             };
             checked.map_err(|message| (entry.rule.span(), format!("raw[{i}].rule"), message))?;
         }

@@ -30,7 +30,7 @@ use crate::files::source;
 pub use error::{Location, PolicyError};
 pub use interfaces::{MAX_REPORTED, NamedInterface};
 pub use schema::{
-    Backend, ContainerAccess, Defaults, DenyAction, Docker, DockerDefault, ExternalInterfaces,
+    BackendKind, ContainerAccess, Defaults, DenyAction, Docker, DockerDefault, ExternalInterfaces,
     Host, Interfaces, Log, Outbound, OutboundPolicy, OutboundRule, Published, RawChain, RawEntry,
     Service,
 };
@@ -195,7 +195,7 @@ impl Policy {
     /// at its rule, for when the kernel refuses that line.
     pub fn raw_origin(
         &self,
-        backend: Backend,
+        backend: BackendKind,
         rendered_line: &str,
         why: &str,
     ) -> Option<PolicyError> {
@@ -446,9 +446,9 @@ mod tests {
     fn a_raw_rule_names_its_backend_iptables_by_default_and_no_other() {
         let rule = "[[raw]]\nchain = \"input\"\nrule = \"-p udp --dport 51820 -j ACCEPT\"\n";
         let policy = parse(rule).expect("valid");
-        assert_eq!(policy.raw[0].backend, Backend::Iptables);
+        assert_eq!(policy.raw[0].backend, BackendKind::Iptables);
         let named = parse(&format!("{rule}backend = \"iptables\"\n")).expect("valid");
-        assert_eq!(named.raw[0].backend, Backend::Iptables);
+        assert_eq!(named.raw[0].backend, BackendKind::Iptables);
         for other in ["\"nftables\"", "\"IPTABLES\"", "\"\"", "1"] {
             let (line, column, field, message) = error_of(&format!(
                 "[[host.services]]\nport = 22\n{rule}backend = {other}\n"

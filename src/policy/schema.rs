@@ -299,7 +299,7 @@ impl Log {
 pub struct RawEntry {
     /// The backend whose syntax the rule is written in; only that backend renders it.
     #[serde(default)]
-    pub backend: Backend,
+    pub backend: BackendKind,
     /// Chain the rule is appended to, before that chain's final deny.
     pub chain: RawChain,
     /// Which families get the rule.
@@ -314,27 +314,27 @@ pub struct RawEntry {
 /// A firewall backend: what a `[[raw]]` rule's text is written for. Each backend is
 /// handed only its own raw rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Backend {
+pub enum BackendKind {
     /// iptables (`iptables-restore` files): the default, and so far the only backend.
     #[default]
     Iptables,
 }
 
-impl Backend {
+impl BackendKind {
     /// Every backend, as the policy spells it.
-    const NAMES: [(&'static str, Backend); 1] = [("iptables", Backend::Iptables)];
+    const NAMES: [(&'static str, BackendKind); 1] = [("iptables", BackendKind::Iptables)];
 }
 
-impl<'de> Deserialize<'de> for Backend {
+impl<'de> Deserialize<'de> for BackendKind {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct BackendVisitor;
         impl Visitor<'_> for BackendVisitor {
-            type Value = Backend;
+            type Value = BackendKind;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("`iptables` (the only backend so far)")
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Backend, E> {
-                Backend::NAMES
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<BackendKind, E> {
+                BackendKind::NAMES
                     .iter()
                     .find(|(name, _)| *name == v)
                     .map(|(_, backend)| *backend)

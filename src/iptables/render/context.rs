@@ -249,11 +249,11 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::policy::{Backend, Policy};
+    use crate::policy::{BackendKind, Policy};
 
     fn context(text: &str, family: Family) -> FamilyContext {
         let policy = Policy::parse(Path::new("test.toml"), text.as_bytes()).expect("valid");
-        build(&FamilyPlan::build(&policy, Backend::Iptables, family))
+        build(&FamilyPlan::build(&policy, BackendKind::Iptables, family))
     }
 
     fn specs(rules: &[RuleContext]) -> Vec<&str> {

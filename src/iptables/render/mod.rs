@@ -24,7 +24,7 @@ use crate::iptables::instance::OutputFiles;
 use crate::iptables::shape::{self, ShapeError};
 use crate::plan::FamilyPlan;
 use crate::policy::types::InstanceName;
-use crate::policy::{Backend, Policy};
+use crate::policy::{BackendKind, Policy};
 
 /// The built-in templates, embedded at build time.
 const BUILT_IN: [(TemplateKind, &str); 2] = [
@@ -230,7 +230,7 @@ pub fn render(
     for family in Family::ALL {
         let ctx = context::build(&FamilyPlan::build(
             request.policy,
-            Backend::Iptables,
+            BackendKind::Iptables,
             family,
         ));
         let tera_ctx = tera::Context::from_serialize(&ctx).map_err(|e| RenderError::Template {
