@@ -133,13 +133,13 @@ impl Backend for IptablesBackend<'_> {
     }
 
     fn output_set(&self, layout: &Layout, instance: &InstanceName) -> FileSet {
-        instance::output_set(layout, instance)
+        OutputFiles::new(layout, instance).set()
     }
 
     fn load_pass_through(&self, layout: &Layout, instance: &InstanceName) -> anyhow::Result<()> {
         for family in Family::ALL {
             let (path, text) =
-                instance::read_output(layout, instance, family, TemplateKind::Empty)?;
+                OutputFiles::new(layout, instance).read(family, TemplateKind::Empty)?;
             self.firewall
                 .restore(family, &text)
                 .with_context(|| format!("cannot load {}", path.display()))?;

@@ -160,21 +160,6 @@ impl OutputFiles {
     }
 }
 
-/// The instance's four output files as one set: [`OutputFiles::set`].
-pub fn output_set(layout: &Layout, instance: &InstanceName) -> FileSet {
-    OutputFiles::new(layout, instance).set()
-}
-
-/// One of the instance's output files as it is on disk: [`OutputFiles::read`].
-pub fn read_output(
-    layout: &Layout,
-    instance: &InstanceName,
-    family: Family,
-    kind: TemplateKind,
-) -> anyhow::Result<(PathBuf, String)> {
-    OutputFiles::new(layout, instance).read(family, kind)
-}
-
 /// Loads one family's rendered rules and pass-through files, as they are on disk, with
 /// `trial`. Errors name the file.
 pub fn prove_on_disk(
@@ -231,7 +216,7 @@ mod tests {
             .expect("readable");
         assert_eq!((read_path, text.as_str()), (path, "*filter\nCOMMIT\n"));
         assert_eq!(
-            render::output_file_name(&instance, Family::Ipv4, TemplateKind::Rules),
+            OutputFiles::name(&instance, Family::Ipv4, TemplateKind::Rules),
             "edge.rules"
         );
     }

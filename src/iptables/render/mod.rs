@@ -211,11 +211,6 @@ pub struct RenderRequest<'a> {
     pub policy_path: &'a Path,
 }
 
-/// File name of one of an instance's outputs: [`OutputFiles::name`].
-pub fn output_file_name(instance: &InstanceName, family: Family, kind: TemplateKind) -> String {
-    OutputFiles::name(instance, family, kind)
-}
-
 /// Renders all four files of an instance: IPv4 rules and empty, then IPv6 rules and empty.
 /// Every template's output is bounded by [`OUTPUT_LIMIT`] and the whole rendering by
 /// [`RENDER_TIME_LIMIT`].
