@@ -157,7 +157,7 @@ fn files_and_links(root: &Path) -> Vec<String> {
 }
 
 /// The files of a complete staged install of instance `base`.
-const INSTALLED: [&str; 17] = [
+const INSTALLED: [&str; 16] = [
     "etc/iptables/.base.set/current",
     "etc/iptables/.base.set/v1/base.rules",
     "etc/iptables/.base.set/v1/base.rules.empty",
@@ -171,7 +171,6 @@ const INSTALLED: [&str; 17] = [
     "etc/systemd/system/docker.service.wants/iptables-docker@base.service",
     "etc/systemd/system/iptables-docker@.service",
     "etc/systemd/system/iptables.service",
-    "etc/systemd/system/iptables.service.wants/iptables@base.service",
     "etc/systemd/system/iptables@.service",
     "etc/systemd/system/multi-user.target.wants/iptables.service",
     "etc/systemd/system/multi-user.target.wants/iptables@base.service",
@@ -224,7 +223,7 @@ fn staged_install_writes_exactly_the_expected_tree() {
         stdout.contains("created symlink <ROOT>/etc/systemd/system/multi-user.target.wants/iptables@base.service -> /etc/systemd/system/iptables@.service"),
         "{stdout}"
     );
-    assert_eq!(stdout.matches("created symlink ").count(), 4, "{stdout}");
+    assert_eq!(stdout.matches("created symlink ").count(), 3, "{stdout}");
     insta::assert_snapshot!("install_stdout", stdout);
     insta::assert_snapshot!("install_tree", tree(r, true));
     assert_eq!(files_and_links(r), INSTALLED);
@@ -284,7 +283,7 @@ fn a_staged_starter_policy_keeps_auto_whatever_the_staging_host_routes() {
             stdout.contains("wrote <ROOT>/etc/iptables/base.toml"),
             "{stdout}"
         );
-        assert_eq!(stdout.matches("created symlink ").count(), 4, "{stdout}");
+        assert_eq!(stdout.matches("created symlink ").count(), 3, "{stdout}");
         assert_eq!(files_and_links(r), INSTALLED);
         let policy = fs::read_to_string(r.join("etc/iptables/base.toml")).expect("starter");
         assert!(policy.contains("external = \"auto\""), "{policy}");
@@ -336,6 +335,39 @@ fn staged_uninstall_removes_units_and_links_and_keeps_the_policy() {
     }
 }
 
+/// An install by an earlier build also linked the instance into the umbrella's wants;
+/// uninstall removes every enable link of the units, as `systemctl disable` does.
+#[test]
+fn staged_uninstall_removes_enable_links_an_earlier_install_made() {
+    if !kernel_tests_enabled("staged_uninstall_removes_enable_links_an_earlier_install_made") {
+        return;
+    }
+    let root = staged_root(true);
+    let r = root.path();
+    command(r, &["install"]).assert().code(0);
+    let legacy = r.join("etc/systemd/system/iptables.service.wants/iptables@base.service");
+    fs::create_dir_all(legacy.parent().expect("parent")).expect("mkdir");
+    std::os::unix::fs::symlink("/etc/systemd/system/iptables@.service", &legacy).expect("link");
+
+    let out = command(r, &["uninstall"])
+        .assert()
+        .code(0)
+        .get_output()
+        .clone();
+    let stdout = redact(&text(&out.stdout), r);
+    assert!(
+        stdout.contains(
+            "removed <ROOT>/etc/systemd/system/iptables.service.wants/iptables@base.service"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        legacy.symlink_metadata().is_err(),
+        "the legacy link is gone"
+    );
+    assert_eq!(files_and_links(r), INSTALLED[..10]);
+}
+
 #[test]
 fn staged_install_refuses_next_to_netfilter_persistent_unless_forced() {
     if !kernel_tests_enabled("staged_install_refuses_next_to_netfilter_persistent_unless_forced") {
@@ -381,7 +413,7 @@ fn staged_install_refuses_next_to_netfilter_persistent_unless_forced() {
         stderr.contains("iptables-ctl: warning: (--force) netfilter-persistent is enabled"),
         "{stderr}"
     );
-    assert_eq!(stdout.matches("created symlink ").count(), 4, "{stdout}");
+    assert_eq!(stdout.matches("created symlink ").count(), 3, "{stdout}");
     let mut expected: Vec<&str> = INSTALLED.to_vec();
     expected.push(NETFILTER_PERSISTENT_LINK);
     assert_eq!(files_and_links(r), expected);

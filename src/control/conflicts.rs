@@ -137,7 +137,7 @@ impl ConflictFacts {
 
 /// The symlinks in any `*.wants/` directory under the admin unit directory that enable
 /// `unit`.
-fn wants_links(root: &Path, unit: &str) -> Vec<PathBuf> {
+pub(crate) fn wants_links(root: &Path, unit: &str) -> Vec<PathBuf> {
     wants_dirs(root)
         .into_iter()
         .map(|dir| dir.join(unit))
@@ -145,16 +145,18 @@ fn wants_links(root: &Path, unit: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The `*.wants/` directories under the admin unit directory.
+/// The `*.wants/` directories under the admin unit directory, in name order.
 fn wants_dirs(root: &Path) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(root.join(ADMIN_UNIT_DIR)) else {
         return Vec::new();
     };
-    entries
+    let mut dirs: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|entry| entry.path())
         .filter(|dir| dir.extension().is_some_and(|e| e == "wants"))
-        .collect()
+        .collect();
+    dirs.sort();
+    dirs
 }
 
 /// ufw's own switch: `ENABLED=yes` in ufw.conf.

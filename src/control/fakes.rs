@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::fs;
 use std::io;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::backend::Backend;
 use crate::control::Target;
@@ -125,6 +125,23 @@ impl FakeManager {
     }
 }
 
+/// One link per unit in `dir`, as systemd's enable would make.
+fn link(dir: &Path, units: &[&str]) -> Vec<UnitFileChange> {
+    fs::create_dir_all(dir).unwrap();
+    units
+        .iter()
+        .map(|unit| {
+            let link = dir.join(unit);
+            std::os::unix::fs::symlink(format!("/etc/systemd/system/{unit}"), &link).unwrap();
+            UnitFileChange {
+                kind: "symlink".to_owned(),
+                path: link.display().to_string(),
+                destination: format!("/etc/systemd/system/{unit}"),
+            }
+        })
+        .collect()
+}
+
 impl ServiceManager for FakeManager {
     fn daemon_reload(&self) -> Result<(), SystemdError> {
         self.calls.borrow_mut().push("daemon-reload".to_owned());
@@ -134,22 +151,21 @@ impl ServiceManager for FakeManager {
         self.calls
             .borrow_mut()
             .push(format!("enable {}", units.join(" ")));
-        let Some(dir) = &self.links_in else {
-            return Ok(Vec::new());
-        };
-        fs::create_dir_all(dir).unwrap();
-        Ok(units
-            .iter()
-            .map(|unit| {
-                let link = dir.join(unit);
-                std::os::unix::fs::symlink(format!("/etc/systemd/system/{unit}"), &link).unwrap();
-                UnitFileChange {
-                    kind: "symlink".to_owned(),
-                    path: link.display().to_string(),
-                    destination: format!("/etc/systemd/system/{unit}"),
-                }
-            })
-            .collect())
+        Ok(self
+            .links_in
+            .as_deref()
+            .map_or_else(Vec::new, |dir| link(dir, units)))
+    }
+    fn add_wants(&self, target: &str, units: &[&str]) -> Result<Vec<UnitFileChange>, SystemdError> {
+        self.calls
+            .borrow_mut()
+            .push(format!("add-wants {target} {}", units.join(" ")));
+        // Beside the enable links' directory, as systemd keeps every .wants/ in one.
+        let dir = self
+            .links_in
+            .as_deref()
+            .map(|d| d.with_file_name(format!("{target}.wants")));
+        Ok(dir.map_or_else(Vec::new, |dir| link(&dir, units)))
     }
     fn disable(&self, units: &[&str]) -> Result<Vec<UnitFileChange>, SystemdError> {
         self.calls

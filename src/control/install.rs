@@ -182,7 +182,22 @@ fn enable(
     // created go, and systemd reloads the unit files as they were put back.
     undo.unit_files_changed(&units.rules);
     manager.daemon_reload()?;
-    for change in manager.enable(&units.all())? {
+    // The units with an [Install] section are enabled; those hooked into another
+    // service (the re-assertion after Docker) are linked into its wants.
+    let with_install: Vec<&str> = units
+        .all()
+        .into_iter()
+        .filter(|unit| {
+            units::shipped_unit(unit).is_some_and(|s| !units::wanted_by(s.text).is_empty())
+        })
+        .collect();
+    let mut changes = manager.enable(&with_install)?;
+    for unit in units.all() {
+        for service in units::shipped_unit(unit).map_or(&[][..], |s| s.hooked_into) {
+            changes.extend(manager.add_wants(service, &[unit])?);
+        }
+    }
+    for change in changes {
         outcome.push(Event::from(&change));
         if change.kind == "symlink" {
             undo.link_created(PathBuf::from(&change.path));
@@ -298,7 +313,7 @@ fn stage_enable(
             bail!("internal error: {unit} is not a shipped unit");
         };
         let booted_path = layout.as_booted(&unit_dir.join(shipped.file_name));
-        for link in units::enable_links(root, unit, &booted_path, shipped.text) {
+        for link in units::enable_links(root, unit, &booted_path, shipped) {
             if let Some(dir) = link.link.parent() {
                 files::create_dirs(dir)?;
             }
@@ -349,8 +364,8 @@ mod tests {
                 manager.calls(),
                 [
                     "daemon-reload".to_owned(),
-                    "enable iptables.service iptables@base.service iptables-docker@base.service"
-                        .to_owned(),
+                    "enable iptables.service iptables@base.service".to_owned(),
+                    "add-wants docker.service iptables-docker@base.service".to_owned(),
                     "daemon-reload".to_owned(),
                     format!("{job} iptables@base.service"),
                     "start iptables-docker@base.service".to_owned(),
@@ -405,8 +420,8 @@ mod tests {
             );
             let mut expected = vec![
                 "daemon-reload".to_owned(),
-                "enable iptables.service iptables@base.service iptables-docker@base.service"
-                    .to_owned(),
+                "enable iptables.service iptables@base.service".to_owned(),
+                "add-wants docker.service iptables-docker@base.service".to_owned(),
                 "daemon-reload".to_owned(),
                 format!("{job} iptables@base.service"),
                 "daemon-reload".to_owned(),

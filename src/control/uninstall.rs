@@ -64,14 +64,14 @@ pub(crate) fn uninstall(
             manager.daemon_reload()?;
         }
         Systemd::Staged => {
+            // As `systemctl disable` does: every enable link of the units, in whichever
+            // .wants/ it is (links an earlier install made elsewhere too).
             for unit in &own {
-                if let Some(shipped) = units::shipped_unit(unit) {
-                    for link in units::enable_links(root, unit, Path::new("/"), shipped.text) {
-                        let removed = files::remove_link(&link.link)
-                            .with_context(|| format!("cannot remove {}", link.link.display()))?;
-                        if removed {
-                            outcome.push(Event::LinkRemoved { path: link.link });
-                        }
+                for link in conflicts::wants_links(root, unit) {
+                    let removed = files::remove_link(&link)
+                        .with_context(|| format!("cannot remove {}", link.display()))?;
+                    if removed {
+                        outcome.push(Event::LinkRemoved { path: link });
                     }
                 }
             }

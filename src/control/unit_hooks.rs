@@ -55,20 +55,24 @@ pub(crate) fn forward_jump(
 }
 
 /// `umbrella` (the `ExecStart`/`ExecReload`/`ExecStop` of `iptables.service`): the job
-/// `kind` on every instance the umbrella wants (one `.wants/` link per enabled
-/// instance), with its re-assertion after Docker, waiting for each. A reload skips an
+/// `kind` on every enabled instance (wanted by its install target, however it was
+/// enabled), with its re-assertion after Docker, waiting for each. A reload skips an
 /// instance that is not active (there is nothing to reload).
 pub(crate) fn umbrella(
     manager: &dyn ServiceManager,
     kind: JobKind,
     outcome: &mut Outcome<'_>,
 ) -> anyhow::Result<Verdict> {
-    let umbrella = manager.unit_status(units::UMBRELLA)?;
-    let instances: Vec<InstanceName> = umbrella
-        .wants
-        .iter()
-        .filter_map(|unit| units::instance_of(unit)?.parse().ok())
-        .collect();
+    let mut instances: Vec<InstanceName> = Vec::new();
+    for holder in units::instance_holders() {
+        for unit in manager.unit_status(&holder)?.wants {
+            if let Some(instance) = units::instance_of(&unit).and_then(|i| i.parse().ok())
+                && !instances.contains(&instance)
+            {
+                instances.push(instance);
+            }
+        }
+    }
     let mut failures = Vec::new();
     for instance in instances {
         let units = InstanceUnits::new(&instance);

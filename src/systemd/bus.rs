@@ -158,6 +158,17 @@ impl ServiceManager for SystemdBus {
         .map_err(|e| self.error(&format!("enable {}", units.join(" ")), None, e))
     }
 
+    fn add_wants(&self, target: &str, units: &[&str]) -> Result<Vec<UnitFileChange>, SystemdError> {
+        zbus::block_on(async {
+            let manager = self.manager().await?;
+            manager
+                .add_dependency_unit_files(units, target, "Wants", false, false)
+                .await
+        })
+        .map(changes)
+        .map_err(|e| self.error(&format!("add-wants {target} {}", units.join(" ")), None, e))
+    }
+
     fn disable(&self, units: &[&str]) -> Result<Vec<UnitFileChange>, SystemdError> {
         zbus::block_on(async {
             let manager = self.manager().await?;

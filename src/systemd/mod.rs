@@ -217,7 +217,11 @@ pub trait ServiceManager {
     /// `systemctl enable UNITS`.
     fn enable(&self, units: &[&str]) -> Result<Vec<UnitFileChange>, SystemdError>;
 
-    /// `systemctl disable UNITS`.
+    /// `systemctl add-wants TARGET UNITS`: `target` wants each unit (a link in its
+    /// `.wants/` directory). `disable` removes these links too.
+    fn add_wants(&self, target: &str, units: &[&str]) -> Result<Vec<UnitFileChange>, SystemdError>;
+
+    /// `systemctl disable UNITS`: removes every enable link of the units.
     fn disable(&self, units: &[&str]) -> Result<Vec<UnitFileChange>, SystemdError>;
 
     /// Queues a job of `kind` on `unit` (mode `replace`) and waits until systemd reports

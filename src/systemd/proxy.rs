@@ -28,6 +28,17 @@ pub trait Manager {
         force: bool,
     ) -> zbus::Result<(bool, Vec<UnitFileChangeTuple>)>;
 
+    /// `systemctl add-wants TARGET FILES` (`dep_type` "Wants"): links each unit into
+    /// the target's `.wants/` directory under /etc/systemd/system.
+    fn add_dependency_unit_files(
+        &self,
+        files: &[&str],
+        target: &str,
+        dep_type: &str,
+        runtime: bool,
+        force: bool,
+    ) -> zbus::Result<Vec<UnitFileChangeTuple>>;
+
     /// `systemctl disable`.
     fn disable_unit_files(
         &self,

@@ -14,6 +14,11 @@ pub struct ShippedUnit {
     pub file_name: &'static str,
     /// Its text.
     pub text: &'static str,
+    /// The units `install` makes want it (`systemctl add-wants`), besides the
+    /// `WantedBy=` of its `[Install]` section: hooks into another package's service,
+    /// which are the admin's decision per instance rather than a default of the unit
+    /// file (and which lintian flags as unusual install targets).
+    pub hooked_into: &'static [&'static str],
 }
 
 /// Every unit file, in the order they are written.
@@ -21,16 +26,22 @@ pub const SHIPPED_UNITS: [ShippedUnit; 3] = [
     ShippedUnit {
         file_name: "iptables.service",
         text: include_str!("../../units/iptables.service"),
+        hooked_into: &[],
     },
     ShippedUnit {
         file_name: "iptables@.service",
         text: include_str!("../../units/iptables@.service"),
+        hooked_into: &[],
     },
     ShippedUnit {
         file_name: "iptables-docker@.service",
         text: include_str!("../../units/iptables-docker@.service"),
+        hooked_into: &[DOCKER_SERVICE],
     },
 ];
+
+/// Docker's service, which the re-assertion unit is hooked into.
+pub const DOCKER_SERVICE: &str = "docker.service";
 
 /// Every shipped unit starts with this, which is how a unit file found on a host is
 /// told apart from another firewall's unit of the same name.
@@ -46,6 +57,15 @@ pub const PACKAGE_UNIT_DIRS: [&str; 2] = ["usr/lib/systemd/system", "lib/systemd
 /// The umbrella unit: `systemctl start|stop|reload|restart iptables` acts on every
 /// enabled instance through it.
 pub const UMBRELLA: &str = "iptables.service";
+
+/// The units whose wants name the enabled instances: the targets of the rules unit's
+/// `[Install]` section, and the umbrella (where earlier installs linked them).
+pub fn instance_holders() -> Vec<String> {
+    let mut holders =
+        shipped_unit("iptables@.service").map_or_else(Vec::new, |u| wanted_by(u.text));
+    holders.push(UMBRELLA.to_owned());
+    holders
+}
 
 /// The instance name of a rules unit (`iptables@base.service` gives `base`).
 pub fn instance_of(unit: &str) -> Option<&str> {
@@ -126,11 +146,18 @@ pub struct EnableLink {
     pub target: PathBuf,
 }
 
-/// The symlinks that enable `unit` (an instance name for templates) whose file is
-/// `unit_path` (absolute, as the booted system sees it) with text `unit_text`.
-pub fn enable_links(root: &Path, unit: &str, unit_path: &Path, unit_text: &str) -> Vec<EnableLink> {
-    wanted_by(unit_text)
+/// The symlinks that enable `unit` (an instance name for templates) whose shipped
+/// file is `unit_path` (absolute, as the booted system sees it): those of its
+/// `[Install]` section's `WantedBy=` and of the services it is hooked into.
+pub fn enable_links(
+    root: &Path,
+    unit: &str,
+    unit_path: &Path,
+    shipped: &ShippedUnit,
+) -> Vec<EnableLink> {
+    wanted_by(shipped.text)
         .into_iter()
+        .chain(shipped.hooked_into.iter().map(|&s| s.to_owned()))
         .map(|target| EnableLink {
             link: root
                 .join(ADMIN_UNIT_DIR)
@@ -179,12 +206,12 @@ mod tests {
     }
 
     #[test]
-    fn enable_links_follow_systemctl() {
+    fn enable_links_follow_systemctl_enable_and_add_wants() {
         let links = enable_links(
             Path::new("/stage"),
             "iptables-docker@base.service",
             Path::new("/etc/systemd/system/iptables-docker@.service"),
-            SHIPPED_UNITS[2].text,
+            &SHIPPED_UNITS[2],
         );
         assert_eq!(
             links,

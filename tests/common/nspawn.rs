@@ -15,7 +15,9 @@
 //! source" probes; the IPv6 one is deprecated (preferred_lft 0), so a probe that does
 //! not choose its source still comes from fd99::1.
 //!
-//! The iptables-ctl binary under test is bound read-only at /usr/local/sbin/iptables-ctl.
+//! The iptables-ctl binary under test is bound read-only at /usr/local/sbin/iptables-ctl;
+//! a machine booted for the packages ([`Setup::packages`]) has no iptables-ctl until
+//! one is installed from the package directories bound read-only into it.
 //! Everything is torn down on drop: nspawn gets SIGTERM (a clean poweroff), the
 //! namespaces and the cgroups made for it are removed.
 #![allow(dead_code)]
@@ -113,6 +115,37 @@ impl MachineState {
     }
 }
 
+/// What a machine is booted with besides its image and state.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// The binary under test at /usr/local/sbin/iptables-ctl.
+    test_binary: bool,
+    /// Host directories bound read-only at the given paths in the machine.
+    read_only: Vec<(PathBuf, String)>,
+}
+
+impl Setup {
+    /// The binary under test, as most tests run it.
+    pub fn test_binary() -> Setup {
+        Setup {
+            test_binary: true,
+            read_only: Vec::new(),
+        }
+    }
+
+    /// No iptables-ctl: `dirs` (host directory, path in the machine) hold the packages
+    /// to install.
+    pub fn packages(dirs: &[(&Path, &str)]) -> Setup {
+        Setup {
+            test_binary: false,
+            read_only: dirs
+                .iter()
+                .map(|(host, machine)| ((*host).to_owned(), (*machine).to_owned()))
+                .collect(),
+        }
+    }
+}
+
 /// A booted machine.
 pub struct Machine<'a> {
     /// Its name (also of its network namespace and cgroups).
@@ -128,8 +161,14 @@ pub struct Machine<'a> {
 }
 
 impl<'a> Machine<'a> {
-    /// Boots `state`'s image and waits until systemd has finished booting.
+    /// Boots `state`'s image with the binary under test and waits until systemd has
+    /// finished booting.
     pub fn boot(state: &'a MachineState) -> Machine<'a> {
+        Machine::boot_with(state, &Setup::test_binary())
+    }
+
+    /// Boots `state`'s image with `setup` and waits until systemd has finished booting.
+    pub fn boot_with(state: &'a MachineState, setup: &Setup) -> Machine<'a> {
         let name = format!(
             "ictl-{}-m{}",
             std::process::id(),
@@ -138,7 +177,7 @@ impl<'a> Machine<'a> {
         let bus_dir = state.bus_dir();
         let _ = fs::remove_file(bus_dir.join("system_bus_socket"));
         let binary = env!("CARGO_BIN_EXE_iptables-ctl");
-        let binds = [
+        let mut binds = vec![
             format!("--bind={}:/run/dbus", bus_dir.display()),
             format!(
                 "--bind={}:/etc/systemd/system",
@@ -149,8 +188,13 @@ impl<'a> Machine<'a> {
                 "--bind={}:/var/lib/docker",
                 state.dir.path().join("var-lib-docker").display()
             ),
-            format!("--bind-ro={binary}:/usr/local/sbin/iptables-ctl"),
         ];
+        if setup.test_binary {
+            binds.push(format!("--bind-ro={binary}:/usr/local/sbin/iptables-ctl"));
+        }
+        for (host, inside) in &setup.read_only {
+            binds.push(format!("--bind-ro={}:{inside}", host.display()));
+        }
         // The shell puts itself into cgroups of our own before becoming nspawn, so the
         // container's cgroups are ours to remove.
         let script = format!(
