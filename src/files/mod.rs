@@ -7,12 +7,14 @@
 //! serializes, so another process can put them back too.
 //!
 //! `set.rs` writes files that must change together as one set (the instance's rules),
-//! `source.rs` reads what the rules come from with bounds, and `layout.rs` says where
-//! every file lives, under `/` or a staged `--root`.
+//! `source.rs` reads what the rules come from with bounds, `stamp.rs` writes and reads
+//! back the first line naming the version that rendered a file, and `layout.rs` says
+//! where every file lives, under `/` or a staged `--root`.
 
 pub mod layout;
 pub mod set;
 pub mod source;
+pub mod stamp;
 
 use std::fs::{self, File, Permissions};
 use std::io::{self, Write};

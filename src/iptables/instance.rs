@@ -220,4 +220,27 @@ mod tests {
             "edge.rules"
         );
     }
+
+    /// `status` reads back the version that rendered the files in force from their
+    /// first line: every file the renderer writes must open with that stamp.
+    #[test]
+    fn every_rendered_file_reads_back_as_rendered_by_this_version() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let layout = Layout::new(dir.path());
+        let instance: InstanceName = "edge".parse().expect("name");
+        std::fs::create_dir_all(layout.config_dir()).expect("config dir");
+        let policy_path = layout.policy_path(&instance);
+        std::fs::write(&policy_path, "[interfaces]\nexternal = [\"eth0\"]\n").expect("policy");
+        let (_, files) = render_instance(&layout, &instance, &policy_path).expect("renders");
+        assert_eq!(files.len(), 4);
+        for file in &files {
+            assert_eq!(
+                crate::files::stamp::rendered_by(file.text.as_bytes()),
+                Some(crate::files::stamp::VERSION),
+                "{}: {}",
+                file.file_name,
+                file.text.lines().next().unwrap_or_default()
+            );
+        }
+    }
 }
