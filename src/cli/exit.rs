@@ -19,8 +19,9 @@ pub const NOT_INSTALLED: u8 = 4;
 /// `status`, and `install`, `reload`, `start`, `restart` after they made their change:
 /// the instance is active but the live rules do not protect what the policy says (they
 /// drifted, FORWARD does not jump to DOCKER-USER first, a port is reachable beyond the
-/// policy, the policy changed since it was applied, or it names interfaces that do not
-/// exist).
+/// policy, the policy changed since it was applied or this version renders it into
+/// other rules than the version that wrote the files, or it names interfaces that do
+/// not exist).
 pub const NOT_IN_FORCE: u8 = 5;
 /// `audit`: a published port is reachable from sources the policy does not allow, or
 /// cannot be decided.

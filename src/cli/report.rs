@@ -417,6 +417,8 @@ mod tests {
             unit: unit("active"),
             docker_unit: unit("inactive"),
             docker: unit("inactive"),
+            rendered_by: None,
+            files_on_disk: None,
             live: Some(LiveState {
                 variant: None,
                 families: Vec::new(),

@@ -1,7 +1,8 @@
 //! Test fakes for the flows: a service manager that records calls and answers as told,
 //! a trial that accepts everything, a firewall with nothing to say, the iptables
-//! backend built on those two ([`FAKE_BACKEND`]), a host with eth0, and a staged tree
-//! to run the flows in. The real thing is proven in
+//! backend built on those two ([`FAKE_BACKEND`]), the same backend with live rules
+//! that hold the files on disk ([`InForceBackend`], for `status`), a host with eth0,
+//! and a staged tree to run the flows in. The real thing is proven in
 //! tests/systemd_boot.rs; these reach the failure paths a real systemd rarely takes.
 
 use std::cell::RefCell;
@@ -10,10 +11,14 @@ use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use crate::backend::Backend;
+use crate::backend::{
+    Backend, Conflict, FamilyRules, FamilyState, ForwardFinding, LiveRules, LiveState, Lockout,
+    Proof, Rendered,
+};
 use crate::control::Target;
 use crate::family::Family;
 use crate::files::layout::Layout;
+use crate::files::set::FileSet;
 use crate::host::net::HostNet;
 use crate::host::{HostProbe, SshConnection};
 use crate::iptables::live::LiveFirewall;
@@ -62,6 +67,93 @@ pub(crate) const FAKE_BACKEND: IptablesBackend<'static> = IptablesBackend {
     trial: &AcceptingTrial,
     firewall: &QuietFirewall,
 };
+
+/// [`FAKE_BACKEND`], but the live rules of both families are the files on disk and
+/// FORWARD jumps to them first, and no port is published: everything `status` asks of
+/// the live firewall holds, so what it says comes from the files and the policy.
+pub(crate) struct InForceBackend;
+
+/// Live rules with no family: no Docker bridge, no published port.
+struct NoLiveRules;
+
+impl LiveRules for NoLiveRules {
+    fn docker_bridges(&self) -> Vec<(Family, String)> {
+        Vec::new()
+    }
+    fn families(&self) -> Vec<(Family, &dyn FamilyRules)> {
+        Vec::new()
+    }
+}
+
+impl Backend for InForceBackend {
+    fn render(
+        &self,
+        layout: &Layout,
+        instance: &InstanceName,
+        policy: &crate::policy::Policy,
+    ) -> anyhow::Result<Rendered> {
+        FAKE_BACKEND.render(layout, instance, policy)
+    }
+    fn prove(
+        &self,
+        instance: &InstanceName,
+        policy: &crate::policy::Policy,
+        rendered: &Rendered,
+    ) -> anyhow::Result<Proof> {
+        FAKE_BACKEND.prove(instance, policy, rendered)
+    }
+    fn prove_on_disk(&self, layout: &Layout, instance: &InstanceName) -> anyhow::Result<Proof> {
+        FAKE_BACKEND.prove_on_disk(layout, instance)
+    }
+    fn lockouts(&self, host: &dyn HostProbe, proof: &Proof) -> Vec<Lockout> {
+        FAKE_BACKEND.lockouts(host, proof)
+    }
+    fn output_set(&self, layout: &Layout, instance: &InstanceName) -> FileSet {
+        FAKE_BACKEND.output_set(layout, instance)
+    }
+    fn load_pass_through(&self, layout: &Layout, instance: &InstanceName) -> anyhow::Result<()> {
+        FAKE_BACKEND.load_pass_through(layout, instance)
+    }
+    fn ensure_forward_first(
+        &self,
+        _layout: &Layout,
+        _instance: &InstanceName,
+        _family: Family,
+    ) -> anyhow::Result<ForwardFinding> {
+        Ok(ForwardFinding::InPlace)
+    }
+    fn live_state(
+        &self,
+        _layout: &Layout,
+        _instance: &InstanceName,
+        _running: bool,
+    ) -> anyhow::Result<LiveState> {
+        let in_force = |family: Family| FamilyState {
+            family: family.to_string(),
+            in_force: true,
+            rules_match: true,
+            missing: Vec::new(),
+            unexpected: Vec::new(),
+            reordered: false,
+            docker_user_first: Some(true),
+            forward_first: None,
+            forward_repair: None,
+        };
+        Ok(LiveState {
+            variant: Some("nf_tables".to_owned()),
+            families: Family::ALL.into_iter().map(in_force).collect(),
+        })
+    }
+    fn live_conflicts(&self) -> Vec<Conflict> {
+        Vec::new()
+    }
+    fn live_rules(&self) -> anyhow::Result<Box<dyn LiveRules>> {
+        Ok(Box::new(NoLiveRules))
+    }
+    fn live_family(&self, family: Family) -> anyhow::Result<Box<dyn FamilyRules>> {
+        FAKE_BACKEND.live_family(family)
+    }
+}
 
 /// A firewall with nothing to say (no backend, no other backend).
 pub(crate) struct QuietFirewall;

@@ -3,7 +3,12 @@
 //! - the units are active (and the re-assertion after Docker is, while Docker runs);
 //! - both families' owned chains hold exactly the rendered rules, and FORWARD jumps to
 //!   DOCKER-USER first;
-//! - the files on disk are what the policy renders today (no edit waits for a reload);
+//! - the files on disk are what the policy renders today (no edit waits for a reload).
+//!   Files a package upgrade left behind, stamped by another version, count when they
+//!   differ only in that stamp: they hold the very rules this version would load
+//!   (the report names the version; a reload stamps them anew). When they differ
+//!   beyond it, the problem says that this version renders other rules, not that the
+//!   policy changed;
 //! - every interface the policy names exists;
 //! - the exposure audit finds no published port reachable beyond the policy.
 //!
@@ -13,8 +18,10 @@
 use serde::Serialize;
 
 use crate::audit::{self, AuditReport};
-use crate::backend::{FamilyState, LiveRules, LiveState};
+use crate::backend::{FamilyState, LiveRules, LiveState, Rendered};
 use crate::control::Target;
+use crate::files::set::SetState;
+use crate::files::stamp;
 use crate::policy::Policy;
 use crate::systemd::units::InstanceUnits;
 use crate::systemd::{ServiceManager, UnitFileState, UnitStatus};
@@ -37,6 +44,12 @@ pub(crate) struct StatusReport {
     pub docker_unit: UnitStatus,
     /// `docker.service`.
     pub docker: UnitStatus,
+    /// The version of iptables-ctl that rendered the files on disk, from their first
+    /// line (`None`: no file there carries the stamp, or they cannot be read).
+    pub rendered_by: Option<String>,
+    /// The files on disk against what this version renders of the policy today
+    /// (active only, and only when the policy loads and renders).
+    pub files_on_disk: Option<FilesOnDisk>,
     /// The live rules against the rendered files (active), or against the
     /// pass-through files (stopped).
     pub live: Option<LiveState>,
@@ -44,6 +57,22 @@ pub(crate) struct StatusReport {
     pub live_error: Option<String>,
     /// The exposure audit of the published ports (active only).
     pub exposure: Option<AuditReport>,
+}
+
+/// The files on disk against what this version renders of the policy today.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum FilesOnDisk {
+    /// Byte for byte what it renders.
+    AsRendered,
+    /// Rendered by another version, and the same once its stamp is set aside: the
+    /// rules in force are those this version would load.
+    StampOnly,
+    /// Rendered by another version, into other rules than this version renders.
+    RenderedDifferently,
+    /// Not what this version renders, and not stamped by another one: the policy
+    /// changed since it was applied (or the files were edited, or are missing).
+    PolicyChanged,
 }
 
 /// `status`: unit states, the live rules against the rendered files, FORWARD, the
@@ -62,6 +91,8 @@ pub(crate) fn status(
         docker_unit: manager.unit_status(&units.docker)?,
         docker: manager.unit_status("docker.service")?,
         unit,
+        rendered_by: None,
+        files_on_disk: None,
         live: None,
         live_error: None,
         exposure: None,
@@ -69,6 +100,14 @@ pub(crate) fn status(
     if !report.installed {
         return Ok(report);
     }
+    // A file that cannot be read is judged below as one that is not what the policy
+    // renders (as before the stamp was read), and names no version.
+    let on_disk = target
+        .backend
+        .output_set(target.layout, target.instance)
+        .read()
+        .ok();
+    report.rendered_by = on_disk.as_ref().and_then(rendered_by).map(str::to_owned);
     if !report.unit.is_active() {
         match target
             .backend
@@ -99,7 +138,13 @@ pub(crate) fn status(
             report.live_error = Some(text);
         }
     }
-    let policy = policy_problems(target, &mut problems);
+    let (policy, files_on_disk) = policy_problems(
+        target,
+        on_disk.as_ref(),
+        report.rendered_by.as_deref(),
+        &mut problems,
+    );
+    report.files_on_disk = files_on_disk;
     if report.docker.is_active() && !report.docker_unit.is_active() {
         problems.push(format!(
             "Docker is running but {} is {}: the rules would not be re-asserted after Docker's next start; `iptables-ctl start {}` starts it",
@@ -174,51 +219,101 @@ fn family_problems(state: &FamilyState) -> Vec<String> {
     problems
 }
 
-/// Adds what is wrong between the policy file and the files in force; returns the
-/// policy when it loads.
-fn policy_problems(target: &Target<'_>, problems: &mut Vec<String>) -> Option<Policy> {
+/// The version whose stamp the files `on_disk` carry: the first stamped file's, in the
+/// set's order (the files of a set are written together, so they agree unless edited).
+fn rendered_by(on_disk: &SetState) -> Option<&str> {
+    on_disk
+        .files()
+        .find_map(|(_, bytes)| stamp::rendered_by(bytes))
+}
+
+/// Adds what is wrong between the policy file and the files in force (`on_disk`,
+/// stamped by `rendered_by`); returns the policy when it loads, and how the files
+/// stand against its rendering when it renders.
+fn policy_problems(
+    target: &Target<'_>,
+    on_disk: Option<&SetState>,
+    rendered_by: Option<&str>,
+    problems: &mut Vec<String>,
+) -> (Option<Policy>, Option<FilesOnDisk>) {
     let policy = match Policy::load(target.policy_path) {
         Ok(policy) => policy,
         Err(e) => {
             problems.push(format!(
                 "the policy no longer loads, so the rules in force are those of an earlier one: {e}"
             ));
-            return None;
+            return (None, None);
         }
     };
-    match target
+    let files_on_disk = match target
         .backend
         .render(target.layout, target.instance, &policy)
     {
         Ok(rendered) => {
-            let on_disk = target
-                .backend
-                .output_set(target.layout, target.instance)
-                .read();
-            let stale = rendered.files().iter().any(|(name, text)| {
-                on_disk
-                    .as_ref()
-                    .ok()
-                    .and_then(|set| set.shown(name))
-                    .map(|shown| shown.bytes.as_slice())
-                    != Some(text.as_bytes())
-            });
-            if stale {
-                problems.push(
-                    "policy changed since it was applied: run `iptables-ctl reload`".to_owned(),
-                );
+            let files_on_disk = compare_files(&rendered, on_disk, rendered_by);
+            match (files_on_disk, rendered_by) {
+                (FilesOnDisk::AsRendered | FilesOnDisk::StampOnly, _) => {}
+                (FilesOnDisk::RenderedDifferently, Some(version)) => problems.push(format!(
+                    "the files in force were rendered by iptables-ctl {version}; this version ({}) renders the policy into different rules: `iptables-ctl reload` loads them",
+                    stamp::VERSION
+                )),
+                (FilesOnDisk::RenderedDifferently | FilesOnDisk::PolicyChanged, _) => problems
+                    .push(
+                        "policy changed since it was applied: run `iptables-ctl reload`".to_owned(),
+                    ),
             }
+            Some(files_on_disk)
         }
-        Err(e) => problems.push(format!(
-            "the policy no longer renders, so the rules in force are those of an earlier one: {e:#}"
-        )),
-    }
+        Err(e) => {
+            problems.push(format!(
+                "the policy no longer renders, so the rules in force are those of an earlier one: {e:#}"
+            ));
+            None
+        }
+    };
     problems.extend(
         crate::control::interface_problems(&policy, target.host)
             .into_iter()
             .map(|e| e.to_string()),
     );
-    Some(policy)
+    (Some(policy), files_on_disk)
+}
+
+/// How the files `on_disk` (stamped by `rendered_by`) stand against `rendered`. Only a
+/// stamp of another version is set aside: the rest of every file must match byte for
+/// byte, and a missing file never does.
+fn compare_files(
+    rendered: &Rendered,
+    on_disk: Option<&SetState>,
+    rendered_by: Option<&str>,
+) -> FilesOnDisk {
+    let shown = |name: &str| {
+        on_disk
+            .and_then(|set| set.shown(name))
+            .map(|shown| shown.bytes.as_slice())
+    };
+    let files = rendered.files();
+    if files
+        .iter()
+        .all(|(name, text)| shown(name) == Some(text.as_bytes()))
+    {
+        return FilesOnDisk::AsRendered;
+    }
+    match rendered_by {
+        Some(version) if version != stamp::VERSION => {
+            let same_rules = files.iter().all(|(name, text)| {
+                shown(name).is_some_and(|bytes| {
+                    bytes == text.as_bytes() || stamp::same_apart_from_stamp(bytes, text.as_bytes())
+                })
+            });
+            if same_rules {
+                FilesOnDisk::StampOnly
+            } else {
+                FilesOnDisk::RenderedDifferently
+            }
+        }
+        _ => FilesOnDisk::PolicyChanged,
+    }
 }
 
 impl StatusReport {
@@ -246,6 +341,27 @@ impl StatusReport {
         )
     }
 
+    /// What the report says of files stamped by another version, when they are.
+    fn files_line(&self) -> Option<String> {
+        let version = self.rendered_by.as_deref()?;
+        if version == stamp::VERSION {
+            return None;
+        }
+        let what_follows = match self.files_on_disk {
+            Some(FilesOnDisk::StampOnly) => {
+                "; the rules are the same as this version renders (nothing waits to be loaded): `iptables-ctl reload` stamps them anew"
+            }
+            Some(FilesOnDisk::RenderedDifferently) => {
+                "; this version renders other rules, which are not loaded"
+            }
+            _ => "",
+        };
+        Some(format!(
+            "files: rendered by iptables-ctl {version} (this is {}){what_follows}\n",
+            stamp::VERSION
+        ))
+    }
+
     /// The report for a person.
     pub fn human(&self) -> String {
         let mut text = String::new();
@@ -255,6 +371,9 @@ impl StatusReport {
         }
         for unit in [&self.unit, &self.docker_unit, &self.docker] {
             text.push_str(&unit_line(unit));
+        }
+        if let Some(line) = self.files_line() {
+            text.push_str(&line);
         }
         if let Some(error) = &self.live_error {
             text.push_str(&format!("live rules: cannot tell ({error})\n"));
@@ -368,4 +487,189 @@ fn unit_line(u: &UnitStatus) -> String {
             .map(|r| format!(", last result: {r}"))
             .unwrap_or_default()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Backend as _;
+    use crate::control::fakes::{FakeManager, InForceBackend, POLICY, Staged, staged};
+    use crate::files::stamp::VERSION;
+    use crate::systemd::JobResult;
+
+    /// An older version than this one, as a package upgrade leaves its files behind.
+    const OLDER: &str = "0.0.1-older";
+
+    /// Writes today's rendering of the staged policy as the files in force, each file
+    /// passed through `edit` first.
+    fn write_rendering(staged: &Staged, edit: impl Fn(&str) -> String) {
+        let backend = InForceBackend;
+        let policy = Policy::load(&staged.policy_path).unwrap();
+        let files: Vec<(String, String)> = backend
+            .render(&staged.layout, &staged.instance, &policy)
+            .unwrap()
+            .into_outputs()
+            .into_iter()
+            .map(|(name, text)| (name, edit(&text)))
+            .collect();
+        backend
+            .output_set(&staged.layout, &staged.instance)
+            .write(&files)
+            .unwrap();
+    }
+
+    /// `text` as `version` would have stamped it.
+    fn stamped_by(version: &str, text: &str) -> String {
+        let ours = format!("# Generated by iptables-ctl {VERSION}: ");
+        assert!(text.starts_with(&ours), "{text}");
+        text.replacen(
+            &ours,
+            &format!("# Generated by iptables-ctl {version}: "),
+            1,
+        )
+    }
+
+    fn status_of(staged: &Staged) -> StatusReport {
+        let manager = FakeManager::new("active", JobResult::Done);
+        status(&staged.target_with(&InForceBackend), &manager).unwrap()
+    }
+
+    /// After a package upgrade the files in force still carry the older version's
+    /// stamp. When the rules are the same, nothing waits to be loaded: the policy did
+    /// not change, and the instance is in force. The report names the version.
+    #[test]
+    fn the_same_rules_stamped_by_an_older_version_are_in_force() {
+        let staged = staged(Some(POLICY));
+        write_rendering(&staged, |text| stamped_by(OLDER, text));
+        let report = status_of(&staged);
+        let human = report.human();
+        assert!(
+            report.in_force && report.problems.is_empty(),
+            "{:?}\n{human}",
+            report.problems
+        );
+        assert_eq!(report.rendered_by.as_deref(), Some(OLDER));
+        assert_eq!(report.files_on_disk, Some(FilesOnDisk::StampOnly));
+        assert!(
+            human.contains(&format!(
+                "files: rendered by iptables-ctl {OLDER} (this is {VERSION}); the rules are the same as this version renders (nothing waits to be loaded): `iptables-ctl reload` stamps them anew\n"
+            )),
+            "{human}"
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["rendered_by"], OLDER, "{json:#}");
+        assert_eq!(json["files_on_disk"], "stamp_only", "{json:#}");
+        assert_eq!(json["in_force"], true, "{json:#}");
+    }
+
+    #[test]
+    fn the_files_as_rendered_today_are_in_force_and_say_nothing_of_versions() {
+        let staged = staged(Some(POLICY));
+        write_rendering(&staged, str::to_owned);
+        let report = status_of(&staged);
+        assert!(report.in_force, "{:?}", report.problems);
+        assert_eq!(report.rendered_by.as_deref(), Some(VERSION));
+        assert_eq!(report.files_on_disk, Some(FilesOnDisk::AsRendered));
+        assert!(!report.human().contains("files:"), "{}", report.human());
+    }
+
+    /// Another version's files whose rules differ beyond the stamp are not in force,
+    /// and the reason is the version, not a policy edit the admin never made.
+    #[test]
+    fn other_rules_rendered_by_an_older_version_are_not_in_force_and_say_why() {
+        let staged = staged(Some(POLICY));
+        write_rendering(&staged, |text| {
+            stamped_by(OLDER, text).replacen("COMMIT", "-A INPUT -j ACCEPT\nCOMMIT", 1)
+        });
+        let report = status_of(&staged);
+        assert!(!report.in_force);
+        assert_eq!(
+            report.problems,
+            [format!(
+                "the files in force were rendered by iptables-ctl {OLDER}; this version ({VERSION}) renders the policy into different rules: `iptables-ctl reload` loads them"
+            )]
+        );
+        assert_eq!(report.files_on_disk, Some(FilesOnDisk::RenderedDifferently));
+        let human = report.human();
+        assert!(
+            human.contains(&format!(
+                "files: rendered by iptables-ctl {OLDER} (this is {VERSION}); this version renders other rules, which are not loaded\n"
+            )),
+            "{human}"
+        );
+        assert!(!human.contains("policy changed"), "{human}");
+    }
+
+    /// An edit that only sets the version apart is still an edit when the files were
+    /// rendered by this version: the policy changed.
+    #[test]
+    fn other_rules_rendered_by_this_version_are_a_policy_change() {
+        let staged = staged(Some(POLICY));
+        write_rendering(&staged, |text| {
+            text.replacen("COMMIT", "-A INPUT -j ACCEPT\nCOMMIT", 1)
+        });
+        let report = status_of(&staged);
+        assert!(!report.in_force);
+        assert_eq!(
+            report.problems,
+            ["policy changed since it was applied: run `iptables-ctl reload`"]
+        );
+        assert_eq!(report.rendered_by.as_deref(), Some(VERSION));
+        assert_eq!(report.files_on_disk, Some(FilesOnDisk::PolicyChanged));
+        assert!(!report.human().contains("files:"), "{}", report.human());
+    }
+
+    /// Files without a stamp (written by hand) name no version and are what they were
+    /// before the stamp was read: not what the policy renders.
+    #[test]
+    fn files_written_by_hand_name_no_version_and_are_a_policy_change() {
+        let staged = staged(Some(POLICY));
+        staged.write_rules("by hand");
+        let report = status_of(&staged);
+        assert!(!report.in_force);
+        assert_eq!(report.rendered_by, None);
+        assert_eq!(report.files_on_disk, Some(FilesOnDisk::PolicyChanged));
+        assert_eq!(
+            report.problems,
+            ["policy changed since it was applied: run `iptables-ctl reload`"]
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert!(json["rendered_by"].is_null(), "{json:#}");
+    }
+
+    /// A stopped instance's files are what a start loads: the report names their
+    /// version too, though it does not judge them against the policy.
+    #[test]
+    fn a_stopped_instance_names_the_version_of_its_files() {
+        let staged = staged(Some(POLICY));
+        write_rendering(&staged, |text| stamped_by(OLDER, text));
+        let manager = FakeManager::new("inactive", JobResult::Done);
+        let report = status(&staged.target_with(&InForceBackend), &manager).unwrap();
+        assert_eq!(report.rendered_by.as_deref(), Some(OLDER));
+        assert_eq!(report.files_on_disk, None);
+        assert!(
+            report.human().contains(&format!(
+                "files: rendered by iptables-ctl {OLDER} (this is {VERSION})\n"
+            )),
+            "{}",
+            report.human()
+        );
+    }
+
+    /// A missing file never matches, whoever stamped the others.
+    #[test]
+    fn missing_files_are_never_the_same_rules() {
+        let rendered = Rendered::new(vec![(
+            "base.rules".to_owned(),
+            format!("# Generated by iptables-ctl {VERSION}: x\n"),
+        )]);
+        assert_eq!(
+            compare_files(&rendered, None, Some(OLDER)),
+            FilesOnDisk::RenderedDifferently
+        );
+        assert_eq!(
+            compare_files(&rendered, None, None),
+            FilesOnDisk::PolicyChanged
+        );
+    }
 }

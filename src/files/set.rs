@@ -86,6 +86,15 @@ impl SetState {
             .find(|(n, _)| n == name)
             .and_then(|(_, shown)| shown.as_ref())
     }
+
+    /// Every name that shows a file, with its bytes, in the set's order.
+    pub fn files(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.entries.iter().filter_map(|(name, shown)| {
+            shown
+                .as_ref()
+                .map(|shown| (name.as_str(), shown.bytes.as_slice()))
+        })
+    }
 }
 
 /// What a name is to show after a change: bytes, mode, and the owner to give the copy
