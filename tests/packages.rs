@@ -9,37 +9,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-/// The one package with extension `ext` in target/packages, if it is there. Missing in
-/// CI is a failure; elsewhere the test is skipped with a message.
+/// The one package with extension `ext` in target/packages, if it is there.
 fn package(test: &str, ext: &str) -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/packages");
-    let found: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|entries| {
-            entries
-                .map(|e| e.expect("entry").path())
-                .filter(|p| p.extension().is_some_and(|e| e == ext))
-                .collect()
-        })
-        .unwrap_or_default();
-    match found.as_slice() {
-        [one] => Some(one.clone()),
-        [] => {
-            let why = format!(
-                "{test} needs the .{ext} package in {}: run `bash packaging/build` first (.ci/run does)",
-                dir.display()
-            );
-            assert!(std::env::var_os("CI").is_none(), "{why}");
-            eprintln!("SKIPPED {why}");
-            None
-        }
-        many => panic!(
-            "{test}: more than one .{ext} in {}: {many:?}",
-            dir.display()
-        ),
-    }
+    common::built_package(test, "target/packages", ext)
 }
 
 /// Whether `tool` is on PATH; in CI its absence is a failure.

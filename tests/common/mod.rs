@@ -380,3 +380,34 @@ pub fn fixture_host() -> iptables_ctl::host::net::HostNet {
         proxies: Vec::new(),
     }
 }
+
+/// The one package with extension `ext` (deb, rpm) that `bash packaging/build` left in
+/// `dir` (relative to the checkout), if it is there. Missing in CI is a failure;
+/// elsewhere the test is skipped with a message.
+pub fn built_package(test: &str, dir: &str, ext: &str) -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.expect("entry").path())
+                .filter(|p| p.extension().is_some_and(|e| e == ext))
+                .collect()
+        })
+        .unwrap_or_default();
+    match found.as_slice() {
+        [one] => Some(one.clone()),
+        [] => {
+            let why = format!(
+                "{test} needs the .{ext} package in {}: run `bash packaging/build` first (.ci/run does)",
+                dir.display()
+            );
+            assert!(std::env::var_os("CI").is_none(), "{why}");
+            eprintln!("SKIPPED {why}");
+            None
+        }
+        many => panic!(
+            "{test}: more than one .{ext} in {}: {many:?}",
+            dir.display()
+        ),
+    }
+}
