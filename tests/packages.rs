@@ -364,7 +364,13 @@ fn the_rpm_holds_what_it_should_and_installs_into_a_scratch_root() {
             .collect()
     };
     let requires = names("--requires");
-    for needed in ["iptables", "iproute", "systemd", "/bin/sh"] {
+    for needed in [
+        "/usr/sbin/iptables-restore",
+        "/usr/sbin/ip6tables-restore",
+        "/usr/sbin/ip",
+        "systemd",
+        "/bin/sh",
+    ] {
         assert!(
             requires.iter().any(|r| r == needed),
             "Requires lacks {needed}: {requires:?}"
