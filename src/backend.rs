@@ -13,7 +13,8 @@
 //!
 //! The read path: the live rules against the files on disk ([`LiveState`], one
 //! [`FamilyState`] per family, with what had to be [`Repair`]ed since boot), for
-//! `status`, and the live rules of both families read once ([`LiveRules`]: the bridges
+//! `status`; the live rules beside those a proof showed a policy would load
+//! ([`OwnedRules`]), for `diff`; and the live rules of both families read once ([`LiveRules`]: the bridges
 //! Docker forwards to, the exposure audit of the published ports); and what on the live
 //! host would keep the backend's rules from being reached ([`Conflict`]s), for
 //! `install`. `forward-jump` has Docker's forwarded traffic meet the rules first
@@ -96,6 +97,10 @@ pub trait Backend {
     /// What on the live host would keep this backend's rules from being reached, or
     /// fight them; nothing when it cannot tell.
     fn live_conflicts(&self) -> Vec<Conflict>;
+
+    /// Per family, in [`Family::ALL`]'s order: the chains this backend owns as they
+    /// are live now, beside what loading the files `proof` proved would make them.
+    fn owned_rules(&self, proof: &Proof) -> anyhow::Result<Vec<OwnedRules>>;
 
     /// Both families' live rules, read once.
     fn live_rules(&self) -> anyhow::Result<Box<dyn LiveRules>>;
@@ -232,6 +237,24 @@ impl Proof {
             .find(|(f, _)| *f == family)
             .map(|(_, text)| text.as_str())
     }
+}
+
+/// One family's owned chains, live and as a proven rendering would make them: each
+/// chain's declaration with its policy, then its rules, in the backend's own spelling,
+/// so that equal lists mean that loading the files changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OwnedRules {
+    /// The family.
+    pub family: Family,
+    /// The chains the backend owns, named as it names them.
+    pub chains: Vec<String>,
+    /// As they are live now.
+    pub live: Vec<String>,
+    /// As loading the proven files would make them.
+    pub planned: Vec<String>,
+    /// Docker's forwarded traffic already meets the owned rules first (for iptables,
+    /// FORWARD's first rule jumps to DOCKER-USER); loading puts that right when not.
+    pub forward_first: bool,
 }
 
 /// A session that rules about to be loaded would shut out.

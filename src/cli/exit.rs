@@ -26,3 +26,8 @@ pub const NOT_IN_FORCE: u8 = 5;
 /// `audit`: a published port is reachable from sources the policy does not allow, or
 /// cannot be decided.
 pub const EXPOSED: u8 = 6;
+/// `diff`: applying the policy would change the live rules (diff(1)'s "different").
+pub const DIFFERENT: u8 = 1;
+/// `diff`: it could not tell (a bad policy, an unreadable firewall): diff(1)'s
+/// "trouble", so that a script never reads trouble as "would change".
+pub const DIFF_TROUBLE: u8 = 2;

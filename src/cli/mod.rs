@@ -89,6 +89,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What applying the policy would change in the live rules: the chains iptables-ctl
+    /// owns, both families, as a unified diff (live against rendered). Changes nothing.
+    /// Exit code: 0 nothing would change, 1 something would, 2 trouble (as diff(1)).
+    Diff {
+        /// Instance name.
+        #[arg(default_value = "base")]
+        instance: InstanceName,
+        /// Print the report as JSON (`changed`, and each family's diff).
+        #[arg(long)]
+        json: bool,
+    },
     /// Render and check the policy (writing the starter policy first if there is none),
     /// install the systemd units, enable them and start the instance. Refuses when
     /// another firewall manager would fight it. With --root, stages a tree offline.

@@ -206,6 +206,27 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
             report::print_report(*json, &walk, walk.human(), out)?;
             Ok(exit::SUCCESS)
         }
+        Command::Diff { instance, json } => {
+            // As diff(1): 0 the same, 1 different, 2 trouble; so trouble cannot be
+            // read as "would change" by a script.
+            let report = require_live(&cli, "diff", "it reads the live firewall").and_then(|()| {
+                control::diff::diff(&target(&layout, instance, &policy_path(instance), host))
+            });
+            match report {
+                Ok(report) => {
+                    report::print_report(*json, &report, report.human(), out)?;
+                    Ok(if report.changed {
+                        exit::DIFFERENT
+                    } else {
+                        exit::SUCCESS
+                    })
+                }
+                Err(error) => {
+                    out.error(format!("{error:#}"));
+                    Ok(exit::DIFF_TROUBLE)
+                }
+            }
+        }
         Command::Status { instance, json } => {
             let manager = live_systemd(
                 &cli,

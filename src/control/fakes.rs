@@ -147,6 +147,9 @@ impl Backend for InForceBackend {
     fn live_conflicts(&self) -> Vec<Conflict> {
         Vec::new()
     }
+    fn owned_rules(&self, proof: &Proof) -> anyhow::Result<Vec<crate::backend::OwnedRules>> {
+        FAKE_BACKEND.owned_rules(proof)
+    }
     fn live_rules(&self) -> anyhow::Result<Box<dyn LiveRules>> {
         Ok(Box::new(NoLiveRules))
     }

@@ -1,6 +1,6 @@
 //! The flows: the commands that put an instance in force, take it out and say whether
 //! it is, one file per flow. `init.rs` (the starter policy), `render.rs` (`render`,
-//! `check`), `install.rs`, `uninstall.rs`, `lifecycle.rs` (`start`, `stop`, `restart`),
+//! `check`), `diff.rs` (what applying the policy would change live), `install.rs`, `uninstall.rs`, `lifecycle.rs` (`start`, `stop`, `restart`),
 //! `reload.rs`, `status.rs` (the in-force check) and `unit_hooks.rs` (what the units
 //! run: `forward-jump` after every load, `umbrella` for `systemctl start|stop|reload
 //! iptables`); beside them `outcome.rs` (the events and verdict a flow returns),
@@ -27,6 +27,7 @@
 //! started: a Docker restart does not bring the rules back.
 
 pub(crate) mod conflicts;
+pub(crate) mod diff;
 mod init;
 mod install;
 mod lifecycle;

@@ -13,8 +13,8 @@ use anyhow::Context as _;
 
 use crate::audit::PublishedPort;
 use crate::backend::{
-    Backend, Conflict, FamilyRules, ForwardFinding, LiveRules, LiveState, Lockout, Proof,
-    ProvenPart, Rendered,
+    Backend, Conflict, FamilyRules, ForwardFinding, LiveRules, LiveState, Lockout, OwnedRules,
+    Proof, ProvenPart, Rendered,
 };
 use crate::family::Family;
 use crate::files::layout::Layout;
@@ -191,6 +191,18 @@ impl Backend for IptablesBackend<'_> {
         live::variant_facts(self.firewall)
             .and_then(|facts| live::variant_conflict(&facts))
             .into_iter()
+            .collect()
+    }
+
+    fn owned_rules(&self, proof: &Proof) -> anyhow::Result<Vec<OwnedRules>> {
+        Family::ALL
+            .into_iter()
+            .map(|family| {
+                let expected = proof.loaded(family).with_context(|| {
+                    format!("internal error: the proof holds no {family} rules")
+                })?;
+                live::owned_rules(family, expected, self.firewall)
+            })
             .collect()
     }
 

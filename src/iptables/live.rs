@@ -7,7 +7,7 @@
 //! chains sit in the other variant is read by [`variant_facts`] and judged by
 //! [`variant_conflict`].
 
-use crate::backend::{Conflict, FamilyState, LiveState};
+use crate::backend::{Conflict, FamilyState, LiveState, OwnedRules};
 use crate::command::{self, ToolError};
 use crate::family::Family;
 use crate::files::layout::Layout;
@@ -157,25 +157,11 @@ fn filter_lines(dump: &Dump, chains: &[&str]) -> Vec<String> {
 /// throwaway namespace, so both are in the kernel's own spelling).
 pub fn compare(family: Family, expected: &Dump, live: &Dump) -> FamilyState {
     let want = filter_lines(expected, &OWNED_CHAINS);
-    let mut have = filter_lines(live, &OWNED_CHAINS);
-    // Drop Docker's trailing RETURNs beyond the ones we rendered.
-    let ours = want.iter().filter(|l| *l == DOCKER_OWN_RETURN).count();
-    let mut seen = 0;
-    have.retain(|l| {
-        if l == DOCKER_OWN_RETURN {
-            seen += 1;
-            seen <= ours
-        } else {
-            true
-        }
-    });
+    let have = live_owned_lines(&want, live);
     let missing: Vec<String> = want.iter().filter(|l| !have.contains(l)).cloned().collect();
     let unexpected: Vec<String> = have.iter().filter(|l| !want.contains(l)).cloned().collect();
     let rules_match = want == have;
-    let first = live
-        .table("filter")
-        .and_then(|t| t.rules_of("FORWARD").next())
-        .map(|rule| rule.text());
+    let first = forward_first_rule(live);
     let docker_user_first = first
         .as_ref()
         .map(|rule| rule == crate::iptables::forward::JUMP);
@@ -190,6 +176,50 @@ pub fn compare(family: Family, expected: &Dump, live: &Dump) -> FamilyState {
         forward_first: first.filter(|rule| rule != crate::iptables::forward::JUMP),
         forward_repair: None,
     }
+}
+
+/// The owned chains' lines of `live`, without the RETURNs Docker appends to
+/// DOCKER-USER beyond those `want` has (they change nothing after our own).
+fn live_owned_lines(want: &[String], live: &Dump) -> Vec<String> {
+    let mut have = filter_lines(live, &OWNED_CHAINS);
+    let ours = want.iter().filter(|l| *l == DOCKER_OWN_RETURN).count();
+    let mut seen = 0;
+    have.retain(|l| {
+        if l == DOCKER_OWN_RETURN {
+            seen += 1;
+            seen <= ours
+        } else {
+            true
+        }
+    });
+    have
+}
+
+/// FORWARD's first rule in `live`, as iptables-save spells it.
+fn forward_first_rule(live: &Dump) -> Option<String> {
+    live.table("filter")
+        .and_then(|t| t.rules_of("FORWARD").next())
+        .map(|rule| rule.text())
+}
+
+/// The owned chains of `family` live now, beside those of `expected` (what a
+/// throwaway namespace held after loading the rendered rules, so both are in the
+/// kernel's own spelling).
+pub fn owned_rules(
+    family: Family,
+    expected: &str,
+    firewall: &dyn LiveFirewall,
+) -> anyhow::Result<OwnedRules> {
+    let live = parse_save(family, &firewall.save(family)?)?;
+    let planned = filter_lines(&parse_save(family, expected)?, &OWNED_CHAINS);
+    Ok(OwnedRules {
+        family,
+        chains: OWNED_CHAINS.iter().map(|c| (*c).to_owned()).collect(),
+        live: live_owned_lines(&planned, &live),
+        planned,
+        forward_first: forward_first_rule(&live)
+            .is_some_and(|rule| rule == crate::iptables::forward::JUMP),
+    })
 }
 
 /// Reads the live rules and compares them with the rendered files of `instance` on

@@ -16,9 +16,10 @@ pub mod nspawn;
 pub mod topology;
 
 /// The commands an admin runs (the rest are run by the units): each has a manual page.
-pub const ADMIN_COMMANDS: [&str; 12] = [
+pub const ADMIN_COMMANDS: [&str; 13] = [
     "init",
     "check",
+    "diff",
     "render",
     "install",
     "uninstall",
