@@ -94,6 +94,10 @@ pub trait Backend {
         running: bool,
     ) -> anyhow::Result<LiveState>;
 
+    /// Loads the rules files (not the pass-through ones) of `instance` under `layout`,
+    /// both families, as the units load them: replacing only what the files own.
+    fn load_rules(&self, layout: &Layout, instance: &InstanceName) -> anyhow::Result<()>;
+
     /// What on the live host would keep this backend's rules from being reached, or
     /// fight them; nothing when it cannot tell.
     fn live_conflicts(&self) -> Vec<Conflict>;

@@ -53,9 +53,6 @@ fn run(program: &str, args: &[&str]) -> String {
 fn expected_files(zsh_dir: &str) -> Vec<String> {
     let mut files: Vec<String> = [
         "/usr/sbin/iptables-ctl",
-        "/usr/lib/systemd/system/iptables.service",
-        "/usr/lib/systemd/system/iptables@.service",
-        "/usr/lib/systemd/system/iptables-docker@.service",
         "/usr/share/iptables-ctl/templates/rules.tera",
         "/usr/share/iptables-ctl/templates/empty.tera",
         "/usr/share/doc/iptables-ctl/examples/base.toml",
@@ -67,6 +64,9 @@ fn expected_files(zsh_dir: &str) -> Vec<String> {
     ]
     .map(str::to_owned)
     .to_vec();
+    for unit in iptables_ctl::systemd::units::SHIPPED_UNITS {
+        files.push(format!("/usr/lib/systemd/system/{}", unit.file_name));
+    }
     // One page per command an admin runs.
     for command in common::ADMIN_COMMANDS {
         files.push(format!("/usr/share/man/man8/iptables-ctl-{command}.8.gz"));

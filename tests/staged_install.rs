@@ -157,7 +157,7 @@ fn files_and_links(root: &Path) -> Vec<String> {
 }
 
 /// The files of a complete staged install of instance `base`.
-const INSTALLED: [&str; 16] = [
+const INSTALLED: [&str; 17] = [
     "etc/iptables/.base.set/current",
     "etc/iptables/.base.set/v1/base.rules",
     "etc/iptables/.base.set/v1/base.rules.empty",
@@ -170,6 +170,7 @@ const INSTALLED: [&str; 16] = [
     "etc/iptables/base.toml",
     "etc/systemd/system/docker.service.wants/iptables-docker@base.service",
     "etc/systemd/system/iptables-docker@.service",
+    "etc/systemd/system/iptables-rollback@.service",
     "etc/systemd/system/iptables.service",
     "etc/systemd/system/iptables@.service",
     "etc/systemd/system/multi-user.target.wants/iptables.service",
@@ -239,7 +240,7 @@ fn staged_install_writes_exactly_the_expected_tree() {
     let again = redact(&text(&out.stdout), r);
     assert!(!again.contains("created symlink"), "{again}");
     assert!(!again.contains("wrote "), "{again}");
-    assert_eq!(again.matches("unchanged ").count(), 7, "{again}");
+    assert_eq!(again.matches("unchanged ").count(), 8, "{again}");
     assert_eq!(
         fingerprint(r),
         before,
@@ -439,6 +440,7 @@ fn staged_install_enables_units_a_package_ships() {
         "iptables.service",
         "iptables@.service",
         "iptables-docker@.service",
+        "iptables-rollback@.service",
     ] {
         fs::copy(Path::new("units").join(unit), packaged.join(unit)).unwrap();
     }

@@ -194,6 +194,7 @@ fn no_start_limit_can_skip_a_load() {
         "iptables.service",
         "iptables@.service",
         "iptables-docker@.service",
+        "iptables-rollback@.service",
     ] {
         assert_eq!(
             values(&unit(name), "StartLimitIntervalSec"),
@@ -233,4 +234,24 @@ fn the_umbrella_acts_on_every_enabled_instance_and_waits() {
     // Enabling an instance links it into multi-user.target's wants, where the umbrella
     // finds it (a WantedBy= naming the umbrella, a service, is one lintian flags).
     assert_eq!(values(&instance, "WantedBy"), ["multi-user.target"]);
+}
+
+/// The rollback of an unconfirmed apply: started only by the transient timer `apply`
+/// arms (never enabled, so no [Install]), once, and it runs the tool's own rollback.
+#[test]
+fn the_rollback_unit_is_a_oneshot_the_timer_starts() {
+    let text = unit("iptables-rollback@.service");
+    assert_eq!(values(&text, "Type"), ["oneshot"]);
+    assert_eq!(
+        values(&text, "ExecStart"),
+        ["iptables-ctl rollback-pending %i"]
+    );
+    assert!(
+        !text.lines().any(|l| l.trim() == "[Install]"),
+        "no [Install] section"
+    );
+    assert!(
+        values(&text, "RemainAfterExit").is_empty(),
+        "each firing runs it again"
+    );
 }

@@ -176,6 +176,42 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Apply the policy on trial: render and check it, arm a rollback timer in systemd,
+    /// then load the new rules. Unless `iptables-ctl confirm` runs within DURATION, the
+    /// previous rules come back, even if this session or process dies or the host
+    /// reboots. Run `confirm` from a NEW connection: that proves you can still get in.
+    Apply {
+        /// Instance name.
+        #[arg(default_value = "base")]
+        instance: InstanceName,
+        /// How long the new rules stay without `confirm`: seconds, or with a unit
+        /// (90s, 5m, 1h); from 1s to 24h.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        confirm_within: std::time::Duration,
+        /// Apply even when the rules would lock out an open SSH session.
+        #[arg(long)]
+        force: bool,
+        /// Print the outcome (what was done, and the verdict) as one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Keep the rules of a pending apply: disarm its rollback, make its files the
+    /// instance's own (loaded at every boot) and reload the unit from them.
+    Confirm {
+        /// Instance name.
+        #[arg(default_value = "base")]
+        instance: InstanceName,
+        /// Print the outcome (what was done, and the verdict) as one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run by iptables-rollback@.service when an apply was not confirmed in time: load
+    /// the instance's own files (the previous rules) again.
+    #[command(hide = true)]
+    RollbackPending {
+        /// Instance name.
+        instance: InstanceName,
+    },
     /// Every port Docker publishes (DNAT and docker-proxy), who can reach it from the
     /// external interfaces and which rule decides, compared with the policy. Exit code 6
     /// when a port is reachable from sources the policy does not allow, or cannot be
@@ -237,6 +273,32 @@ pub enum Command {
         #[arg(value_enum)]
         action: UmbrellaAction,
     },
+}
+
+/// A duration on the command line: whole seconds, or a number with `s`, `m` or `h`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let seconds_per = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => {
+            return Err(format!(
+                "`{text}`: expected seconds, or a number with s, m or h (90s, 5m, 1h)"
+            ));
+        }
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(seconds_per))
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| {
+            format!("`{text}`: expected seconds, or a number with s, m or h (90s, 5m, 1h)")
+        })
 }
 
 /// What `iptables.service` asks of every enabled instance.

@@ -165,6 +165,36 @@ pub(super) fn print_event(event: &Event, out: &mut Output) {
             out,
             "iptables@{instance}.service is installed: these files are loaded at the next boot or Docker start; `iptables-ctl reload {instance}` loads them now (render does not)"
         ),
+        Event::ApplySuperseded {
+            instance,
+            deadline_unix,
+        } => writeln!(
+            out,
+            "the pending apply of {instance} (due at {}) is superseded: its rollback is disarmed, and this apply's takes its place",
+            utc_time(*deadline_unix)
+        ),
+        Event::Applied {
+            instance,
+            timer,
+            within_secs,
+            deadline_unix,
+        } => writeln!(
+            out,
+            "applied: the new rules are live for {within_secs} s, until {}. From a NEW connection (that is the proof you can still get in), run `iptables-ctl confirm {instance}` to keep them; otherwise {timer}, armed in systemd before they loaded, brings the previous rules back, even if this session or this process dies, and so does a reboot",
+            utc_time(*deadline_unix)
+        ),
+        Event::Confirmed { instance } => writeln!(
+            out,
+            "confirmed: the rollback is disarmed and the applied files are {instance}'s own (loaded at every boot)"
+        ),
+        Event::NothingPending { instance } => writeln!(
+            out,
+            "{instance}: no apply is pending (confirmed or superseded): nothing to roll back"
+        ),
+        Event::RolledBack { instance } => writeln!(
+            out,
+            "{instance}: the apply was not confirmed in time: the previous rules are live again"
+        ),
         Event::Document { text } => out.print(text),
         Event::Warning { message } => out.warn(message),
     }
@@ -262,6 +292,18 @@ pub(super) fn print_json(
 ) -> anyhow::Result<()> {
     out.print(&format!("{}\n", document(events, result)?));
     Ok(())
+}
+
+/// `seconds` since the epoch as the time of day in UTC (`HH:MM:SS UTC`): a deadline
+/// minutes away needs no date, and UTC reads the same on every host of a fleet.
+fn utc_time(seconds: u64) -> String {
+    let of_day = seconds % 86_400;
+    format!(
+        "{:02}:{:02}:{:02} UTC",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    )
 }
 
 /// Prints a report as pretty JSON or as its text for a person.
@@ -424,6 +466,7 @@ mod tests {
                 families: Vec::new(),
             }),
             live_error: None,
+            pending: None,
             exposure: None,
         };
         assert_eq!(status_exit_code(&report), exit::SUCCESS);

@@ -174,6 +174,35 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
                 control::reload(&target, &manager, *force, outcome)
             })
         }
+        Command::Apply {
+            instance,
+            confirm_within,
+            force,
+            json,
+        } => {
+            let manager = live_systemd(&cli, "apply", "it changes the live firewall")?;
+            let path = policy_path(instance);
+            let target = target(&layout, instance, &path, host);
+            flow(out, *json, |outcome| {
+                control::apply::apply(&target, &manager, *confirm_within, *force, outcome)
+            })
+        }
+        Command::Confirm { instance, json } => {
+            let manager = live_systemd(&cli, "confirm", "it changes the live firewall")?;
+            let path = policy_path(instance);
+            let target = target(&layout, instance, &path, host);
+            flow(out, *json, |outcome| {
+                control::apply::confirm(&target, &manager, outcome)
+            })
+        }
+        Command::RollbackPending { instance } => {
+            let manager = live_systemd(&cli, "rollback-pending", "it changes the live firewall")?;
+            let path = policy_path(instance);
+            let target = target(&layout, instance, &path, host);
+            flow(out, false, |outcome| {
+                control::apply::rollback_pending(&target, &manager, outcome)
+            })
+        }
         Command::Audit { instance, json } => {
             require_live(&cli, "audit", "it reads the live firewall")?;
             let net = host.network()?;

@@ -114,6 +114,9 @@ impl Backend for InForceBackend {
     fn load_pass_through(&self, layout: &Layout, instance: &InstanceName) -> anyhow::Result<()> {
         FAKE_BACKEND.load_pass_through(layout, instance)
     }
+    fn load_rules(&self, layout: &Layout, instance: &InstanceName) -> anyhow::Result<()> {
+        FAKE_BACKEND.load_rules(layout, instance)
+    }
     fn ensure_forward_first(
         &self,
         _layout: &Layout,
@@ -292,6 +295,16 @@ impl ServiceManager for FakeManager {
     }
     fn unit_file_state(&self, _unit: &str) -> Result<Option<UnitFileState>, SystemdError> {
         Ok(None)
+    }
+    fn arm_timer(
+        &self,
+        timer: &str,
+        after: std::time::Duration,
+    ) -> Result<JobResult, SystemdError> {
+        self.calls
+            .borrow_mut()
+            .push(format!("arm {timer} {}s", after.as_secs()));
+        Ok(JobResult::Done)
     }
     fn reset_failed(&self, unit: &str) -> Result<(), SystemdError> {
         self.calls.borrow_mut().push(format!("reset-failed {unit}"));

@@ -1,6 +1,8 @@
 //! The flows: the commands that put an instance in force, take it out and say whether
 //! it is, one file per flow. `init.rs` (the starter policy), `render.rs` (`render`,
-//! `check`), `diff.rs` (what applying the policy would change live), `install.rs`, `uninstall.rs`, `lifecycle.rs` (`start`, `stop`, `restart`),
+//! `check`), `diff.rs` (what applying the policy would change live), `apply.rs`
+//! (`apply --confirm-within`, `confirm`, and the rollback systemd runs when nobody
+//! confirmed), `install.rs`, `uninstall.rs`, `lifecycle.rs` (`start`, `stop`, `restart`),
 //! `reload.rs`, `status.rs` (the in-force check) and `unit_hooks.rs` (what the units
 //! run: `forward-jump` after every load, `umbrella` for `systemctl start|stop|reload
 //! iptables`); beside them `outcome.rs` (the events and verdict a flow returns),
@@ -26,6 +28,7 @@
 //! starts (`iptables-docker@`), which stops with it. "Stopped" means stopped until
 //! started: a Docker restart does not bring the rules back.
 
+pub(crate) mod apply;
 pub(crate) mod conflicts;
 pub(crate) mod diff;
 mod init;
@@ -54,6 +57,7 @@ pub(crate) use uninstall::uninstall;
 pub(crate) use unit_hooks::{forward_jump, umbrella};
 
 use crate::backend::{Backend, Lockout, Proof, Rendered};
+use crate::files::DirLock;
 use crate::files::layout::Layout;
 use crate::host::HostProbe;
 use crate::policy::Policy;
@@ -163,6 +167,21 @@ pub(crate) fn failure_details(manager: &dyn ServiceManager, unit: &str) -> Strin
 /// The context every refusal carries: nothing was touched.
 fn refused(command: &str) -> String {
     format!("{command} refused; {UNCHANGED}")
+}
+
+/// How long a changing command waits for another run to finish with the rules.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Locks the configuration directory for a command that changes the rules, waiting
+/// (and saying so) while another run holds it.
+fn lock_config(target: &Target<'_>, outcome: &mut Outcome<'_>) -> anyhow::Result<DirLock> {
+    let dir = target.layout.config_dir();
+    Ok(DirLock::acquire_within(&dir, LOCK_WAIT, &mut || {
+        outcome.warn(format!(
+            "waiting for the lock on {}: another iptables-ctl run is changing the rules",
+            dir.display()
+        ));
+    })?)
 }
 
 /// What every refusal says.

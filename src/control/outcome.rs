@@ -232,6 +232,41 @@ pub(crate) enum Event {
         /// Its text.
         text: String,
     },
+    /// A pending apply was superseded by a newer one (its rollback disarmed).
+    ApplySuperseded {
+        /// The instance.
+        instance: String,
+        /// Its deadline (seconds since the epoch).
+        deadline_unix: u64,
+    },
+    /// The new rules are live, pending confirmation; the rollback timer was armed
+    /// before they loaded. (Said once they are live: nothing is printed between the
+    /// arming and the load, so no blocked output can hold the load up.)
+    Applied {
+        /// The instance.
+        instance: String,
+        /// The transient timer that brings the previous rules back.
+        timer: String,
+        /// The confirmation window.
+        within_secs: u64,
+        /// When the previous rules come back unless confirmed (seconds since the epoch).
+        deadline_unix: u64,
+    },
+    /// A pending apply was confirmed: its files are the instance's own.
+    Confirmed {
+        /// The instance.
+        instance: String,
+    },
+    /// The rollback ran with nothing pending (confirmed or superseded meanwhile).
+    NothingPending {
+        /// The instance.
+        instance: String,
+    },
+    /// An unconfirmed apply was rolled back: the previous rules are live again.
+    RolledBack {
+        /// The instance.
+        instance: String,
+    },
     /// Something the admin should know; the flow went on.
     Warning {
         /// What.

@@ -8,9 +8,10 @@ use anyhow::{Context as _, bail};
 use crate::control::outcome::{Event, Outcome, Verdict};
 use crate::control::undo::Transaction;
 use crate::control::{
-    Target, in_force, refuse_lockouts, refused, render_and_prove, run_job, warn_interface_problems,
+    Target, in_force, lock_config, refuse_lockouts, refused, render_and_prove, run_job,
+    warn_interface_problems,
 };
-use crate::files::{DirLock, Snapshot};
+use crate::files::Snapshot;
 use crate::policy::Policy;
 use crate::systemd::units::InstanceUnits;
 use crate::systemd::{JobKind, ServiceManager};
@@ -26,8 +27,7 @@ pub(crate) fn reload(
     outcome: &mut Outcome<'_>,
 ) -> anyhow::Result<Verdict> {
     let units = InstanceUnits::new(target.instance);
-    let config_dir = target.layout.config_dir();
-    let _lock = DirLock::acquire(&config_dir)?;
+    let _lock = lock_config(target, outcome)?;
     let (rendered, proof) = (|| -> anyhow::Result<_> {
         let policy = Policy::load(target.policy_path)?;
         let proven = render_and_prove(target, &policy)?;

@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::audit::{self, AuditReport};
 use crate::backend::{FamilyState, LiveRules, LiveState, Rendered};
 use crate::control::Target;
+use crate::control::apply::{self, PendingApply};
 use crate::files::set::SetState;
 use crate::files::stamp;
 use crate::policy::Policy;
@@ -55,6 +56,9 @@ pub(crate) struct StatusReport {
     pub live: Option<LiveState>,
     /// Why the live state could not be read.
     pub live_error: Option<String>,
+    /// An apply waiting for `confirm`: its rules are live, its files under /run, and
+    /// the live rules are compared with those.
+    pub pending: Option<PendingApply>,
     /// The exposure audit of the published ports (active only).
     pub exposure: Option<AuditReport>,
 }
@@ -95,23 +99,36 @@ pub(crate) fn status(
         files_on_disk: None,
         live: None,
         live_error: None,
+        pending: None,
         exposure: None,
     };
     if !report.installed {
         return Ok(report);
     }
+    // While an apply waits for `confirm`, its files are the ones loaded.
+    let mut problems = Vec::new();
+    report.pending = apply::pending(target.layout, target.instance).unwrap_or_else(|e| {
+        problems.push(format!("cannot read the pending apply: {e:#}"));
+        None
+    });
+    let pending_layout = target.layout.pending(target.instance);
+    let files_layout = if report.pending.is_some() {
+        &pending_layout
+    } else {
+        target.layout
+    };
     // A file that cannot be read is judged below as one that is not what the policy
     // renders (as before the stamp was read), and names no version.
     let on_disk = target
         .backend
-        .output_set(target.layout, target.instance)
+        .output_set(files_layout, target.instance)
         .read()
         .ok();
     report.rendered_by = on_disk.as_ref().and_then(rendered_by).map(str::to_owned);
     if !report.unit.is_active() {
         match target
             .backend
-            .live_state(target.layout, target.instance, false)
+            .live_state(files_layout, target.instance, false)
         {
             Ok(state) => report.live = Some(state),
             Err(e) => report.live_error = Some(format!("{e:#}")),
@@ -119,10 +136,9 @@ pub(crate) fn status(
         return Ok(report);
     }
 
-    let mut problems = Vec::new();
     match target
         .backend
-        .live_state(target.layout, target.instance, true)
+        .live_state(files_layout, target.instance, true)
     {
         Ok(state) => {
             for family_state in &state.families {
@@ -374,6 +390,16 @@ impl StatusReport {
         }
         if let Some(line) = self.files_line() {
             text.push_str(&line);
+        }
+        if let Some(pending) = &self.pending {
+            text.push_str(&format!(
+                "pending apply of {}: its rules are live for {} s more; `iptables-ctl confirm {}` (from a new connection) keeps them, otherwise {} brings the previous rules back
+",
+                pending.policy.display(),
+                pending.seconds_left(),
+                self.instance,
+                pending.timer
+            ));
         }
         if let Some(error) = &self.live_error {
             text.push_str(&format!("live rules: cannot tell ({error})\n"));

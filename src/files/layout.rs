@@ -47,6 +47,21 @@ impl Layout {
         self.root.join("run/iptables-ctl")
     }
 
+    /// `/run/iptables-ctl/apply/<instance>`: an unconfirmed apply of `instance` (its
+    /// record, and its files laid out as under a root, see [`Layout::pending`]). Under
+    /// /run, so that a reboot before confirmation forgets it and loads the files of
+    /// /etc/iptables, the previous ones.
+    pub fn pending_dir(&self, instance: &InstanceName) -> PathBuf {
+        self.run_dir().join("apply").join(instance.as_str())
+    }
+
+    /// The files of an unconfirmed apply of `instance`, laid out as under a root (their
+    /// config directory is `pending_dir/etc/iptables`), so the same file-set code writes,
+    /// reads and proves them.
+    pub fn pending(&self, instance: &InstanceName) -> Layout {
+        Layout::new(self.pending_dir(instance))
+    }
+
     /// `/etc/iptables/templates`: an admin's template overrides.
     pub fn templates_dir(&self) -> PathBuf {
         self.config_dir().join("templates")

@@ -164,6 +164,42 @@ impl DirLock {
             Err(fs::TryLockError::Error(e)) => Err(io_error("cannot lock", dir)(e)),
         }
     }
+
+    /// Locks `dir`, waiting up to `limit` for another run that holds it (`on_wait` is
+    /// called once, when the wait begins, so the caller can say it waits). Runs that
+    /// change the same rules serialize instead of failing; a holder that never lets go
+    /// still ends the wait with [`WriteError::Busy`].
+    pub fn acquire_within(
+        dir: &Path,
+        limit: std::time::Duration,
+        on_wait: &mut dyn FnMut(),
+    ) -> Result<DirLock, WriteError> {
+        let deadline = std::time::Instant::now() + limit;
+        let mut waiting = false;
+        loop {
+            match DirLock::acquire(dir) {
+                Err(WriteError::Busy { .. }) if std::time::Instant::now() < deadline => {
+                    if !waiting {
+                        waiting = true;
+                        on_wait();
+                    }
+                    // flock(2) has no timed wait; a short poll bounds the wait instead.
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Locks `dir`, waiting for another run that holds it: for what must happen after
+    /// that run rather than not at all (the rollback of an unconfirmed apply, which its
+    /// unit's timeout bounds).
+    pub fn acquire_waiting(dir: &Path) -> Result<DirLock, WriteError> {
+        let handle = File::open(dir).map_err(io_error("cannot open", dir))?;
+        handle.lock().map_err(io_error("cannot lock", dir))?;
+        remove_stale_temps(dir)?;
+        Ok(DirLock { dir: handle })
+    }
 }
 
 /// What [`write_files`] did to each file.

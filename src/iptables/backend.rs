@@ -147,6 +147,17 @@ impl Backend for IptablesBackend<'_> {
         Ok(())
     }
 
+    fn load_rules(&self, layout: &Layout, instance: &InstanceName) -> anyhow::Result<()> {
+        for family in Family::ALL {
+            let (path, text) =
+                OutputFiles::new(layout, instance).read(family, TemplateKind::Rules)?;
+            self.firewall
+                .restore(family, &text)
+                .with_context(|| format!("cannot load {}", path.display()))?;
+        }
+        Ok(())
+    }
+
     fn ensure_forward_first(
         &self,
         layout: &Layout,

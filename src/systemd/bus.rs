@@ -81,16 +81,32 @@ impl SystemdBus {
 
     /// Runs the job; None when the signal stream ended (the bus went away) first.
     async fn job(&self, kind: JobKind, unit: &str) -> zbus::Result<Option<JobResult>> {
+        self.queued_job(unit, |manager| async move {
+            match kind {
+                JobKind::Start => manager.start_unit(unit, "replace").await,
+                JobKind::Stop => manager.stop_unit(unit, "replace").await,
+                JobKind::Reload => manager.reload_unit(unit, "replace").await,
+                JobKind::Restart => manager.restart_unit(unit, "replace").await,
+            }
+        })
+        .await
+    }
+
+    /// Queues a job on `unit` with `queue` and waits for its result; None when the
+    /// signal stream ended (the bus went away) first.
+    async fn queued_job<'m, F>(
+        &'m self,
+        unit: &str,
+        queue: impl FnOnce(ManagerProxy<'m>) -> F,
+    ) -> zbus::Result<Option<JobResult>>
+    where
+        F: std::future::Future<Output = zbus::Result<zbus::OwnedObjectPath>>,
+    {
         let manager = self.manager().await?;
         // Order matters: stream (AddMatch), then Subscribe, then the job.
         let mut removed = manager.receive_job_removed_with_args(&[(2, unit)]).await?;
         self.subscribe(&manager).await?;
-        let job = match kind {
-            JobKind::Start => manager.start_unit(unit, "replace").await?,
-            JobKind::Stop => manager.stop_unit(unit, "replace").await?,
-            JobKind::Reload => manager.reload_unit(unit, "replace").await?,
-            JobKind::Restart => manager.restart_unit(unit, "replace").await?,
-        };
+        let job = queue(manager).await?;
         while let Some(signal) = removed.next().await {
             let args = signal.args()?;
             if *args.job() == job {
@@ -176,6 +192,35 @@ impl ServiceManager for SystemdBus {
         })
         .map(changes)
         .map_err(|e| self.error(&format!("disable {}", units.join(" ")), None, e))
+    }
+
+    fn arm_timer(&self, timer: &str, after: Duration) -> Result<JobResult, SystemdError> {
+        let after_us = u64::try_from(after.as_micros()).unwrap_or(u64::MAX);
+        let properties = [
+            (
+                "Description",
+                zbus::Variant::from(format!("iptables-ctl: {timer} fires once")),
+            ),
+            (
+                "TimersMonotonic",
+                zbus::Variant::from(vec![("OnActiveSec".to_owned(), after_us)]),
+            ),
+            // The default accuracy is a minute; a rollback is promised to the second.
+            ("AccuracyUSec", zbus::Variant::from(1_000u64)),
+            ("RemainAfterElapse", zbus::Variant::from(false)),
+        ];
+        match zbus::block_on(self.queued_job(timer, |manager| async move {
+            manager
+                .start_transient_unit(timer, "fail", &properties, &[])
+                .await
+        })) {
+            Ok(Some(result)) => Ok(result),
+            Ok(None) => Err(SystemdError::Disconnected {
+                unit: timer.to_owned(),
+                kind: JobKind::Start,
+            }),
+            Err(e) => Err(self.error("arm the timer", Some(timer), e)),
+        }
     }
 
     fn run_job(&self, kind: JobKind, unit: &str) -> Result<JobResult, SystemdError> {

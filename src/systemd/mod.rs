@@ -15,6 +15,7 @@ pub mod state;
 pub mod units;
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -233,6 +234,11 @@ pub trait ServiceManager {
 
     /// The enablement state of a unit file, or None when there is no such file.
     fn unit_file_state(&self, unit: &str) -> Result<Option<UnitFileState>, SystemdError>;
+
+    /// Creates the transient timer `timer` (`NAME.timer`), which starts `NAME.service`
+    /// once, `after` from now, and waits for systemd to arm it. The timer belongs to
+    /// systemd: it fires whatever becomes of the caller. Stopping it disarms it.
+    fn arm_timer(&self, timer: &str, after: Duration) -> Result<JobResult, SystemdError>;
 
     /// `systemctl reset-failed UNIT`: systemd forgets that the unit failed.
     fn reset_failed(&self, unit: &str) -> Result<(), SystemdError>;

@@ -46,6 +46,16 @@ pub trait Manager {
         runtime: bool,
     ) -> zbus::Result<Vec<UnitFileChangeTuple>>;
 
+    /// Creates and starts a transient unit (with `aux`, more transient units created
+    /// alongside); returns the start job's path.
+    fn start_transient_unit(
+        &self,
+        name: &str,
+        mode: &str,
+        properties: &[(&str, zbus::Variant<'_>)],
+        aux: &[(&str, &[(&str, zbus::Variant<'_>)])],
+    ) -> zbus::Result<OwnedObjectPath>;
+
     /// Queues a start job and returns its path.
     fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
 

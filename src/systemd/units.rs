@@ -22,7 +22,7 @@ pub struct ShippedUnit {
 }
 
 /// Every unit file, in the order they are written.
-pub const SHIPPED_UNITS: [ShippedUnit; 3] = [
+pub const SHIPPED_UNITS: [ShippedUnit; 4] = [
     ShippedUnit {
         file_name: "iptables.service",
         text: include_str!("../../units/iptables.service"),
@@ -37,6 +37,11 @@ pub const SHIPPED_UNITS: [ShippedUnit; 3] = [
         file_name: "iptables-docker@.service",
         text: include_str!("../../units/iptables-docker@.service"),
         hooked_into: &[DOCKER_SERVICE],
+    },
+    ShippedUnit {
+        file_name: "iptables-rollback@.service",
+        text: include_str!("../../units/iptables-rollback@.service"),
+        hooked_into: &[],
     },
 ];
 
@@ -83,6 +88,9 @@ pub struct InstanceUnits {
     pub rules: String,
     /// `iptables-docker@INSTANCE.service`: re-asserts the rules after Docker starts.
     pub docker: String,
+    /// `iptables-rollback@INSTANCE.timer`: the transient timer of an unconfirmed apply,
+    /// which starts `iptables-rollback@INSTANCE.service` (never enabled).
+    pub rollback_timer: String,
 }
 
 impl InstanceUnits {
@@ -92,10 +100,11 @@ impl InstanceUnits {
             umbrella: UMBRELLA.to_owned(),
             rules: format!("iptables@{instance}.service"),
             docker: format!("iptables-docker@{instance}.service"),
+            rollback_timer: format!("iptables-rollback@{instance}.timer"),
         }
     }
 
-    /// All three, in the order they are enabled.
+    /// The three units that are enabled, in that order.
     pub fn all(&self) -> [&str; 3] {
         [&self.umbrella, &self.rules, &self.docker]
     }

@@ -16,10 +16,12 @@ pub mod nspawn;
 pub mod topology;
 
 /// The commands an admin runs (the rest are run by the units): each has a manual page.
-pub const ADMIN_COMMANDS: [&str; 13] = [
+pub const ADMIN_COMMANDS: [&str; 15] = [
     "init",
     "check",
     "diff",
+    "apply",
+    "confirm",
     "render",
     "install",
     "uninstall",

@@ -334,6 +334,11 @@ impl<'a> Machine<'a> {
             .ip(&["-6", "route", "add", "default", "via", CLIENT_V6]);
     }
 
+    /// The host PID of the machine's systemd (PID 1 inside), for `nsenter -t`.
+    pub fn leader(&self) -> i32 {
+        self.leader
+    }
+
     /// The host path of the machine's system bus socket.
     pub fn bus_socket(&self) -> PathBuf {
         self.state.bus_dir().join("system_bus_socket")

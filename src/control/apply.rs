@@ -1,0 +1,294 @@
+//! `apply --confirm-within`, `confirm` and the rollback of an apply nobody confirmed: a
+//! change to a remote host that undoes itself unless the admin proves, from a new
+//! connection, that they can still get in.
+//!
+//! The revert lives in neither the admin's shell nor the applying process: `apply`
+//! arms a transient timer owned by systemd (`iptables-rollback@INSTANCE.timer`, which
+//! starts the shipped `iptables-rollback@.service`) *before* it loads the new rules, so
+//! a dead SSH session, a hung-up terminal or a SIGKILLed `apply` still ends with the
+//! previous rules back. Until confirmed, the new files live under /run
+//! ([`Layout::pending`]) and /etc/iptables keeps the previous ones: a rollback loads
+//! those again, and so does a reboot (which forgets /run). `confirm` disarms the timer,
+//! makes the new files the instance's own and reloads the unit; a newer `apply`
+//! supersedes a pending one (its timer is disarmed first).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::control::outcome::{Event, Outcome, Verdict};
+use crate::control::{
+    Target, in_force, lock_config, refuse_lockouts, refused, render_and_prove, run_job,
+    warn_interface_problems,
+};
+use crate::family::Family;
+use crate::files::layout::Layout;
+use crate::files::{self, DirLock, source};
+use crate::policy::Policy;
+use crate::policy::types::InstanceName;
+use crate::systemd::units::InstanceUnits;
+use crate::systemd::{JobKind, JobResult, ServiceManager};
+
+/// The shortest confirmation window `apply` accepts: enough to open a new connection.
+pub const MIN_CONFIRM_WITHIN: Duration = Duration::from_secs(1);
+/// The longest: a forgotten apply must not hold a host's previous rules hostage.
+pub const MAX_CONFIRM_WITHIN: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The record of an unconfirmed apply, `pending.json` in [`Layout::pending_dir`].
+const RECORD: &str = "pending.json";
+/// A record is a few hundred bytes; anything larger is not one.
+const RECORD_LIMIT: u64 = 64 * 1024;
+
+/// An apply waiting for `confirm`, as recorded under /run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PendingApply {
+    /// The instance.
+    pub instance: String,
+    /// The policy that was applied.
+    pub policy: std::path::PathBuf,
+    /// When the previous rules come back unless confirmed (seconds since the epoch).
+    pub deadline_unix: u64,
+    /// The timer that brings them back.
+    pub timer: String,
+}
+
+impl PendingApply {
+    /// The seconds left before the rollback (0 once due).
+    pub fn seconds_left(&self) -> u64 {
+        self.deadline_unix.saturating_sub(now_unix())
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The pending apply of `instance`, if there is one.
+pub(crate) fn pending(
+    layout: &Layout,
+    instance: &InstanceName,
+) -> anyhow::Result<Option<PendingApply>> {
+    let path = layout.pending_dir(instance).join(RECORD);
+    let Some(bytes) = source::read_if_present(&path, RECORD_LIMIT)? else {
+        return Ok(None);
+    };
+    let record = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a pending-apply record", path.display()))?;
+    Ok(Some(record))
+}
+
+/// Forgets the pending apply of `instance`: its record and files.
+fn forget(layout: &Layout, instance: &InstanceName) -> anyhow::Result<()> {
+    let dir = layout.pending_dir(instance);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot remove {}", dir.display())),
+    }
+}
+
+/// Disarms the rollback timer of `units` (a timer that already fired, or never was,
+/// is not there to stop).
+fn disarm(manager: &dyn ServiceManager, units: &InstanceUnits) -> anyhow::Result<()> {
+    if manager.unit_status(&units.rollback_timer)?.is_not_found() {
+        return Ok(());
+    }
+    run_job(manager, JobKind::Stop, &units.rollback_timer)
+}
+
+/// `apply --confirm-within`: renders and proves the policy (a bad one changes nothing),
+/// refuses rules that would lock out an SSH session it can see (unless `force`), puts
+/// the new files under /run, arms systemd's rollback timer, and only then loads them.
+pub(crate) fn apply(
+    target: &Target<'_>,
+    manager: &dyn ServiceManager,
+    within: Duration,
+    force: bool,
+    outcome: &mut Outcome<'_>,
+) -> anyhow::Result<Verdict> {
+    let units = InstanceUnits::new(target.instance);
+    let _lock = lock_config(target, outcome)?;
+    let (rendered, proof) = (|| -> anyhow::Result<_> {
+        if !(MIN_CONFIRM_WITHIN..=MAX_CONFIRM_WITHIN).contains(&within) {
+            bail!(
+                "--confirm-within {}s: expected between {}s and {}s",
+                within.as_secs(),
+                MIN_CONFIRM_WITHIN.as_secs(),
+                MAX_CONFIRM_WITHIN.as_secs()
+            );
+        }
+        let policy = Policy::load(target.policy_path)?;
+        let proven = render_and_prove(target, &policy)?;
+        let status = manager.unit_status(&units.rules)?;
+        if !status.is_active() {
+            bail!(
+                "{} is {}: apply changes the rules of an active instance (`iptables-ctl install {}` first)",
+                units.rules,
+                status.active_state,
+                target.instance
+            );
+        }
+        warn_interface_problems(&policy, target.host, outcome);
+        Ok(proven)
+    })()
+    .context(refused("apply"))?;
+    refuse_lockouts("apply", target, &proof, force, outcome)?;
+
+    // A pending apply is superseded: its timer goes first, so it cannot fire on ours.
+    if let Some(previous) = pending(target.layout, target.instance)? {
+        disarm(manager, &units)?;
+        forget(target.layout, target.instance)?;
+        outcome.push(Event::ApplySuperseded {
+            instance: target.instance.to_string(),
+            deadline_unix: previous.deadline_unix,
+        });
+    }
+    let staging = target.layout.pending(target.instance);
+    files::create_dirs(&staging.config_dir())?;
+    let record = PendingApply {
+        instance: target.instance.to_string(),
+        policy: target.policy_path.to_owned(),
+        deadline_unix: now_unix() + within.as_secs(),
+        timer: units.rollback_timer.clone(),
+    };
+    let staged = (|| -> anyhow::Result<()> {
+        target
+            .backend
+            .output_set(&staging, target.instance)
+            .write(&rendered.into_outputs())?;
+        let text = serde_json::to_string_pretty(&record).context("cannot encode the record")?;
+        files::write_files(
+            &target.layout.pending_dir(target.instance),
+            &[(RECORD.to_owned(), text)],
+        )?;
+        Ok(())
+    })();
+    if let Err(error) = staged {
+        let _ = forget(target.layout, target.instance);
+        return Err(error.context(refused("apply")));
+    }
+
+    // Armed before anything loads: from here on, systemd brings the previous rules
+    // back unless `confirm` comes first, whatever becomes of this process.
+    match manager.arm_timer(&units.rollback_timer, within) {
+        Ok(JobResult::Done) => {}
+        armed => {
+            let _ = forget(target.layout, target.instance);
+            let why = match armed {
+                Ok(result) => format!("its start job ended: {result}"),
+                Err(e) => e.to_string(),
+            };
+            bail!(
+                "cannot arm the rollback timer {}: {why}; {}",
+                units.rollback_timer,
+                crate::control::UNCHANGED
+            );
+        }
+    }
+    if let Err(error) = load(target, &staging) {
+        // Half of it may be live: the previous rules go back now, not at the deadline.
+        let back = load(target, target.layout);
+        let _ = disarm(manager, &units);
+        let _ = forget(target.layout, target.instance);
+        return Err(match back {
+            Ok(()) => error.context("apply failed; the previous rules were loaded again"),
+            Err(e) => error.context(format!(
+                "apply failed, and loading the previous rules again failed too ({e:#}); `iptables-ctl reload {}` loads them",
+                target.instance
+            )),
+        });
+    }
+    outcome.push(Event::Applied {
+        instance: target.instance.to_string(),
+        timer: units.rollback_timer.clone(),
+        within_secs: within.as_secs(),
+        deadline_unix: record.deadline_unix,
+    });
+    Ok(Verdict::Done)
+}
+
+/// Loads the rules files of `layout` and has Docker's forwarded traffic meet them first.
+fn load(target: &Target<'_>, layout: &Layout) -> anyhow::Result<()> {
+    target.backend.load_rules(layout, target.instance)?;
+    for family in Family::ALL {
+        target
+            .backend
+            .ensure_forward_first(target.layout, target.instance, family)?;
+    }
+    Ok(())
+}
+
+/// `confirm`: disarms the rollback, makes the applied files the instance's own (in
+/// /etc/iptables, so the next boot loads them) and reloads the unit from them. Ends with
+/// the status check.
+pub(crate) fn confirm(
+    target: &Target<'_>,
+    manager: &dyn ServiceManager,
+    outcome: &mut Outcome<'_>,
+) -> anyhow::Result<Verdict> {
+    let units = InstanceUnits::new(target.instance);
+    let _lock = lock_config(target, outcome)?;
+    let Some(record) = pending(target.layout, target.instance)? else {
+        bail!(
+            "nothing to confirm: {} has no pending apply (it was confirmed, or its deadline passed and the previous rules came back)",
+            target.instance
+        );
+    };
+    if record.seconds_left() == 0 {
+        bail!(
+            "too late: the deadline of the apply passed, so the previous rules are coming back; apply again"
+        );
+    }
+    disarm(manager, &units).context("cannot disarm the rollback; nothing was confirmed")?;
+    let staging = target.layout.pending(target.instance);
+    let files = target
+        .backend
+        .output_set(&staging, target.instance)
+        .read()?;
+    let outputs: Vec<(String, String)> = files
+        .files()
+        .map(|(name, bytes)| (name.to_owned(), String::from_utf8_lossy(bytes).into_owned()))
+        .collect();
+    let summary = target
+        .backend
+        .output_set(target.layout, target.instance)
+        .write(&outputs)?;
+    outcome.writes(&summary);
+    forget(target.layout, target.instance)?;
+    run_job(manager, JobKind::Reload, &units.rules)?;
+    outcome.push(Event::Confirmed {
+        instance: target.instance.to_string(),
+    });
+    Ok(in_force(target, manager))
+}
+
+/// `rollback-pending` (run by `iptables-rollback@.service` when the timer fires): with
+/// an apply still pending, loads the instance's own files (the previous rules) again
+/// and forgets the apply; without one (confirmed or superseded meanwhile), nothing.
+pub(crate) fn rollback_pending(
+    target: &Target<'_>,
+    manager: &dyn ServiceManager,
+    outcome: &mut Outcome<'_>,
+) -> anyhow::Result<Verdict> {
+    let units = InstanceUnits::new(target.instance);
+    // Waits for an apply or confirm in progress: the rollback must not be lost to one.
+    let _lock = DirLock::acquire_waiting(&target.layout.config_dir())?;
+    if pending(target.layout, target.instance)?.is_none() {
+        outcome.push(Event::NothingPending {
+            instance: target.instance.to_string(),
+        });
+        return Ok(Verdict::Done);
+    }
+    // Stopped means stopped: a stopped instance gets no rules back.
+    if manager.unit_status(&units.rules)?.is_active() {
+        load(target, target.layout)?;
+    }
+    forget(target.layout, target.instance)?;
+    outcome.push(Event::RolledBack {
+        instance: target.instance.to_string(),
+    });
+    Ok(Verdict::Done)
+}

@@ -1,0 +1,275 @@
+//! `apply --confirm-within` on a real systemd booted in systemd-nspawn, with an SSH-like
+//! TCP service on the machine (port 2222) and a client outside it:
+//! - an apply that cuts the client off and is never confirmed is rolled back by
+//!   systemd's timer within the deadline + 1 s, and the client connects again; the files
+//!   in /etc/iptables never changed;
+//! - the rollback still happens when the process that ran `apply` is SIGKILLed after
+//!   the rules loaded (it is stuck writing to a full pipe, so the kill lands there);
+//! - a confirmed apply stays past its deadline (its timer is gone) and its files become
+//!   the instance's own; a newer apply supersedes a pending one;
+//! - a reboot before confirmation comes back with the previous rules.
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)] // test support may fail loudly
+
+mod common;
+
+use std::fs;
+use std::io::Write as _;
+use std::os::fd::OwnedFd;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::docker::diagnostics;
+use common::nspawn::{CLIENT_V4, MACHINE_V4, Machine, MachineState, image, systemd_tests_enabled};
+use common::{Outcome, listen, probe, stderr, stdout, tree, wait_until};
+use iptables_ctl::systemd::ServiceManager;
+
+/// SSH and the SSH-like service open.
+const OPEN: &str = "[interfaces]\nexternal = \"eth0\"\n\n[[host.services]]\nport = [22, 2222]\n";
+/// The SSH-like service closed: applying this cuts the client off it.
+const CUT: &str = "[interfaces]\nexternal = \"eth0\"\n\n[[host.services]]\nport = 22\n";
+
+/// The confirmation window the tests use.
+const WITHIN: Duration = Duration::from_secs(3);
+/// How late after its deadline a rollback may come (the acceptance's bound).
+const GRACE: Duration = Duration::from_secs(1);
+
+fn service(machine: &Machine<'_>) -> Outcome {
+    probe(&machine.client, Some(CLIENT_V4), MACHINE_V4, 2222)
+}
+
+fn run(machine: &Machine<'_>, argv: &[&str]) -> String {
+    let out = machine.exec(argv);
+    assert!(
+        out.status.success(),
+        "{argv:?} ({}):\n{}{}\n{}",
+        out.status,
+        stdout(&out),
+        stderr(&out),
+        diagnostics(machine)
+    );
+    stdout(&out)
+}
+
+/// The rendered files in the machine's /etc/iptables (the policies left out).
+fn rendered_files(state: &MachineState) -> Vec<(String, Vec<u8>)> {
+    tree(&state.etc_iptables())
+        .into_iter()
+        .filter(|(name, _)| !name.ends_with(".toml"))
+        .collect()
+}
+
+/// Waits until the client reaches the service again; returns when, after `since`.
+fn reconnected_after(machine: &Machine<'_>, since: Instant) -> Duration {
+    wait_until(
+        WITHIN + GRACE + Duration::from_secs(10),
+        "the client reaches the service again",
+        || service(machine) == Outcome::Open,
+    );
+    since.elapsed()
+}
+
+fn apply(machine: &Machine<'_>) -> (String, Instant) {
+    let said = run(
+        machine,
+        &[
+            "iptables-ctl",
+            "apply",
+            "--confirm-within",
+            &format!("{}s", WITHIN.as_secs()),
+        ],
+    );
+    // The deadline counts from the arming, which comes before apply returns.
+    (said, Instant::now())
+}
+
+#[test]
+fn an_unconfirmed_apply_is_rolled_back_by_systemd_and_a_confirmed_one_stays() {
+    let test = "an_unconfirmed_apply_is_rolled_back_by_systemd_and_a_confirmed_one_stays";
+    if !systemd_tests_enabled(test) {
+        return;
+    }
+    let state = MachineState::new(&image());
+    fs::write(state.etc_iptables().join("base.toml"), OPEN).unwrap();
+    let machine = Machine::boot(&state);
+    let _listeners = listen(&machine.netns, &[22, 2222]);
+    run(&machine, &["iptables-ctl", "install"]);
+    assert_eq!(service(&machine), Outcome::Open);
+    let files_before = rendered_files(&state);
+
+    // 1. Cut off and never confirmed: systemd brings the previous rules back.
+    fs::write(state.etc_iptables().join("base.toml"), CUT).unwrap();
+    let (said, applied) = apply(&machine);
+    assert!(said.contains("From a NEW connection"), "{said}");
+    assert_eq!(
+        service(&machine),
+        Outcome::Refused,
+        "the new rules are live"
+    );
+    assert_eq!(
+        rendered_files(&state),
+        files_before,
+        "/etc/iptables keeps the previous files"
+    );
+    let status = machine.exec(&["iptables-ctl", "status"]);
+    assert!(
+        stdout(&status).contains("pending apply of /etc/iptables/base.toml"),
+        "{}",
+        stdout(&status)
+    );
+    let back = reconnected_after(&machine, applied);
+    eprintln!(
+        "unconfirmed apply: the client reconnected {back:?} after apply returned (deadline {WITHIN:?})"
+    );
+    assert!(
+        back <= WITHIN + GRACE,
+        "rolled back after {back:?}, deadline {WITHIN:?} + {GRACE:?}"
+    );
+    assert!(
+        back >= WITHIN - Duration::from_millis(500),
+        "rolled back early, after {back:?}"
+    );
+    // The rules are back before the unit has finished and its words reached the journal.
+    wait_until(
+        Duration::from_secs(10),
+        "the rollback unit said what it did",
+        || {
+            run(
+                &machine,
+                &[
+                    "journalctl",
+                    "-u",
+                    "iptables-rollback@base.service",
+                    "-o",
+                    "cat",
+                ],
+            )
+            .contains("the apply was not confirmed in time")
+        },
+    );
+    assert!(!stdout(&machine.exec(&["iptables-ctl", "status"])).contains("pending apply"));
+    assert_eq!(rendered_files(&state), files_before);
+
+    // 2. SIGKILLed after the rules loaded: its stdout is a pipe that is already full, so
+    //    its first line (said only once the rules are live) blocks it, and the kill
+    //    lands on a process that has loaded the rules and not returned.
+    let (read_end, write_end) = full_pipe();
+    let mut child = Command::new("nsenter")
+        .args(["-t", &machine_leader(&machine), "-a", "--"])
+        .args([
+            "iptables-ctl",
+            "apply",
+            "--confirm-within",
+            &format!("{}s", WITHIN.as_secs()),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn apply");
+    wait_until(
+        Duration::from_secs(30),
+        "the applied rules are live",
+        || service(&machine) == Outcome::Refused,
+    );
+    let loaded = Instant::now();
+    let apply_pid = descendant_named(child.id(), "iptables-ctl").expect("the apply process");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(apply_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("SIGKILL apply");
+    let status = child.wait().expect("nsenter");
+    assert!(!status.success(), "apply died: {status}");
+    drop(read_end);
+    let back = reconnected_after(&machine, loaded);
+    eprintln!("SIGKILLed apply: the client reconnected {back:?} after the rules loaded");
+    assert!(back <= WITHIN + GRACE, "rolled back after {back:?}");
+    assert_eq!(rendered_files(&state), files_before);
+
+    // 3. Superseded, then confirmed from a new connection: the rules stay.
+    apply(&machine);
+    let (said, _) = apply(&machine);
+    assert!(said.contains("is superseded"), "{said}");
+    let said = run(&machine, &["iptables-ctl", "confirm"]);
+    assert!(said.contains("confirmed"), "{said}");
+    assert!(
+        machine
+            .bus()
+            .unit_status("iptables-rollback@base.timer")
+            .unwrap()
+            .is_not_found(),
+        "the rollback timer is gone"
+    );
+    // The deadline passes with nothing to fire: the rules stay (a wait for a deadline
+    // that must come and go without effect; nothing else can show it).
+    std::thread::sleep(WITHIN + GRACE);
+    assert_eq!(
+        service(&machine),
+        Outcome::Refused,
+        "the confirmed rules stay"
+    );
+    assert_ne!(
+        rendered_files(&state),
+        files_before,
+        "the applied files are the instance's own"
+    );
+    let status = machine.exec(&["iptables-ctl", "status"]);
+    assert_eq!(status.status.code(), Some(0), "{}", stdout(&status));
+
+    // 4. A reboot before confirmation comes back with the previous rules.
+    fs::write(state.etc_iptables().join("base.toml"), OPEN).unwrap();
+    apply(&machine);
+    assert_eq!(
+        service(&machine),
+        Outcome::Open,
+        "the applied rules are live"
+    );
+    let confirmed_files = rendered_files(&state);
+    machine.poweroff();
+    let machine = Machine::boot(&state);
+    let _listeners = listen(&machine.netns, &[22, 2222]);
+    assert_eq!(
+        service(&machine),
+        Outcome::Refused,
+        "the rules confirmed before are back"
+    );
+    assert_eq!(rendered_files(&state), confirmed_files);
+    assert!(!stdout(&machine.exec(&["iptables-ctl", "status"])).contains("pending apply"));
+    machine.poweroff();
+}
+
+/// A pipe whose buffer is already full: the first write to its write end blocks.
+fn full_pipe() -> (OwnedFd, OwnedFd) {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let (read_end, write_end) = nix::unistd::pipe().expect("pipe");
+    fcntl(&write_end, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).expect("nonblocking");
+    let mut file = fs::File::from(write_end.try_clone().expect("dup"));
+    let chunk = [b'x'; 4096];
+    while file.write(&chunk).is_ok() {}
+    fcntl(&write_end, FcntlArg::F_SETFL(OFlag::empty())).expect("blocking again");
+    (read_end, write_end)
+}
+
+fn machine_leader(machine: &Machine<'_>) -> String {
+    machine.leader().to_string()
+}
+
+/// The first process below `pid` (itself excluded) whose command is `name`.
+fn descendant_named(pid: u32, name: &str) -> Option<i32> {
+    let mut queue = vec![pid];
+    while let Some(parent) = queue.pop() {
+        let children = fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+            .unwrap_or_default();
+        for child in children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+        {
+            let comm = fs::read_to_string(format!("/proc/{child}/comm")).unwrap_or_default();
+            if comm.trim() == name {
+                return i32::try_from(child).ok();
+            }
+            queue.push(child);
+        }
+    }
+    None
+}
