@@ -110,7 +110,7 @@ pub(crate) fn apply(
     outcome: &mut Outcome<'_>,
 ) -> anyhow::Result<Verdict> {
     let units = InstanceUnits::new(target.instance);
-    let _lock = lock_config(target, outcome)?;
+    let lock = lock_config(target, outcome)?;
     let (rendered, proof) = (|| -> anyhow::Result<_> {
         if !(MIN_CONFIRM_WITHIN..=MAX_CONFIRM_WITHIN).contains(&within) {
             bail!(
@@ -137,55 +137,54 @@ pub(crate) fn apply(
     .context(refused("apply"))?;
     refuse_lockouts("apply", target, &proof, force, outcome)?;
 
-    // A pending apply is superseded: its timer goes first, so it cannot fire on ours.
-    if let Some(previous) = pending(target.layout, target.instance)? {
+    // A pending apply is superseded: its timer goes first (one timer name per
+    // instance). From then until ours is armed, its rules are live with nothing to
+    // bring the previous ones back, so every failure on the way loads those now.
+    let superseded = pending(target.layout, target.instance)?;
+    if superseded.is_some() {
         disarm(manager, &units)?;
-        forget(target.layout, target.instance)?;
-        outcome.push(Event::ApplySuperseded {
-            instance: target.instance.to_string(),
-            deadline_unix: previous.deadline_unix,
-        });
     }
-    let staging = target.layout.pending(target.instance);
-    files::create_dirs(&staging.config_dir())?;
+    let fail = |error: anyhow::Error| -> anyhow::Error {
+        let _ = forget(target.layout, target.instance);
+        if superseded.is_none() {
+            return error.context(refused("apply"));
+        }
+        match load(target, target.layout) {
+            Ok(()) => error.context(
+                "apply failed; the pending apply it was to supersede was rolled back now: the previous rules are live",
+            ),
+            Err(e) => error.context(format!(
+                "apply failed, and rolling back the pending apply it was to supersede failed too ({e:#}); `iptables-ctl reload {}` loads the previous rules",
+                target.instance
+            )),
+        }
+    };
     let record = PendingApply {
         instance: target.instance.to_string(),
         policy: target.policy_path.to_owned(),
         deadline_unix: now_unix() + within.as_secs(),
         timer: units.rollback_timer.clone(),
     };
-    let staged = (|| -> anyhow::Result<()> {
-        target
-            .backend
-            .output_set(&staging, target.instance)
-            .write(&rendered.into_outputs())?;
-        let text = serde_json::to_string_pretty(&record).context("cannot encode the record")?;
-        files::write_files(
-            &target.layout.pending_dir(target.instance),
-            &[(RECORD.to_owned(), text)],
-        )?;
-        Ok(())
-    })();
-    if let Err(error) = staged {
-        let _ = forget(target.layout, target.instance);
-        return Err(error.context(refused("apply")));
+    let staging = target.layout.pending(target.instance);
+    if let Err(error) = stage(target, &staging, rendered, &record) {
+        return Err(fail(error));
     }
 
     // Armed before anything loads: from here on, systemd brings the previous rules
     // back unless `confirm` comes first, whatever becomes of this process.
     match manager.arm_timer(&units.rollback_timer, within) {
         Ok(JobResult::Done) => {}
-        armed => {
-            let _ = forget(target.layout, target.instance);
-            let why = match armed {
-                Ok(result) => format!("its start job ended: {result}"),
-                Err(e) => e.to_string(),
-            };
-            bail!(
-                "cannot arm the rollback timer {}: {why}; {}",
-                units.rollback_timer,
-                crate::control::UNCHANGED
-            );
+        Ok(result) => {
+            return Err(fail(anyhow::anyhow!(
+                "cannot arm the rollback timer {}: its start job ended: {result}",
+                units.rollback_timer
+            )));
+        }
+        Err(e) => {
+            return Err(fail(anyhow::Error::new(e).context(format!(
+                "cannot arm the rollback timer {}",
+                units.rollback_timer
+            ))));
         }
     }
     if let Err(error) = load(target, &staging) {
@@ -201,6 +200,15 @@ pub(crate) fn apply(
             )),
         });
     }
+    // Said only now, and with the lock given back: output that blocks (a stalled
+    // terminal) must neither hold the load up nor keep the rollback from its lock.
+    drop(lock);
+    if let Some(previous) = superseded {
+        outcome.push(Event::ApplySuperseded {
+            instance: target.instance.to_string(),
+            deadline_unix: previous.deadline_unix,
+        });
+    }
     outcome.push(Event::Applied {
         instance: target.instance.to_string(),
         timer: units.rollback_timer.clone(),
@@ -208,6 +216,28 @@ pub(crate) fn apply(
         deadline_unix: record.deadline_unix,
     });
     Ok(Verdict::Done)
+}
+
+/// Writes the apply's files under /run (laid out as `staging`) and its record.
+fn stage(
+    target: &Target<'_>,
+    staging: &Layout,
+    rendered: crate::backend::Rendered,
+    record: &PendingApply,
+) -> anyhow::Result<()> {
+    // A superseded apply's files go; the new set is written whole.
+    forget(target.layout, target.instance)?;
+    files::create_dirs(&staging.config_dir())?;
+    target
+        .backend
+        .output_set(staging, target.instance)
+        .write(&rendered.into_outputs())?;
+    let text = serde_json::to_string_pretty(record).context("cannot encode the record")?;
+    files::write_files(
+        &target.layout.pending_dir(target.instance),
+        &[(RECORD.to_owned(), text)],
+    )?;
+    Ok(())
 }
 
 /// Loads the rules files of `layout` and has Docker's forwarded traffic meet them first.
@@ -242,21 +272,33 @@ pub(crate) fn confirm(
             "too late: the deadline of the apply passed, so the previous rules are coming back; apply again"
         );
     }
-    disarm(manager, &units).context("cannot disarm the rollback; nothing was confirmed")?;
+    // The files first: a timer that fires meanwhile (the deadline is near) loads
+    // /etc/iptables, which then already holds what is being confirmed.
     let staging = target.layout.pending(target.instance);
-    let files = target
+    let outputs = target
         .backend
         .output_set(&staging, target.instance)
-        .read()?;
-    let outputs: Vec<(String, String)> = files
+        .read()?
         .files()
-        .map(|(name, bytes)| (name.to_owned(), String::from_utf8_lossy(bytes).into_owned()))
-        .collect();
+        .map(|(name, bytes)| {
+            String::from_utf8(bytes.to_vec())
+                .map(|text| (name.to_owned(), text))
+                .with_context(|| format!("the applied file {name} is not text"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()
+        .context("nothing was confirmed")?;
     let summary = target
         .backend
         .output_set(target.layout, target.instance)
-        .write(&outputs)?;
+        .write(&outputs)
+        .context("nothing was confirmed; the rollback is still armed")?;
     outcome.writes(&summary);
+    disarm(manager, &units).with_context(|| {
+        format!(
+            "the applied files are written, but the rollback could not be disarmed: at the deadline it loads them again, which changes nothing; `iptables-ctl confirm {}` again clears it",
+            target.instance
+        )
+    })?;
     forget(target.layout, target.instance)?;
     run_job(manager, JobKind::Reload, &units.rules)?;
     outcome.push(Event::Confirmed {
@@ -276,11 +318,18 @@ pub(crate) fn rollback_pending(
     let units = InstanceUnits::new(target.instance);
     // Waits for an apply or confirm in progress: the rollback must not be lost to one.
     let _lock = DirLock::acquire_waiting(&target.layout.config_dir())?;
-    if pending(target.layout, target.instance)?.is_none() {
-        outcome.push(Event::NothingPending {
-            instance: target.instance.to_string(),
-        });
-        return Ok(Verdict::Done);
+    // A record whose deadline is still ahead belongs to a newer apply that superseded
+    // the one this firing was armed for (which was disarmed too late to stop it).
+    match pending(target.layout, target.instance) {
+        Ok(Some(record)) if record.seconds_left() == 0 => {}
+        // A record that cannot be read is no reason to keep rules nobody confirmed.
+        Err(e) => outcome.warn(format!("{e:#}; rolling back all the same")),
+        Ok(_) => {
+            outcome.push(Event::NothingPending {
+                instance: target.instance.to_string(),
+            });
+            return Ok(Verdict::Done);
+        }
     }
     // Stopped means stopped: a stopped instance gets no rules back.
     if manager.unit_status(&units.rules)?.is_active() {
@@ -291,4 +340,152 @@ pub(crate) fn rollback_pending(
         instance: target.instance.to_string(),
     });
     Ok(Verdict::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::fakes::{FakeManager, InForceBackend, POLICY, staged};
+
+    const WITHIN: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn apply_stages_under_run_arms_the_timer_and_leaves_etc_alone() {
+        let staged = staged(Some(POLICY));
+        staged.write_rules("previous");
+        let etc = staged.layout.config_dir();
+        let before = std::fs::read(etc.join("base.rules")).unwrap();
+        let manager = FakeManager::new("active", JobResult::Done);
+        let target = staged.target_with(&InForceBackend);
+        apply(&target, &manager, WITHIN, false, &mut Outcome::new()).unwrap();
+        assert_eq!(manager.calls(), ["arm iptables-rollback@base.timer 30s"]);
+        assert_eq!(std::fs::read(etc.join("base.rules")).unwrap(), before);
+        let record = pending(&staged.layout, &staged.instance).unwrap().unwrap();
+        assert!((29..=30).contains(&record.seconds_left()), "{record:?}");
+        let applied = staged.layout.pending(&staged.instance).config_dir();
+        assert!(
+            std::fs::read_to_string(applied.join("base.rules"))
+                .unwrap()
+                .starts_with("# Generated by iptables-ctl"),
+            "the new files wait under /run"
+        );
+    }
+
+    #[test]
+    fn a_newer_apply_disarms_the_pending_one_first() {
+        let staged = staged(Some(POLICY));
+        staged.write_rules("previous");
+        let manager = FakeManager::new("active", JobResult::Done);
+        let target = staged.target_with(&InForceBackend);
+        apply(&target, &manager, WITHIN, false, &mut Outcome::new()).unwrap();
+        let mut outcome = Outcome::new();
+        apply(&target, &manager, WITHIN, false, &mut outcome).unwrap();
+        assert_eq!(
+            manager.calls(),
+            [
+                "arm iptables-rollback@base.timer 30s",
+                "stop iptables-rollback@base.timer",
+                "arm iptables-rollback@base.timer 30s",
+            ]
+        );
+        assert!(
+            outcome
+                .events()
+                .iter()
+                .any(|e| matches!(e, Event::ApplySuperseded { .. })),
+            "{:?}",
+            outcome.events()
+        );
+    }
+
+    #[test]
+    fn confirm_writes_the_applied_files_before_it_disarms_then_reloads() {
+        let staged = staged(Some(POLICY));
+        staged.write_rules("previous");
+        let manager = FakeManager::new("active", JobResult::Done);
+        let target = staged.target_with(&InForceBackend);
+        apply(&target, &manager, WITHIN, false, &mut Outcome::new()).unwrap();
+        let applied = std::fs::read(
+            staged
+                .layout
+                .pending(&staged.instance)
+                .config_dir()
+                .join("base.rules"),
+        )
+        .unwrap();
+        confirm(&target, &manager, &mut Outcome::new()).unwrap();
+        assert_eq!(
+            std::fs::read(staged.layout.config_dir().join("base.rules")).unwrap(),
+            applied
+        );
+        assert_eq!(pending(&staged.layout, &staged.instance).unwrap(), None);
+        assert_eq!(
+            manager.calls()[1..3],
+            [
+                "stop iptables-rollback@base.timer".to_owned(),
+                "reload iptables@base.service".to_owned()
+            ]
+        );
+        let error = confirm(&target, &manager, &mut Outcome::new()).unwrap_err();
+        assert!(format!("{error}").contains("nothing to confirm"), "{error}");
+    }
+
+    /// A firing of the superseded apply's timer that was already under way when it was
+    /// disarmed runs after the newer apply: the newer one's deadline is still ahead,
+    /// so it is left alone.
+    #[test]
+    fn a_late_firing_leaves_a_newer_apply_alone() {
+        let staged = staged(Some(POLICY));
+        staged.write_rules("previous");
+        let manager = FakeManager::new("active", JobResult::Done);
+        let target = staged.target_with(&InForceBackend);
+        apply(&target, &manager, WITHIN, false, &mut Outcome::new()).unwrap();
+        let mut outcome = Outcome::new();
+        rollback_pending(&target, &manager, &mut outcome).unwrap();
+        assert!(
+            matches!(outcome.events(), [Event::NothingPending { .. }]),
+            "{:?}",
+            outcome.events()
+        );
+        assert!(pending(&staged.layout, &staged.instance).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_due_apply_is_rolled_back_and_forgotten() {
+        let staged = staged(Some(POLICY));
+        staged.write_rules("previous");
+        let manager = FakeManager::new("active", JobResult::Done);
+        let target = staged.target_with(&InForceBackend);
+        apply(&target, &manager, WITHIN, false, &mut Outcome::new()).unwrap();
+        // Due: the record's deadline is now.
+        let dir = staged.layout.pending_dir(&staged.instance);
+        let mut record = pending(&staged.layout, &staged.instance).unwrap().unwrap();
+        record.deadline_unix = now_unix();
+        std::fs::write(dir.join(RECORD), serde_json::to_string(&record).unwrap()).unwrap();
+        let mut outcome = Outcome::new();
+        rollback_pending(&target, &manager, &mut outcome).unwrap();
+        assert!(
+            matches!(outcome.events(), [Event::RolledBack { .. }]),
+            "{:?}",
+            outcome.events()
+        );
+        assert!(!dir.exists(), "the apply is forgotten");
+    }
+
+    #[test]
+    fn apply_refuses_a_window_out_of_bounds_and_changes_nothing() {
+        let staged = staged(Some(POLICY));
+        let before = staged.files();
+        let manager = FakeManager::new("active", JobResult::Done);
+        let target = staged.target_with(&InForceBackend);
+        for within in [Duration::ZERO, MAX_CONFIRM_WITHIN + Duration::from_secs(1)] {
+            let error = apply(&target, &manager, within, false, &mut Outcome::new()).unwrap_err();
+            assert!(
+                format!("{error:#}").contains("--confirm-within"),
+                "{error:#}"
+            );
+        }
+        assert_eq!(staged.files(), before);
+        assert!(manager.calls().is_empty());
+    }
 }
