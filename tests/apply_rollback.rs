@@ -4,7 +4,8 @@
 //!   systemd's timer within the deadline + 1 s, and the client connects again; the files
 //!   in /etc/iptables never changed;
 //! - the rollback still happens when the process that ran `apply` is SIGKILLed after
-//!   the rules loaded (it is stuck writing to a full pipe, so the kill lands there);
+//!   the rules loaded (it is stuck writing to a full pipe, so the kill lands there),
+//!   and when its controlling terminal is hung up (as when an SSH session dies);
 //! - a confirmed apply stays past its deadline (its timer is gone) and its files become
 //!   the instance's own; a newer apply supersedes a pending one;
 //! - a reboot before confirmation comes back with the previous rules.
@@ -154,7 +155,7 @@ fn an_unconfirmed_apply_is_rolled_back_by_systemd_and_a_confirmed_one_stays() {
     //    lands on a process that has loaded the rules and not returned.
     let (read_end, write_end) = full_pipe();
     let mut child = Command::new("nsenter")
-        .args(["-t", &machine_leader(&machine), "-a", "--"])
+        .args(["-t", &machine.leader().to_string(), "-a", "--"])
         .args([
             "iptables-ctl",
             "apply",
@@ -185,6 +186,53 @@ fn an_unconfirmed_apply_is_rolled_back_by_systemd_and_a_confirmed_one_stays() {
     eprintln!("SIGKILLed apply: the client reconnected {back:?} after the rules loaded");
     assert!(back <= WITHIN + GRACE, "rolled back after {back:?}");
     assert_eq!(rendered_files(&state), files_before);
+
+    // 2b. Its terminal hung up after the rules loaded, as when an SSH session dies: the
+    //     pseudo-terminal's buffer is full, so the first line blocks the process, and
+    //     closing the terminal's other end hangs it up (SIGHUP, as sshd's exit would).
+    rollback_finished(&machine);
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    // Only this test holds the terminal's other end: closing it must hang the terminal up.
+    nix::fcntl::fcntl(
+        &pty.master,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .expect("close-on-exec");
+    fill(&pty.slave);
+    let mut child = Command::new("setsid")
+        .args([
+            "--ctty",
+            "nsenter",
+            "-t",
+            &machine.leader().to_string(),
+            "-a",
+            "--",
+        ])
+        .args([
+            "iptables-ctl",
+            "apply",
+            "--confirm-within",
+            &format!("{}s", WITHIN.as_secs()),
+        ])
+        .stdin(Stdio::from(pty.slave.try_clone().expect("dup")))
+        .stdout(Stdio::from(pty.slave.try_clone().expect("dup")))
+        .stderr(Stdio::from(pty.slave))
+        .spawn()
+        .expect("spawn apply on a terminal");
+    wait_until(
+        Duration::from_secs(30),
+        "the applied rules are live",
+        || service(&machine) == Outcome::Refused,
+    );
+    let loaded = Instant::now();
+    drop(pty.master);
+    let status = child.wait().expect("setsid");
+    assert!(!status.success(), "apply was hung up: {status}");
+    let back = reconnected_after(&machine, loaded);
+    eprintln!("hung-up apply: the client reconnected {back:?} after the rules loaded");
+    assert!(back <= WITHIN + GRACE, "rolled back after {back:?}");
+    assert_eq!(rendered_files(&state), files_before);
+    rollback_finished(&machine);
 
     // 3. Superseded, then confirmed from a new connection: the rules stay.
     apply(&machine);
@@ -240,18 +288,50 @@ fn an_unconfirmed_apply_is_rolled_back_by_systemd_and_a_confirmed_one_stays() {
 
 /// A pipe whose buffer is already full: the first write to its write end blocks.
 fn full_pipe() -> (OwnedFd, OwnedFd) {
-    use nix::fcntl::{FcntlArg, OFlag, fcntl};
     let (read_end, write_end) = nix::unistd::pipe().expect("pipe");
-    fcntl(&write_end, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).expect("nonblocking");
-    let mut file = fs::File::from(write_end.try_clone().expect("dup"));
-    let chunk = [b'x'; 4096];
-    while file.write(&chunk).is_ok() {}
-    fcntl(&write_end, FcntlArg::F_SETFL(OFlag::empty())).expect("blocking again");
+    fill(&write_end);
     (read_end, write_end)
 }
 
-fn machine_leader(machine: &Machine<'_>) -> String {
-    machine.leader().to_string()
+/// Writes to `fd` until it would block (nobody reads the other end), so that the next
+/// write blocks.
+fn fill(fd: &OwnedFd) {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = fcntl(fd, FcntlArg::F_GETFL).expect("flags");
+    fcntl(
+        fd,
+        FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+    )
+    .expect("nonblocking");
+    let mut file = fs::File::from(fd.try_clone().expect("dup"));
+    // Large writes first, then single bytes: a terminal takes a short write after
+    // refusing a long one.
+    for chunk in [&[b'x'; 512][..], b"x"] {
+        while file.write(chunk).is_ok() {}
+    }
+    fcntl(fd, FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags))).expect("blocking again");
+}
+
+/// Waits until the rollback unit is not running (it holds /etc/iptables while it is).
+fn rollback_finished(machine: &Machine<'_>) {
+    wait_until(
+        Duration::from_secs(30),
+        "the rollback unit has finished",
+        || {
+            let state = run(
+                machine,
+                &[
+                    "systemctl",
+                    "show",
+                    "-p",
+                    "ActiveState",
+                    "--value",
+                    "iptables-rollback@base.service",
+                ],
+            );
+            matches!(state.trim(), "inactive" | "failed")
+        },
+    );
 }
 
 /// The first process below `pid` (itself excluded) whose command is `name`.
