@@ -234,6 +234,34 @@ fn an_unconfirmed_apply_is_rolled_back_by_systemd_and_a_confirmed_one_stays() {
     assert_eq!(rendered_files(&state), files_before);
     rollback_finished(&machine);
 
+    // 2c. Rules loaded from /etc/iptables again during the window (a reload here; a
+    //     Docker restart does the same): a new connection would prove those, so confirm
+    //     refuses and the rollback stays armed.
+    apply(&machine);
+    run(&machine, &["systemctl", "reload", "iptables@base.service"]);
+    let out = machine.exec(&["iptables-ctl", "confirm"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("are not the applied ones"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !machine
+            .bus()
+            .unit_status("iptables-rollback@base.timer")
+            .unwrap()
+            .is_not_found(),
+        "the rollback stays armed"
+    );
+    assert_eq!(rendered_files(&state), files_before);
+
     // 3. Superseded, then confirmed from a new connection: the rules stay.
     apply(&machine);
     let (said, _) = apply(&machine);

@@ -275,8 +275,17 @@ pub enum Command {
     },
 }
 
-/// A duration on the command line: whole seconds, or a number with `s`, `m` or `h`.
+/// `--confirm-within`: whole seconds, or a number with `s`, `m` or `h`, within the
+/// bounds `apply` accepts.
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    use crate::control::apply::{MAX_CONFIRM_WITHIN, MIN_CONFIRM_WITHIN};
+    let expected = || {
+        format!(
+            "`{text}`: expected seconds, or a number with s, m or h (90s, 5m, 1h), from {}s to {}h",
+            MIN_CONFIRM_WITHIN.as_secs(),
+            MAX_CONFIRM_WITHIN.as_secs() / 3600
+        )
+    };
     let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         Some((at, _)) => text.split_at(at),
         None => (text, "s"),
@@ -285,20 +294,15 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
-        _ => {
-            return Err(format!(
-                "`{text}`: expected seconds, or a number with s, m or h (90s, 5m, 1h)"
-            ));
-        }
+        _ => return Err(expected()),
     };
     digits
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(seconds_per))
         .map(std::time::Duration::from_secs)
-        .ok_or_else(|| {
-            format!("`{text}`: expected seconds, or a number with s, m or h (90s, 5m, 1h)")
-        })
+        .filter(|d| (MIN_CONFIRM_WITHIN..=MAX_CONFIRM_WITHIN).contains(d))
+        .ok_or_else(expected)
 }
 
 /// What `iptables.service` asks of every enabled instance.
@@ -330,6 +334,45 @@ impl From<ToolsArg> for Tools {
             ToolsArg::System => Tools::System,
             ToolsArg::Nft => Tools::Nft,
             ToolsArg::Legacy => Tools::Legacy,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confirm_within_takes_seconds_minutes_and_hours_within_bounds() {
+        for (text, seconds) in [
+            ("90", 90),
+            ("90s", 90),
+            ("5m", 300),
+            ("1h", 3600),
+            ("24h", 86_400),
+        ] {
+            assert_eq!(
+                parse_duration(text),
+                Ok(std::time::Duration::from_secs(seconds)),
+                "{text}"
+            );
+        }
+        for text in [
+            "",
+            "0",
+            "0s",
+            "86401",
+            "25h",
+            "1.5m",
+            "5 m",
+            "-5",
+            "5d",
+            "m",
+            "99999999999999999999",
+            "18446744073709551615h",
+        ] {
+            let error = parse_duration(text).unwrap_err();
+            assert!(error.contains("from 1s to 24h"), "{text}: {error}");
         }
     }
 }

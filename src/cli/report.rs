@@ -191,9 +191,19 @@ pub(super) fn print_event(event: &Event, out: &mut Output) {
             out,
             "{instance}: no apply is pending (confirmed or superseded): nothing to roll back"
         ),
-        Event::RolledBack { instance } => writeln!(
+        Event::RolledBack {
+            instance,
+            loaded: true,
+        } => writeln!(
             out,
             "{instance}: the apply was not confirmed in time: the previous rules are live again"
+        ),
+        Event::RolledBack {
+            instance,
+            loaded: false,
+        } => writeln!(
+            out,
+            "{instance}: the apply was not confirmed in time and is forgotten; iptables@{instance}.service is not active, so no rules were loaded (stopped means stopped)"
         ),
         Event::Document { text } => out.print(text),
         Event::Warning { message } => out.warn(message),

@@ -241,15 +241,13 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
             let report = require_live(&cli, "diff", "it reads the live firewall").and_then(|()| {
                 control::diff::diff(&target(&layout, instance, &policy_path(instance), host))
             });
-            match report {
-                Ok(report) => {
-                    report::print_report(*json, &report, report.human(), out)?;
-                    Ok(if report.changed {
-                        exit::DIFFERENT
-                    } else {
-                        exit::SUCCESS
-                    })
-                }
+            let printed = report.and_then(|report| {
+                report::print_report(*json, &report, report.human(), out)?;
+                Ok(report.changed)
+            });
+            match printed {
+                Ok(true) => Ok(exit::DIFFERENT),
+                Ok(false) => Ok(exit::SUCCESS),
                 Err(error) => {
                     out.error(format!("{error:#}"));
                     Ok(exit::DIFF_TROUBLE)

@@ -99,6 +99,17 @@ fn disarm(manager: &dyn ServiceManager, units: &InstanceUnits) -> anyhow::Result
     run_job(manager, JobKind::Stop, &units.rollback_timer)
 }
 
+/// Stops and forgets a rollback timer of `units` that is still loaded with no apply
+/// pending (one that fired and failed, say), so a new one of the same name can be armed.
+fn clear_leftover_timer(manager: &dyn ServiceManager, units: &InstanceUnits) -> anyhow::Result<()> {
+    if manager.unit_status(&units.rollback_timer)?.is_not_found() {
+        return Ok(());
+    }
+    run_job(manager, JobKind::Stop, &units.rollback_timer)?;
+    manager.reset_failed(&units.rollback_timer)?;
+    Ok(())
+}
+
 /// `apply --confirm-within`: renders and proves the policy (a bad one changes nothing),
 /// refuses rules that would lock out an SSH session it can see (unless `force`), puts
 /// the new files under /run, arms systemd's rollback timer, and only then loads them.
@@ -170,6 +181,10 @@ pub(crate) fn apply(
         return Err(fail(error));
     }
 
+    // A timer of that name left over (elapsed, failed) would refuse ours.
+    if let Err(error) = clear_leftover_timer(manager, &units) {
+        return Err(fail(error));
+    }
     // Armed before anything loads: from here on, systemd brings the previous rules
     // back unless `confirm` comes first, whatever becomes of this process.
     match manager.arm_timer(&units.rollback_timer, within) {
@@ -189,14 +204,16 @@ pub(crate) fn apply(
     }
     if let Err(error) = load(target, &staging) {
         // Half of it may be live: the previous rules go back now, not at the deadline.
-        let back = load(target, target.layout);
-        let _ = disarm(manager, &units);
-        let _ = forget(target.layout, target.instance);
-        return Err(match back {
-            Ok(()) => error.context("apply failed; the previous rules were loaded again"),
+        return Err(match load(target, target.layout) {
+            Ok(()) => {
+                let _ = disarm(manager, &units);
+                let _ = forget(target.layout, target.instance);
+                error.context("apply failed; the previous rules were loaded again")
+            }
+            // The timer stays armed: systemd tries again at the deadline.
             Err(e) => error.context(format!(
-                "apply failed, and loading the previous rules again failed too ({e:#}); `iptables-ctl reload {}` loads them",
-                target.instance
+                "apply failed, and loading the previous rules again failed too ({e:#}); {} tries again at the deadline, and `iptables-ctl reload {}` loads them now",
+                units.rollback_timer, target.instance
             )),
         });
     }
@@ -215,7 +232,9 @@ pub(crate) fn apply(
         within_secs: within.as_secs(),
         deadline_unix: record.deadline_unix,
     });
-    Ok(Verdict::Done)
+    // The status check, against the applied files (status compares with those while
+    // the apply is pending).
+    Ok(in_force(target, manager))
 }
 
 /// Writes the apply's files under /run (laid out as `staging`) and its record.
@@ -272,9 +291,21 @@ pub(crate) fn confirm(
             "too late: the deadline of the apply passed, so the previous rules are coming back; apply again"
         );
     }
+    // The new connection proves the rules that are live; they must be the applied
+    // ones (a Docker restart or a reload meanwhile loads /etc/iptables again).
+    let staging = target.layout.pending(target.instance);
+    let live = target
+        .backend
+        .live_state(&staging, target.instance, true)
+        .context("cannot tell whether the applied rules are still live; nothing was confirmed")?;
+    if let Some(family) = live.families.iter().find(|f| !f.rules_match) {
+        bail!(
+            "nothing was confirmed: the {} rules live now are not the applied ones (something loaded other rules since apply: a Docker restart, a reload), so a new connection proved those, not the applied rules; the rollback stays armed; apply again",
+            family.family
+        );
+    }
     // The files first: a timer that fires meanwhile (the deadline is near) loads
     // /etc/iptables, which then already holds what is being confirmed.
-    let staging = target.layout.pending(target.instance);
     let outputs = target
         .backend
         .output_set(&staging, target.instance)
@@ -332,12 +363,14 @@ pub(crate) fn rollback_pending(
         }
     }
     // Stopped means stopped: a stopped instance gets no rules back.
-    if manager.unit_status(&units.rules)?.is_active() {
+    let active = manager.unit_status(&units.rules)?.is_active();
+    if active {
         load(target, target.layout)?;
     }
     forget(target.layout, target.instance)?;
     outcome.push(Event::RolledBack {
         instance: target.instance.to_string(),
+        loaded: active,
     });
     Ok(Verdict::Done)
 }
@@ -487,5 +520,35 @@ mod tests {
         }
         assert_eq!(staged.files(), before);
         assert!(manager.calls().is_empty());
+    }
+
+    #[test]
+    fn status_says_when_a_pending_apply_lost_its_rollback() {
+        let staged = staged(Some(POLICY));
+        staged.write_rules("previous");
+        let manager = FakeManager::new("active", JobResult::Done);
+        let target = staged.target_with(&InForceBackend);
+        apply(&target, &manager, WITHIN, false, &mut Outcome::new()).unwrap();
+        let armed = crate::control::status::status(&target, &manager).unwrap();
+        assert!(armed.pending.is_some());
+        assert!(
+            !armed.problems.iter().any(|p| p.contains("rollback")),
+            "{:?}",
+            armed.problems
+        );
+        // The timer gone (stopped by hand), the record still there.
+        manager
+            .run_job(JobKind::Stop, "iptables-rollback@base.timer")
+            .unwrap();
+        let report = crate::control::status::status(&target, &manager).unwrap();
+        assert!(!report.in_force);
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.contains("has no rollback armed")),
+            "{:?}",
+            report.problems
+        );
     }
 }

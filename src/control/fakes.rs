@@ -195,9 +195,11 @@ impl RulesetTrial for AcceptingTrial {
 }
 
 /// Records every call; jobs end with `job_result`; the rules unit is `active_state`.
-/// With `links_in`, enable creates one link per unit there, as systemd would.
+/// With `links_in`, enable creates one link per unit there, as systemd would. Timers
+/// exist while armed (transient), and are not found otherwise.
 pub(crate) struct FakeManager {
     calls: RefCell<Vec<String>>,
+    armed: RefCell<Vec<String>>,
     job_result: JobResult,
     active_state: &'static str,
     links_in: Option<PathBuf>,
@@ -207,6 +209,7 @@ impl FakeManager {
     pub(crate) fn new(active_state: &'static str, job_result: JobResult) -> FakeManager {
         FakeManager {
             calls: RefCell::new(Vec::new()),
+            armed: RefCell::new(Vec::new()),
             job_result,
             active_state,
             links_in: None,
@@ -273,12 +276,21 @@ impl ServiceManager for FakeManager {
     }
     fn run_job(&self, kind: JobKind, unit: &str) -> Result<JobResult, SystemdError> {
         self.calls.borrow_mut().push(format!("{kind} {unit}"));
+        if kind == JobKind::Stop {
+            self.armed.borrow_mut().retain(|t| t != unit);
+        }
         Ok(self.job_result.clone())
     }
     fn unit_status(&self, unit: &str) -> Result<UnitStatus, SystemdError> {
+        let transient_gone =
+            unit.ends_with(".timer") && !self.armed.borrow().iter().any(|t| t == unit);
         Ok(UnitStatus {
             name: unit.to_owned(),
-            load_state: LoadState::Loaded,
+            load_state: if transient_gone {
+                LoadState::NotFound
+            } else {
+                LoadState::Loaded
+            },
             active_state: if unit.starts_with("iptables@") {
                 ActiveState::from_word(self.active_state)
             } else {
@@ -304,6 +316,7 @@ impl ServiceManager for FakeManager {
         self.calls
             .borrow_mut()
             .push(format!("arm {timer} {}s", after.as_secs()));
+        self.armed.borrow_mut().push(timer.to_owned());
         Ok(JobResult::Done)
     }
     fn reset_failed(&self, unit: &str) -> Result<(), SystemdError> {

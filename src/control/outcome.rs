@@ -262,10 +262,13 @@ pub(crate) enum Event {
         /// The instance.
         instance: String,
     },
-    /// An unconfirmed apply was rolled back: the previous rules are live again.
+    /// An unconfirmed apply was rolled back and forgotten.
     RolledBack {
         /// The instance.
         instance: String,
+        /// The previous rules were loaded again (false: the instance was not active,
+        /// so nothing was loaded).
+        loaded: bool,
     },
     /// Something the admin should know; the flow went on.
     Warning {

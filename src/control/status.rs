@@ -135,6 +135,9 @@ pub(crate) fn status(
         }
         return Ok(report);
     }
+    if let Some(pending) = &report.pending {
+        problems.extend(pending_problems(pending, manager, &units)?);
+    }
 
     match target
         .backend
@@ -186,6 +189,28 @@ pub(crate) fn status(
     report.in_force = problems.is_empty() && report.live.is_some();
     report.problems = problems;
     Ok(report)
+}
+
+/// What is wrong with a pending apply's safety net: the rollback that was promised
+/// must be armed, and must have run once the deadline passed.
+fn pending_problems(
+    pending: &PendingApply,
+    manager: &dyn ServiceManager,
+    units: &InstanceUnits,
+) -> anyhow::Result<Vec<String>> {
+    let mut problems = Vec::new();
+    if pending.seconds_left() == 0 {
+        problems.push(format!(
+            "the deadline of the pending apply passed but the previous rules did not come back: `journalctl -u iptables-rollback@{}.service` says why; `iptables-ctl reload {}` loads them",
+            pending.instance, pending.instance
+        ));
+    } else if manager.unit_status(&units.rollback_timer)?.is_not_found() {
+        problems.push(format!(
+            "the pending apply has no rollback armed ({} is not loaded): `iptables-ctl confirm {}` keeps its rules, `iptables-ctl reload {}` loads the previous ones",
+            units.rollback_timer, pending.instance, pending.instance
+        ));
+    }
+    Ok(problems)
 }
 
 /// The bridges Docker's live rules name that the policy's `docker_bridges` do not cover.

@@ -208,6 +208,8 @@ impl ServiceManager for SystemdBus {
             // The default accuracy is a minute; a rollback is promised to the second.
             ("AccuracyUSec", zbus::Variant::from(1_000u64)),
             ("RemainAfterElapse", zbus::Variant::from(false)),
+            // Unloaded once done, failed or not, so the name is free for the next one.
+            ("CollectMode", zbus::Variant::from("inactive-or-failed")),
         ];
         match zbus::block_on(self.queued_job(timer, |manager| async move {
             manager
