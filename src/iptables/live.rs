@@ -179,20 +179,36 @@ pub fn compare(family: Family, expected: &Dump, live: &Dump) -> FamilyState {
 }
 
 /// The owned chains' lines of `live`, without the RETURNs Docker appends to
-/// DOCKER-USER beyond those `want` has (they change nothing after our own).
+/// DOCKER-USER: those at the end of the chain beyond the ones `want` ends with (after
+/// the rendered rules they change nothing). A RETURN anywhere else is drift.
 fn live_owned_lines(want: &[String], live: &Dump) -> Vec<String> {
     let mut have = filter_lines(live, &OWNED_CHAINS);
-    let ours = want.iter().filter(|l| *l == DOCKER_OWN_RETURN).count();
-    let mut seen = 0;
-    have.retain(|l| {
-        if l == DOCKER_OWN_RETURN {
-            seen += 1;
-            seen <= ours
-        } else {
-            true
-        }
-    });
+    let ours = trailing_returns(want).len();
+    let appended = trailing_returns(&have);
+    if appended.len() > ours {
+        let surplus = &appended[ours..];
+        let mut at = 0;
+        have.retain(|_| {
+            at += 1;
+            !surplus.contains(&(at - 1))
+        });
+    }
     have
+}
+
+/// The indices of the RETURNs that end DOCKER-USER in `lines` (one chain's rules are
+/// contiguous in a dump), in order.
+fn trailing_returns(lines: &[String]) -> Vec<usize> {
+    let mut run: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("-A DOCKER-USER "))
+        .map(|(at, _)| at)
+        .rev()
+        .take_while(|at| lines[*at] == DOCKER_OWN_RETURN)
+        .collect();
+    run.reverse();
+    run
 }
 
 /// FORWARD's first rule in `live`, as iptables-save spells it.
@@ -287,6 +303,26 @@ mod tests {
         let state = compare_texts(EXPECTED, &live);
         assert!(state.in_force && state.rules_match, "{state:?}");
         assert_eq!(state.docker_user_first, Some(true));
+    }
+
+    /// Only RETURNs after the rendered rules are Docker's; one put before them skips
+    /// them all, so it is drift even when the rendering (a custom template) has no
+    /// RETURN of its own.
+    #[test]
+    fn a_return_ahead_of_the_rules_is_drift_whatever_the_rendering_ends_with() {
+        let without_return =
+            EXPECTED.replace("-A DOCKER-USER -j RETURN\n", "-A DOCKER-USER -j DROP\n");
+        for expected in [EXPECTED, without_return.as_str()] {
+            let live = expected.replace(
+                ":DOCKER-USER - [0:0]\n",
+                ":DOCKER-USER - [0:0]\n-A DOCKER-USER -j RETURN\n",
+            );
+            let state = compare_texts(expected, &live);
+            assert!(!state.rules_match, "{expected}\n{state:?}");
+            // Docker's own RETURN appended after the rules is still not drift.
+            let appended = expected.replace("COMMIT\n", "-A DOCKER-USER -j RETURN\nCOMMIT\n");
+            assert!(compare_texts(expected, &appended).rules_match, "{expected}");
+        }
     }
 
     #[test]
