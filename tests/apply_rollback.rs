@@ -8,7 +8,8 @@
 //!   and when its controlling terminal is hung up (as when an SSH session dies);
 //! - a confirmed apply stays past its deadline (its timer is gone) and its files become
 //!   the instance's own; a newer apply supersedes a pending one;
-//! - a reboot before confirmation comes back with the previous rules.
+//! - a reboot before confirmation comes back with the previous rules;
+//! - `install` run again reports `changed: false` and leaves every mtime as it was.
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)] // test support may fail loudly
 
 mod common;
@@ -96,6 +97,14 @@ fn an_unconfirmed_apply_is_rolled_back_by_systemd_and_a_confirmed_one_stays() {
     run(&machine, &["iptables-ctl", "install"]);
     assert_eq!(service(&machine), Outcome::Open);
     let files_before = rendered_files(&state);
+
+    // install again, as configuration management does: nothing changes, and it says so.
+    let mtimes = || (mtimes(&state.etc_iptables()), mtimes(&state.etc_systemd()));
+    let before = mtimes();
+    let again: serde_json::Value =
+        serde_json::from_str(&run(&machine, &["iptables-ctl", "install", "--json"])).unwrap();
+    assert_eq!(again["changed"], false, "{again:#}");
+    assert_eq!(mtimes(), before, "the second install touched nothing");
 
     // 1. Cut off and never confirmed: systemd brings the previous rules back.
     fs::write(state.etc_iptables().join("base.toml"), CUT).unwrap();
@@ -312,6 +321,22 @@ fn an_unconfirmed_apply_is_rolled_back_by_systemd_and_a_confirmed_one_stays() {
     assert_eq!(rendered_files(&state), confirmed_files);
     assert!(!stdout(&machine.exec(&["iptables-ctl", "status"])).contains("pending apply"));
     machine.poweroff();
+}
+
+/// Every path under `dir` with its inode and modification time.
+fn mtimes(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut all = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(path) = stack.pop() {
+        let meta = fs::symlink_metadata(&path).unwrap();
+        all.push((path.clone(), meta.ino(), meta.mtime(), meta.mtime_nsec()));
+        if meta.is_dir() {
+            stack.extend(fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    all.sort();
+    all
 }
 
 /// A pipe whose buffer is already full: the first write to its write end blocks.

@@ -336,6 +336,46 @@ fn staged_uninstall_removes_units_and_links_and_keeps_the_policy() {
     }
 }
 
+/// For configuration management: `install --json` says `changed: true` when it wrote
+/// the tree, and the second run says `changed: false` and leaves every file, link and
+/// directory as it was, mtimes included.
+#[test]
+fn install_twice_reports_changed_then_unchanged_and_touches_nothing() {
+    if !kernel_tests_enabled("install_twice_reports_changed_then_unchanged_and_touches_nothing") {
+        return;
+    }
+    let root = staged_root(true);
+    let r = root.path();
+    let document = |out: &std::process::Output| -> serde_json::Value {
+        serde_json::from_slice(&out.stdout).expect("one JSON document")
+    };
+    let first = command(r, &["install", "--json"])
+        .assert()
+        .code(0)
+        .get_output()
+        .clone();
+    let first = document(&first);
+    assert_eq!(
+        (&first["schema"], &first["changed"]),
+        (&1.into(), &true.into()),
+        "{first:#}"
+    );
+    let before = fingerprint(r);
+    let second = command(r, &["install", "--json"])
+        .assert()
+        .code(0)
+        .get_output()
+        .clone();
+    let second = document(&second);
+    assert_eq!(second["changed"], false, "{second:#}");
+    assert_eq!(second["verdict"], "done", "{second:#}");
+    assert_eq!(
+        fingerprint(r),
+        before,
+        "the second install changed the tree"
+    );
+}
+
 /// An install by an earlier build also linked the instance into the umbrella's wants;
 /// uninstall removes every enable link of the units, as `systemctl disable` does.
 #[test]

@@ -69,7 +69,7 @@ pub(super) fn print_event(event: &Event, out: &mut Output) {
         Event::PreviousFilesLoaded { unit } => {
             writeln!(out, "{unit}: the previous files are loaded again");
         }
-        Event::UnitActive { unit } => writeln!(out, "{unit} is active"),
+        Event::UnitActive { unit, .. } => writeln!(out, "{unit} is active"),
         Event::Started { unit, .. } => writeln!(out, "{unit}: active"),
         Event::RestartIsReload { unit } => writeln!(
             out,
@@ -249,9 +249,18 @@ pub(super) fn status_exit_code(report: &StatusReport) -> u8 {
     }
 }
 
+/// The version of the `--json` documents of the changing commands: a field that goes
+/// or changes meaning raises it; a new field does not.
+pub const JSON_SCHEMA: u32 = 1;
+
 /// A flow's outcome as one JSON document.
 #[derive(Debug, Serialize)]
 struct Document<'a> {
+    /// [`JSON_SCHEMA`].
+    schema: u32,
+    /// Whether the run changed the host (a file, a link, a unit's state, the live
+    /// rules): what configuration management reports as `changed`.
+    changed: bool,
     /// What the flow did, in order.
     events: &'a [Event],
     /// How it ended (`verdict` and what goes with it).
@@ -287,6 +296,8 @@ fn document(events: &[Event], result: &anyhow::Result<Verdict>) -> anyhow::Resul
         ),
     };
     let document = Document {
+        schema: JSON_SCHEMA,
+        changed: events.iter().any(Event::changes_host),
         events,
         ending,
         exit_code,

@@ -120,6 +120,7 @@ pub(crate) fn install(
     }
     outcome.push(Event::UnitActive {
         unit: units.rules.clone(),
+        job: kind,
     });
     start_rest_of_set(manager, &units, outcome);
     Ok(in_force(target, manager))

@@ -104,6 +104,8 @@ pub(crate) enum Event {
     UnitActive {
         /// The rules unit.
         unit: String,
+        /// How it got there: started, or (already active) reloaded.
+        job: JobKind,
     },
     /// `start`, `restart`: the rules unit is active after `job`.
     Started {
@@ -275,6 +277,59 @@ pub(crate) enum Event {
         /// What.
         message: String,
     },
+}
+
+impl Event {
+    /// Whether this step changed the host: a file, a link, a unit's state or the live
+    /// rules (what `changed` in `--json` reports, for configuration management). A
+    /// reload of unchanged files counts as no change; a step that failed and was put
+    /// back counts as one, since the host went through it.
+    pub fn changes_host(&self) -> bool {
+        match self {
+            Event::FileWritten { .. }
+            | Event::FileRemoved { .. }
+            | Event::LinkCreated { .. }
+            | Event::LinkRemoved { .. }
+            | Event::UnitFileChanged { .. }
+            | Event::JobFailedUndoing { .. }
+            | Event::ReloadFailedUndoing { .. }
+            | Event::PreviousFilesLoaded { .. }
+            | Event::Started { .. }
+            | Event::Stopped { .. }
+            | Event::StoppedForUninstall { .. }
+            | Event::PassThroughLoaded
+            | Event::ForwardJumpAdded { .. }
+            | Event::ForwardJumpRepaired { .. }
+            | Event::JobDone { .. }
+            | Event::StarterWritten { .. }
+            | Event::ApplySuperseded { .. }
+            | Event::Applied { .. }
+            | Event::Confirmed { .. }
+            | Event::RolledBack { .. } => true,
+            Event::UnitActive { job, .. } => *job != JobKind::Reload,
+            Event::Reloaded { files_changed, .. } => *files_changed,
+            Event::StarterPolicy { .. }
+            | Event::PolicyProven { .. }
+            | Event::FileUnchanged { .. }
+            | Event::UnitsPackaged { .. }
+            | Event::Staged { .. }
+            | Event::EnabledNotStarted { .. }
+            | Event::RestartIsReload { .. }
+            | Event::ReassertionActive { .. }
+            | Event::ReassertionWaitsForDocker { .. }
+            | Event::NotInstalled { .. }
+            | Event::SharedUnitsKept { .. }
+            | Event::FilesKept { .. }
+            | Event::NotReloaded { .. }
+            | Event::Next { .. }
+            | Event::PolicyValid { .. }
+            | Event::FamilyProven { .. }
+            | Event::RenderedNotLoaded { .. }
+            | Event::NothingPending { .. }
+            | Event::Document { .. }
+            | Event::Warning { .. } => false,
+        }
+    }
 }
 
 impl From<&UnitFileChange> for Event {
