@@ -247,6 +247,13 @@ fn an_unconfirmed_apply_is_rolled_back_by_systemd_and_a_confirmed_one_stays() {
     //     Docker restart does the same): a new connection would prove those, so confirm
     //     refuses and the rollback stays armed.
     apply(&machine);
+    let out = machine.exec(&["iptables-ctl", "reload"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("reload refused: an apply of base is pending"),
+        "{}",
+        stderr(&out)
+    );
     run(&machine, &["systemctl", "reload", "iptables@base.service"]);
     let out = machine.exec(&["iptables-ctl", "confirm"]);
     assert_eq!(

@@ -383,6 +383,7 @@ mod tests {
             events.contains(&serde_json::json!({
                 "event": "unit_active",
                 "unit": "iptables@base.service",
+                "job": "start",
             })),
             "{json}"
         );
@@ -396,6 +397,8 @@ mod tests {
         assert_eq!(value["verdict"], "not_in_force", "{json}");
         assert!(value["problems"].is_array(), "{json}");
         assert_eq!(value["exit_code"], exit::NOT_IN_FORCE, "{json}");
+        assert_eq!(value["schema"], JSON_SCHEMA, "{json}");
+        assert_eq!(value["changed"], true, "{json}");
     }
 
     #[test]
@@ -409,6 +412,8 @@ mod tests {
         assert_eq!(
             value,
             serde_json::json!({
+                "schema": JSON_SCHEMA,
+                "changed": true,
                 "events": [{
                     "event": "job_failed_undoing",
                     "unit": "iptables@base.service",

@@ -99,6 +99,35 @@ fn disarm(manager: &dyn ServiceManager, units: &InstanceUnits) -> anyhow::Result
     run_job(manager, JobKind::Stop, &units.rollback_timer)
 }
 
+/// Refuses `command` while an apply of the instance waits for `confirm`: loading the
+/// instance's files now would undo the apply behind the admin's back, or, once they
+/// were rendered anew, keep it without the proof that `confirm` asks for.
+pub(crate) fn refuse_while_pending(target: &Target<'_>, command: &str) -> anyhow::Result<()> {
+    if let Some(record) = pending(target.layout, target.instance)? {
+        bail!(
+            "{command} refused: an apply of {instance} is pending for {} s more; `iptables-ctl confirm {instance}` (from a new connection) keeps it, `iptables-ctl apply {instance}` replaces it, and without either the previous rules come back then; {}",
+            record.seconds_left(),
+            crate::control::UNCHANGED,
+            instance = target.instance,
+        );
+    }
+    Ok(())
+}
+
+/// Forgets a pending apply of the instance and disarms its rollback (for `uninstall`,
+/// which takes the instance and its units away). Returns whether there was one.
+pub(crate) fn discard_pending(
+    target: &Target<'_>,
+    manager: &dyn ServiceManager,
+) -> anyhow::Result<bool> {
+    if pending(target.layout, target.instance)?.is_none() {
+        return Ok(false);
+    }
+    disarm(manager, &InstanceUnits::new(target.instance))?;
+    forget(target.layout, target.instance)?;
+    Ok(true)
+}
+
 /// Stops and forgets a rollback timer of `units` that is still loaded with no apply
 /// pending (one that fired and failed, say), so a new one of the same name can be armed.
 fn clear_leftover_timer(manager: &dyn ServiceManager, units: &InstanceUnits) -> anyhow::Result<()> {
@@ -550,5 +579,35 @@ mod tests {
             "{:?}",
             report.problems
         );
+    }
+
+    #[test]
+    fn reload_and_install_refuse_while_an_apply_is_pending() {
+        let staged = staged(Some(POLICY));
+        staged.write_rules("previous");
+        let manager = FakeManager::new("active", JobResult::Done);
+        let target = staged.target_with(&InForceBackend);
+        apply(&target, &manager, WITHIN, false, &mut Outcome::new()).unwrap();
+        let before = staged.files();
+        let calls = manager.calls().len();
+        let error =
+            crate::control::reload(&target, &manager, false, &mut Outcome::new()).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("reload refused: an apply of base is pending"),
+            "{error:#}"
+        );
+        let error = crate::control::install(
+            &target,
+            crate::control::Systemd::Live(&manager),
+            crate::control::InstallOptions::default(),
+            &mut Outcome::new(),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{error:#}").contains("install refused"),
+            "{error:#}"
+        );
+        assert_eq!(staged.files(), before, "nothing changed");
+        assert_eq!(manager.calls().len(), calls, "{:?}", manager.calls());
     }
 }

@@ -52,6 +52,7 @@ pub(crate) fn install(
     let config_dir = target.layout.config_dir();
     let mut created = CreatedDirs::create(&config_dir)?;
     let _lock = DirLock::acquire(&config_dir)?;
+    crate::control::apply::refuse_while_pending(target, "install")?;
 
     let (policy, starter_text) = policy_or_starter(target, outcome)?;
     let (rendered, proof) = match (render_and_prove(target, &policy), &starter_text) {

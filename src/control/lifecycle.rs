@@ -54,6 +54,7 @@ pub(crate) fn lifecycle(
             // The files proven are the files loaded: no render or reload may replace
             // the set in between.
             let _lock = DirLock::acquire(&target.layout.config_dir())?;
+            crate::control::apply::refuse_while_pending(target, &kind.to_string())?;
             let changes_rules = kind != JobKind::Start || !status.is_active();
             if changes_rules {
                 let proof = target

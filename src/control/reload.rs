@@ -28,6 +28,7 @@ pub(crate) fn reload(
 ) -> anyhow::Result<Verdict> {
     let units = InstanceUnits::new(target.instance);
     let _lock = lock_config(target, outcome)?;
+    crate::control::apply::refuse_while_pending(target, "reload")?;
     let (rendered, proof) = (|| -> anyhow::Result<_> {
         let policy = Policy::load(target.policy_path)?;
         let proven = render_and_prove(target, &policy)?;

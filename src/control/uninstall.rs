@@ -42,6 +42,13 @@ pub(crate) fn uninstall(
                 });
                 return Ok(Verdict::Done);
             }
+            // A pending apply goes with the instance: its rollback would find no unit.
+            if crate::control::apply::discard_pending(target, manager)? {
+                outcome.warn(format!(
+                    "the pending apply of {} was discarded with its rollback",
+                    target.instance
+                ));
+            }
             if status.is_active() {
                 stop_set(manager, &units)?;
                 outcome.push(Event::StoppedForUninstall {
