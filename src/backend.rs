@@ -102,6 +102,10 @@ pub trait Backend {
     /// fight them; nothing when it cannot tell.
     fn live_conflicts(&self) -> Vec<Conflict>;
 
+    /// What the kernel holds now, per family, as files to keep beside a generation
+    /// (`(file name, text)`), in the backend's own words.
+    fn live_snapshot(&self) -> anyhow::Result<Vec<(String, String)>>;
+
     /// Per family, in [`Family::ALL`]'s order: the chains this backend owns as they
     /// are live now, beside what loading the files `proof` proved would make them.
     fn owned_rules(&self, proof: &Proof) -> anyhow::Result<Vec<OwnedRules>>;

@@ -9,7 +9,9 @@
 //! - a confirmed apply stays past its deadline (its timer is gone) and its files become
 //!   the instance's own; a newer apply supersedes a pending one;
 //! - a reboot before confirmation comes back with the previous rules;
-//! - `install` run again reports `changed: false` and leaves every mtime as it was.
+//! - `install` run again reports `changed: false` and leaves every mtime as it was;
+//! - `rollback` returns to the generation before the newest (install's, after the
+//!   confirmed apply's), and status names the generations.
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)] // test support may fail loudly
 
 mod common;
@@ -327,6 +329,29 @@ fn an_unconfirmed_apply_is_rolled_back_by_systemd_and_a_confirmed_one_stays() {
     );
     assert_eq!(rendered_files(&state), confirmed_files);
     assert!(!stdout(&machine.exec(&["iptables-ctl", "status"])).contains("pending apply"));
+
+    // 5. Generations: install kept 1 (OPEN), confirm kept 2 (CUT); rollback returns to 1
+    //    and keeps it as 3, so status names 2 as the one rollback would return to.
+    let said = run(&machine, &["iptables-ctl", "rollback"]);
+    assert!(
+        said.contains("rolling back from generation 2 to 1"),
+        "{said}"
+    );
+    assert_eq!(
+        service(&machine),
+        Outcome::Open,
+        "generation 1's rules are live"
+    );
+    assert_eq!(
+        fs::read_to_string(state.etc_iptables().join("base.toml")).unwrap(),
+        OPEN
+    );
+    let status = run(&machine, &["iptables-ctl", "status"]);
+    assert!(
+        status.contains("generation 3 (rollback, by iptables-ctl")
+            && status.contains("`iptables-ctl rollback base` returns to generation 2 (confirm)"),
+        "{status}"
+    );
     machine.poweroff();
 }
 

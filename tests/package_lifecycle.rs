@@ -333,6 +333,13 @@ fn the_deb_installs_upgrades_and_goes_as_the_readme_says() {
     for kept in ["base.toml", "base.rules", "base.rules6", ".base.set"] {
         assert!(state.etc_iptables().join(kept).exists(), "{kept} kept");
     }
+    assert!(
+        machine
+            .exec(&["test", "-e", "/var/lib/iptables-ctl/generations/base/1"])
+            .status
+            .success(),
+        "the generations stay until purge"
+    );
 
     // purge: the rendered set and the enable links go; the policy and the rules stay.
     let said = admin_ok(&machine, &["apt-get", "purge", "-y", "iptables-ctl"]);
@@ -351,12 +358,12 @@ fn the_deb_installs_upgrades_and_goes_as_the_readme_says() {
         POLICY
     );
     assert_eq!(our_links(&state.etc_systemd()), Vec::<String>::new());
-    assert!(
-        !machine
-            .exec(&["test", "-e", "/run/iptables-ctl"])
-            .status
-            .success()
-    );
+    for gone in ["/run/iptables-ctl", "/var/lib/iptables-ctl/generations"] {
+        assert!(
+            !machine.exec(&["test", "-e", gone]).status.success(),
+            "{gone}"
+        );
+    }
     assert_eq!(live(&machine), rules_in_force, "purge changed no rule");
     assert_probes(&machine, "after apt-get purge", &PUBLISHED);
     machine.poweroff();

@@ -205,6 +205,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Return to the generation before the current one: its policy is written back and
+    /// loaded as `reload` loads one. A generation is kept at every install, reload,
+    /// confirm and rollback (the last 10, under /var/lib/iptables-ctl).
+    Rollback {
+        /// Instance name.
+        #[arg(default_value = "base")]
+        instance: InstanceName,
+        /// Roll back even when the rules would lock out an open SSH session.
+        #[arg(long)]
+        force: bool,
+        /// Print the outcome (what was done, and the verdict) as one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run by iptables-rollback@.service when an apply was not confirmed in time: load
     /// the instance's own files (the previous rules) again.
     #[command(hide = true)]

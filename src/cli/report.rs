@@ -165,6 +165,15 @@ pub(super) fn print_event(event: &Event, out: &mut Output) {
             out,
             "iptables@{instance}.service is installed: these files are loaded at the next boot or Docker start; `iptables-ctl reload {instance}` loads them now (render does not)"
         ),
+        Event::RollingBack { from, to, policy } => writeln!(
+            out,
+            "rolling back from generation {from} to {to}: its policy is written back to {} and loaded",
+            policy.display()
+        ),
+        Event::GenerationKept { number } => writeln!(
+            out,
+            "kept as generation {number} (`iptables-ctl rollback` returns to the one before)"
+        ),
         Event::ApplySuperseded {
             instance,
             deadline_unix,
@@ -493,6 +502,8 @@ mod tests {
             }),
             live_error: None,
             pending: None,
+            generation: None,
+            previous_generation: None,
             exposure: None,
         };
         assert_eq!(status_exit_code(&report), exit::SUCCESS);

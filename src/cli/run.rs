@@ -195,6 +195,18 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
                 control::apply::confirm(&target, &manager, outcome)
             })
         }
+        Command::Rollback {
+            instance,
+            force,
+            json,
+        } => {
+            let manager = live_systemd(&cli, "rollback", "it changes the live firewall")?;
+            let path = policy_path(instance);
+            let target = target(&layout, instance, &path, host);
+            flow(out, *json, |outcome| {
+                control::rollback::rollback(&target, &manager, *force, outcome)
+            })
+        }
         Command::RollbackPending { instance } => {
             let manager = live_systemd(&cli, "rollback-pending", "it changes the live firewall")?;
             let path = policy_path(instance);

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::control::outcome::{Event, Outcome, Verdict};
 use crate::control::{
-    Target, in_force, lock_config, refuse_lockouts, refused, render_and_prove, run_job,
-    warn_interface_problems,
+    Target, in_force, keep_generation, lock_config, refuse_lockouts, refused, render_and_prove,
+    run_job, warn_interface_problems,
 };
 use crate::family::Family;
 use crate::files::layout::Layout;
@@ -364,6 +364,7 @@ pub(crate) fn confirm(
     outcome.push(Event::Confirmed {
         instance: target.instance.to_string(),
     });
+    keep_generation(target, "confirm", outcome);
     Ok(in_force(target, manager))
 }
 

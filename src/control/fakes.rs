@@ -150,6 +150,9 @@ impl Backend for InForceBackend {
     fn live_conflicts(&self) -> Vec<Conflict> {
         Vec::new()
     }
+    fn live_snapshot(&self) -> anyhow::Result<Vec<(String, String)>> {
+        FAKE_BACKEND.live_snapshot()
+    }
     fn owned_rules(&self, proof: &Proof) -> anyhow::Result<Vec<crate::backend::OwnedRules>> {
         FAKE_BACKEND.owned_rules(proof)
     }

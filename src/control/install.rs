@@ -16,8 +16,8 @@ use crate::control::lifecycle::start_rest_of_set;
 use crate::control::outcome::{Event, Outcome, Verdict};
 use crate::control::undo::Transaction;
 use crate::control::{
-    Systemd, Target, UNCHANGED, in_force, refuse_lockouts, refused, render_and_prove, run_job,
-    warn_interface_problems,
+    Systemd, Target, UNCHANGED, in_force, keep_generation, refuse_lockouts, refused,
+    render_and_prove, run_job, warn_interface_problems,
 };
 use crate::files::layout::Layout;
 use crate::files::source;
@@ -91,6 +91,8 @@ pub(crate) fn install(
     };
     let units = InstanceUnits::new(target.instance);
     let Some(manager) = manager else {
+        // No generation for a staged tree: rollback works on the live system, whose
+        // first reload keeps one.
         stage_enable(target.layout, &unit_dir, &units, outcome)?;
         return Ok(Verdict::Done);
     };
@@ -123,6 +125,7 @@ pub(crate) fn install(
         unit: units.rules.clone(),
         job: kind,
     });
+    keep_generation(target, "install", outcome);
     start_rest_of_set(manager, &units, outcome);
     Ok(in_force(target, manager))
 }

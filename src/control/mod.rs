@@ -2,7 +2,7 @@
 //! it is, one file per flow. `init.rs` (the starter policy), `render.rs` (`render`,
 //! `check`), `diff.rs` (what applying the policy would change live), `apply.rs`
 //! (`apply --confirm-within`, `confirm`, and the rollback systemd runs when nobody
-//! confirmed), `install.rs`, `uninstall.rs`, `lifecycle.rs` (`start`, `stop`, `restart`),
+//! confirmed), `rollback.rs` (back to the previous generation), `install.rs`, `uninstall.rs`, `lifecycle.rs` (`start`, `stop`, `restart`),
 //! `reload.rs`, `status.rs` (the in-force check) and `unit_hooks.rs` (what the units
 //! run: `forward-jump` after every load, `umbrella` for `systemctl start|stop|reload
 //! iptables`); beside them `outcome.rs` (the events and verdict a flow returns),
@@ -37,6 +37,7 @@ mod lifecycle;
 pub(crate) mod outcome;
 mod reload;
 mod render;
+pub(crate) mod rollback;
 pub(crate) mod status;
 pub(crate) mod undo;
 mod uninstall;
@@ -58,6 +59,7 @@ pub(crate) use unit_hooks::{forward_jump, umbrella};
 
 use crate::backend::{Backend, Lockout, Proof, Rendered};
 use crate::files::DirLock;
+use crate::files::generations::Generations;
 use crate::files::layout::Layout;
 use crate::host::HostProbe;
 use crate::policy::Policy;
@@ -167,6 +169,38 @@ pub(crate) fn failure_details(manager: &dyn ServiceManager, unit: &str) -> Strin
 /// The context every refusal carries: nothing was touched.
 fn refused(command: &str) -> String {
     format!("{command} refused; {UNCHANGED}")
+}
+
+/// Keeps the rule set now in force as the instance's next generation (its policy, its
+/// files and what the kernel holds), for `rollback`, unless the newest one already has
+/// this policy and these files. A generation that cannot be kept is said, not a
+/// failure: the change it records is done.
+fn keep_generation(target: &Target<'_>, command: &str, outcome: &mut Outcome<'_>) {
+    let kept = (|| -> anyhow::Result<_> {
+        let policy = String::from_utf8(crate::files::source::read(
+            target.policy_path,
+            crate::files::source::POLICY_LIMIT,
+        )?)
+        .context("the policy is not text")?;
+        let files: Vec<(String, String)> = target
+            .backend
+            .output_set(target.layout, target.instance)
+            .read()?
+            .files()
+            .map(|(name, bytes)| (name.to_owned(), String::from_utf8_lossy(bytes).into_owned()))
+            .collect();
+        let live = target.backend.live_snapshot()?;
+        Generations::of(target.layout, target.instance).record(command, &policy, &files, &live)
+    })();
+    match kept {
+        Ok(Some(generation)) => outcome.push(Event::GenerationKept {
+            number: generation.number,
+        }),
+        Ok(None) => {}
+        Err(e) => outcome.warn(format!(
+            "the rules are in place, but they could not be kept as a generation for `rollback`: {e:#}"
+        )),
+    }
 }
 
 /// How long a changing command waits for another run to finish with the rules.

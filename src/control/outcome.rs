@@ -234,6 +234,20 @@ pub(crate) enum Event {
         /// Its text.
         text: String,
     },
+    /// `rollback`: the previous generation's policy was written back and is loaded.
+    RollingBack {
+        /// The generation left.
+        from: u64,
+        /// The generation returned to.
+        to: u64,
+        /// The policy file written back.
+        policy: PathBuf,
+    },
+    /// The rule set now in force was kept as a generation, for `rollback`.
+    GenerationKept {
+        /// Its number.
+        number: u64,
+    },
     /// A pending apply was superseded by a newer one (its rollback disarmed).
     ApplySuperseded {
         /// The instance.
@@ -303,12 +317,14 @@ impl Event {
             | Event::JobDone { .. }
             | Event::StarterWritten { .. }
             | Event::ApplySuperseded { .. }
+            | Event::RollingBack { .. }
             | Event::Applied { .. }
             | Event::Confirmed { .. }
             | Event::RolledBack { .. } => true,
             Event::UnitActive { job, .. } => *job != JobKind::Reload,
             Event::Reloaded { files_changed, .. } => *files_changed,
             Event::StarterPolicy { .. }
+            | Event::GenerationKept { .. }
             | Event::PolicyProven { .. }
             | Event::FileUnchanged { .. }
             | Event::UnitsPackaged { .. }

@@ -8,8 +8,8 @@ use anyhow::{Context as _, bail};
 use crate::control::outcome::{Event, Outcome, Verdict};
 use crate::control::undo::Transaction;
 use crate::control::{
-    Target, in_force, lock_config, refuse_lockouts, refused, render_and_prove, run_job,
-    warn_interface_problems,
+    Target, in_force, keep_generation, lock_config, refuse_lockouts, refused, render_and_prove,
+    run_job, warn_interface_problems,
 };
 use crate::files::Snapshot;
 use crate::policy::Policy;
@@ -26,9 +26,21 @@ pub(crate) fn reload(
     force: bool,
     outcome: &mut Outcome<'_>,
 ) -> anyhow::Result<Verdict> {
-    let units = InstanceUnits::new(target.instance);
     let _lock = lock_config(target, outcome)?;
     crate::control::apply::refuse_while_pending(target, "reload")?;
+    reload_locked(target, manager, force, "reload", outcome)
+}
+
+/// [`reload`] with the lock already held, for `command` (which names the generation
+/// it keeps).
+pub(crate) fn reload_locked(
+    target: &Target<'_>,
+    manager: &dyn ServiceManager,
+    force: bool,
+    command: &str,
+    outcome: &mut Outcome<'_>,
+) -> anyhow::Result<Verdict> {
+    let units = InstanceUnits::new(target.instance);
     let (rendered, proof) = (|| -> anyhow::Result<_> {
         let policy = Policy::load(target.policy_path)?;
         let proven = render_and_prove(target, &policy)?;
@@ -71,6 +83,7 @@ pub(crate) fn reload(
         unit: units.rules.clone(),
         files_changed: !summary.written.is_empty(),
     });
+    keep_generation(target, command, outcome);
     Ok(in_force(target, manager))
 }
 

@@ -21,6 +21,7 @@ use crate::audit::{self, AuditReport};
 use crate::backend::{FamilyState, LiveRules, LiveState, Rendered};
 use crate::control::Target;
 use crate::control::apply::{self, PendingApply};
+use crate::files::generations::{Generation, Generations};
 use crate::files::set::SetState;
 use crate::files::stamp;
 use crate::policy::Policy;
@@ -59,6 +60,11 @@ pub(crate) struct StatusReport {
     /// An apply waiting for `confirm`: its rules are live, its files under /run, and
     /// the live rules are compared with those.
     pub pending: Option<PendingApply>,
+    /// The newest generation (what install, reload, confirm or rollback last made the
+    /// instance's own), and the one `rollback` returns to.
+    pub generation: Option<Generation>,
+    /// The generation before it.
+    pub previous_generation: Option<Generation>,
     /// The exposure audit of the published ports (active only).
     pub exposure: Option<AuditReport>,
 }
@@ -100,10 +106,17 @@ pub(crate) fn status(
         live: None,
         live_error: None,
         pending: None,
+        generation: None,
+        previous_generation: None,
         exposure: None,
     };
     if !report.installed {
         return Ok(report);
+    }
+    // Unreadable generations hide nothing about the rules in force: they are left out.
+    if let Ok(mut kept) = Generations::of(target.layout, target.instance).list() {
+        report.generation = kept.pop();
+        report.previous_generation = kept.pop();
     }
     // While an apply waits for `confirm`, its files are the ones loaded.
     let mut problems = Vec::new();
@@ -415,6 +428,20 @@ impl StatusReport {
         }
         if let Some(line) = self.files_line() {
             text.push_str(&line);
+        }
+        if let Some(current) = &self.generation {
+            text.push_str(&format!(
+                "generation {} ({}, by iptables-ctl {}){}\n",
+                current.number,
+                current.command,
+                current.version,
+                self.previous_generation
+                    .as_ref()
+                    .map_or_else(String::new, |previous| format!(
+                        "; `iptables-ctl rollback {}` returns to generation {} ({})",
+                        self.instance, previous.number, previous.command
+                    ))
+            ));
         }
         if let Some(pending) = &self.pending {
             text.push_str(&format!(

@@ -42,6 +42,11 @@ impl Layout {
         self.config_dir().join(format!("{instance}.toml"))
     }
 
+    /// `/var/lib/iptables-ctl`: what is kept across boots (the generations).
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join("var/lib/iptables-ctl")
+    }
+
     /// `/run/iptables-ctl`: what the units record for `status` until the next boot.
     pub fn run_dir(&self) -> PathBuf {
         self.root.join("run/iptables-ctl")

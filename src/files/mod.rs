@@ -8,9 +8,11 @@
 //!
 //! `set.rs` writes files that must change together as one set (the instance's rules),
 //! `source.rs` reads what the rules come from with bounds, `stamp.rs` writes and reads
-//! back the first line naming the version that rendered a file, and `layout.rs` says
-//! where every file lives, under `/` or a staged `--root`.
+//! back the first line naming the version that rendered a file, `generations.rs` keeps
+//! the last rule sets that became an instance's own, and `layout.rs` says where every
+//! file lives, under `/` or a staged `--root`.
 
+pub mod generations;
 pub mod layout;
 pub mod set;
 pub mod source;

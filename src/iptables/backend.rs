@@ -205,6 +205,22 @@ impl Backend for IptablesBackend<'_> {
             .collect()
     }
 
+    fn live_snapshot(&self) -> anyhow::Result<Vec<(String, String)>> {
+        Family::ALL
+            .into_iter()
+            .map(|family| {
+                let text = self
+                    .firewall
+                    .save(family)
+                    .with_context(|| format!("cannot read the live {family} rules"))?;
+                Ok((
+                    format!("live-{}.save", family.to_string().to_lowercase()),
+                    text,
+                ))
+            })
+            .collect()
+    }
+
     fn owned_rules(&self, proof: &Proof) -> anyhow::Result<Vec<OwnedRules>> {
         Family::ALL
             .into_iter()

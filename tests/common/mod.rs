@@ -16,12 +16,13 @@ pub mod nspawn;
 pub mod topology;
 
 /// The commands an admin runs (the rest are run by the units): each has a manual page.
-pub const ADMIN_COMMANDS: [&str; 15] = [
+pub const ADMIN_COMMANDS: [&str; 16] = [
     "init",
     "check",
     "diff",
     "apply",
     "confirm",
+    "rollback",
     "render",
     "install",
     "uninstall",

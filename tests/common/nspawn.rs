@@ -2,7 +2,8 @@
 //!
 //! The root tree is the cached Debian 12 image built by `tests/nspawn/build-image`;
 //! every boot gets a volatile overlay of it, so tests can boot the same image at once.
-//! What must survive a reboot (/etc/systemd/system, /etc/iptables, /var/lib/docker) is
+//! What must survive a reboot (/etc/systemd/system, /etc/iptables, /var/lib/docker,
+//! /var/lib/iptables-ctl) is
 //! bound from a per-test [`MachineState`] directory. The machine has a private network
 //! namespace, attached under a test-owned name, with one veth to a client namespace:
 //!
@@ -91,7 +92,12 @@ impl MachineState {
             ],
             b"",
         );
-        for sub in ["etc-iptables", "var-lib-docker", "dbus"] {
+        for sub in [
+            "etc-iptables",
+            "var-lib-docker",
+            "var-lib-iptables-ctl",
+            "dbus",
+        ] {
             fs::create_dir(dir.path().join(sub)).expect("state subdir");
         }
         MachineState {
@@ -187,6 +193,10 @@ impl<'a> Machine<'a> {
             format!(
                 "--bind={}:/var/lib/docker",
                 state.dir.path().join("var-lib-docker").display()
+            ),
+            format!(
+                "--bind={}:/var/lib/iptables-ctl",
+                state.dir.path().join("var-lib-iptables-ctl").display()
             ),
         ];
         if setup.test_binary {

@@ -1,0 +1,132 @@
+//! `rollback`: back to the generation before the newest. Its policy is written back
+//! over the instance's policy file and loaded as `reload` loads one (rendered by this
+//! version, proven, the SSH lockout check, the unit reloaded with no gap), and becomes
+//! the newest generation itself, so a second `rollback` returns to where the first
+//! started. A reload that fails puts the policy file back as it was.
+
+use anyhow::{Context as _, bail};
+
+use crate::control::outcome::{Event, Outcome, Verdict};
+use crate::control::reload::reload_locked;
+use crate::control::{Target, UNCHANGED, lock_config};
+use crate::files::generations::Generations;
+use crate::files::{self, Snapshot};
+use crate::systemd::ServiceManager;
+
+/// `rollback`: the previous generation's policy, written back and reloaded.
+pub(crate) fn rollback(
+    target: &Target<'_>,
+    manager: &dyn ServiceManager,
+    force: bool,
+    outcome: &mut Outcome<'_>,
+) -> anyhow::Result<Verdict> {
+    let _lock = lock_config(target, outcome)?;
+    crate::control::apply::refuse_while_pending(target, "rollback")?;
+    let generations = Generations::of(target.layout, target.instance);
+    let kept = generations.list()?;
+    let (Some(current), Some(previous)) = (kept.last(), kept.iter().rev().nth(1)) else {
+        bail!(
+            "rollback refused: {} has no generation before the current one (one is kept at each install, reload, confirm and rollback); {UNCHANGED}",
+            target.instance
+        );
+    };
+    let policy = generations
+        .policy(previous)
+        .context(format!("rollback refused; {UNCHANGED}"))?;
+    let (dir, name) = files::dir_and_name(target.policy_path)?;
+    let before = Snapshot::take(dir, [name.as_str()])?;
+    files::write_files(dir, &[(name, policy)])?;
+    outcome.push(Event::RollingBack {
+        from: current.number,
+        to: previous.number,
+        policy: target.policy_path.to_owned(),
+    });
+    match reload_locked(target, manager, force, "rollback", outcome) {
+        Ok(verdict) => Ok(verdict),
+        Err(error) => {
+            before.restore()?;
+            Err(error.context(format!(
+                "rollback failed; {} was put back as it was",
+                target.policy_path.display()
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::fakes::{FakeManager, InForceBackend, POLICY, staged};
+    use crate::systemd::JobResult;
+
+    #[test]
+    fn rollback_writes_back_the_previous_policy_loads_it_and_keeps_it_as_the_newest() {
+        let staged = staged(Some(POLICY));
+        let manager = FakeManager::new("active", JobResult::Done);
+        let target = staged.target_with(&InForceBackend);
+        crate::control::reload(&target, &manager, false, &mut Outcome::new()).unwrap();
+        let edited = format!("{POLICY}\n[[host.services]]\nport = 2222\n");
+        std::fs::write(&staged.policy_path, &edited).unwrap();
+        crate::control::reload(&target, &manager, false, &mut Outcome::new()).unwrap();
+
+        let mut outcome = Outcome::new();
+        rollback(&target, &manager, false, &mut outcome).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&staged.policy_path).unwrap(),
+            POLICY
+        );
+        assert!(
+            outcome
+                .events()
+                .iter()
+                .any(|e| matches!(e, Event::RollingBack { from: 2, to: 1, .. })),
+            "{:?}",
+            outcome.events()
+        );
+        let kept = Generations::of(&staged.layout, &staged.instance)
+            .list()
+            .unwrap();
+        assert_eq!(kept.len(), 3);
+        assert_eq!(kept[2].command, "rollback");
+        // A second rollback returns to where the first started.
+        rollback(&target, &manager, false, &mut Outcome::new()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&staged.policy_path).unwrap(),
+            edited
+        );
+    }
+
+    #[test]
+    fn rollback_without_a_previous_generation_changes_nothing() {
+        let staged = staged(Some(POLICY));
+        let manager = FakeManager::new("active", JobResult::Done);
+        let target = staged.target_with(&InForceBackend);
+        crate::control::reload(&target, &manager, false, &mut Outcome::new()).unwrap();
+        let before = staged.files();
+        let calls = manager.calls().len();
+        let error = rollback(&target, &manager, false, &mut Outcome::new()).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("no generation before the current one"),
+            "{error:#}"
+        );
+        assert_eq!(staged.files(), before);
+        assert_eq!(manager.calls().len(), calls);
+    }
+
+    #[test]
+    fn a_failed_reload_puts_the_policy_back() {
+        let staged = staged(Some(POLICY));
+        let manager = FakeManager::new("active", JobResult::Done);
+        let target = staged.target_with(&InForceBackend);
+        crate::control::reload(&target, &manager, false, &mut Outcome::new()).unwrap();
+        let edited = format!("{POLICY}\n[[host.services]]\nport = 2222\n");
+        std::fs::write(&staged.policy_path, &edited).unwrap();
+        crate::control::reload(&target, &manager, false, &mut Outcome::new()).unwrap();
+        let failing = FakeManager::new("active", JobResult::Other("failed".to_owned()));
+        assert!(rollback(&target, &failing, false, &mut Outcome::new()).is_err());
+        assert_eq!(
+            std::fs::read_to_string(&staged.policy_path).unwrap(),
+            edited
+        );
+    }
+}
