@@ -246,6 +246,9 @@ pub(crate) fn apply(
             )),
         });
     }
+    // The status check while the lock still keeps other runs out (against the applied
+    // files: status compares with those while the apply is pending).
+    let verdict = in_force(target, manager);
     // Said only now, and with the lock given back: output that blocks (a stalled
     // terminal) must neither hold the load up nor keep the rollback from its lock.
     drop(lock);
@@ -261,9 +264,7 @@ pub(crate) fn apply(
         within_secs: within.as_secs(),
         deadline_unix: record.deadline_unix,
     });
-    // The status check, against the applied files (status compares with those while
-    // the apply is pending).
-    Ok(in_force(target, manager))
+    Ok(verdict)
 }
 
 /// Writes the apply's files under /run (laid out as `staging`) and its record.

@@ -106,6 +106,12 @@ impl MachineState {
         }
     }
 
+    /// The state directory, seen from the host (`var-lib-iptables-ctl` is the machine's
+    /// /var/lib/iptables-ctl).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// The machine's /etc/iptables, seen from the host.
     pub fn etc_iptables(&self) -> PathBuf {
         self.dir.path().join("etc-iptables")
