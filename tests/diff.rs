@@ -144,6 +144,7 @@ fn diff_shows_what_applying_would_change_and_changes_nothing() {
     assert_eq!(out.status.code(), Some(1));
     let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("one JSON document");
     assert_eq!(json["changed"], true, "{json:#}");
+    assert_eq!(json["schema"], 1, "{json:#}");
     assert_eq!(json["families"][1]["family"], "ipv6", "{json:#}");
     assert!(
         json["families"][1]["diff"]

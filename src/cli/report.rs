@@ -336,15 +336,45 @@ fn utc_time(seconds: u64) -> String {
     )
 }
 
-/// Prints a report as pretty JSON or as its text for a person.
+/// A report's JSON: the same `schema` and `changed` as the changing commands'
+/// documents, then the report's own fields.
+#[derive(Serialize)]
+struct ReportDocument<'a, T: Serialize> {
+    /// [`JSON_SCHEMA`].
+    schema: u32,
+    /// False for a report that only reads; absent when the report says it itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changed: Option<bool>,
+    #[serde(flatten)]
+    report: &'a T,
+}
+
+/// What a report says of `changed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Changes {
+    /// It only reads: `changed` is false.
+    None,
+    /// The report has its own `changed` (`diff`: whether applying would change the
+    /// rules, which is what configuration management's check mode reports).
+    Reported,
+}
+
+/// Prints a report as pretty JSON (with `schema` and `changed`) or as its text for a
+/// person.
 pub(super) fn print_report(
     json: bool,
     report: &impl Serialize,
+    changes: Changes,
     human: String,
     out: &mut Output,
 ) -> anyhow::Result<()> {
     if json {
-        let text = serde_json::to_string_pretty(report).context("cannot encode the report")?;
+        let document = ReportDocument {
+            schema: JSON_SCHEMA,
+            changed: (changes == Changes::None).then_some(false),
+            report,
+        };
+        let text = serde_json::to_string_pretty(&document).context("cannot encode the report")?;
         out.print(&format!("{text}\n"));
     } else {
         out.print(&human);
@@ -531,6 +561,53 @@ mod tests {
             distinct.len(),
             codes.len(),
             "every outcome has its own code"
+        );
+    }
+
+    /// Every `--json` document carries the schema; a report that only reads says it
+    /// changed nothing, one with its own `changed` keeps it.
+    #[test]
+    fn reports_carry_the_schema_and_changed() {
+        #[derive(Serialize)]
+        struct Read {
+            answer: u8,
+        }
+        #[derive(Serialize)]
+        struct Diffish {
+            changed: bool,
+        }
+        let print = |value: &dyn Fn(&mut Output)| {
+            let mut out = Output::capture();
+            value(&mut out);
+            serde_json::from_str::<serde_json::Value>(&out.stdout_text()).unwrap()
+        };
+        let read = print(&|out| {
+            print_report(
+                true,
+                &Read { answer: 42 },
+                Changes::None,
+                String::new(),
+                out,
+            )
+            .unwrap()
+        });
+        assert_eq!(
+            read,
+            serde_json::json!({"schema": JSON_SCHEMA, "changed": false, "answer": 42})
+        );
+        let diff = print(&|out| {
+            print_report(
+                true,
+                &Diffish { changed: true },
+                Changes::Reported,
+                String::new(),
+                out,
+            )
+            .unwrap()
+        });
+        assert_eq!(
+            diff,
+            serde_json::json!({"schema": JSON_SCHEMA, "changed": true})
         );
     }
 }

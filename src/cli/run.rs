@@ -219,7 +219,7 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
             require_live(&cli, "audit", "it reads the live firewall")?;
             let net = host.network()?;
             let report = audit::audit_live(&SYSTEM_BACKEND, &net, host, &policy_path(instance))?;
-            report::print_report(*json, &report, report.human(), out)?;
+            report::print_report(*json, &report, report::Changes::None, report.human(), out)?;
             Ok(if report.is_flagged() {
                 exit::EXPOSED
             } else {
@@ -244,7 +244,7 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
             }
             let walk =
                 audit::explain_live(&SYSTEM_BACKEND, &net, *from, to, in_interface.as_deref())?;
-            report::print_report(*json, &walk, walk.human(), out)?;
+            report::print_report(*json, &walk, report::Changes::None, walk.human(), out)?;
             Ok(exit::SUCCESS)
         }
         Command::Diff { instance, json } => {
@@ -254,7 +254,13 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
                 control::diff::diff(&target(&layout, instance, &policy_path(instance), host))
             });
             let printed = report.and_then(|report| {
-                report::print_report(*json, &report, report.human(), out)?;
+                report::print_report(
+                    *json,
+                    &report,
+                    report::Changes::Reported,
+                    report.human(),
+                    out,
+                )?;
                 Ok(report.changed)
             });
             match printed {
@@ -276,7 +282,7 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
                 &target(&layout, instance, &policy_path(instance), host),
                 &manager,
             )?;
-            report::print_report(*json, &report, report.human(), out)?;
+            report::print_report(*json, &report, report::Changes::None, report.human(), out)?;
             Ok(report::status_exit_code(&report))
         }
         Command::ForwardJump { instance } => {
