@@ -1,8 +1,10 @@
-//! `diff`: what applying the current policy would change in the live rules. The policy
-//! is rendered and proven in a throwaway namespace (so both sides are in the kernel's
-//! own spelling), and the chains the backend owns are compared with the live ones, per
-//! family, as a unified diff. Nothing is written or loaded. The report is also the
-//! `--json` form; `changed` is what configuration management branches on.
+//! `diff` (and `reload --dry-run`, `apply --dry-run`): what applying the current policy
+//! would change. The policy is rendered and proven in a throwaway namespace (so both
+//! sides are in the kernel's own spelling), and the chains the backend owns are
+//! compared with the live ones, per family, as a unified diff; the rendered files are
+//! compared with the instance's files on disk (what the next boot loads). Nothing is
+//! written or loaded. The report is also the `--json` form; `changed` is what
+//! configuration management branches on.
 
 use std::path::PathBuf;
 
@@ -24,10 +26,14 @@ pub(crate) struct DiffReport {
     pub instance: String,
     /// The policy compared.
     pub policy: PathBuf,
-    /// Applying the policy would change the live rules of some family.
+    /// Applying the policy would change the live rules of some family, or the
+    /// instance's files on disk.
     pub changed: bool,
     /// Each family, in [`Family::ALL`]'s order.
     pub families: Vec<FamilyDiff>,
+    /// The instance's files on disk that applying would write (their content differs
+    /// from what the policy renders, or they are missing).
+    pub files: Vec<String>,
 }
 
 /// One family's part of a [`DiffReport`].
@@ -51,18 +57,30 @@ pub(crate) struct FamilyDiff {
 /// load with the live ones.
 pub(crate) fn diff(target: &Target<'_>) -> anyhow::Result<DiffReport> {
     let policy = Policy::load(target.policy_path)?;
-    let (_, proof) = render_and_prove(target, &policy)?;
+    let (rendered, proof) = render_and_prove(target, &policy)?;
     let families: Vec<FamilyDiff> = target
         .backend
         .owned_rules(&proof)?
         .into_iter()
         .map(|rules| family_diff(rules, &target.policy_path.display().to_string()))
         .collect();
+    let output_set = target.backend.output_set(target.layout, target.instance);
+    let on_disk = output_set.read()?;
+    let config_dir = target.layout.config_dir();
+    let files: Vec<String> = rendered
+        .files()
+        .iter()
+        .filter(|(name, text)| {
+            on_disk.shown(name).map(|s| s.bytes.as_slice()) != Some(text.as_bytes())
+        })
+        .map(|(name, _)| config_dir.join(name).display().to_string())
+        .collect();
     Ok(DiffReport {
         instance: target.instance.to_string(),
         policy: target.policy_path.to_owned(),
-        changed: families.iter().any(|f| f.changed),
+        changed: families.iter().any(|f| f.changed) || !files.is_empty(),
         families,
+        files,
     })
 }
 
@@ -115,13 +133,22 @@ impl DiffReport {
                 ));
             }
         }
+        for file in &self.files {
+            text.push_str(&format!("would write {file}\n"));
+        }
         let changed: Vec<String> = self
             .families
             .iter()
             .filter(|f| f.changed)
             .map(|f| f.family.to_string())
             .collect();
-        if changed.is_empty() {
+        if changed.is_empty() && !self.files.is_empty() {
+            text.push_str(&format!(
+                "the live rules are what {} renders, but the files on disk (what the next boot loads) are not: `iptables-ctl reload {}` writes them\n",
+                self.policy.display(),
+                self.instance
+            ));
+        } else if changed.is_empty() {
             text.push_str(&format!(
                 "the live rules are what {} renders: applying it would change nothing\n",
                 self.policy.display()
@@ -192,6 +219,7 @@ mod tests {
             policy: "/p.toml".into(),
             changed: true,
             families: vec![diff],
+            files: Vec::new(),
         };
         let human = report.human();
         assert!(human.contains("applying puts the jump first"), "{human}");
