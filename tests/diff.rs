@@ -2,7 +2,8 @@
 //! into a fresh network namespace (as the units load them, with FORWARD's jump first)
 //! and installed as the instance's files, then `diff` runs inside it against that
 //! policy (no change, exit 0), an edited one (a unified diff of both families and the
-//! files it would write, exit 1, `--json` with `changed`), files on disk that differ
+//! files it would write, exit 1, `--json` with `changed`; `reload --dry-run` and
+//! `apply --dry-run` say the same and exit 0), files on disk that differ
 //! from the live rules (exit 1), FORWARD's jump gone (exit 1), and a broken policy
 //! (exit 2, as diff(1)'s trouble). It never changes the live rules or writes a file.
 //!
@@ -51,6 +52,13 @@ impl Etc {
 
 /// `iptables-ctl diff ARGS` inside `ns`, with `etc` as /etc.
 fn diff(ns: &Netns, etc: &Etc, args: &[&str]) -> Output {
+    let mut all = vec!["diff"];
+    all.extend_from_slice(args);
+    ctl(ns, etc, &all)
+}
+
+/// `iptables-ctl ARGS` inside `ns`, with `etc` as /etc.
+fn ctl(ns: &Netns, etc: &Etc, args: &[&str]) -> Output {
     let script = "mount -t overlay overlay -o \"lowerdir=/etc,upperdir=$1,workdir=$2\" /etc && shift 2 && exec ip netns exec \"$@\"";
     let mut argv: Vec<String> = [
         "--mount",
@@ -68,7 +76,6 @@ fn diff(ns: &Netns, etc: &Etc, args: &[&str]) -> Output {
     argv.push(etc.work.display().to_string());
     argv.push(ns.name.clone());
     argv.push(env!("CARGO_BIN_EXE_iptables-ctl").to_owned());
-    argv.push("diff".to_owned());
     argv.extend(args.iter().map(|a| (*a).to_owned()));
     std::process::Command::new("unshare")
         .args(&argv)
@@ -185,6 +192,13 @@ fn diff_shows_what_applying_would_change_and_changes_nothing() {
         ),
         "{text}"
     );
+    // `reload --dry-run` and `apply --dry-run` say the same and change nothing (exit 0).
+    for dry_run in [
+        &["reload", "--dry-run"][..],
+        &["apply", "--confirm-within", "1m", "--dry-run"][..],
+    ] {
+        assert_eq!(expect(&ctl(&ns, &etc, dry_run), 0), text, "{dry_run:?}");
+    }
     let json: serde_json::Value =
         serde_json::from_str(&expect(&diff(&ns, &etc, &["--json"]), 1)).expect("one JSON document");
     assert_eq!(

@@ -172,6 +172,9 @@ pub enum Command {
         /// Reload even when the rules would lock out an open SSH session.
         #[arg(long)]
         force: bool,
+        /// Change nothing: say what the reload would change (as `diff` does; exit 0).
+        #[arg(long)]
+        dry_run: bool,
         /// Print the outcome (what was done, and the verdict) as one JSON document.
         #[arg(long)]
         json: bool,
@@ -191,6 +194,9 @@ pub enum Command {
         /// Apply even when the rules would lock out an open SSH session.
         #[arg(long)]
         force: bool,
+        /// Change nothing: say what the apply would change (as `diff` does; exit 0).
+        #[arg(long)]
+        dry_run: bool,
         /// Print the outcome (what was done, and the verdict) as one JSON document.
         #[arg(long)]
         json: bool,

@@ -164,8 +164,33 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
         ),
         Command::Reload {
             instance,
+            dry_run: true,
+            json,
+            ..
+        }
+        | Command::Apply {
+            instance,
+            dry_run: true,
+            json,
+            ..
+        } => {
+            require_live(&cli, "--dry-run", "it reads the live firewall")?;
+            let report =
+                control::diff::diff(&target(&layout, instance, &policy_path(instance), host))?;
+            report::print_report(
+                *json,
+                &report,
+                report::Changes::Reported,
+                report.human(),
+                out,
+            )?;
+            Ok(exit::SUCCESS)
+        }
+        Command::Reload {
+            instance,
             force,
             json,
+            ..
         } => {
             let manager = live_systemd(&cli, "reload", "it changes system services")?;
             let path = policy_path(instance);
@@ -179,6 +204,7 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
             confirm_within,
             force,
             json,
+            ..
         } => {
             let manager = live_systemd(&cli, "apply", "it changes the live firewall")?;
             let path = policy_path(instance);
