@@ -103,7 +103,8 @@ pub trait Backend {
     fn live_conflicts(&self) -> Vec<Conflict>;
 
     /// What the kernel holds now, per family, as files to keep beside a generation
-    /// (`(file name, text)`), in the backend's own words.
+    /// (`(file name, text)`), in the backend's own words; a family that cannot be read
+    /// (no IPv6 on the host) is left out.
     fn live_snapshot(&self) -> anyhow::Result<Vec<(String, String)>>;
 
     /// Per family, in [`Family::ALL`]'s order: the chains this backend owns as they

@@ -330,8 +330,18 @@ fn an_unconfirmed_apply_is_rolled_back_by_systemd_and_a_confirmed_one_stays() {
     assert_eq!(rendered_files(&state), confirmed_files);
     assert!(!stdout(&machine.exec(&["iptables-ctl", "status"])).contains("pending apply"));
 
-    // 5. Generations: install kept 1 (OPEN), confirm kept 2 (CUT); rollback returns to 1
+    // 5. Generations: install kept 1 (OPEN), confirm kept 2 (CUT). The policy file
+    //    still holds step 4's unconfirmed edit, which was never loaded: rollback will
+    //    not overwrite it. With the file as generation 2 has it, rollback returns to 1
     //    and keeps it as 3, so status names 2 as the one rollback would return to.
+    let out = machine.exec(&["iptables-ctl", "rollback"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("are not generation 2"),
+        "{}",
+        stderr(&out)
+    );
+    fs::write(state.etc_iptables().join("base.toml"), CUT).unwrap();
     let said = run(&machine, &["iptables-ctl", "rollback"]);
     assert!(
         said.contains("rolling back from generation 2 to 1"),

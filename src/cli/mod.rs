@@ -218,7 +218,8 @@ pub enum Command {
         /// Instance name.
         #[arg(default_value = "base")]
         instance: InstanceName,
-        /// Roll back even when the rules would lock out an open SSH session.
+        /// Roll back even when the policy file was edited since its last load (the edit
+        /// is overwritten), or the rules would lock out an open SSH session.
         #[arg(long)]
         force: bool,
         /// Print the outcome (what was done, and the verdict) as one JSON document.

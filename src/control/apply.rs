@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::control::outcome::{Event, Outcome, Verdict};
 use crate::control::{
-    Target, in_force, keep_generation, lock_config, refuse_lockouts, refused, render_and_prove,
+    Target, in_force, keep_generation_of, lock_config, refuse_lockouts, refused, render_and_prove,
     run_job, warn_interface_problems,
 };
 use crate::family::Family;
@@ -37,6 +37,9 @@ pub const MAX_CONFIRM_WITHIN: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The record of an unconfirmed apply, `pending.json` in [`Layout::pending_dir`].
 const RECORD: &str = "pending.json";
+/// The policy as `apply` rendered it, beside the record: `confirm` keeps that one as
+/// the generation, whatever the policy file says by then.
+const APPLIED_POLICY: &str = "policy.toml";
 /// A record is a few hundred bytes; anything larger is not one.
 const RECORD_LIMIT: u64 = 64 * 1024;
 
@@ -151,7 +154,7 @@ pub(crate) fn apply(
 ) -> anyhow::Result<Verdict> {
     let units = InstanceUnits::new(target.instance);
     let lock = lock_config(target, outcome)?;
-    let (rendered, proof) = (|| -> anyhow::Result<_> {
+    let (rendered, proof, policy_text) = (|| -> anyhow::Result<_> {
         if !(MIN_CONFIRM_WITHIN..=MAX_CONFIRM_WITHIN).contains(&within) {
             bail!(
                 "--confirm-within {}s: expected between {}s and {}s",
@@ -160,8 +163,11 @@ pub(crate) fn apply(
                 MAX_CONFIRM_WITHIN.as_secs()
             );
         }
-        let policy = Policy::load(target.policy_path)?;
-        let proven = render_and_prove(target, &policy)?;
+        // Read once: the text kept for confirm is the text rendered here.
+        let bytes = source::read(target.policy_path, source::POLICY_LIMIT)?;
+        let policy = Policy::parse(target.policy_path, &bytes)?;
+        let text = String::from_utf8(bytes).context("the policy is not text")?;
+        let (rendered, proof) = render_and_prove(target, &policy)?;
         let status = manager.unit_status(&units.rules)?;
         if !status.is_active() {
             bail!(
@@ -172,7 +178,7 @@ pub(crate) fn apply(
             );
         }
         warn_interface_problems(&policy, target.host, outcome);
-        Ok(proven)
+        Ok((rendered, proof, text))
     })()
     .context(refused("apply"))?;
     refuse_lockouts("apply", target, &proof, force, outcome)?;
@@ -206,7 +212,7 @@ pub(crate) fn apply(
         timer: units.rollback_timer.clone(),
     };
     let staging = target.layout.pending(target.instance);
-    if let Err(error) = stage(target, &staging, rendered, &record) {
+    if let Err(error) = stage(target, &staging, rendered, &record, &policy_text) {
         return Err(fail(error));
     }
 
@@ -273,6 +279,7 @@ fn stage(
     staging: &Layout,
     rendered: crate::backend::Rendered,
     record: &PendingApply,
+    policy: &str,
 ) -> anyhow::Result<()> {
     // A superseded apply's files go; the new set is written whole.
     forget(target.layout, target.instance)?;
@@ -282,10 +289,10 @@ fn stage(
         .output_set(staging, target.instance)
         .write(&rendered.into_outputs())?;
     let text = serde_json::to_string_pretty(record).context("cannot encode the record")?;
-    files::write_files(
-        &target.layout.pending_dir(target.instance),
-        &[(RECORD.to_owned(), text)],
-    )?;
+    // The record last: a pending apply is one with a record.
+    let dir = target.layout.pending_dir(target.instance);
+    files::write_files(&dir, &[(APPLIED_POLICY.to_owned(), policy.to_owned())])?;
+    files::write_files(&dir, &[(RECORD.to_owned(), text)])?;
     Ok(())
 }
 
@@ -354,6 +361,15 @@ pub(crate) fn confirm(
         .write(&outputs)
         .context("nothing was confirmed; the rollback is still armed")?;
     outcome.writes(&summary);
+    let applied_policy = source::read(
+        &target
+            .layout
+            .pending_dir(target.instance)
+            .join(APPLIED_POLICY),
+        source::POLICY_LIMIT,
+    )
+    .map_err(anyhow::Error::from)
+    .and_then(|bytes| String::from_utf8(bytes).context("the applied policy is not text"));
     disarm(manager, &units).with_context(|| {
         format!(
             "the applied files are written, but the rollback could not be disarmed: at the deadline it loads them again, which changes nothing; `iptables-ctl confirm {}` again clears it",
@@ -365,7 +381,7 @@ pub(crate) fn confirm(
     outcome.push(Event::Confirmed {
         instance: target.instance.to_string(),
     });
-    keep_generation(target, "confirm", outcome);
+    keep_generation_of(target, "confirm", applied_policy, outcome);
     Ok(in_force(target, manager))
 }
 
@@ -611,5 +627,27 @@ mod tests {
         );
         assert_eq!(staged.files(), before, "nothing changed");
         assert_eq!(manager.calls().len(), calls, "{:?}", manager.calls());
+    }
+
+    /// The generation confirm keeps holds the policy apply rendered, even when the file
+    /// was edited in between.
+    #[test]
+    fn confirm_keeps_the_policy_that_was_applied() {
+        let staged = staged(Some(POLICY));
+        staged.write_rules("previous");
+        let manager = FakeManager::new("active", JobResult::Done);
+        let target = staged.target_with(&InForceBackend);
+        apply(&target, &manager, WITHIN, false, &mut Outcome::new()).unwrap();
+        std::fs::write(
+            &staged.policy_path,
+            format!("{POLICY}# edited after apply\n"),
+        )
+        .unwrap();
+        confirm(&target, &manager, &mut Outcome::new()).unwrap();
+        let generations =
+            crate::files::generations::Generations::of(&staged.layout, &staged.instance);
+        let kept = generations.list().unwrap();
+        assert_eq!(kept.last().map(|g| g.command.as_str()), Some("confirm"));
+        assert_eq!(generations.policy(kept.last().unwrap()).unwrap(), POLICY);
     }
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 
 use crate::backend::Rendered;
+use crate::control::apply::refuse_while_pending;
 use crate::control::conflicts::{Conflict, ConflictFacts};
 use crate::control::lifecycle::start_rest_of_set;
 use crate::control::outcome::{Event, Outcome, Verdict};
@@ -52,7 +53,7 @@ pub(crate) fn install(
     let config_dir = target.layout.config_dir();
     let mut created = CreatedDirs::create(&config_dir)?;
     let _lock = DirLock::acquire(&config_dir)?;
-    crate::control::apply::refuse_while_pending(target, "install")?;
+    refuse_while_pending(target, "install")?;
 
     let (policy, starter_text) = policy_or_starter(target, outcome)?;
     let (rendered, proof) = match (render_and_prove(target, &policy), &starter_text) {

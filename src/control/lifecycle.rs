@@ -4,6 +4,7 @@
 
 use anyhow::{Context as _, bail};
 
+use crate::control::apply::refuse_while_pending;
 use crate::control::outcome::{Event, Outcome, Verdict};
 use crate::control::{
     Target, UNCHANGED, conflicts, in_force, job_failed, refuse_lockouts, run_job,
@@ -54,7 +55,7 @@ pub(crate) fn lifecycle(
             // The files proven are the files loaded: no render or reload may replace
             // the set in between.
             let _lock = DirLock::acquire(&target.layout.config_dir())?;
-            crate::control::apply::refuse_while_pending(target, &kind.to_string())?;
+            refuse_while_pending(target, &kind.to_string())?;
             let changes_rules = kind != JobKind::Start || !status.is_active();
             if changes_rules {
                 let proof = target

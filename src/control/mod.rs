@@ -2,8 +2,8 @@
 //! it is, one file per flow. `init.rs` (the starter policy), `render.rs` (`render`,
 //! `check`), `diff.rs` (what applying the policy would change live), `apply.rs`
 //! (`apply --confirm-within`, `confirm`, and the rollback systemd runs when nobody
-//! confirmed), `rollback.rs` (back to the previous generation), `install.rs`, `uninstall.rs`, `lifecycle.rs` (`start`, `stop`, `restart`),
-//! `reload.rs`, `status.rs` (the in-force check) and `unit_hooks.rs` (what the units
+//! confirmed), `rollback.rs` (back to the previous generation), `install.rs`,
+//! `uninstall.rs`, `lifecycle.rs` (`start`, `stop`, `restart`), `reload.rs`, `status.rs` (the in-force check) and `unit_hooks.rs` (what the units
 //! run: `forward-jump` after every load, `umbrella` for `systemctl start|stop|reload
 //! iptables`); beside them `outcome.rs` (the events and verdict a flow returns),
 //! `undo.rs` (the one serializable undo record), `conflicts.rs` (other firewall setups)
@@ -176,12 +176,22 @@ fn refused(command: &str) -> String {
 /// this policy and these files. A generation that cannot be kept is said, not a
 /// failure: the change it records is done.
 fn keep_generation(target: &Target<'_>, command: &str, outcome: &mut Outcome<'_>) {
+    let policy = crate::files::source::read(target.policy_path, crate::files::source::POLICY_LIMIT)
+        .map_err(anyhow::Error::from)
+        .and_then(|bytes| String::from_utf8(bytes).context("the policy is not text"));
+    keep_generation_of(target, command, policy, outcome);
+}
+
+/// [`keep_generation`] with the policy text that was loaded (`confirm` keeps the one
+/// `apply` rendered, whatever the file says now).
+fn keep_generation_of(
+    target: &Target<'_>,
+    command: &str,
+    policy: anyhow::Result<String>,
+    outcome: &mut Outcome<'_>,
+) {
     let kept = (|| -> anyhow::Result<_> {
-        let policy = String::from_utf8(crate::files::source::read(
-            target.policy_path,
-            crate::files::source::POLICY_LIMIT,
-        )?)
-        .context("the policy is not text")?;
+        let policy = policy?;
         let files: Vec<(String, String)> = target
             .backend
             .output_set(target.layout, target.instance)
@@ -190,7 +200,13 @@ fn keep_generation(target: &Target<'_>, command: &str, outcome: &mut Outcome<'_>
             .map(|(name, bytes)| (name.to_owned(), String::from_utf8_lossy(bytes).into_owned()))
             .collect();
         let live = target.backend.live_snapshot()?;
-        Generations::of(target.layout, target.instance).record(command, &policy, &files, &live)
+        Generations::of(target.layout, target.instance).record(
+            command,
+            target.policy_path,
+            &policy,
+            &files,
+            &live,
+        )
     })();
     match kept {
         Ok(Some(generation)) => outcome.push(Event::GenerationKept {

@@ -317,13 +317,14 @@ impl Event {
             | Event::JobDone { .. }
             | Event::StarterWritten { .. }
             | Event::ApplySuperseded { .. }
-            | Event::RollingBack { .. }
             | Event::Applied { .. }
             | Event::Confirmed { .. }
             | Event::RolledBack { .. } => true,
             Event::UnitActive { job, .. } => *job != JobKind::Reload,
             Event::Reloaded { files_changed, .. } => *files_changed,
+            // What rollback changes is said by the file written and the reload.
             Event::StarterPolicy { .. }
+            | Event::RollingBack { .. }
             | Event::GenerationKept { .. }
             | Event::PolicyProven { .. }
             | Event::FileUnchanged { .. }

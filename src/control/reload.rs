@@ -5,6 +5,7 @@
 
 use anyhow::{Context as _, bail};
 
+use crate::control::apply::refuse_while_pending;
 use crate::control::outcome::{Event, Outcome, Verdict};
 use crate::control::undo::Transaction;
 use crate::control::{
@@ -27,7 +28,7 @@ pub(crate) fn reload(
     outcome: &mut Outcome<'_>,
 ) -> anyhow::Result<Verdict> {
     let _lock = lock_config(target, outcome)?;
-    crate::control::apply::refuse_while_pending(target, "reload")?;
+    refuse_while_pending(target, "reload")?;
     reload_locked(target, manager, force, "reload", outcome)
 }
 

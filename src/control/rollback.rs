@@ -6,14 +6,19 @@
 
 use anyhow::{Context as _, bail};
 
+use crate::control::apply::refuse_while_pending;
 use crate::control::outcome::{Event, Outcome, Verdict};
 use crate::control::reload::reload_locked;
 use crate::control::{Target, UNCHANGED, lock_config};
 use crate::files::generations::Generations;
-use crate::files::{self, Snapshot};
+use crate::files::{self, Snapshot, source};
 use crate::systemd::ServiceManager;
 
-/// `rollback`: the previous generation's policy, written back and reloaded.
+/// `rollback`: the previous generation's policy, written back and reloaded. It refuses
+/// (unless `force`) when what is in place is not the newest generation (the policy file
+/// edited since its last load, or files written without keeping one), so that nothing
+/// the admin has not loaded is overwritten; and it returns to the newest older
+/// generation whose policy differs (one rendered anew by an upgrade holds the same).
 pub(crate) fn rollback(
     target: &Target<'_>,
     manager: &dyn ServiceManager,
@@ -21,21 +26,61 @@ pub(crate) fn rollback(
     outcome: &mut Outcome<'_>,
 ) -> anyhow::Result<Verdict> {
     let _lock = lock_config(target, outcome)?;
-    crate::control::apply::refuse_while_pending(target, "rollback")?;
+    refuse_while_pending(target, "rollback")?;
     let generations = Generations::of(target.layout, target.instance);
     let kept = generations.list()?;
-    let (Some(current), Some(previous)) = (kept.last(), kept.iter().rev().nth(1)) else {
+    let Some(current) = kept.last() else {
         bail!(
-            "rollback refused: {} has no generation before the current one (one is kept at each install, reload, confirm and rollback); {UNCHANGED}",
+            "rollback refused: {} has no generation kept (one is kept at each install, reload, confirm and rollback); {UNCHANGED}",
             target.instance
         );
     };
-    let policy = generations
-        .policy(previous)
+    let policy_now = source::read(target.policy_path, source::POLICY_LIMIT)
+        .map_err(anyhow::Error::from)
+        .and_then(|bytes| String::from_utf8(bytes).context("the policy is not text"))
         .context(format!("rollback refused; {UNCHANGED}"))?;
+    let files_now: Vec<(String, String)> = target
+        .backend
+        .output_set(target.layout, target.instance)
+        .read()?
+        .files()
+        .map(|(name, bytes)| (name.to_owned(), String::from_utf8_lossy(bytes).into_owned()))
+        .collect();
+    if !force
+        && (current.policy_path != target.policy_path
+            || !generations.holds(current, &policy_now, &files_now))
+    {
+        bail!(
+            "rollback refused: {} or the files in force are not generation {} (edited since the last load, or written without keeping a generation); rolling back would overwrite what was never loaded. `iptables-ctl reload {}` loads what is there, or `rollback --force` overwrites {}; {UNCHANGED}",
+            target.policy_path.display(),
+            current.number,
+            target.instance,
+            target.policy_path.display()
+        );
+    }
+    let mut earlier = Vec::new();
+    for generation in kept.iter().rev().skip(1) {
+        if generation.policy_path != target.policy_path {
+            continue;
+        }
+        let policy = generations
+            .policy(generation)
+            .context(format!("rollback refused; {UNCHANGED}"))?;
+        if policy != policy_now {
+            earlier.push((generation, policy));
+            break;
+        }
+    }
+    let Some((previous, policy)) = earlier.pop() else {
+        bail!(
+            "rollback refused: no earlier generation of {} holds another policy than {}; {UNCHANGED}",
+            target.instance,
+            target.policy_path.display()
+        );
+    };
     let (dir, name) = files::dir_and_name(target.policy_path)?;
     let before = Snapshot::take(dir, [name.as_str()])?;
-    files::write_files(dir, &[(name, policy)])?;
+    outcome.writes(&files::write_files(dir, &[(name, policy)])?);
     outcome.push(Event::RollingBack {
         from: current.number,
         to: previous.number,
@@ -43,13 +88,17 @@ pub(crate) fn rollback(
     });
     match reload_locked(target, manager, force, "rollback", outcome) {
         Ok(verdict) => Ok(verdict),
-        Err(error) => {
-            before.restore()?;
-            Err(error.context(format!(
+        Err(error) => Err(match before.restore() {
+            Ok(()) => error.context(format!(
                 "rollback failed; {} was put back as it was",
                 target.policy_path.display()
-            )))
-        }
+            )),
+            Err(e) => error.context(format!(
+                "rollback failed, and putting {} back failed too ({e}): it holds generation {}'s policy",
+                target.policy_path.display(),
+                previous.number
+            )),
+        }),
     }
 }
 
@@ -106,7 +155,7 @@ mod tests {
         let calls = manager.calls().len();
         let error = rollback(&target, &manager, false, &mut Outcome::new()).unwrap_err();
         assert!(
-            format!("{error:#}").contains("no generation before the current one"),
+            format!("{error:#}").contains("no earlier generation of base holds another policy"),
             "{error:#}"
         );
         assert_eq!(staged.files(), before);
@@ -127,6 +176,33 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(&staged.policy_path).unwrap(),
             edited
+        );
+    }
+
+    /// An edit of the policy file that was never loaded is not overwritten by a
+    /// rollback unless the admin says so.
+    #[test]
+    fn rollback_refuses_to_overwrite_an_edit_that_was_never_loaded() {
+        let staged = staged(Some(POLICY));
+        let manager = FakeManager::new("active", JobResult::Done);
+        let target = staged.target_with(&InForceBackend);
+        crate::control::reload(&target, &manager, false, &mut Outcome::new()).unwrap();
+        let edited = format!("{POLICY}\n[[host.services]]\nport = 2222\n");
+        std::fs::write(&staged.policy_path, &edited).unwrap();
+        crate::control::reload(&target, &manager, false, &mut Outcome::new()).unwrap();
+        let unloaded = format!("{edited}\n[[host.services]]\nport = 2223\n");
+        std::fs::write(&staged.policy_path, &unloaded).unwrap();
+        let before = staged.files();
+        let error = rollback(&target, &manager, false, &mut Outcome::new()).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("are not generation 2"),
+            "{error:#}"
+        );
+        assert_eq!(staged.files(), before);
+        rollback(&target, &manager, true, &mut Outcome::new()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&staged.policy_path).unwrap(),
+            POLICY
         );
     }
 }

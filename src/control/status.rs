@@ -435,8 +435,10 @@ impl StatusReport {
                 current.number,
                 current.command,
                 current.version,
+                // While an apply is pending, rollback refuses: no hint to it then.
                 self.previous_generation
                     .as_ref()
+                    .filter(|_| self.pending.is_none())
                     .map_or_else(String::new, |previous| format!(
                         "; `iptables-ctl rollback {}` returns to generation {} ({})",
                         self.instance, previous.number, previous.command

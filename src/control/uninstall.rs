@@ -8,9 +8,10 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
+use crate::control::apply::discard_pending;
 use crate::control::lifecycle::stop_set;
 use crate::control::outcome::{Event, Outcome, Verdict};
-use crate::control::{Systemd, Target, conflicts, run_job};
+use crate::control::{Systemd, Target, conflicts, lock_config, run_job};
 use crate::files::{self, source};
 use crate::systemd::units::{self, ADMIN_UNIT_DIR, InstanceUnits, SHIPPED_UNITS};
 use crate::systemd::{ActiveState, JobKind};
@@ -42,13 +43,7 @@ pub(crate) fn uninstall(
                 });
                 return Ok(Verdict::Done);
             }
-            // A pending apply goes with the instance: its rollback would find no unit.
-            if crate::control::apply::discard_pending(target, manager)? {
-                outcome.warn(format!(
-                    "the pending apply of {} was discarded with its rollback",
-                    target.instance
-                ));
-            }
+            let _lock = lock_config(target, outcome)?;
             if status.is_active() {
                 stop_set(manager, &units)?;
                 outcome.push(Event::StoppedForUninstall {
@@ -61,6 +56,14 @@ pub(crate) fn uninstall(
             }
             if !shared_in_use && manager.unit_status(&units.umbrella)?.is_active() {
                 run_job(manager, JobKind::Stop, &units.umbrella)?;
+            }
+            // A pending apply goes with the instance (once its rules are no longer
+            // loaded): its rollback would find no unit.
+            if discard_pending(target, manager)? {
+                outcome.warn(format!(
+                    "the pending apply of {} was discarded with its rollback",
+                    target.instance
+                ));
             }
             for change in manager.disable(&own)? {
                 outcome.push(Event::from(&change));

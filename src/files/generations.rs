@@ -7,6 +7,7 @@
 //! and is not one. `rollback` returns to the one before the newest.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -38,6 +39,8 @@ pub struct Generation {
     pub command: String,
     /// The version of iptables-ctl that rendered it.
     pub version: String,
+    /// The policy file it was loaded from (`rollback` writes it back there only).
+    pub policy_path: PathBuf,
 }
 
 /// The generations of one instance.
@@ -74,18 +77,13 @@ impl Generations {
             else {
                 continue;
             };
-            // No record: a generation a killed run left half-written.
-            let Some(bytes) = source::read_if_present(&entry.path().join(RECORD), RECORD_LIMIT)?
-            else {
-                continue;
-            };
-            let generation: Generation = serde_json::from_slice(&bytes).with_context(|| {
-                format!(
-                    "{} is not a generation record",
-                    entry.path().join(RECORD).display()
-                )
-            })?;
-            if generation.number == number {
+            // No record, or one that does not read: not a generation (a killed run left
+            // it half-written, or it is not the tool's); the others still count.
+            let record = source::read_if_present(&entry.path().join(RECORD), RECORD_LIMIT)
+                .ok()
+                .flatten()
+                .and_then(|bytes| serde_json::from_slice::<Generation>(&bytes).ok());
+            if let Some(generation) = record.filter(|g| g.number == number) {
                 found.push(generation);
             }
         }
@@ -101,23 +99,34 @@ impl Generations {
     pub fn record(
         &self,
         command: &str,
+        policy_path: &std::path::Path,
         policy: &str,
         files: &[(String, String)],
         live: &[(String, String)],
     ) -> anyhow::Result<Option<Generation>> {
         let newest = self.list()?.pop();
         if let Some(newest) = &newest
+            && newest.policy_path == policy_path
             && self.holds(newest, policy, files)
         {
             return Ok(None);
         }
-        let number = newest.map_or(1, |g| g.number + 1);
+        let number = match newest {
+            Some(g) => g
+                .number
+                .checked_add(1)
+                .context("no generation number is left")?,
+            None => 1,
+        };
         let dir = self.dir.join(number.to_string());
         // Whatever a killed run left under this number is not a generation.
         if dir.exists() {
             fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
         }
         files::create_dirs(&dir)?;
+        // Copies of the policy and of iptables-save: for root only, as the originals.
+        fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict {}", self.dir.display()))?;
         let mut all = vec![(POLICY.to_owned(), policy.to_owned())];
         all.extend(files.iter().cloned());
         all.extend(live.iter().cloned());
@@ -129,6 +138,7 @@ impl Generations {
                 .map_or(0, |d| d.as_secs()),
             command: command.to_owned(),
             version: crate::files::stamp::VERSION.to_owned(),
+            policy_path: policy_path.to_owned(),
         };
         let text =
             serde_json::to_string_pretty(&generation).context("cannot encode the generation")?;
@@ -138,10 +148,10 @@ impl Generations {
     }
 
     /// Whether `generation` holds exactly `policy` and `files`.
-    fn holds(&self, generation: &Generation, policy: &str, files: &[(String, String)]) -> bool {
+    pub fn holds(&self, generation: &Generation, policy: &str, files: &[(String, String)]) -> bool {
         let dir = self.path(generation);
         let same = |name: &str, text: &str| {
-            source::read_if_present(&dir.join(name), source::POLICY_LIMIT)
+            source::read_if_present(&dir.join(name), crate::files::set::OUTPUT_LIMIT)
                 .ok()
                 .flatten()
                 .is_some_and(|bytes| bytes == text.as_bytes())
@@ -175,6 +185,8 @@ impl Generations {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn store() -> (tempfile::TempDir, Generations) {
@@ -190,12 +202,24 @@ mod tests {
         for n in 1..=12u64 {
             let files = [("base.rules".to_owned(), format!("rules {n}\n"))];
             let kept = generations
-                .record("reload", &format!("# policy {n}\n"), &files, &[])
+                .record(
+                    "reload",
+                    Path::new("/p.toml"),
+                    &format!("# policy {n}\n"),
+                    &files,
+                    &[],
+                )
                 .unwrap()
                 .unwrap();
             assert_eq!(kept.number, n);
             // The same again is no new generation.
-            let again = generations.record("reload", &format!("# policy {n}\n"), &files, &[]);
+            let again = generations.record(
+                "reload",
+                Path::new("/p.toml"),
+                &format!("# policy {n}\n"),
+                &files,
+                &[],
+            );
             assert_eq!(again.unwrap(), None);
         }
         let all = generations.list().unwrap();
@@ -213,14 +237,16 @@ mod tests {
     #[test]
     fn a_generation_a_killed_run_left_without_its_record_is_none_and_is_replaced() {
         let (_root, generations) = store();
-        generations.record("install", "# one\n", &[], &[]).unwrap();
+        generations
+            .record("install", Path::new("/p.toml"), "# one\n", &[], &[])
+            .unwrap();
         // Killed after the files, before the record.
         let half = generations.dir.join("2");
         fs::create_dir_all(&half).unwrap();
         fs::write(half.join(POLICY), "# half\n").unwrap();
         assert_eq!(generations.list().unwrap().len(), 1);
         let next = generations
-            .record("reload", "# two\n", &[], &[])
+            .record("reload", Path::new("/p.toml"), "# two\n", &[], &[])
             .unwrap()
             .unwrap();
         assert_eq!(next.number, 2);

@@ -206,19 +206,16 @@ impl Backend for IptablesBackend<'_> {
     }
 
     fn live_snapshot(&self) -> anyhow::Result<Vec<(String, String)>> {
-        Family::ALL
+        Ok(Family::ALL
             .into_iter()
-            .map(|family| {
-                let text = self
-                    .firewall
-                    .save(family)
-                    .with_context(|| format!("cannot read the live {family} rules"))?;
-                Ok((
+            .filter_map(|family| {
+                let text = self.firewall.save(family).ok()?;
+                Some((
                     format!("live-{}.save", family.to_string().to_lowercase()),
                     text,
                 ))
             })
-            .collect()
+            .collect())
     }
 
     fn owned_rules(&self, proof: &Proof) -> anyhow::Result<Vec<OwnedRules>> {
