@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::control::outcome::{Event, Outcome, Verdict};
 use crate::control::{
-    Target, in_force, keep_generation_of, lock_config, refuse_lockouts, refused, render_and_prove,
-    run_job, warn_interface_problems,
+    Target, in_force, keep_generation_of, lock_config, policy_text, refuse_lockouts, refused,
+    render_and_prove, run_job, warn_interface_problems,
 };
 use crate::family::Family;
 use crate::files::layout::Layout;
@@ -361,15 +361,12 @@ pub(crate) fn confirm(
         .write(&outputs)
         .context("nothing was confirmed; the rollback is still armed")?;
     outcome.writes(&summary);
-    let applied_policy = source::read(
+    let applied_policy = policy_text(
         &target
             .layout
             .pending_dir(target.instance)
             .join(APPLIED_POLICY),
-        source::POLICY_LIMIT,
-    )
-    .map_err(anyhow::Error::from)
-    .and_then(|bytes| String::from_utf8(bytes).context("the applied policy is not text"));
+    );
     disarm(manager, &units).with_context(|| {
         format!(
             "the applied files are written, but the rollback could not be disarmed: at the deadline it loads them again, which changes nothing; `iptables-ctl confirm {}` again clears it",

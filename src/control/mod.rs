@@ -176,10 +176,24 @@ fn refused(command: &str) -> String {
 /// this policy and these files. A generation that cannot be kept is said, not a
 /// failure: the change it records is done.
 fn keep_generation(target: &Target<'_>, command: &str, outcome: &mut Outcome<'_>) {
-    let policy = crate::files::source::read(target.policy_path, crate::files::source::POLICY_LIMIT)
-        .map_err(anyhow::Error::from)
-        .and_then(|bytes| String::from_utf8(bytes).context("the policy is not text"));
-    keep_generation_of(target, command, policy, outcome);
+    keep_generation_of(target, command, policy_text(target.policy_path), outcome);
+}
+
+/// The policy file's text, bounded as the policy loader bounds it.
+fn policy_text(path: &std::path::Path) -> anyhow::Result<String> {
+    let bytes = crate::files::source::read(path, crate::files::source::POLICY_LIMIT)?;
+    String::from_utf8(bytes).with_context(|| format!("{} is not text", path.display()))
+}
+
+/// The instance's files on disk as `(name, text)`, in the set's order.
+fn files_in_force(target: &Target<'_>) -> anyhow::Result<Vec<(String, String)>> {
+    Ok(target
+        .backend
+        .output_set(target.layout, target.instance)
+        .read()?
+        .files()
+        .map(|(name, bytes)| (name.to_owned(), String::from_utf8_lossy(bytes).into_owned()))
+        .collect())
 }
 
 /// [`keep_generation`] with the policy text that was loaded (`confirm` keeps the one
@@ -192,13 +206,7 @@ fn keep_generation_of(
 ) {
     let kept = (|| -> anyhow::Result<_> {
         let policy = policy?;
-        let files: Vec<(String, String)> = target
-            .backend
-            .output_set(target.layout, target.instance)
-            .read()?
-            .files()
-            .map(|(name, bytes)| (name.to_owned(), String::from_utf8_lossy(bytes).into_owned()))
-            .collect();
+        let files = files_in_force(target)?;
         let live = target.backend.live_snapshot()?;
         Generations::of(target.layout, target.instance).record(
             command,

@@ -9,9 +9,9 @@ use anyhow::{Context as _, bail};
 use crate::control::apply::refuse_while_pending;
 use crate::control::outcome::{Event, Outcome, Verdict};
 use crate::control::reload::reload_locked;
-use crate::control::{Target, UNCHANGED, lock_config};
+use crate::control::{Target, UNCHANGED, files_in_force, lock_config, policy_text};
 use crate::files::generations::Generations;
-use crate::files::{self, Snapshot, source};
+use crate::files::{self, Snapshot};
 use crate::systemd::ServiceManager;
 
 /// `rollback`: the previous generation's policy, written back and reloaded. It refuses
@@ -35,17 +35,9 @@ pub(crate) fn rollback(
             target.instance
         );
     };
-    let policy_now = source::read(target.policy_path, source::POLICY_LIMIT)
-        .map_err(anyhow::Error::from)
-        .and_then(|bytes| String::from_utf8(bytes).context("the policy is not text"))
-        .context(format!("rollback refused; {UNCHANGED}"))?;
-    let files_now: Vec<(String, String)> = target
-        .backend
-        .output_set(target.layout, target.instance)
-        .read()?
-        .files()
-        .map(|(name, bytes)| (name.to_owned(), String::from_utf8_lossy(bytes).into_owned()))
-        .collect();
+    let policy_now =
+        policy_text(target.policy_path).context(format!("rollback refused; {UNCHANGED}"))?;
+    let files_now = files_in_force(target)?;
     if !force
         && (current.policy_path != target.policy_path
             || !generations.holds(current, &policy_now, &files_now))
