@@ -93,7 +93,7 @@ pub(super) fn print_event(event: &Event, out: &mut Output) {
             unit,
             files_changed: true,
         } => writeln!(out, "{unit}: reloaded with the new files"),
-        Event::Stopped { unit, instance } => writeln!(
+        Event::Stopped { unit, instance, .. } => writeln!(
             out,
             "{unit}: stopped: the pass-through (.empty) files are loaded; Docker starts do not load the rules until `iptables-ctl start {instance}` (the unit stays enabled: the next boot loads them)"
         ),

@@ -41,6 +41,7 @@ pub(crate) fn lifecycle(
             outcome.push(Event::Stopped {
                 unit: units.rules.clone(),
                 instance: instance.to_string(),
+                was_active: status.is_active(),
             });
             // iptables.service says whether an instance runs: `systemctl start iptables`
             // must not find it active and do nothing.
@@ -84,6 +85,7 @@ pub(crate) fn lifecycle(
             outcome.push(Event::Started {
                 unit: units.rules.clone(),
                 job,
+                was_active: status.is_active(),
             });
             start_rest_of_set(manager, &units, outcome);
             Ok(in_force(target, manager))

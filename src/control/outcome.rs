@@ -113,6 +113,9 @@ pub(crate) enum Event {
         unit: String,
         /// The job run (a restart of an active unit is a reload).
         job: JobKind,
+        /// It was active already (then a start did nothing, and a restart reloaded
+        /// the files on disk).
+        was_active: bool,
     },
     /// `restart` of an active instance is a reload: no gap.
     RestartIsReload {
@@ -143,6 +146,8 @@ pub(crate) enum Event {
         unit: String,
         /// The instance (to say how to start it again).
         instance: String,
+        /// It was active before (stopping a stopped instance changes nothing).
+        was_active: bool,
     },
     /// `uninstall`: the instance was stopped, its pass-through files are loaded.
     StoppedForUninstall {
@@ -308,8 +313,6 @@ impl Event {
             | Event::JobFailedUndoing { .. }
             | Event::ReloadFailedUndoing { .. }
             | Event::PreviousFilesLoaded { .. }
-            | Event::Started { .. }
-            | Event::Stopped { .. }
             | Event::StoppedForUninstall { .. }
             | Event::PassThroughLoaded
             | Event::ForwardJumpAdded { .. }
@@ -321,6 +324,12 @@ impl Event {
             | Event::Confirmed { .. }
             | Event::RolledBack { .. } => true,
             Event::UnitActive { job, .. } => *job != JobKind::Reload,
+            // A restart reloads the files on disk, which render may have changed: it
+            // counts; a start of an active instance does nothing.
+            Event::Started {
+                was_active, job, ..
+            } => !was_active || *job == JobKind::Reload,
+            Event::Stopped { was_active, .. } => *was_active,
             Event::Reloaded { files_changed, .. } => *files_changed,
             // What rollback changes is said by the file written and the reload.
             Event::StarterPolicy { .. }
@@ -448,5 +457,56 @@ impl<'a> Outcome<'a> {
     /// Everything recorded so far.
     pub fn events(&self) -> &[Event] {
         &self.events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What configuration management reports as `changed` for the lifecycle steps:
+    /// starting what runs, or stopping what is stopped, changes nothing.
+    #[test]
+    fn lifecycle_steps_change_the_host_only_when_they_change_its_state() {
+        let unit = || "iptables@base.service".to_owned();
+        let started = |job, was_active| Event::Started {
+            unit: unit(),
+            job,
+            was_active,
+        };
+        assert!(started(JobKind::Start, false).changes_host());
+        assert!(!started(JobKind::Start, true).changes_host());
+        assert!(
+            started(JobKind::Reload, true).changes_host(),
+            "restart reloads the files"
+        );
+        let stopped = |was_active| Event::Stopped {
+            unit: unit(),
+            instance: "base".to_owned(),
+            was_active,
+        };
+        assert!(stopped(true).changes_host());
+        assert!(!stopped(false).changes_host());
+        assert!(
+            !Event::Reloaded {
+                unit: unit(),
+                files_changed: false
+            }
+            .changes_host()
+        );
+        assert!(
+            Event::Reloaded {
+                unit: unit(),
+                files_changed: true
+            }
+            .changes_host()
+        );
+        assert!(
+            !Event::UnitActive {
+                unit: unit(),
+                job: JobKind::Reload
+            }
+            .changes_host()
+        );
     }
 }
