@@ -164,9 +164,7 @@ pub(crate) fn apply(
             );
         }
         // Read once: the text kept for confirm is the text rendered here.
-        let bytes = source::read(target.policy_path, source::POLICY_LIMIT)?;
-        let policy = Policy::parse(target.policy_path, &bytes)?;
-        let text = String::from_utf8(bytes).context("the policy is not text")?;
+        let (policy, text) = Policy::load_with_text(target.policy_path)?;
         let (rendered, proof) = render_and_prove(target, &policy)?;
         let status = manager.unit_status(&units.rules)?;
         if !status.is_active() {

@@ -9,7 +9,7 @@ use crate::control::apply::refuse_while_pending;
 use crate::control::outcome::{Event, Outcome, Verdict};
 use crate::control::undo::Transaction;
 use crate::control::{
-    Target, in_force, keep_generation, lock_config, refuse_lockouts, refused, render_and_prove,
+    Target, in_force, keep_generation_of, lock_config, refuse_lockouts, refused, render_and_prove,
     run_job, warn_interface_problems,
 };
 use crate::files::Snapshot;
@@ -42,9 +42,10 @@ pub(crate) fn reload_locked(
     outcome: &mut Outcome<'_>,
 ) -> anyhow::Result<Verdict> {
     let units = InstanceUnits::new(target.instance);
-    let (rendered, proof) = (|| -> anyhow::Result<_> {
-        let policy = Policy::load(target.policy_path)?;
-        let proven = render_and_prove(target, &policy)?;
+    let (rendered, proof, policy_text) = (|| -> anyhow::Result<_> {
+        // Read once: the generation keeps the text that was rendered.
+        let (policy, text) = Policy::load_with_text(target.policy_path)?;
+        let (rendered, proof) = render_and_prove(target, &policy)?;
         let status = manager.unit_status(&units.rules)?;
         if !status.is_installed() {
             bail!(
@@ -62,10 +63,10 @@ pub(crate) fn reload_locked(
             );
         }
         warn_interface_problems(&policy, target.host, outcome);
-        Ok(proven)
+        Ok((rendered, proof, text))
     })()
-    .context(refused("reload"))?;
-    refuse_lockouts("reload", target, &proof, force, outcome)?;
+    .context(refused(command))?;
+    refuse_lockouts(command, target, &proof, force, outcome)?;
     let outputs = rendered.into_outputs();
     let output_set = target.backend.output_set(target.layout, target.instance);
     let mut undo = Transaction::new();
@@ -84,7 +85,7 @@ pub(crate) fn reload_locked(
         unit: units.rules.clone(),
         files_changed: !summary.written.is_empty(),
     });
-    keep_generation(target, command, outcome);
+    keep_generation_of(target, command, Ok(policy_text), outcome);
     Ok(in_force(target, manager))
 }
 

@@ -91,6 +91,19 @@ impl Policy {
         Policy::parse(path, &bytes)
     }
 
+    /// [`Policy::load`], with the text it was read from (read once: what a generation
+    /// keeps is what was validated and rendered).
+    pub fn load_with_text(path: &Path) -> Result<(Policy, String), PolicyError> {
+        let bytes =
+            source::read(path, source::POLICY_LIMIT).map_err(|source| PolicyError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+        let policy = Policy::parse(path, &bytes)?;
+        // parse accepted it, so it is UTF-8.
+        Ok((policy, String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
     /// Parses and validates policy text; `path` is used in error messages.
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
         let text = std::str::from_utf8(bytes).map_err(|e| {
