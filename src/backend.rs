@@ -261,8 +261,9 @@ pub struct OwnedRules {
     pub live: Vec<String>,
     /// As loading the proven files would make them.
     pub planned: Vec<String>,
-    /// Docker's forwarded traffic already meets the owned rules first (for iptables,
-    /// FORWARD's first rule jumps to DOCKER-USER); loading puts that right when not.
+    /// Docker's forwarded traffic already meets the owned rules first and once (for
+    /// iptables, FORWARD's first rule is the only jump to DOCKER-USER); loading puts
+    /// that right when not.
     pub forward_first: bool,
 }
 

@@ -249,6 +249,22 @@ fn diff_shows_what_applying_would_change_and_changes_nothing() {
         &["-w", "-I", "FORWARD", "-j", "DOCKER-USER"],
         b"",
     );
+    // A second jump further down FORWARD (forward-jump would delete it) is a change too.
+    ns.exec_ok(
+        "iptables",
+        &["-w", "-A", "FORWARD", "-j", "DOCKER-USER"],
+        b"",
+    );
+    let text = expect(&diff(&ns, &etc, &[]), 1);
+    assert!(
+        text.contains("IPv4: forwarded traffic does not meet these rules first and once"),
+        "{text}"
+    );
+    ns.exec_ok(
+        "iptables",
+        &["-w", "-D", "FORWARD", "-j", "DOCKER-USER"],
+        b"",
+    );
 
     // Trouble is 2, never 1, and names the file and field.
     fs::write(&policy, POLICY.replace("port = 22", "port = 70000")).unwrap();

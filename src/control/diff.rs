@@ -121,7 +121,7 @@ impl DiffReport {
             text.push_str(&family.diff);
             if !family.forward_first {
                 text.push_str(&format!(
-                    "{}: forwarded traffic does not meet these rules first (FORWARD does not jump to DOCKER-USER first); applying puts the jump first\n",
+                    "{}: forwarded traffic does not meet these rules first and once (FORWARD's first rule is not its only jump to DOCKER-USER); applying puts the jump first, once\n",
                     family.family
                 ));
             }
@@ -222,7 +222,10 @@ mod tests {
             files: Vec::new(),
         };
         let human = report.human();
-        assert!(human.contains("applying puts the jump first"), "{human}");
+        assert!(
+            human.contains("applying puts the jump first, once"),
+            "{human}"
+        );
         assert!(
             human.ends_with(
                 "applying /p.toml would change the live rules (IPv4): `iptables-ctl reload base` applies it\n"

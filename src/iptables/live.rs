@@ -233,8 +233,15 @@ pub fn owned_rules(
         chains: OWNED_CHAINS.iter().map(|c| (*c).to_owned()).collect(),
         live: live_owned_lines(&planned, &live),
         planned,
-        forward_first: forward_first_rule(&live)
-            .is_some_and(|rule| rule == crate::iptables::forward::JUMP),
+        // What forward-jump would do after the load: nothing only when the jump is
+        // FORWARD's first rule and its only one.
+        forward_first: {
+            let forward: Vec<String> = live
+                .table("filter")
+                .map(|t| t.rules_of("FORWARD").map(|r| r.text()).collect())
+                .unwrap_or_default();
+            crate::iptables::forward::plan(&forward).1.is_none()
+        },
     })
 }
 
