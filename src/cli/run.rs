@@ -21,8 +21,8 @@ use crate::iptables::live::SystemFirewall;
 use crate::iptables::trial::NetnsTrial;
 use crate::iptables::{IptablesBackend, Tools};
 use crate::policy::types::InstanceName;
-use crate::systemd::JobKind;
 use crate::systemd::bus::SystemdBus;
+use crate::systemd::{JobKind, ServiceManager};
 
 /// Runs the parsed command line and returns the process exit code.
 pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
@@ -192,12 +192,17 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
             json,
             ..
         } => {
-            let manager = live_systemd(&cli, "reload", "it changes system services")?;
             let path = policy_path(instance);
             let target = target(&layout, instance, &path, host);
-            flow(out, *json, |outcome| {
-                control::reload(&target, &manager, *force, outcome)
-            })
+            systemd_flow(
+                &cli,
+                "reload",
+                "it changes system services",
+                &target,
+                *json,
+                out,
+                |t, m, o| control::reload(t, m, *force, o),
+            )
         }
         Command::Apply {
             instance,
@@ -206,40 +211,60 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
             json,
             ..
         } => {
-            let manager = live_systemd(&cli, "apply", "it changes the live firewall")?;
             let path = policy_path(instance);
             let target = target(&layout, instance, &path, host);
-            flow(out, *json, |outcome| {
-                control::apply::apply(&target, &manager, *confirm_within, *force, outcome)
-            })
+            systemd_flow(
+                &cli,
+                "apply",
+                CHANGES_RULES,
+                &target,
+                *json,
+                out,
+                |t, m, o| control::apply::apply(t, m, *confirm_within, *force, o),
+            )
         }
         Command::Confirm { instance, json } => {
-            let manager = live_systemd(&cli, "confirm", "it changes the live firewall")?;
             let path = policy_path(instance);
             let target = target(&layout, instance, &path, host);
-            flow(out, *json, |outcome| {
-                control::apply::confirm(&target, &manager, outcome)
-            })
+            systemd_flow(
+                &cli,
+                "confirm",
+                CHANGES_RULES,
+                &target,
+                *json,
+                out,
+                control::apply::confirm,
+            )
         }
         Command::Rollback {
             instance,
             force,
             json,
         } => {
-            let manager = live_systemd(&cli, "rollback", "it changes the live firewall")?;
             let path = policy_path(instance);
             let target = target(&layout, instance, &path, host);
-            flow(out, *json, |outcome| {
-                control::rollback::rollback(&target, &manager, *force, outcome)
-            })
+            systemd_flow(
+                &cli,
+                "rollback",
+                CHANGES_RULES,
+                &target,
+                *json,
+                out,
+                |t, m, o| control::rollback::rollback(t, m, *force, o),
+            )
         }
         Command::RollbackPending { instance } => {
-            let manager = live_systemd(&cli, "rollback-pending", "it changes the live firewall")?;
             let path = policy_path(instance);
             let target = target(&layout, instance, &path, host);
-            flow(out, false, |outcome| {
-                control::apply::rollback_pending(&target, &manager, outcome)
-            })
+            systemd_flow(
+                &cli,
+                "rollback-pending",
+                CHANGES_RULES,
+                &target,
+                false,
+                out,
+                control::apply::rollback_pending,
+            )
         }
         Command::Audit { instance, json } => {
             require_live(&cli, "audit", "it reads the live firewall")?;
@@ -436,6 +461,28 @@ fn is_staged_root(root: &Path) -> bool {
 fn live_systemd(cli: &Cli, command: &str, why_root: &str) -> anyhow::Result<SystemdBus> {
     require_live_host(cli, command, "needs the running systemd", why_root)?;
     Ok(SystemdBus::system()?)
+}
+
+/// Why the commands that load rules through systemd need root.
+const CHANGES_RULES: &str = "it changes the live firewall";
+
+/// A flow run against the running systemd (refusing a staged tree, and a caller who is
+/// not root, saying `why_root`): `run` on `target` with the system's manager.
+fn systemd_flow(
+    cli: &Cli,
+    command: &str,
+    why_root: &str,
+    target: &control::Target<'_>,
+    json: bool,
+    out: &mut Output,
+    run: impl FnOnce(
+        &control::Target<'_>,
+        &dyn ServiceManager,
+        &mut Outcome<'_>,
+    ) -> anyhow::Result<Verdict>,
+) -> anyhow::Result<u8> {
+    let manager = live_systemd(cli, command, why_root)?;
+    flow(out, json, |outcome| run(target, &manager, outcome))
 }
 
 fn lifecycle(

@@ -94,12 +94,13 @@ fn forget(layout: &Layout, instance: &InstanceName) -> anyhow::Result<()> {
 }
 
 /// Disarms the rollback timer of `units` (a timer that already fired, or never was,
-/// is not there to stop).
-fn disarm(manager: &dyn ServiceManager, units: &InstanceUnits) -> anyhow::Result<()> {
+/// is not there to stop). Returns whether there was one.
+fn disarm(manager: &dyn ServiceManager, units: &InstanceUnits) -> anyhow::Result<bool> {
     if manager.unit_status(&units.rollback_timer)?.is_not_found() {
-        return Ok(());
+        return Ok(false);
     }
-    run_job(manager, JobKind::Stop, &units.rollback_timer)
+    run_job(manager, JobKind::Stop, &units.rollback_timer)?;
+    Ok(true)
 }
 
 /// Refuses `command` while an apply of the instance waits for `confirm`: loading the
@@ -134,11 +135,9 @@ pub(crate) fn discard_pending(
 /// Stops and forgets a rollback timer of `units` that is still loaded with no apply
 /// pending (one that fired and failed, say), so a new one of the same name can be armed.
 fn clear_leftover_timer(manager: &dyn ServiceManager, units: &InstanceUnits) -> anyhow::Result<()> {
-    if manager.unit_status(&units.rollback_timer)?.is_not_found() {
-        return Ok(());
+    if disarm(manager, units)? {
+        manager.reset_failed(&units.rollback_timer)?;
     }
-    run_job(manager, JobKind::Stop, &units.rollback_timer)?;
-    manager.reset_failed(&units.rollback_timer)?;
     Ok(())
 }
 
