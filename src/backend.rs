@@ -114,6 +114,16 @@ pub trait Backend {
     /// Both families' live rules, read once.
     fn live_rules(&self) -> anyhow::Result<Box<dyn LiveRules>>;
 
+    /// What `rule` (one rule as [`FamilyState`] lists them, in this backend's syntax)
+    /// matches of destination ports, when it sits where published ports are decided
+    /// (what reaches the host, or DOCKER-USER) and matches on them.
+    fn port_rule(&self, rule: &str) -> Option<PortRule>;
+
+    /// Rules in the firewall variant the host neither loads with nor holds Docker's
+    /// rules in (iptables: legacy beside nf_tables, or the reverse), when there is one
+    /// and it holds any.
+    fn other_variant_rules(&self) -> Option<OtherVariantRules>;
+
     /// One family's live rules, read alone (`explain` asks of one family only).
     fn live_family(&self, family: Family) -> anyhow::Result<Box<dyn FamilyRules>>;
 }
@@ -152,6 +162,48 @@ pub enum ForwardFinding {
         /// repair itself is made).
         not_recorded: Option<String>,
     },
+}
+
+/// Where a rule that matches destination ports sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RulePlace {
+    /// What reaches the host itself (iptables: INPUT).
+    Host,
+    /// What is forwarded to containers, after Docker's DNAT (iptables: DOCKER-USER).
+    DockerUser,
+}
+
+/// A rule that matches destination ports, read by the backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortRule {
+    /// Where it sits.
+    pub place: RulePlace,
+    /// The transport it matches (None: any).
+    pub transport: Option<crate::packet::Transport>,
+    /// The destination ports it matches, as inclusive ranges.
+    pub ports: Vec<(u16, u16)>,
+}
+
+impl PortRule {
+    /// It matches `port` of `transport`.
+    pub fn matches(&self, transport: crate::packet::Transport, port: u16) -> bool {
+        self.transport.is_none_or(|t| t == transport)
+            && self
+                .ports
+                .iter()
+                .any(|(low, high)| (*low..=*high).contains(&port))
+    }
+}
+
+/// Rules in the firewall variant nobody uses here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtherVariantRules {
+    /// The variant, in the backend's words (iptables: `legacy` or `nf_tables`).
+    pub variant: String,
+    /// The program that lists them.
+    pub save_program: String,
+    /// Its rules (and built-in chains whose policy is not ACCEPT), as it lists them.
+    pub rules: Vec<String>,
 }
 
 /// One reason not to install.

@@ -9,8 +9,8 @@
 //! and reads the live rules back. The flows reach it only through [`backend`], the
 //! trait a second backend (nftables) implements beside it. The files are written as one set ([`files`]); systemd
 //! loads them at boot ([`systemd`]); the flows that put an instance in force and say
-//! whether it is ([`control`]) and the exposure audit ([`audit`]) judge facts read from
-//! the host ([`host`]). [`family`] and [`packet`] are the few words every part shares.
+//! whether it is ([`control`]), the exposure audit ([`audit`]) and the lints
+//! ([`lints`]) judge facts read from the host ([`host`]). [`family`] and [`packet`] are the few words every part shares.
 
 pub mod audit;
 pub mod backend;
@@ -22,6 +22,7 @@ pub mod family;
 pub mod files;
 pub mod host;
 pub mod iptables;
+pub mod lints;
 pub mod packet;
 pub mod plan;
 pub mod policy;

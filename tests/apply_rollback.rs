@@ -11,7 +11,9 @@
 //! - a reboot before confirmation comes back with the previous rules;
 //! - `install` run again reports `changed: false` and leaves every mtime as it was;
 //! - `rollback` returns to the generation before the newest (install's, after the
-//!   confirmed apply's), and status names the generations.
+//!   confirmed apply's), and status names the generations;
+//! - `--dry-run` of install, start, restart, stop and uninstall says what each would do
+//!   (files, units, the live diff) and changes nothing.
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)] // test support may fail loudly
 
 mod common;
@@ -366,6 +368,178 @@ fn an_unconfirmed_apply_is_rolled_back_by_systemd_and_a_confirmed_one_stays() {
 }
 
 /// Every path under `dir` with its inode and modification time.
+/// Everything a command could change: the files of /etc/iptables and
+/// /etc/systemd/system, both families' live rules, and the units' states.
+type HostState = (
+    Vec<(String, Vec<u8>)>,
+    Vec<(String, Vec<u8>)>,
+    String,
+    String,
+    [String; 3],
+);
+
+fn host_state(state: &MachineState, machine: &Machine<'_>) -> HostState {
+    let units = [
+        "iptables.service",
+        "iptables@base.service",
+        "iptables-docker@base.service",
+    ]
+    .map(|unit| {
+        let status = machine.bus().unit_status(unit).unwrap();
+        format!("{unit}: {} {}", status.active_state, status.unit_file_state)
+    });
+    (
+        tree(&state.etc_iptables()),
+        tree(&state.etc_systemd()),
+        machine.save("iptables-save"),
+        machine.save("ip6tables-save"),
+        units,
+    )
+}
+
+/// `argv` with `--dry-run --json`: its report. It must exit 0.
+fn dry_run(machine: &Machine<'_>, argv: &[&str]) -> serde_json::Value {
+    let argv = [argv, &["--dry-run", "--json"]].concat();
+    serde_json::from_str(&run(machine, &argv)).unwrap()
+}
+
+fn steps(report: &serde_json::Value) -> Vec<String> {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn dry_runs_say_what_would_change_and_change_nothing() {
+    if !systemd_tests_enabled("dry_runs_say_what_would_change_and_change_nothing") {
+        return;
+    }
+    let state = MachineState::new(&image());
+    fs::write(state.etc_iptables().join("base.toml"), OPEN).unwrap();
+    let machine = Machine::boot(&state);
+    let _listeners = listen(&machine.netns, &[22, 2222]);
+
+    // Not installed: start is refused as it would be; install would do everything.
+    let out = machine.exec(&["iptables-ctl", "start", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is not installed"),
+        "{}",
+        stderr(&out)
+    );
+    let before = host_state(&state, &machine);
+    let plan = dry_run(&machine, &["iptables-ctl", "install"]);
+    assert_eq!(plan["changed"], true, "{plan:#}");
+    let said = steps(&plan);
+    for step in [
+        "write /etc/iptables/base.rules",
+        "write /etc/systemd/system/iptables@.service",
+        "enable iptables@base.service",
+        "hook iptables-docker@base.service into docker.service",
+        "start iptables@base.service",
+    ] {
+        assert!(
+            said.iter().any(|s| s.starts_with(step)),
+            "{step}: {said:#?}"
+        );
+    }
+    assert!(
+        plan["diff"]["families"][0]["diff"]
+            .as_str()
+            .unwrap()
+            .contains("\n+-A INPUT -p tcp -m tcp --dport 2222 "),
+        "{plan:#}"
+    );
+    assert_eq!(
+        host_state(&state, &machine),
+        before,
+        "install --dry-run changed nothing"
+    );
+
+    // Installed and in force: nothing would change, but a restart reloads, and stop and
+    // uninstall would take the rules away.
+    run(&machine, &["iptables-ctl", "install"]);
+    let before = host_state(&state, &machine);
+    for argv in [&["iptables-ctl", "install"][..], &["iptables-ctl", "start"]] {
+        let plan = dry_run(&machine, argv);
+        assert_eq!(
+            (plan["changed"].as_bool(), steps(&plan).len()),
+            (Some(false), 0),
+            "{argv:?}: {plan:#}"
+        );
+    }
+    let plan = dry_run(&machine, &["iptables-ctl", "restart"]);
+    assert_eq!(plan["changed"], true, "{plan:#}");
+    assert!(
+        steps(&plan)[0].starts_with("reload iptables@base.service"),
+        "{plan:#}"
+    );
+    let plan = dry_run(&machine, &["iptables-ctl", "stop"]);
+    assert!(
+        steps(&plan)[0].contains("the pass-through rules load"),
+        "{plan:#}"
+    );
+    let plan = dry_run(&machine, &["iptables-ctl", "uninstall"]);
+    let said = steps(&plan);
+    assert!(said[0].contains("the pass-through rules load"), "{said:#?}");
+    assert!(
+        said.iter()
+            .any(|s| s.starts_with("disable iptables@base.service")),
+        "{said:#?}"
+    );
+    assert!(
+        said.iter()
+            .any(|s| s == "remove /etc/systemd/system/iptables@.service"),
+        "{said:#?}"
+    );
+    assert_eq!(
+        host_state(&state, &machine),
+        before,
+        "the dry runs changed nothing"
+    );
+
+    // A changed policy: install would write and reload, and says the live change.
+    fs::write(state.etc_iptables().join("base.toml"), CUT).unwrap();
+    let before_cut = host_state(&state, &machine);
+    let plan = dry_run(&machine, &["iptables-ctl", "install"]);
+    let said = steps(&plan);
+    assert!(
+        said.contains(&"write /etc/iptables/base.rules".to_owned()),
+        "{said:#?}"
+    );
+    assert!(
+        said.iter()
+            .any(|s| s.starts_with("reload iptables@base.service")),
+        "{said:#?}"
+    );
+    assert!(
+        plan["diff"]["families"][0]["diff"]
+            .as_str()
+            .unwrap()
+            .contains("\n--A INPUT -p tcp -m tcp --dport 2222 "),
+        "{plan:#}"
+    );
+    // A policy that does not load is refused, as install refuses it.
+    fs::write(state.etc_iptables().join("base.toml"), "[host\n").unwrap();
+    let out = machine.exec(&["iptables-ctl", "install", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    fs::write(state.etc_iptables().join("base.toml"), CUT).unwrap();
+    assert_eq!(
+        host_state(&state, &machine),
+        before_cut,
+        "the dry runs changed nothing"
+    );
+    assert_eq!(
+        service(&machine),
+        Outcome::Open,
+        "the rules in force are still OPEN's"
+    );
+    machine.poweroff();
+}
+
 fn mtimes(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64, i64, i64)> {
     use std::os::unix::fs::MetadataExt as _;
     let mut all = Vec::new();

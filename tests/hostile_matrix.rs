@@ -110,6 +110,9 @@ burst = 10
 @raw_rule@
 @raw_comment@
 @raw_backend@
+
+[lints]
+@lint_skip@
 "#;
 
 /// Each site's default line.
@@ -147,6 +150,7 @@ const SITES: &[(&str, &str)] = &[
     ("raw_chain", r#"chain = "input""#),
     ("raw_family", r#"family = "both""#),
     ("raw_rule", r#"rule = "-p udp --dport 51820 -j ACCEPT""#),
+    ("lint_skip", r#"skip = ["rules-in-other-variant"]"#),
     ("raw_comment", r#"comment = "raw case {n}""#),
     ("raw_backend", r#"backend = "iptables""#),
 ];
@@ -482,6 +486,14 @@ const SLOTS: &[Slot] = &[
         also: &[],
     },
     Slot {
+        field: "lints.skip[1]",
+        key: "lints.skip",
+        kind: Kind::Enum,
+        sites: &[("lint_skip", r#"skip = ["rules-in-other-variant", {}]"#)],
+        batch: Batch::List,
+        also: &[],
+    },
+    Slot {
         field: "raw[0].comment",
         key: "raw.comment",
         kind: Kind::Comment,
@@ -531,6 +543,7 @@ const NOT_STRINGS: &[(&str, &str)] = &[
     ("log.enabled", "boolean"),
     ("log.burst", "integer"),
     ("raw", "array of tables"),
+    ("lints", "table"),
 ];
 
 // ---------------------------------------------------------------------------------------

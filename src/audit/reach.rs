@@ -14,8 +14,7 @@ use crate::audit::PublishedPort;
 use crate::backend::FamilyRules;
 use crate::family::Family;
 use crate::host::net::HostNet;
-use crate::packet::{Packet, Transport, Verdict};
-use crate::policy::types::Proto as PolicyProto;
+use crate::packet::{Packet, Verdict};
 use crate::policy::{DockerDefault, Policy};
 
 /// Who can reach a published port.
@@ -179,15 +178,8 @@ fn allowed_sources(
     let family = Family::of(&dialed);
     let mut nets = Vec::new();
     for entry in &policy.docker.published {
-        let proto = match entry.proto {
-            PolicyProto::Tcp => Transport::Tcp,
-            PolicyProto::Udp => Transport::Udp,
-        };
-        let covers_port = entry
-            .port
-            .ranges()
-            .iter()
-            .any(|r| (r.first()..=r.last()).contains(&port.host_port));
+        let proto = entry.proto.transport();
+        let covers_port = entry.port.get_ref().contains(port.host_port);
         let covers_address = entry
             .host_address
             .as_ref()

@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[cfg(doc)]
 use crate::cli::output::Output;
 use crate::iptables::Tools;
+use crate::lints::SkippableLint;
 use crate::packet::Endpoint;
 use crate::policy::types::InstanceName;
 
@@ -85,7 +86,18 @@ pub enum Command {
         /// kept for scripts).
         #[arg(long, visible_alias = "backend", value_enum, default_value_t)]
         iptables: ToolsArg,
+        /// Do not report this lint (a warning; `iptables-ctl lints` lists them).
+        /// Repeatable.
+        #[arg(long, value_name = "LINT")]
+        skip: Vec<SkippableLint>,
         /// Print the outcome (what was done, and the verdict) as one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the lints `check` and `status` run: name, severity, what each finds, why it
+    /// matters and how to fix it.
+    Lints {
+        /// Print the list as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -113,6 +125,9 @@ pub enum Command {
         /// Install despite conflicting firewall managers or backends.
         #[arg(long)]
         force: bool,
+        /// Say what would change (the same checks first), and change nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// Print the outcome (what was done, and the verdict) as one JSON document.
         #[arg(long)]
         json: bool,
@@ -123,6 +138,9 @@ pub enum Command {
         /// Instance name.
         #[arg(default_value = "base")]
         instance: InstanceName,
+        /// Say what would change (the same checks first), and change nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// Print the outcome (what was done, and the verdict) as one JSON document.
         #[arg(long)]
         json: bool,
@@ -135,6 +153,9 @@ pub enum Command {
         /// Start even when the rules would lock out an open SSH session.
         #[arg(long)]
         force: bool,
+        /// Say what would change (the same checks first), and change nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// Print the outcome (what was done, and the verdict) as one JSON document.
         #[arg(long)]
         json: bool,
@@ -145,6 +166,9 @@ pub enum Command {
         /// Instance name.
         #[arg(default_value = "base")]
         instance: InstanceName,
+        /// Say what would change (the same checks first), and change nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// Print the outcome (what was done, and the verdict) as one JSON document.
         #[arg(long)]
         json: bool,
@@ -158,6 +182,9 @@ pub enum Command {
         /// Restart even when the rules would lock out an open SSH session.
         #[arg(long)]
         force: bool,
+        /// Say what would change (the same checks first), and change nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// Print the outcome (what was done, and the verdict) as one JSON document.
         #[arg(long)]
         json: bool,
@@ -268,6 +295,10 @@ pub enum Command {
         /// Instance name.
         #[arg(default_value = "base")]
         instance: InstanceName,
+        /// Do not report this lint (a warning; `iptables-ctl lints` lists them).
+        /// Repeatable.
+        #[arg(long, value_name = "LINT")]
+        skip: Vec<SkippableLint>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,

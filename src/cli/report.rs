@@ -10,7 +10,8 @@ use serde::Serialize;
 use crate::cli::exit;
 use crate::cli::output::Output;
 use crate::control::status::StatusReport;
-use crate::control::{Event, NextStep, Verdict};
+use crate::control::{Event, NextStep, Outcome, Verdict};
+use crate::lints::{LintInfo, Scope};
 
 /// Shows one event: its line on standard output, or a warning.
 pub(super) fn print_event(event: &Event, out: &mut Output) {
@@ -215,6 +216,7 @@ pub(super) fn print_event(event: &Event, out: &mut Output) {
             "{instance}: the apply was not confirmed in time and is forgotten; iptables@{instance}.service is not active, so no rules were loaded (stopped means stopped)"
         ),
         Event::Document { text } => out.print(text),
+        Event::Lint { finding } => out.warn(finding),
         Event::Warning { message } => out.warn(message),
     }
 }
@@ -272,6 +274,8 @@ struct Document<'a> {
     changed: bool,
     /// What the flow did, in order.
     events: &'a [Event],
+    /// The warnings among them (and the lints' warnings), one line each.
+    warnings: Vec<String>,
     /// How it ended (`verdict` and what goes with it).
     #[serde(flatten)]
     ending: Ending<'a>,
@@ -308,6 +312,7 @@ fn document(events: &[Event], result: &anyhow::Result<Verdict>) -> anyhow::Resul
         schema: JSON_SCHEMA,
         changed: events.iter().any(Event::changes_host),
         events,
+        warnings: Outcome::warning_lines(events),
         ending,
         exit_code,
     };
@@ -380,6 +385,38 @@ pub(super) fn print_report(
         out.print(&human);
     }
     Ok(())
+}
+
+/// `iptables-ctl lints --json`: the registry.
+#[derive(Serialize)]
+pub(super) struct Listing<'a> {
+    /// Every lint.
+    pub lints: &'a [LintInfo],
+}
+
+/// `iptables-ctl lints` for a person: one paragraph per lint.
+pub(super) fn lints_text(registry: &[LintInfo]) -> String {
+    let mut text = String::new();
+    for info in registry {
+        text.push_str(&format!(
+            "{} ({}{}; {})
+  finds: {}
+  why:   {}
+  fix:   {}
+",
+            info.name,
+            info.severity,
+            if info.skippable { ", skippable" } else { "" },
+            match info.scope {
+                Scope::CheckAndStatus => "check and status",
+                Scope::Status => "status",
+            },
+            info.finds,
+            info.why,
+            info.fix
+        ));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -458,6 +495,7 @@ mod tests {
                     "unit": "iptables@base.service",
                     "job": "start",
                 }],
+                "warnings": [],
                 "verdict": "failed",
                 "error": "start failed",
                 "exit_code": exit::FAILURE,
@@ -535,6 +573,8 @@ mod tests {
             generation: None,
             previous_generation: None,
             exposure: None,
+            lints: Vec::new(),
+            skipped_lints: Vec::new(),
         };
         assert_eq!(status_exit_code(&report), exit::SUCCESS);
         report.in_force = false;

@@ -20,6 +20,7 @@ use crate::host::{HostProbe, LiveHost, StagedHost};
 use crate::iptables::live::SystemFirewall;
 use crate::iptables::trial::NetnsTrial;
 use crate::iptables::{IptablesBackend, Tools};
+use crate::lints::{self, Skips};
 use crate::policy::types::InstanceName;
 use crate::systemd::bus::SystemdBus;
 use crate::systemd::{JobKind, ServiceManager};
@@ -82,21 +83,42 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
         Command::Check {
             instance,
             iptables,
+            skip,
             json,
         } => {
             let path = policy_path(instance);
+            let lint_host = if staged(&cli) {
+                control::LintHost::Staged
+            } else {
+                control::LintHost::Live
+            };
+            let skips = Skips::new(skip.iter().copied());
             with_tools((*iptables).into(), |backend| {
                 let target = control::Target {
                     backend,
                     ..target(&layout, instance, &path, host)
                 };
-                flow(out, *json, |outcome| control::check(&target, outcome))
+                flow(out, *json, |outcome| {
+                    control::check(&target, lint_host, &skips, outcome)
+                })
             })
+        }
+        Command::Lints { json } => {
+            let registry = lints::registry();
+            report::print_report(
+                *json,
+                &report::Listing { lints: &registry },
+                report::Changes::None,
+                report::lints_text(&registry),
+                out,
+            )?;
+            Ok(exit::SUCCESS)
         }
         Command::Install {
             instance,
             no_start,
             force,
+            dry_run: dry,
             json,
         } => {
             let options = control::InstallOptions {
@@ -105,7 +127,11 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
             };
             let path = policy_path(instance);
             let target = target(&layout, instance, &path, host);
-            if staged(&cli) {
+            if *dry {
+                dry_run(&cli, "install", *json, out, |manager| {
+                    control::install_dry_run(&target, manager, options)
+                })
+            } else if staged(&cli) {
                 flow(out, *json, |outcome| {
                     control::install(&target, control::Systemd::Staged, options, outcome)
                 })
@@ -116,10 +142,18 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
                 })
             }
         }
-        Command::Uninstall { instance, json } => {
+        Command::Uninstall {
+            instance,
+            dry_run: dry,
+            json,
+        } => {
             let path = policy_path(instance);
             let target = target(&layout, instance, &path, host);
-            if staged(&cli) {
+            if *dry {
+                dry_run(&cli, "uninstall", *json, out, |manager| {
+                    control::uninstall_dry_run(&target, manager)
+                })
+            } else if staged(&cli) {
                 flow(out, *json, |outcome| {
                     control::uninstall(&target, control::Systemd::Staged, outcome)
                 })
@@ -133,33 +167,48 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
         Command::Start {
             instance,
             force,
+            dry_run,
             json,
         } => lifecycle(
             &cli,
             &target(&layout, instance, &policy_path(instance), host),
             JobKind::Start,
-            *force,
-            *json,
+            Lifecycle {
+                force: *force,
+                dry_run: *dry_run,
+                json: *json,
+            },
             out,
         ),
-        Command::Stop { instance, json } => lifecycle(
+        Command::Stop {
+            instance,
+            dry_run,
+            json,
+        } => lifecycle(
             &cli,
             &target(&layout, instance, &policy_path(instance), host),
             JobKind::Stop,
-            false,
-            *json,
+            Lifecycle {
+                force: false,
+                dry_run: *dry_run,
+                json: *json,
+            },
             out,
         ),
         Command::Restart {
             instance,
             force,
+            dry_run,
             json,
         } => lifecycle(
             &cli,
             &target(&layout, instance, &policy_path(instance), host),
             JobKind::Restart,
-            *force,
-            *json,
+            Lifecycle {
+                force: *force,
+                dry_run: *dry_run,
+                json: *json,
+            },
             out,
         ),
         Command::Reload {
@@ -177,14 +226,7 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
             require_live(&cli, "--dry-run", "it reads the live firewall")?;
             let report =
                 control::diff::diff(&target(&layout, instance, &policy_path(instance), host))?;
-            report::print_report(
-                *json,
-                &report,
-                report::Changes::Reported,
-                report.human(),
-                out,
-            )?;
-            Ok(exit::SUCCESS)
+            print_dry_run(*json, &report, report.human(), out)
         }
         Command::Reload {
             instance,
@@ -323,7 +365,11 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
                 }
             }
         }
-        Command::Status { instance, json } => {
+        Command::Status {
+            instance,
+            skip,
+            json,
+        } => {
             let manager = live_systemd(
                 &cli,
                 "status",
@@ -332,6 +378,7 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
             let report = status::status(
                 &target(&layout, instance, &policy_path(instance), host),
                 &manager,
+                &Skips::new(skip.iter().copied()),
             )?;
             report::print_report(*json, &report, report::Changes::None, report.human(), out)?;
             Ok(report::status_exit_code(&report))
@@ -485,17 +532,58 @@ fn systemd_flow(
     flow(out, json, |outcome| run(target, &manager, outcome))
 }
 
+/// A `--dry-run` of a command that changes system services: its report (what it would
+/// do) from `plan` against the running systemd, shown as text or JSON. Exit 0: it ran,
+/// whatever it found (`changed` says whether the command would change the host).
+fn dry_run(
+    cli: &Cli,
+    command: &str,
+    json: bool,
+    out: &mut Output,
+    plan: impl FnOnce(&dyn ServiceManager) -> anyhow::Result<control::dry_run::DryRunReport>,
+) -> anyhow::Result<u8> {
+    let manager = live_systemd(
+        cli,
+        &format!("{command} --dry-run"),
+        "it reads the live firewall and asks systemd",
+    )?;
+    let report = plan(&manager)?;
+    print_dry_run(json, &report, report.human(), out)
+}
+
+/// Shows what a dry run found (its `changed` is its own); exit 0.
+fn print_dry_run(
+    json: bool,
+    report: &impl serde::Serialize,
+    human: String,
+    out: &mut Output,
+) -> anyhow::Result<u8> {
+    report::print_report(json, report, report::Changes::Reported, human, out)?;
+    Ok(exit::SUCCESS)
+}
+
+/// The flags `start`, `stop` and `restart` share.
+struct Lifecycle {
+    force: bool,
+    dry_run: bool,
+    json: bool,
+}
+
 fn lifecycle(
     cli: &Cli,
     target: &control::Target<'_>,
     kind: JobKind,
-    force: bool,
-    json: bool,
+    flags: Lifecycle,
     out: &mut Output,
 ) -> anyhow::Result<u8> {
+    if flags.dry_run {
+        return dry_run(cli, &kind.to_string(), flags.json, out, |manager| {
+            control::lifecycle_dry_run(target, manager, kind, flags.force)
+        });
+    }
     let manager = live_systemd(cli, &kind.to_string(), "it changes system services")?;
-    flow(out, json, |outcome| {
-        control::lifecycle(target, &manager, kind, force, outcome)
+    flow(out, flags.json, |outcome| {
+        control::lifecycle(target, &manager, kind, flags.force, outcome)
     })
 }
 

@@ -251,7 +251,7 @@ pub(crate) fn apply(
     }
     // The status check while the lock still keeps other runs out (against the applied
     // files: status compares with those while the apply is pending).
-    let verdict = in_force(target, manager);
+    let verdict = in_force(target, manager, outcome);
     // Said only now, and with the lock given back: output that blocks (a stalled
     // terminal) must neither hold the load up nor keep the rollback from its lock.
     drop(lock);
@@ -376,7 +376,7 @@ pub(crate) fn confirm(
         instance: target.instance.to_string(),
     });
     keep_generation_of(target, "confirm", applied_policy, outcome);
-    Ok(in_force(target, manager))
+    Ok(in_force(target, manager, outcome))
 }
 
 /// `rollback-pending` (run by `iptables-rollback@.service` when the timer fires): with
@@ -570,7 +570,9 @@ mod tests {
         let manager = FakeManager::new("active", JobResult::Done);
         let target = staged.target_with(&InForceBackend);
         apply(&target, &manager, WITHIN, false, &mut Outcome::new()).unwrap();
-        let armed = crate::control::status::status(&target, &manager).unwrap();
+        let armed =
+            crate::control::status::status(&target, &manager, &crate::lints::Skips::default())
+                .unwrap();
         assert!(armed.pending.is_some());
         assert!(
             !armed.problems.iter().any(|p| p.contains("rollback")),
@@ -581,7 +583,9 @@ mod tests {
         manager
             .run_job(JobKind::Stop, "iptables-rollback@base.timer")
             .unwrap();
-        let report = crate::control::status::status(&target, &manager).unwrap();
+        let report =
+            crate::control::status::status(&target, &manager, &crate::lints::Skips::default())
+                .unwrap();
         assert!(!report.in_force);
         assert!(
             report

@@ -246,6 +246,7 @@ mod tests {
             backend: variant_conflict(&VariantFacts {
                 system: Variant::Nft,
                 docker_in_other: true,
+                other_rules: Vec::new(),
             })
             .into_iter()
             .collect(),

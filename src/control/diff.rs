@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 use similar::TextDiff;
 
-use crate::backend::OwnedRules;
+use crate::backend::{OwnedRules, Proof, Rendered};
 use crate::control::{Target, render_and_prove};
 use crate::family::Family;
 use crate::policy::Policy;
@@ -58,9 +58,19 @@ pub(crate) struct FamilyDiff {
 pub(crate) fn diff(target: &Target<'_>) -> anyhow::Result<DiffReport> {
     let policy = Policy::load(target.policy_path)?;
     let (rendered, proof) = render_and_prove(target, &policy)?;
+    diff_of(target, &rendered, &proof)
+}
+
+/// What loading `rendered` (proven as `proof`) would change: the owned chains against
+/// the live ones, and the instance's files on disk against `rendered`.
+pub(crate) fn diff_of(
+    target: &Target<'_>,
+    rendered: &Rendered,
+    proof: &Proof,
+) -> anyhow::Result<DiffReport> {
     let families: Vec<FamilyDiff> = target
         .backend
-        .owned_rules(&proof)?
+        .owned_rules(proof)?
         .into_iter()
         .map(|rules| family_diff(rules, &target.policy_path.display().to_string()))
         .collect();

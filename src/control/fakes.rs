@@ -162,6 +162,12 @@ impl Backend for InForceBackend {
     fn live_family(&self, family: Family) -> anyhow::Result<Box<dyn FamilyRules>> {
         FAKE_BACKEND.live_family(family)
     }
+    fn port_rule(&self, rule: &str) -> Option<crate::backend::PortRule> {
+        FAKE_BACKEND.port_rule(rule)
+    }
+    fn other_variant_rules(&self) -> Option<crate::backend::OtherVariantRules> {
+        None
+    }
 }
 
 /// A firewall with nothing to say (no backend, no other backend).

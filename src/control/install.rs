@@ -13,6 +13,8 @@ use anyhow::{Context as _, bail};
 use crate::backend::Rendered;
 use crate::control::apply::refuse_while_pending;
 use crate::control::conflicts::{Conflict, ConflictFacts};
+use crate::control::diff;
+use crate::control::dry_run::DryRunReport;
 use crate::control::lifecycle::start_rest_of_set;
 use crate::control::outcome::{Event, Outcome, Verdict};
 use crate::control::undo::Transaction;
@@ -128,7 +130,85 @@ pub(crate) fn install(
     });
     keep_generation(target, "install", outcome);
     start_rest_of_set(manager, &units, outcome);
-    Ok(in_force(target, manager))
+    Ok(in_force(target, manager, outcome))
+}
+
+/// `install --dry-run`: the checks install makes before it changes anything (a refusal
+/// is the same error), then the steps it would take and what loading the rules would
+/// change live. Nothing is written, enabled or started.
+pub(crate) fn install_dry_run(
+    target: &Target<'_>,
+    manager: &dyn ServiceManager,
+    options: InstallOptions,
+) -> anyhow::Result<DryRunReport> {
+    let mut report = DryRunReport::new("install", target.instance.as_str());
+    let mut outcome = Outcome::new();
+    refuse_while_pending(target, "install")?;
+    let (policy, _) = policy_or_starter(target, &mut outcome)?;
+    let (rendered, proof) =
+        render_and_prove(target, &policy).map_err(|error| error.context(refused("install")))?;
+    warn_interface_problems(&policy, target.host, &mut outcome);
+    let root = target.layout.root();
+    let conflicts =
+        ConflictFacts::gather(root, target.instance, Some((manager, target.backend)))?.conflicts();
+    refuse_on_conflicts(&conflicts, options.force, &mut outcome)?;
+    if !options.no_start {
+        refuse_lockouts("install", target, &proof, options.force, &mut outcome)?;
+    }
+    report.warnings_of(&outcome);
+
+    let diff = diff::diff_of(target, &rendered, &proof)?;
+    for file in &diff.files {
+        report.step(format!("write {file}"));
+    }
+    let (unit_dir, packaged) = unit_dir(root);
+    if !packaged {
+        for unit in SHIPPED_UNITS {
+            let path = unit_dir.join(unit.file_name);
+            if source::read_consulted(&path).as_deref() != Some(unit.text) {
+                report.step(format!("write {}", path.display()));
+            }
+        }
+    }
+    let units = InstanceUnits::new(target.instance);
+    for unit in units.all() {
+        let Some(shipped) = units::shipped_unit(unit) else {
+            continue;
+        };
+        if !units::wanted_by(shipped.text).is_empty()
+            && !manager.unit_status(unit)?.unit_file_state.is_enabled()
+        {
+            report.step(format!("enable {unit}"));
+        }
+        for service in shipped.hooked_into {
+            let link = root
+                .join(ADMIN_UNIT_DIR)
+                .join(format!("{service}.wants"))
+                .join(unit);
+            if link.symlink_metadata().is_err() {
+                report.step(format!(
+                    "hook {unit} into {service} (a link in {service}.wants)"
+                ));
+            }
+        }
+    }
+    if options.no_start {
+        return Ok(report);
+    }
+    let loads_new_rules = !diff.files.is_empty() || diff.families.iter().any(|f| f.changed);
+    if !manager.unit_status(&units.rules)?.is_active() {
+        report.step(format!(
+            "start {} (the rules load) and {} (they are re-asserted after every Docker start)",
+            units.rules, units.docker
+        ));
+    } else if loads_new_rules {
+        report.step(format!(
+            "reload {}: the new rules load with no gap",
+            units.rules
+        ));
+    }
+    report.with_diff(diff);
+    Ok(report)
 }
 
 /// Writes the starter policy (if any), the rendered files and the units (unless a

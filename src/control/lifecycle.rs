@@ -4,14 +4,18 @@
 
 use anyhow::{Context as _, bail};
 
+use crate::backend::{Proof, Rendered};
 use crate::control::apply::refuse_while_pending;
+use crate::control::diff::{self, DiffReport};
+use crate::control::dry_run::DryRunReport;
 use crate::control::outcome::{Event, Outcome, Verdict};
 use crate::control::{
     Target, UNCHANGED, conflicts, in_force, job_failed, refuse_lockouts, run_job,
 };
 use crate::files::DirLock;
+use crate::policy::types::InstanceName;
 use crate::systemd::units::InstanceUnits;
-use crate::systemd::{JobKind, JobResult, ServiceManager};
+use crate::systemd::{JobKind, JobResult, ServiceManager, UnitStatus};
 
 /// `start`, `stop`, `restart`. Start and restart act on the whole set (rules and the
 /// re-assertion after Docker), refuse rules that would lock out an SSH session open
@@ -28,13 +32,7 @@ pub(crate) fn lifecycle(
 ) -> anyhow::Result<Verdict> {
     let instance = target.instance;
     let units = InstanceUnits::new(instance);
-    let status = manager.unit_status(&units.rules)?;
-    if !status.is_installed() {
-        bail!(
-            "{} is not installed (run `iptables-ctl install {instance}`); {UNCHANGED}",
-            units.rules
-        );
-    }
+    let status = installed_status(manager, &units, instance)?;
     match kind {
         JobKind::Stop => {
             stop_set(manager, &units)?;
@@ -59,13 +57,7 @@ pub(crate) fn lifecycle(
             refuse_while_pending(target, &kind.to_string())?;
             let changes_rules = kind != JobKind::Start || !status.is_active();
             if changes_rules {
-                let proof = target
-                    .backend
-                    .prove_on_disk(target.layout, target.instance)
-                    .with_context(|| {
-                        format!("refusing to {kind}: the rules on disk would not load; {UNCHANGED}")
-                    })?;
-                refuse_lockouts(&kind.to_string(), target, &proof, force, outcome)?;
+                prove_on_disk(target, kind, force, outcome)?;
             }
             // A restart of an active instance is a reload: a stop loads the
             // pass-through files, and a start that then failed would leave the host
@@ -88,9 +80,108 @@ pub(crate) fn lifecycle(
                 was_active: status.is_active(),
             });
             start_rest_of_set(manager, &units, outcome);
-            Ok(in_force(target, manager))
+            Ok(in_force(target, manager, outcome))
         }
     }
+}
+
+/// `start`, `stop`, `restart` with `--dry-run`: the checks each makes first (the files
+/// on disk proven, SSH sessions), then what it would do and what loading the files
+/// would change live. Nothing is run.
+pub(crate) fn lifecycle_dry_run(
+    target: &Target<'_>,
+    manager: &dyn ServiceManager,
+    kind: JobKind,
+    force: bool,
+) -> anyhow::Result<DryRunReport> {
+    let instance = target.instance;
+    let mut report = DryRunReport::new(&kind.to_string(), instance.as_str());
+    let units = InstanceUnits::new(instance);
+    let status = installed_status(manager, &units, instance)?;
+    if kind == JobKind::Stop {
+        if status.is_active() {
+            report.step(pass_through_step(&units));
+        }
+        return Ok(report);
+    }
+    refuse_while_pending(target, &kind.to_string())?;
+    if kind == JobKind::Start && status.is_active() {
+        return Ok(report);
+    }
+    let mut outcome = Outcome::new();
+    let proof = prove_on_disk(target, kind, force, &mut outcome)?;
+    report.warnings_of(&outcome);
+    if status.is_active() {
+        report.step(format!(
+            "reload {}: the files on disk load again with no gap",
+            units.rules
+        ));
+    } else {
+        report.step(format!(
+            "start {} (the rules load) and {} (they are re-asserted after every Docker start)",
+            units.rules, units.docker
+        ));
+    }
+    let mut diff = diff_of_disk(target, &proof)?;
+    // The files on disk are what is loaded: there are none to write.
+    diff.files.clear();
+    report.with_diff(diff);
+    Ok(report)
+}
+
+/// Proves the files on disk before `kind` loads them, and refuses (unless `force`) rules
+/// that would lock out an SSH session open now.
+fn prove_on_disk(
+    target: &Target<'_>,
+    kind: JobKind,
+    force: bool,
+    outcome: &mut Outcome<'_>,
+) -> anyhow::Result<Proof> {
+    let proof = target
+        .backend
+        .prove_on_disk(target.layout, target.instance)
+        .with_context(|| {
+            format!("refusing to {kind}: the rules on disk would not load; {UNCHANGED}")
+        })?;
+    refuse_lockouts(&kind.to_string(), target, &proof, force, outcome)?;
+    Ok(proof)
+}
+
+/// The rules unit's status; an instance that is not installed is refused.
+fn installed_status(
+    manager: &dyn ServiceManager,
+    units: &InstanceUnits,
+    instance: &InstanceName,
+) -> anyhow::Result<UnitStatus> {
+    let status = manager.unit_status(&units.rules)?;
+    if !status.is_installed() {
+        bail!(
+            "{} is not installed (run `iptables-ctl install {instance}`); {UNCHANGED}",
+            units.rules
+        );
+    }
+    Ok(status)
+}
+
+/// What loading the files on disk (proven as `proof`) would change in the live rules.
+fn diff_of_disk(target: &Target<'_>, proof: &Proof) -> anyhow::Result<DiffReport> {
+    let on_disk = target
+        .backend
+        .output_set(target.layout, target.instance)
+        .read()?;
+    let files = on_disk
+        .files()
+        .map(|(name, bytes)| (name.to_owned(), String::from_utf8_lossy(bytes).into_owned()))
+        .collect();
+    diff::diff_of(target, &Rendered::new(files), proof)
+}
+
+/// The step of stopping an instance's set, as a dry run says it.
+pub(super) fn pass_through_step(units: &InstanceUnits) -> String {
+    format!(
+        "stop {} and {}: the pass-through rules load (INPUT, OUTPUT and DOCKER-USER let everything through; Docker's own rules stay)",
+        units.docker, units.rules
+    )
 }
 
 /// Stops an instance's set: the re-assertion after Docker, then the rules (the

@@ -1,6 +1,7 @@
 //! The flows: the commands that put an instance in force, take it out and say whether
 //! it is, one file per flow. `init.rs` (the starter policy), `render.rs` (`render`,
-//! `check`), `diff.rs` (what applying the policy would change live), `apply.rs`
+//! `check`), `diff.rs` (what applying the policy would change live), `dry_run.rs`
+//! (the report of `--dry-run`, whose steps each flow's file computes), `apply.rs`
 //! (`apply --confirm-within`, `confirm`, and the rollback systemd runs when nobody
 //! confirmed), `rollback.rs` (back to the previous generation), `install.rs`,
 //! `uninstall.rs`, `lifecycle.rs` (`start`, `stop`, `restart`), `reload.rs`, `status.rs` (the in-force check) and `unit_hooks.rs` (what the units
@@ -31,6 +32,7 @@
 pub(crate) mod apply;
 pub(crate) mod conflicts;
 pub(crate) mod diff;
+pub(crate) mod dry_run;
 mod init;
 mod install;
 mod lifecycle;
@@ -49,12 +51,12 @@ pub(crate) mod fakes;
 use anyhow::{Context as _, bail};
 
 pub(crate) use init::{InitOptions, NextStep, init};
-pub(crate) use install::{InstallOptions, install};
-pub(crate) use lifecycle::lifecycle;
+pub(crate) use install::{InstallOptions, install, install_dry_run};
+pub(crate) use lifecycle::{lifecycle, lifecycle_dry_run};
 pub(crate) use outcome::{Event, Outcome, Verdict};
 pub(crate) use reload::reload;
-pub(crate) use render::{Destination, check, render};
-pub(crate) use uninstall::uninstall;
+pub(crate) use render::{Destination, LintHost, check, render};
+pub(crate) use uninstall::{uninstall, uninstall_dry_run};
 pub(crate) use unit_hooks::{forward_jump, umbrella};
 
 use crate::backend::{Backend, Lockout, Proof, Rendered};
@@ -297,8 +299,13 @@ pub(crate) fn interface_problems(policy: &Policy, host: &dyn HostProbe) -> Vec<I
         policy
             .missing_interfaces(&existing)
             .into_iter()
-            .chain(policy.bridges_matching_uplinks(&uplinks))
-            .map(InterfaceProblem::Policy),
+            .map(InterfaceProblem::Missing),
+    );
+    problems.extend(
+        policy
+            .bridges_matching_uplinks(&uplinks)
+            .into_iter()
+            .map(InterfaceProblem::BridgeIsUplink),
     );
     problems
 }
@@ -306,9 +313,14 @@ pub(crate) fn interface_problems(policy: &Policy, host: &dyn HostProbe) -> Vec<I
 /// Something wrong between the interface names of a policy and this host.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum InterfaceProblem {
-    /// A name or pattern of the policy that does not fit this host, located in the policy.
+    /// A name or pattern of the policy that this host has no interface for, located in
+    /// the policy.
     #[error(transparent)]
-    Policy(crate::policy::PolicyError),
+    Missing(crate::policy::PolicyError),
+    /// A Docker bridge pattern of the policy that matches an interface facing the
+    /// outside, located in the policy.
+    #[error(transparent)]
+    BridgeIsUplink(crate::policy::PolicyError),
     /// The host's interface names could not be read, so the policy's were not checked.
     #[error(
         "the host's interface names could not be read ({0}), so the names the policy gives were not checked"
@@ -361,10 +373,26 @@ fn lockout_refusal(command: &str, lockouts: &[Lockout]) -> String {
     )
 }
 
-/// Ends a command that changed the live rules: the `status` check, and its verdict. A
-/// check that cannot run is reported, never turned into a failure of the change.
-fn in_force(target: &Target<'_>, manager: &dyn ServiceManager) -> Verdict {
-    match status::status(target, manager) {
+/// Ends a command that changed the live rules: the `status` check, and its verdict; the
+/// lints' warnings are recorded as warnings. A check that cannot run is reported, never
+/// turned into a failure of the change.
+fn in_force(
+    target: &Target<'_>,
+    manager: &dyn ServiceManager,
+    outcome: &mut Outcome<'_>,
+) -> Verdict {
+    let report = status::status(target, manager, &crate::lints::Skips::default());
+    if let Ok(report) = &report {
+        // The errors are the verdict's problems.
+        outcome.lints(
+            report
+                .lints
+                .iter()
+                .filter(|f| f.severity == crate::lints::Severity::Warning)
+                .cloned(),
+        );
+    }
+    match report {
         Ok(report) if report.in_force => Verdict::InForce {
             summary: report.in_force_line(),
         },

@@ -291,6 +291,11 @@ pub(crate) enum Event {
         /// so nothing was loaded).
         loaded: bool,
     },
+    /// A lint found something (`iptables-ctl lints` lists them).
+    Lint {
+        /// What, why it matters and how to fix it.
+        finding: crate::lints::Finding,
+    },
     /// Something the admin should know; the flow went on.
     Warning {
         /// What.
@@ -353,6 +358,7 @@ impl Event {
             | Event::RenderedNotLoaded { .. }
             | Event::NothingPending { .. }
             | Event::Document { .. }
+            | Event::Lint { .. }
             | Event::Warning { .. } => false,
         }
     }
@@ -442,6 +448,27 @@ impl<'a> Outcome<'a> {
         self.push(Event::Warning {
             message: message.to_string(),
         });
+    }
+
+    /// Records what the lints found.
+    pub fn lints(&mut self, findings: impl IntoIterator<Item = crate::lints::Finding>) {
+        for finding in findings {
+            self.push(Event::Lint { finding });
+        }
+    }
+
+    /// The warnings recorded: each warning, and each lint's warning, as one line.
+    pub fn warning_lines(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|event| match event {
+                Event::Warning { message } => Some(message.clone()),
+                Event::Lint { finding } if finding.severity == crate::lints::Severity::Warning => {
+                    Some(finding.line())
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// Records what a write did: every file written, then every file left unchanged.

@@ -86,7 +86,7 @@ pub(crate) fn reload_locked(
         files_changed: !summary.written.is_empty(),
     });
     keep_generation_of(target, command, Ok(policy_text), outcome);
-    Ok(in_force(target, manager))
+    Ok(in_force(target, manager, outcome))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use crate::backend::{Proof, Rendered};
 use crate::control::outcome::{Event, Outcome, Verdict};
 use crate::control::{Target, conflicts, warn_interface_problems};
 use crate::files::DirLock;
+use crate::lints::{self, Facts, Skips};
 use crate::policy::Policy;
 
 /// Where `render` puts the files.
@@ -71,14 +72,45 @@ pub(crate) fn render(
     Ok(Verdict::Done)
 }
 
-/// `check`: validates the policy and loads every file twice into a throwaway
-/// namespace (the target's backend); writes nothing.
-pub(crate) fn check(target: &Target<'_>, outcome: &mut Outcome<'_>) -> anyhow::Result<Verdict> {
+/// Where `check` runs its lints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LintHost {
+    /// On this host: the live rules say what Docker publishes, and which variant
+    /// holds what.
+    Live,
+    /// For a staged tree: only the policy and the tree are looked at.
+    Staged,
+}
+
+/// `check`: validates the policy, runs the lints that need no rules in force (less
+/// `skips`), and loads every file twice into a throwaway namespace (the target's
+/// backend); writes nothing.
+pub(crate) fn check(
+    target: &Target<'_>,
+    host: LintHost,
+    skips: &Skips,
+    outcome: &mut Outcome<'_>,
+) -> anyhow::Result<Verdict> {
     let (policy, rendered) = render_policy(target)?;
     outcome.push(Event::PolicyValid {
         path: target.policy_path.to_owned(),
     });
-    warn_interface_problems(&policy, target.host, outcome);
+    let facts = match host {
+        LintHost::Staged => Facts::of_policy(target, &policy),
+        LintHost::Live => {
+            let rules = target.backend.live_rules();
+            let net = target.host.network();
+            let read = match (&rules, &net) {
+                (Ok(rules), Ok(net)) => Ok((rules.as_ref(), net)),
+                (Err(e), _) | (_, Err(e)) => Err(format!("{e:#}")),
+            };
+            Facts::gather(target, Some(&policy), read, None)
+        }
+    };
+    for unread in &facts.unread {
+        outcome.warn(unread);
+    }
+    outcome.lints(lints::judge(&facts, &policy.lint_skips().and(skips)));
     let proof = target.backend.prove(target.instance, &policy, &rendered)?;
     for part in proof.parts() {
         outcome.push(Event::FamilyProven {
@@ -164,7 +196,13 @@ mod tests {
             trial: &AcceptingTrial,
             firewall: &QuietFirewall,
         };
-        check(&staged.target_with(&legacy), &mut outcome).unwrap();
+        check(
+            &staged.target_with(&legacy),
+            LintHost::Staged,
+            &Skips::default(),
+            &mut outcome,
+        )
+        .unwrap();
         assert_eq!(kinds(&outcome), ["valid", "proven", "proven"]);
         assert_eq!(
             outcome.events()[2],

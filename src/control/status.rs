@@ -1,15 +1,16 @@
 //! `status`: whether an instance's rules protect what its policy says, now. "In force"
 //! is said only when every check that could fail passed:
 //! - the units are active (and the re-assertion after Docker is, while Docker runs);
-//! - both families' owned chains hold exactly the rendered rules, and FORWARD jumps to
-//!   DOCKER-USER first;
 //! - the files on disk are what the policy renders today (no edit waits for a reload).
 //!   Files a package upgrade left behind, stamped by another version, count when they
 //!   differ only in that stamp: they hold the very rules this version would load
 //!   (the report names the version; a reload stamps them anew). When they differ
 //!   beyond it, the problem says that this version renders other rules, not that the
 //!   policy changed;
-//! - every interface the policy names exists;
+//! - no lint of severity error fires ([`crate::lints`]: the owned chains hold exactly
+//!   the rendered rules, FORWARD jumps to DOCKER-USER first in both families, every
+//!   interface the policy names exists, Docker's bridges are covered, iptables is the
+//!   variant Docker uses); the warnings are reported beside the verdict;
 //! - the exposure audit finds no published port reachable beyond the policy.
 //!
 //! The flow gathers; [`StatusReport`] holds the outcome and its text (the command line
@@ -18,12 +19,13 @@
 use serde::Serialize;
 
 use crate::audit::{self, AuditReport};
-use crate::backend::{FamilyState, LiveRules, LiveState, Rendered};
+use crate::backend::{LiveState, Rendered};
 use crate::control::Target;
 use crate::control::apply::{self, PendingApply};
 use crate::files::generations::{Generation, Generations};
 use crate::files::set::SetState;
 use crate::files::stamp;
+use crate::lints::{self, Facts, Finding, Lint, Severity, Skips};
 use crate::policy::Policy;
 use crate::systemd::units::InstanceUnits;
 use crate::systemd::{ServiceManager, UnitFileState, UnitStatus};
@@ -67,6 +69,10 @@ pub(crate) struct StatusReport {
     pub previous_generation: Option<Generation>,
     /// The exposure audit of the published ports (active only).
     pub exposure: Option<AuditReport>,
+    /// What the lints found (active only): the errors are among `problems` too.
+    pub lints: Vec<Finding>,
+    /// The lints skipped (by `--skip` or the policy's `[lints] skip`).
+    pub skipped_lints: Vec<Lint>,
 }
 
 /// The files on disk against what this version renders of the policy today.
@@ -90,6 +96,7 @@ pub(crate) enum FilesOnDisk {
 pub(crate) fn status(
     target: &Target<'_>,
     manager: &dyn ServiceManager,
+    skips: &Skips,
 ) -> anyhow::Result<StatusReport> {
     let units = InstanceUnits::new(target.instance);
     let unit = manager.unit_status(&units.rules)?;
@@ -109,6 +116,8 @@ pub(crate) fn status(
         generation: None,
         previous_generation: None,
         exposure: None,
+        lints: Vec::new(),
+        skipped_lints: Vec::new(),
     };
     if !report.installed {
         return Ok(report);
@@ -156,12 +165,7 @@ pub(crate) fn status(
         .backend
         .live_state(files_layout, target.instance, true)
     {
-        Ok(state) => {
-            for family_state in &state.families {
-                problems.extend(family_problems(family_state));
-            }
-            report.live = Some(state);
-        }
+        Ok(state) => report.live = Some(state),
         Err(e) => {
             let text = format!("{e:#}");
             problems.push(format!(
@@ -183,21 +187,38 @@ pub(crate) fn status(
             units.docker, report.docker_unit.active_state, target.instance
         ));
     }
-    // Both families' live rules, read once for the bridge check and the audit.
-    match target.backend.live_rules() {
-        Ok(rules) => {
-            if let Some(policy) = &policy {
-                problems.extend(uncovered_bridges(target, policy, rules.as_ref()));
-            }
-            let net = target.host.network()?;
-            let interfaces = audit::audit_interfaces(&net, target.host, policy.as_ref());
-            let exposure = rules.audit(&net, &interfaces, policy.as_ref());
-            if policy.is_some() {
-                problems.extend(exposure.flagged_lines());
-            }
-            report.exposure = Some(exposure);
+    // Both families' live rules, read once for the lints and the audit.
+    let rules = target.backend.live_rules();
+    let net = target.host.network()?;
+    let read = match &rules {
+        Ok(rules) => Ok((rules.as_ref(), &net)),
+        Err(e) => {
+            problems.push(format!("cannot audit the published ports: {e:#}"));
+            Err(format!("{e:#}"))
         }
-        Err(e) => problems.push(format!("cannot audit the published ports: {e:#}")),
+    };
+    let facts = Facts::gather(target, policy.as_ref(), read, report.live.as_ref());
+    let skips = policy
+        .as_ref()
+        .map(Policy::lint_skips)
+        .unwrap_or_default()
+        .and(skips);
+    report.lints = lints::judge(&facts, &skips);
+    report.skipped_lints = skips.lints().to_vec();
+    problems.extend(
+        report
+            .lints
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .map(Finding::line),
+    );
+    if let Ok(rules) = &rules {
+        let interfaces = audit::audit_interfaces(&net, target.host, policy.as_ref());
+        let exposure = rules.audit(&net, &interfaces, policy.as_ref());
+        if policy.is_some() {
+            problems.extend(exposure.flagged_lines());
+        }
+        report.exposure = Some(exposure);
     }
     report.in_force = problems.is_empty() && report.live.is_some();
     report.problems = problems;
@@ -224,53 +245,6 @@ fn pending_problems(
         ));
     }
     Ok(problems)
-}
-
-/// The bridges Docker's live rules name that the policy's `docker_bridges` do not cover.
-fn uncovered_bridges(target: &Target<'_>, policy: &Policy, rules: &dyn LiveRules) -> Vec<String> {
-    rules
-        .docker_bridges()
-        .into_iter()
-        .filter(|(_, bridge)| !policy.is_docker_bridge(bridge))
-        .map(|(family, bridge)| {
-                    format!(
-                        "{family}: Docker's bridge {bridge} (from its FORWARD rules) is outside interfaces.docker_bridges in {}: its published ports are refused like any other, but new connections routed straight to its containers are not; add it to docker_bridges",
-                        target.policy_path.display()
-                    )
-                })
-        .collect()
-}
-
-/// Why one family's live rules do not protect what the files say.
-fn family_problems(state: &FamilyState) -> Vec<String> {
-    let mut problems = Vec::new();
-    if !state.rules_match {
-        problems.push(if state.reordered {
-            format!(
-                "{}: the rendered rules are live in another order: `iptables-ctl reload` loads them again",
-                state.family
-            )
-        } else {
-            format!(
-                "{}: the live rules differ from the rendered ones ({} missing, {} unexpected): `iptables-ctl reload` loads them again",
-                state.family,
-                state.missing.len(),
-                state.unexpected.len()
-            )
-        });
-    }
-    match (&state.docker_user_first, &state.forward_first) {
-        (Some(true), _) => {}
-        (Some(false), Some(first)) => problems.push(format!(
-            "{}: FORWARD's first rule is `{first}`, not the jump to DOCKER-USER: what it decides never meets the policy; `iptables-ctl reload` puts the jump first",
-            state.family
-        )),
-        _ => problems.push(format!(
-            "{}: FORWARD does not jump to DOCKER-USER: forwarded traffic never meets the policy; `iptables-ctl reload` puts the jump first",
-            state.family
-        )),
-    }
-    problems
 }
 
 /// The version whose stamp the files `on_disk` carry: the first stamped file's, in the
@@ -325,11 +299,6 @@ fn policy_problems(
             None
         }
     };
-    problems.extend(
-        crate::control::interface_problems(&policy, target.host)
-            .into_iter()
-            .map(|e| e.to_string()),
-    );
     (Some(policy), files_on_disk)
 }
 
@@ -529,6 +498,17 @@ impl StatusReport {
                 ));
             }
         }
+        for finding in self
+            .lints
+            .iter()
+            .filter(|f| f.severity == Severity::Warning)
+        {
+            text.push_str(&format!("{finding}\n"));
+        }
+        if !self.skipped_lints.is_empty() {
+            let names: Vec<&str> = self.skipped_lints.iter().map(|l| l.name()).collect();
+            text.push_str(&format!("lints skipped: {}\n", names.join(", ")));
+        }
         if self.in_force {
             text.push_str(&format!("{}\n", self.in_force_line()));
         } else {
@@ -611,7 +591,12 @@ mod tests {
 
     fn status_of(staged: &Staged) -> StatusReport {
         let manager = FakeManager::new("active", JobResult::Done);
-        status(&staged.target_with(&InForceBackend), &manager).unwrap()
+        status(
+            &staged.target_with(&InForceBackend),
+            &manager,
+            &Skips::default(),
+        )
+        .unwrap()
     }
 
     /// After a package upgrade the files in force still carry the older version's
@@ -724,7 +709,12 @@ mod tests {
         let staged = staged(Some(POLICY));
         write_rendering(&staged, |text| stamped_by(OLDER, text));
         let manager = FakeManager::new("inactive", JobResult::Done);
-        let report = status(&staged.target_with(&InForceBackend), &manager).unwrap();
+        let report = status(
+            &staged.target_with(&InForceBackend),
+            &manager,
+            &Skips::default(),
+        )
+        .unwrap();
         assert_eq!(report.rendered_by.as_deref(), Some(OLDER));
         assert_eq!(report.files_on_disk, None);
         assert!(

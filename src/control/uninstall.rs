@@ -4,17 +4,18 @@
 //! are removed instead, and nothing is run.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use crate::control::apply::discard_pending;
-use crate::control::lifecycle::stop_set;
+use crate::control::apply::{self, discard_pending};
+use crate::control::dry_run::DryRunReport;
+use crate::control::lifecycle::{pass_through_step, stop_set};
 use crate::control::outcome::{Event, Outcome, Verdict};
 use crate::control::{Systemd, Target, conflicts, lock_config, run_job};
 use crate::files::{self, source};
 use crate::systemd::units::{self, ADMIN_UNIT_DIR, InstanceUnits, SHIPPED_UNITS};
-use crate::systemd::{ActiveState, JobKind};
+use crate::systemd::{ActiveState, JobKind, ServiceManager};
 
 /// `uninstall`: stop (the pass-through files are loaded), disable, and remove the
 /// units install wrote, unless another instance still uses them. Policy and rendered
@@ -99,6 +100,60 @@ pub(crate) fn uninstall(
     Ok(Verdict::Done)
 }
 
+/// `uninstall --dry-run`: what uninstall would stop, discard, disable and remove.
+/// Nothing is run.
+pub(crate) fn uninstall_dry_run(
+    target: &Target<'_>,
+    manager: &dyn ServiceManager,
+) -> anyhow::Result<DryRunReport> {
+    let root = target.layout.root();
+    let units = InstanceUnits::new(target.instance);
+    let mut report = DryRunReport::new("uninstall", target.instance.as_str());
+    let status = manager.unit_status(&units.rules)?;
+    if !status.is_installed() && !conflicts::enabled_under(root, target.instance) {
+        return Ok(report);
+    }
+    let shared_in_use = !conflicts::other_instances(root, target.instance).is_empty();
+    if status.is_active() {
+        report.step(pass_through_step(&units));
+    } else if status.active_state == ActiveState::Failed {
+        report.step(format!(
+            "load the pass-through rules of {} (it failed, so it is not stopped)",
+            target.instance
+        ));
+    }
+    if apply::pending(target.layout, target.instance)?.is_some() {
+        report.step(format!(
+            "discard the pending apply of {} and its rollback",
+            target.instance
+        ));
+    }
+    let own: Vec<&str> = if shared_in_use {
+        vec![units.rules.as_str(), units.docker.as_str()]
+    } else {
+        units.all().to_vec()
+    };
+    for unit in own {
+        let links = conflicts::wants_links(root, unit);
+        if !links.is_empty() {
+            report.step(format!(
+                "disable {unit} (remove {})",
+                links
+                    .iter()
+                    .map(|l| l.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    if !shared_in_use {
+        for path in admin_units(root) {
+            report.step(format!("remove {}", path.display()));
+        }
+    }
+    Ok(report)
+}
+
 /// Loads the instance's pass-through files, as its unit's ExecStop does.
 fn load_pass_through(target: &Target<'_>, outcome: &mut Outcome<'_>) -> anyhow::Result<()> {
     target
@@ -110,15 +165,22 @@ fn load_pass_through(target: &Target<'_>, outcome: &mut Outcome<'_>) -> anyhow::
 
 /// Removes the unit files install wrote to the admin directory (only ours).
 fn remove_admin_units(root: &Path, outcome: &mut Outcome<'_>) -> anyhow::Result<()> {
-    let dir = root.join(ADMIN_UNIT_DIR);
-    for unit in SHIPPED_UNITS {
-        let path = dir.join(unit.file_name);
-        let is_ours = path.symlink_metadata().is_ok_and(|m| m.is_file())
-            && source::read_consulted(&path).is_some_and(|t| units::is_ours(&t));
-        if is_ours {
-            fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
-            outcome.push(Event::FileRemoved { path });
-        }
+    for path in admin_units(root) {
+        fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        outcome.push(Event::FileRemoved { path });
     }
     Ok(())
+}
+
+/// The unit files install wrote to the admin directory (only ours).
+fn admin_units(root: &Path) -> Vec<PathBuf> {
+    let dir = root.join(ADMIN_UNIT_DIR);
+    SHIPPED_UNITS
+        .iter()
+        .map(|unit| dir.join(unit.file_name))
+        .filter(|path| {
+            path.symlink_metadata().is_ok_and(|m| m.is_file())
+                && source::read_consulted(path).is_some_and(|t| units::is_ours(&t))
+        })
+        .collect()
 }

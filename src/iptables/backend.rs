@@ -13,8 +13,8 @@ use anyhow::Context as _;
 
 use crate::audit::PublishedPort;
 use crate::backend::{
-    Backend, Conflict, FamilyRules, ForwardFinding, LiveRules, LiveState, Lockout, OwnedRules,
-    Proof, ProvenPart, Rendered,
+    Backend, Conflict, FamilyRules, ForwardFinding, LiveRules, LiveState, Lockout,
+    OtherVariantRules, OwnedRules, PortRule, Proof, ProvenPart, Rendered,
 };
 use crate::family::Family;
 use crate::files::layout::Layout;
@@ -240,6 +240,14 @@ impl Backend for IptablesBackend<'_> {
 
     fn live_family(&self, family: Family) -> anyhow::Result<Box<dyn FamilyRules>> {
         Ok(Box::new(live::ruleset(self.firewall, family)?))
+    }
+
+    fn port_rule(&self, rule: &str) -> Option<PortRule> {
+        live::port_rule(rule)
+    }
+
+    fn other_variant_rules(&self) -> Option<OtherVariantRules> {
+        live::variant_facts(self.firewall).and_then(|facts| live::other_variant_rules(&facts))
     }
 }
 

@@ -7,7 +7,9 @@
 //! chains sit in the other variant is read by [`variant_facts`] and judged by
 //! [`variant_conflict`].
 
-use crate::backend::{Conflict, FamilyState, LiveState, OwnedRules};
+use crate::backend::{
+    Conflict, FamilyState, LiveState, OtherVariantRules, OwnedRules, PortRule, RulePlace,
+};
 use crate::command::{self, ToolError};
 use crate::family::Family;
 use crate::files::layout::Layout;
@@ -17,6 +19,7 @@ use crate::iptables::shape::OWNED_CHAINS;
 use crate::iptables::trial::RulesetTrial;
 use crate::iptables::walk::Ruleset;
 use crate::iptables::{self, Tools, Variant};
+use crate::packet::Transport;
 use crate::policy::types::InstanceName;
 
 /// Docker appends this to DOCKER-USER when it (re)creates the chain; it changes nothing
@@ -104,6 +107,50 @@ pub fn docker_bridges(ruleset: &Ruleset) -> Vec<String> {
     bridges
 }
 
+/// What `line` (`-A CHAIN ...`, as iptables-save spells it) matches of destination
+/// ports, when its chain is INPUT or DOCKER-USER and it matches on them (`--dport`,
+/// `--dports`; a negated match says nothing about which ports it means).
+pub fn port_rule(line: &str) -> Option<PortRule> {
+    use crate::iptables::rule::{self, Match, Proto};
+    let words = dump::split_words(line).ok()?;
+    let [dash_a, chain, rest @ ..] = words.as_slice() else {
+        return None;
+    };
+    let place = match (dash_a.text.as_str(), chain.text.as_str()) {
+        ("-A", "INPUT") => RulePlace::Host,
+        ("-A", "DOCKER-USER") => RulePlace::DockerUser,
+        _ => return None,
+    };
+    let parsed = rule::parse(&dump::RuleLine {
+        line: 0,
+        counters: None,
+        chain: chain.text.clone(),
+        words: rest.to_vec(),
+    });
+    let mut transport = None;
+    let mut ports = Vec::new();
+    for condition in &parsed.matches {
+        match condition {
+            Match::Protocol(p) if !p.negated => {
+                transport = match p.value {
+                    Proto::Tcp => Some(Transport::Tcp),
+                    Proto::Udp => Some(Transport::Udp),
+                    _ => return None,
+                };
+            }
+            Match::DestinationPort(p) if !p.negated => {
+                ports.extend(p.value.iter().map(|span| (span.low, span.high)));
+            }
+            _ => {}
+        }
+    }
+    (!ports.is_empty()).then_some(PortRule {
+        place,
+        transport,
+        ports,
+    })
+}
+
 /// Which variant `iptables` is on this host and where Docker's chains are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VariantFacts {
@@ -111,6 +158,9 @@ pub struct VariantFacts {
     pub system: Variant,
     /// The other variant holds a `DOCKER` chain (Docker talks to the other one).
     pub docker_in_other: bool,
+    /// The other variant's rules, and its built-in chains whose policy is not ACCEPT,
+    /// as its save program spells them.
+    pub other_rules: Vec<String>,
 }
 
 /// Which variant `iptables` is, and whether Docker's chains sit in the other one.
@@ -118,9 +168,47 @@ pub struct VariantFacts {
 pub fn variant_facts(firewall: &dyn LiveFirewall) -> Option<VariantFacts> {
     let system = firewall.variant()?;
     let other = dump::parse(&firewall.save_other_variant()?).ok()?;
+    let other_rules = other
+        .tables
+        .iter()
+        .flat_map(|table| {
+            let policies = table
+                .chains
+                .iter()
+                .filter(|c| c.policy.as_deref().is_some_and(|p| p != "ACCEPT"))
+                .map(move |c| {
+                    format!(
+                        "-t {} -P {} {}",
+                        table.name,
+                        c.name,
+                        c.policy.as_deref().unwrap_or_default()
+                    )
+                });
+            let rules = table
+                .rules
+                .iter()
+                .map(move |r| format!("-t {} {}", table.name, r.text()));
+            policies.chain(rules)
+        })
+        .collect();
     Some(VariantFacts {
         system,
         docker_in_other: other.declares("DOCKER"),
+        other_rules,
+    })
+}
+
+/// The rules `facts` found in the other variant, unless Docker's chains are there
+/// (then the variants are mismatched: [`variant_conflict`] says so).
+pub fn other_variant_rules(facts: &VariantFacts) -> Option<OtherVariantRules> {
+    if facts.docker_in_other || facts.other_rules.is_empty() {
+        return None;
+    }
+    let other = facts.system.other();
+    Some(OtherVariantRules {
+        variant: other.to_string(),
+        save_program: format!("iptables-{}-save", other.tool_suffix()),
+        rules: facts.other_rules.clone(),
     })
 }
 

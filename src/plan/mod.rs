@@ -112,7 +112,7 @@ impl FamilyPlan {
             .flat_map(|s| {
                 let sources = addresses_of(&s.from);
                 expand(
-                    &s.port,
+                    s.port.get_ref(),
                     &s.interfaces,
                     &sources,
                     |port, interface, source| PortRule {
@@ -159,7 +159,7 @@ impl FamilyPlan {
             .flat_map(|p| {
                 let sources = addresses_of(&p.from);
                 expand(
-                    &p.port,
+                    p.port.get_ref(),
                     &p.interfaces,
                     &sources,
                     |port, interface, source| PublishedRule {

@@ -31,8 +31,8 @@ pub use error::{Location, PolicyError};
 pub use interfaces::{MAX_REPORTED, NamedInterface};
 pub use schema::{
     BackendKind, ContainerAccess, Defaults, DenyAction, Docker, DockerDefault, ExternalInterfaces,
-    Host, Interfaces, Log, Outbound, OutboundPolicy, OutboundRule, Published, RawChain, RawEntry,
-    Service,
+    Host, Interfaces, LintSettings, Log, Outbound, OutboundPolicy, OutboundRule, Published,
+    RawChain, RawEntry, Service,
 };
 use types::{AddressRef, ListName, Network};
 
@@ -64,6 +64,9 @@ pub struct Policy {
     /// Extra rule lines, for what the policy cannot express.
     #[serde(default)]
     pub raw: Vec<RawEntry>,
+    /// Which lints not to report.
+    #[serde(default)]
+    pub lints: LintSettings,
     /// The file and text the policy was read from, to locate later errors.
     #[serde(skip)]
     source: Source,
@@ -184,9 +187,21 @@ impl Policy {
         Ok(policy)
     }
 
+    /// The lints this policy says not to report.
+    pub fn lint_skips(&self) -> crate::lints::Skips {
+        crate::lints::Skips::new(self.lints.skip.iter().copied())
+    }
+
     /// The file the policy was read from.
     pub fn path(&self) -> &Path {
         &self.source.path
+    }
+
+    /// Where `span` is, as `FILE:LINE: FIELD`, for reports that point into the policy
+    /// without being errors (the lints).
+    pub fn place(&self, span: std::ops::Range<usize>, field: &str) -> String {
+        let at = Location::from_span(&self.source.path, &self.source.text, span);
+        format!("{}:{}: {field}", at.path.display(), at.line)
     }
 
     /// An error about the part of the policy at `span`, for checks made after loading

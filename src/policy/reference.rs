@@ -17,7 +17,7 @@ pub struct Key {
 }
 
 /// The sections, in the order the manual describes them, with what each is for.
-pub const SECTIONS: [(&str, &str); 11] = [
+pub const SECTIONS: [(&str, &str); 12] = [
     (
         "interfaces",
         "Which interfaces face untrusted networks, and which are Docker's bridges.",
@@ -49,6 +49,10 @@ pub const SECTIONS: [(&str, &str); 11] = [
     (
         "raw",
         "One `[[raw]]` table per rule in a backend's own syntax: the escape hatch, checked to stay one rule in a chain this tool owns.",
+    ),
+    (
+        "lints",
+        "Which lints `check`, `status` and the commands that end with its check do not report for this policy (`iptables-ctl lints` lists them all).",
     ),
 ];
 
@@ -293,6 +297,12 @@ pub const KEYS: &[Key] = &[
         default: "\"raw rule\"",
         meaning: "Shown in the rule.",
     },
+    Key {
+        path: "lints.skip",
+        kind: "list of lint names",
+        default: "none",
+        meaning: "Warnings not to report, such as \"rules-in-other-variant\". Only a warning can be skipped: an error says the rules do not protect what the policy says.",
+    },
 ];
 
 #[cfg(test)]
@@ -343,6 +353,7 @@ mod tests {
             ("docker.published", "[[docker.published]]\nport = 80\n"),
             ("log", "[log]\n"),
             ("raw", "[[raw]]\nchain = \"input\"\nrule = \"-j ACCEPT\"\n"),
+            ("lints", "[lints]\n"),
         ];
         let mut known = BTreeSet::new();
         for (table, prefix) in tables {

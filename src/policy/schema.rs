@@ -151,7 +151,7 @@ pub enum ContainerAccess {
 #[serde(deny_unknown_fields)]
 pub struct Service {
     /// Port(s) on the host.
-    pub port: Ports,
+    pub port: Spanned<Ports>,
     /// Protocol.
     #[serde(default)]
     pub proto: Proto,
@@ -250,7 +250,7 @@ pub enum DockerDefault {
 #[serde(deny_unknown_fields)]
 pub struct Published {
     /// The host port the client dialed (matched with `--ctorigdstport`).
-    pub port: Ports,
+    pub port: Spanned<Ports>,
     /// Protocol.
     #[serde(default)]
     pub proto: Proto,
@@ -291,6 +291,15 @@ impl Log {
     pub fn burst(&self) -> u32 {
         self.burst.as_ref().map_or(10, |b| *b.get_ref())
     }
+}
+
+/// `[lints]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LintSettings {
+    /// Warnings not to report, by name; an error cannot be skipped.
+    #[serde(default)]
+    pub skip: Vec<crate::lints::SkippableLint>,
 }
 
 /// One `[[raw]]` entry.

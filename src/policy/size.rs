@@ -110,7 +110,7 @@ fn entries(policy: &Policy) -> Vec<Entry<'_>> {
             key: "from",
             family: s.family,
             only_family: None,
-            ports: s.port.ranges().len(),
+            ports: s.port.get_ref().ranges().len(),
             interfaces: s.interfaces.len(),
             refs: refs(&s.from),
             copies: 1,
@@ -141,7 +141,7 @@ fn entries(policy: &Policy) -> Vec<Entry<'_>> {
                 .host_address
                 .as_ref()
                 .map(|a| Family::of(&a.get_ref().addr())),
-            ports: p.port.ranges().len(),
+            ports: p.port.get_ref().ranges().len(),
             interfaces: p.interfaces.len(),
             refs: refs(&p.from),
             copies: 2,

@@ -52,7 +52,7 @@ pub fn summary(facts: &StarterFacts, policy: &Policy) -> Vec<String> {
         .host
         .services
         .iter()
-        .flat_map(|s| s.port.ranges().iter().map(ToString::to_string))
+        .flat_map(|s| s.port.get_ref().ranges().iter().map(ToString::to_string))
         .collect();
     let mut lines = vec![
         format!(
@@ -179,7 +179,13 @@ mod tests {
             "{text}"
         );
         let ssh = &policy.host.services[0];
-        let ports: Vec<u16> = ssh.port.ranges().iter().map(|r| r.first()).collect();
+        let ports: Vec<u16> = ssh
+            .port
+            .get_ref()
+            .ranges()
+            .iter()
+            .map(|r| r.first())
+            .collect();
         assert_eq!(ports, [22, 2222]);
         assert!(ssh.from.is_none(), "ssh must be open from anywhere");
         assert!(policy.lists.contains_key(&"admin".parse().expect("name")));

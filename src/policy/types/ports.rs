@@ -18,6 +18,16 @@ pub enum Proto {
     Udp,
 }
 
+impl Proto {
+    /// The transport it matches.
+    pub fn transport(self) -> crate::packet::Transport {
+        match self {
+            Proto::Tcp => crate::packet::Transport::Tcp,
+            Proto::Udp => crate::packet::Transport::Udp,
+        }
+    }
+}
+
 impl fmt::Display for Proto {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -111,6 +121,11 @@ impl Ports {
     /// The ports, in the order written.
     pub fn ranges(&self) -> &[PortRange] {
         &self.0
+    }
+
+    /// `port` is one of them.
+    pub fn contains(&self, port: u16) -> bool {
+        self.0.iter().any(|r| (r.first..=r.last).contains(&port))
     }
 }
 
