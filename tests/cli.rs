@@ -125,13 +125,39 @@ fn check_then_render_then_render_again() {
     );
 }
 
+/// A render started while another run holds the lock waits for it, says so, and
+/// writes once the other run is done (runs serialize; none fails for meeting another).
 #[test]
-fn render_refuses_while_another_run_holds_the_lock() {
+fn render_waits_while_another_run_holds_the_lock_and_says_so() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+
     let (root, dir) = staged("tests/policies/minimal.toml");
-    let _held = iptables_ctl::files::DirLock::acquire(&dir).expect("lock");
-    let err = fail(root.path(), &["render", "--no-kernel-check"]);
-    assert!(err.contains("locked by another iptables-ctl run"), "{err}");
-    assert_eq!(listing(&dir), ["base.toml"]);
+    let held = iptables_ctl::files::DirLock::acquire(&dir).expect("lock");
+    let mut render = Command::new(assert_cmd::cargo::cargo_bin("iptables-ctl"))
+        .arg("--root")
+        .arg(root.path())
+        .args(["render", "--no-kernel-check"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stderr = BufReader::new(render.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("read");
+    assert!(line.contains("waiting for the lock on"), "{line}");
+    assert_eq!(
+        listing(&dir),
+        ["base.toml"],
+        "nothing is written while it waits"
+    );
+    drop(held);
+    assert!(render.wait().expect("wait").success());
+    assert!(
+        listing(&dir).contains(&"base.rules".to_owned()),
+        "{:?}",
+        listing(&dir)
+    );
 }
 
 /// The live commands need systemd and root; without them they say so and change nothing.

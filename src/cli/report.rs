@@ -329,16 +329,38 @@ pub(super) fn print_json(
     Ok(())
 }
 
-/// `seconds` since the epoch as the time of day in UTC (`HH:MM:SS UTC`): a deadline
-/// minutes away needs no date, and UTC reads the same on every host of a fleet.
+/// `seconds` since the epoch as a date and time in UTC (`YYYY-MM-DD HH:MM:SS UTC`): a
+/// deadline may be up to a day away, so the time of day alone could name two moments,
+/// and UTC reads the same on every host of a fleet.
 fn utc_time(seconds: u64) -> String {
     let of_day = seconds % 86_400;
+    let (year, month, day) = civil_from_days(seconds / 86_400);
     format!(
-        "{:02}:{:02}:{:02} UTC",
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
         of_day / 3600,
         of_day % 3600 / 60,
         of_day % 60
     )
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, for days on or after the epoch).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
 }
 
 /// A report's JSON: the same `schema` and `changed` as the changing commands'
@@ -435,6 +457,14 @@ mod tests {
         }
         print_verdict(verdict, &mut out);
         (out.stdout_text(), out.stderr_text())
+    }
+
+    #[test]
+    fn deadlines_are_said_with_their_date_in_utc() {
+        assert_eq!(utc_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_time(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc_time(1_796_514_599), "2026-12-05 23:49:59 UTC");
+        assert_eq!(utc_time(1_796_515_200), "2026-12-06 00:00:00 UTC");
     }
 
     #[test]

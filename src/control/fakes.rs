@@ -212,6 +212,7 @@ pub(crate) struct FakeManager {
     job_result: JobResult,
     active_state: &'static str,
     links_in: Option<PathBuf>,
+    on_job: Option<Box<dyn Fn()>>,
 }
 
 impl FakeManager {
@@ -222,7 +223,14 @@ impl FakeManager {
             job_result,
             active_state,
             links_in: None,
+            on_job: None,
         }
+    }
+
+    /// Runs `hook` at every job, as something else on the host would meanwhile.
+    pub(crate) fn on_job(mut self, hook: impl Fn() + 'static) -> FakeManager {
+        self.on_job = Some(Box::new(hook));
+        self
     }
 
     pub(crate) fn linking_in(mut self, dir: PathBuf) -> FakeManager {
@@ -285,6 +293,9 @@ impl ServiceManager for FakeManager {
     }
     fn run_job(&self, kind: JobKind, unit: &str) -> Result<JobResult, SystemdError> {
         self.calls.borrow_mut().push(format!("{kind} {unit}"));
+        if let Some(hook) = &self.on_job {
+            hook();
+        }
         if kind == JobKind::Stop {
             self.armed.borrow_mut().retain(|t| t != unit);
         }

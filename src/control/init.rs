@@ -7,10 +7,10 @@ use std::path::Path;
 use anyhow::bail;
 use serde::Serialize;
 
-use crate::control::conflicts;
 use crate::control::outcome::{Event, Outcome, Verdict};
+use crate::control::{conflicts, lock_dir};
+use crate::files;
 use crate::files::layout::Layout;
-use crate::files::{self, DirLock};
 use crate::host::HostProbe;
 use crate::policy::starter::{self, StarterFacts};
 use crate::policy::types::InstanceName;
@@ -57,7 +57,7 @@ pub(crate) fn init(
     }
     let (dir, name) = files::dir_and_name(path)?;
     files::create_dirs(dir)?;
-    let _lock = DirLock::acquire(dir)?;
+    let _lock = lock_dir(dir, outcome)?;
     if path.exists() && !options.force {
         bail!(
             "{} already exists; edit it, or pass --force to replace it with a starter policy",

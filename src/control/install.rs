@@ -19,12 +19,12 @@ use crate::control::lifecycle::start_rest_of_set;
 use crate::control::outcome::{Event, Outcome, Verdict};
 use crate::control::undo::Transaction;
 use crate::control::{
-    Systemd, Target, UNCHANGED, in_force, keep_generation, refuse_lockouts, refused,
-    render_and_prove, run_job, warn_interface_problems,
+    Systemd, Target, UNCHANGED, in_force, keep_generation_of, lock_config, refuse_lockouts,
+    refused, render_and_prove, run_job, warn_interface_problems,
 };
 use crate::files::layout::Layout;
 use crate::files::source;
-use crate::files::{self, DirLock, Snapshot};
+use crate::files::{self, Snapshot};
 use crate::policy::Policy;
 use crate::policy::starter::{self, StarterFacts};
 use crate::systemd::units::{
@@ -54,10 +54,10 @@ pub(crate) fn install(
     let manager = systemd.manager();
     let config_dir = target.layout.config_dir();
     let mut created = CreatedDirs::create(&config_dir)?;
-    let _lock = DirLock::acquire(&config_dir)?;
+    let _lock = lock_config(target, outcome)?;
     refuse_while_pending(target, "install")?;
 
-    let (policy, starter_text) = policy_or_starter(target, outcome)?;
+    let (policy, policy_text, starter_text) = policy_or_starter(target, outcome)?;
     let (rendered, proof) = match (render_and_prove(target, &policy), &starter_text) {
         (Ok(done), _) => done,
         (Err(error), None) => return Err(error.context(refused("install"))),
@@ -128,7 +128,8 @@ pub(crate) fn install(
         unit: units.rules.clone(),
         job: kind,
     });
-    keep_generation(target, "install", outcome);
+    // The text that was rendered, whatever the file says by now.
+    keep_generation_of(target, "install", Ok(policy_text), outcome);
     start_rest_of_set(manager, &units, outcome);
     Ok(in_force(target, manager, outcome))
 }
@@ -144,7 +145,7 @@ pub(crate) fn install_dry_run(
     let mut report = DryRunReport::new("install", target.instance.as_str());
     let mut outcome = Outcome::new();
     refuse_while_pending(target, "install")?;
-    let (policy, _) = policy_or_starter(target, &mut outcome)?;
+    let (policy, _, _) = policy_or_starter(target, &mut outcome)?;
     let (rendered, proof) =
         render_and_prove(target, &policy).map_err(|error| error.context(refused("install")))?;
     warn_interface_problems(&policy, target.host, &mut outcome);
@@ -296,14 +297,16 @@ fn enable(
     Ok(())
 }
 
-/// Loads the policy, or builds the starter policy when there is none yet (returning
-/// its text so it is written together with everything else).
+/// Loads the policy, or builds the starter policy when there is none yet. Returns the
+/// policy, the text it was read from (kept as the generation), and the starter
+/// policy's text when it is one (written together with everything else).
 fn policy_or_starter(
     target: &Target<'_>,
     outcome: &mut Outcome<'_>,
-) -> anyhow::Result<(Policy, Option<String>)> {
+) -> anyhow::Result<(Policy, String, Option<String>)> {
     if target.policy_path.exists() {
-        return Ok((Policy::load(target.policy_path)?, None));
+        let (policy, text) = Policy::load_with_text(target.policy_path)?;
+        return Ok((policy, text, None));
     }
     let facts = StarterFacts::gather(target.host);
     let (text, policy) = starter::starter_policy(&facts, target.policy_path)?;
@@ -311,7 +314,7 @@ fn policy_or_starter(
         path: target.policy_path.to_owned(),
         summary: starter::summary(&facts, &policy),
     });
-    Ok((policy, Some(text)))
+    Ok((policy, text.clone(), Some(text)))
 }
 
 /// Where the shipped units are loaded from: a package's copy if it ships ours,
@@ -431,7 +434,30 @@ mod tests {
     use super::*;
     use crate::control::JobFailed;
     use crate::control::fakes::{FakeManager, POLICY, staged};
+    use crate::files::generations::Generations;
     use crate::systemd::JobResult;
+
+    /// The generation install keeps holds the policy it rendered and loaded, not what
+    /// the file says once the unit has started (an editor or a second admin may have
+    /// saved it meanwhile): `rollback` must come back to the rules that were live.
+    #[test]
+    fn install_keeps_the_policy_it_loaded_even_if_the_file_changes_meanwhile() {
+        let staged = staged(Some(POLICY));
+        let path = staged.layout.config_dir().join("base.toml");
+        let edited = format!("{POLICY}\n[[host.services]]\nport = 8443\n");
+        let manager = FakeManager::new("inactive", JobResult::Done)
+            .on_job(move || fs::write(&path, &edited).unwrap());
+        install(
+            &staged.target(),
+            Systemd::Live(&manager),
+            InstallOptions::default(),
+            &mut Outcome::new(),
+        )
+        .unwrap();
+        let generations = Generations::of(&staged.layout, &"base".parse().unwrap());
+        let kept = generations.list().unwrap().pop().expect("a generation");
+        assert_eq!(generations.policy(&kept).unwrap(), POLICY);
+    }
 
     #[test]
     fn install_starts_an_inactive_unit_and_reloads_an_active_one() {

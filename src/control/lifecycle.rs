@@ -10,9 +10,8 @@ use crate::control::diff::{self, DiffReport};
 use crate::control::dry_run::DryRunReport;
 use crate::control::outcome::{Event, Outcome, Verdict};
 use crate::control::{
-    Target, UNCHANGED, conflicts, in_force, job_failed, refuse_lockouts, run_job,
+    Target, UNCHANGED, conflicts, in_force, job_failed, lock_config, refuse_lockouts, run_job,
 };
-use crate::files::DirLock;
 use crate::policy::types::InstanceName;
 use crate::systemd::units::InstanceUnits;
 use crate::systemd::{JobKind, JobResult, ServiceManager, UnitStatus};
@@ -53,7 +52,7 @@ pub(crate) fn lifecycle(
         JobKind::Start | JobKind::Restart | JobKind::Reload => {
             // The files proven are the files loaded: no render or reload may replace
             // the set in between.
-            let _lock = DirLock::acquire(&target.layout.config_dir())?;
+            let _lock = lock_config(target, outcome)?;
             refuse_while_pending(target, &kind.to_string())?;
             let changes_rules = kind != JobKind::Start || !status.is_active();
             if changes_rules {

@@ -173,14 +173,6 @@ fn refused(command: &str) -> String {
     format!("{command} refused; {UNCHANGED}")
 }
 
-/// Keeps the rule set now in force as the instance's next generation (its policy, its
-/// files and what the kernel holds), for `rollback`, unless the newest one already has
-/// this policy and these files. A generation that cannot be kept is said, not a
-/// failure: the change it records is done.
-fn keep_generation(target: &Target<'_>, command: &str, outcome: &mut Outcome<'_>) {
-    keep_generation_of(target, command, policy_text(target.policy_path), outcome);
-}
-
 /// The policy file's text, bounded as the policy loader bounds it.
 fn policy_text(path: &std::path::Path) -> anyhow::Result<String> {
     let bytes = crate::files::source::read(path, crate::files::source::POLICY_LIMIT)?;
@@ -198,8 +190,11 @@ fn files_in_force(target: &Target<'_>) -> anyhow::Result<Vec<(String, String)>> 
         .collect())
 }
 
-/// [`keep_generation`] with the policy text that was loaded (`confirm` keeps the one
-/// `apply` rendered, whatever the file says now).
+/// Keeps the rule set now in force as the instance's next generation (`policy`, the
+/// text that was rendered, whatever the file says by now; its files and what the
+/// kernel holds), for `rollback`, unless the newest one already has this policy and
+/// these files. A generation that cannot be kept is said, not a failure: the change it
+/// records is done.
 fn keep_generation_of(
     target: &Target<'_>,
     command: &str,
@@ -235,8 +230,13 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 /// Locks the configuration directory for a command that changes the rules, waiting
 /// (and saying so) while another run holds it.
 fn lock_config(target: &Target<'_>, outcome: &mut Outcome<'_>) -> anyhow::Result<DirLock> {
-    let dir = target.layout.config_dir();
-    Ok(DirLock::acquire_within(&dir, LOCK_WAIT, &mut || {
+    lock_dir(&target.layout.config_dir(), outcome)
+}
+
+/// Locks `dir` (the configuration directory, or another policy's), waiting and saying
+/// so while another run holds it.
+fn lock_dir(dir: &std::path::Path, outcome: &mut Outcome<'_>) -> anyhow::Result<DirLock> {
+    Ok(DirLock::acquire_within(dir, LOCK_WAIT, &mut || {
         outcome.warn(format!(
             "waiting for the lock on {}: another iptables-ctl run is changing the rules",
             dir.display()

@@ -9,8 +9,7 @@ use anyhow::Context as _;
 
 use crate::backend::{Proof, Rendered};
 use crate::control::outcome::{Event, Outcome, Verdict};
-use crate::control::{Target, conflicts, warn_interface_problems};
-use crate::files::DirLock;
+use crate::control::{Target, conflicts, lock_dir, warn_interface_problems};
 use crate::lints::{self, Facts, Skips};
 use crate::policy::Policy;
 
@@ -34,7 +33,7 @@ pub(crate) fn render(
     let dir = target.layout.config_dir();
     let _lock = match destination {
         Destination::Stdout => None,
-        Destination::Files => Some(DirLock::acquire(&dir).with_context(|| {
+        Destination::Files => Some(lock_dir(&dir, outcome).with_context(|| {
             format!(
                 "cannot use {} (run `iptables-ctl init` to create a policy there)",
                 dir.display()
