@@ -10,7 +10,9 @@
 //!   `packaging/build --version` makes) keeps the rules in force throughout: a prober
 //!   connects from outside during the whole `dpkg -i` and sees 0 wrong outcomes, the
 //!   instance is neither restarted nor reloaded, and `status` names the older version;
-//! - `apt-get remove` leaves the rules in the kernel and the files in /etc/iptables;
+//! - `apt-get remove` is refused while an apply waits for `confirm` (its rollback runs
+//!   from the package); once confirmed, it leaves the rules in the kernel and the files
+//!   in /etc/iptables;
 //!   `apt-get purge` removes the rendered set and the enable links, keeps the policy,
 //!   and still leaves the rules in the kernel.
 //!
@@ -311,6 +313,20 @@ fn the_deb_installs_upgrades_and_goes_as_the_readme_says() {
         "after the upgrade and a Docker restart",
         &PUBLISHED,
     );
+
+    // An apply waiting for confirm holds the removal back: its rollback runs from the
+    // package's unit and binary.
+    machine.exec_ok(&["iptables-ctl", "apply", "--confirm-within", "10m"]);
+    let out = admin(&machine, &["apt-get", "remove", "-y", "iptables-ctl"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    // dpkg passes the maintainer script's words on to apt's output.
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        said.contains("an apply of base waits for `iptables-ctl confirm base`"),
+        "{said}"
+    );
+    assert!(machine.exec(&["test", "-x", "/usr/sbin/iptables-ctl"]).status.success());
+    machine.exec_ok(&["iptables-ctl", "confirm"]);
 
     // remove: the rules stay in the kernel, the files in /etc/iptables.
     let rules_in_force = live(&machine);
