@@ -182,6 +182,9 @@ pub struct PortRule {
     pub transport: Option<crate::packet::Transport>,
     /// The destination ports it matches, as inclusive ranges.
     pub ports: Vec<(u16, u16)>,
+    /// It also picks a destination address or outgoing interface (iptables: `-d`,
+    /// `--dst-range`, `-o`): a container, say, whose own port it then means.
+    pub aims_at_destination: bool,
 }
 
 impl PortRule {

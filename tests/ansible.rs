@@ -646,7 +646,9 @@ fn the_ansible_role_applies_confirms_over_a_new_connection_and_is_rolled_back_wh
         play
     });
     let (probes, cut, back) = *seen.lock().unwrap();
-    assert_play(&play, false, &[WRITE, APPLY, PUT_BACK], &machine);
+    // systemd's rollback wrote the previous policy back itself: the play had nothing
+    // to put back.
+    assert_play(&play, false, &[WRITE, APPLY], &machine);
     assert!(
         play.output.contains("UNREACHABLE") && play.task(CONFIRM) == Some("fatal"),
         "confirm could not get in:\n{}",

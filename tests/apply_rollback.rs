@@ -1,8 +1,9 @@
 //! `apply --confirm-within` on a real systemd booted in systemd-nspawn, with an SSH-like
 //! TCP service on the machine (port 2222) and a client outside it:
 //! - an apply that cuts the client off and is never confirmed is rolled back by
-//!   systemd's timer within the deadline + 1 s, and the client connects again; the files
-//!   in /etc/iptables never changed;
+//!   systemd's timer within the deadline + 1 s, and the client connects again; the
+//!   rendered files in /etc/iptables never changed, and the policy file holds the
+//!   previous policy again (the rolled-back one kept as base.toml.rejected);
 //! - the rollback still happens when the process that ran `apply` is SIGKILLed after
 //!   the rules loaded (it is stuck writing to a full pipe, so the kill lands there),
 //!   and when its controlling terminal is hung up (as when an SSH session dies);
@@ -56,11 +57,12 @@ fn run(machine: &Machine<'_>, argv: &[&str]) -> String {
     stdout(&out)
 }
 
-/// The rendered files in the machine's /etc/iptables (the policies left out).
+/// The rendered files in the machine's /etc/iptables (the policies, and a rolled-back
+/// one kept as base.toml.rejected, left out).
 fn rendered_files(state: &MachineState) -> Vec<(String, Vec<u8>)> {
     tree(&state.etc_iptables())
         .into_iter()
-        .filter(|(name, _)| !name.ends_with(".toml"))
+        .filter(|(name, _)| !name.ends_with(".toml") && !name.ends_with(".toml.rejected"))
         .collect()
 }
 
@@ -162,6 +164,17 @@ fn an_unconfirmed_apply_is_rolled_back_by_systemd_and_a_confirmed_one_stays() {
     );
     assert!(!stdout(&machine.exec(&["iptables-ctl", "status"])).contains("pending apply"));
     assert_eq!(rendered_files(&state), files_before);
+    // The policy file is the previous one again (a reload must not load the rolled-back
+    // policy untried), the rolled-back one kept beside it; status says in force.
+    let etc = state.etc_iptables();
+    assert_eq!(fs::read_to_string(etc.join("base.toml")).unwrap(), OPEN);
+    assert_eq!(
+        fs::read_to_string(etc.join("base.toml.rejected")).unwrap(),
+        CUT
+    );
+    let status = machine.exec(&["iptables-ctl", "status"]);
+    assert_eq!(status.status.code(), Some(0), "{}", stdout(&status));
+    fs::write(etc.join("base.toml"), CUT).unwrap();
 
     // 2. SIGKILLed after the rules loaded: its stdout is a pipe that is already full, so
     //    its first line (said only once the rules are live) blocks it, and the kill
@@ -204,6 +217,7 @@ fn an_unconfirmed_apply_is_rolled_back_by_systemd_and_a_confirmed_one_stays() {
     //     pseudo-terminal's buffer is full, so the first line blocks the process, and
     //     closing the terminal's other end hangs it up (SIGHUP, as sshd's exit would).
     rollback_finished(&machine);
+    fs::write(state.etc_iptables().join("base.toml"), CUT).unwrap();
     let pty = nix::pty::openpty(None, None).expect("openpty");
     // Only this test holds the terminal's other end: closing it must hang the terminal up.
     nix::fcntl::fcntl(
@@ -246,6 +260,7 @@ fn an_unconfirmed_apply_is_rolled_back_by_systemd_and_a_confirmed_one_stays() {
     assert!(back <= WITHIN + GRACE, "rolled back after {back:?}");
     assert_eq!(rendered_files(&state), files_before);
     rollback_finished(&machine);
+    fs::write(state.etc_iptables().join("base.toml"), CUT).unwrap();
 
     // 2c. Rules loaded from /etc/iptables again during the window (a reload here; a
     //     Docker restart does the same): a new connection would prove those, so confirm
@@ -500,6 +515,28 @@ fn dry_runs_say_what_would_change_and_change_nothing() {
         before,
         "the dry runs changed nothing"
     );
+
+    // Drift: install and reload load the same files again, which changes the live
+    // rules back, and they say so (configuration management must see the repair).
+    let by_hand = ["INPUT", "-p", "tcp", "--dport", "5555", "-j", "ACCEPT"];
+    machine.exec_ok(&[&["iptables", "-I"][..], &by_hand].concat());
+    let plan = dry_run(&machine, &["iptables-ctl", "install"]);
+    assert_eq!(plan["changed"], true, "{plan:#}");
+    assert!(
+        steps(&plan)[0].starts_with("reload iptables@base.service"),
+        "{plan:#}"
+    );
+    let repaired: serde_json::Value =
+        serde_json::from_str(&run(&machine, &["iptables-ctl", "install", "--json"])).unwrap();
+    assert_eq!(repaired["changed"], true, "{repaired:#}");
+    assert!(!machine.save("iptables-save").contains("--dport 5555"));
+    machine.exec_ok(&[&["iptables", "-I"][..], &by_hand].concat());
+    let repaired: serde_json::Value =
+        serde_json::from_str(&run(&machine, &["iptables-ctl", "reload", "--json"])).unwrap();
+    assert_eq!(repaired["changed"], true, "{repaired:#}");
+    let again: serde_json::Value =
+        serde_json::from_str(&run(&machine, &["iptables-ctl", "reload", "--json"])).unwrap();
+    assert_eq!(again["changed"], false, "{again:#}");
 
     // A changed policy: install would write and reload, and says the live change.
     fs::write(state.etc_iptables().join("base.toml"), CUT).unwrap();

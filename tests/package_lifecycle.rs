@@ -325,7 +325,12 @@ fn the_deb_installs_upgrades_and_goes_as_the_readme_says() {
         said.contains("an apply of base waits for `iptables-ctl confirm base`"),
         "{said}"
     );
-    assert!(machine.exec(&["test", "-x", "/usr/sbin/iptables-ctl"]).status.success());
+    assert!(
+        machine
+            .exec(&["test", "-x", "/usr/sbin/iptables-ctl"])
+            .status
+            .success()
+    );
     machine.exec_ok(&["iptables-ctl", "confirm"]);
 
     // remove: the rules stay in the kernel, the files in /etc/iptables.

@@ -76,7 +76,7 @@ pub(super) fn print_event(event: &Event, out: &mut Output) {
             out,
             "{unit}: restart loads the rules again with no gap (a reload): stopping first would open the host until the start succeeded"
         ),
-        Event::ReassertionActive { unit } => writeln!(
+        Event::ReassertionActive { unit, .. } => writeln!(
             out,
             "{unit} is active: the rules are re-asserted after every start of Docker"
         ),
@@ -86,13 +86,23 @@ pub(super) fn print_event(event: &Event, out: &mut Output) {
         Event::Reloaded {
             unit,
             files_changed: false,
+            live_changed: false,
         } => writeln!(
             out,
             "{unit}: reloaded; the files were unchanged, so the same rules were loaded again"
         ),
         Event::Reloaded {
             unit,
+            files_changed: false,
+            live_changed: true,
+        } => writeln!(
+            out,
+            "{unit}: reloaded; the files were unchanged, and the live rules, which were not the rendered ones, are again"
+        ),
+        Event::Reloaded {
+            unit,
             files_changed: true,
+            ..
         } => writeln!(out, "{unit}: reloaded with the new files"),
         Event::Stopped { unit, instance, .. } => writeln!(
             out,
@@ -214,6 +224,16 @@ pub(super) fn print_event(event: &Event, out: &mut Output) {
         } => writeln!(
             out,
             "{instance}: the apply was not confirmed in time and is forgotten; iptables@{instance}.service is not active, so no rules were loaded (stopped means stopped)"
+        ),
+        Event::PolicyRestored {
+            path,
+            rejected,
+            generation,
+        } => writeln!(
+            out,
+            "{} holds the previous policy again (generation {generation}); the one rolled back is kept as {}",
+            path.display(),
+            rejected.display()
         ),
         Event::Document { text } => out.print(text),
         Event::Lint { finding } => out.warn(finding),
@@ -490,6 +510,8 @@ mod tests {
                 "event": "unit_active",
                 "unit": "iptables@base.service",
                 "job": "start",
+                // The fake firewall holds no rules: loading changes them.
+                "live_changed": true,
             })),
             "{json}"
         );
@@ -549,6 +571,7 @@ mod tests {
                 Event::Reloaded {
                     unit: unit(),
                     files_changed: false,
+                    live_changed: false,
                 },
             ],
             &Verdict::NotInForce {

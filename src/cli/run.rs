@@ -542,6 +542,11 @@ fn dry_run(
     out: &mut Output,
     plan: impl FnOnce(&dyn ServiceManager) -> anyhow::Result<control::dry_run::DryRunReport>,
 ) -> anyhow::Result<u8> {
+    if staged(cli) {
+        bail!(
+            "{command} --dry-run asks the running systemd and reads the live firewall, so it works on this host only, not on a tree staged with --root"
+        );
+    }
     let manager = live_systemd(
         cli,
         &format!("{command} --dry-run"),

@@ -23,6 +23,7 @@ use crate::control::{
     render_and_prove, run_job, warn_interface_problems,
 };
 use crate::family::Family;
+use crate::files::generations::Generations;
 use crate::files::layout::Layout;
 use crate::files::{self, DirLock, source};
 use crate::policy::Policy;
@@ -408,12 +409,63 @@ pub(crate) fn rollback_pending(
     if active {
         load(target, target.layout)?;
     }
+    // The rules are back; a policy left as applied would be loaded, untried, by the
+    // next reload, and status would call it a change waiting to be applied.
+    if let Err(e) = restore_policy(target, outcome) {
+        outcome.warn(format!(
+            "the previous rules are back, but the policy file could not be put back: {e:#}"
+        ));
+    }
     forget(target.layout, target.instance)?;
     outcome.push(Event::RolledBack {
         instance: target.instance.to_string(),
         loaded: active,
     });
     Ok(Verdict::Done)
+}
+
+/// After a rollback: when the policy file still holds the policy that was applied,
+/// writes back the one of the newest generation (what the instance's own files were
+/// rendered from), keeping the rejected one beside it as `NAME.rejected`. A file edited
+/// since the apply is the admin's newer work, and stays.
+fn restore_policy(target: &Target<'_>, outcome: &mut Outcome<'_>) -> anyhow::Result<()> {
+    let applied = policy_text(
+        &target
+            .layout
+            .pending_dir(target.instance)
+            .join(APPLIED_POLICY),
+    )?;
+    let current = policy_text(target.policy_path)?;
+    if current != applied {
+        outcome.warn(format!(
+            "{} changed since it was applied, so it stays as it is: `iptables-ctl diff {}` shows what a reload would load",
+            target.policy_path.display(),
+            target.instance
+        ));
+        return Ok(());
+    }
+    let generations = Generations::of(target.layout, target.instance);
+    let Some(newest) = generations.list()?.pop() else {
+        outcome.warn(format!(
+            "no generation is kept, so {} still holds the policy that was rolled back",
+            target.policy_path.display()
+        ));
+        return Ok(());
+    };
+    let previous = generations.policy(&newest)?;
+    if previous == applied {
+        return Ok(());
+    }
+    let (dir, name) = files::dir_and_name(target.policy_path)?;
+    let rejected = format!("{name}.rejected");
+    files::write_files(dir, &[(rejected.clone(), applied)])?;
+    files::write_files(dir, &[(name, previous)])?;
+    outcome.push(Event::PolicyRestored {
+        path: target.policy_path.to_owned(),
+        rejected: dir.join(rejected),
+        generation: newest.number,
+    });
+    Ok(())
 }
 
 #[cfg(test)]
@@ -524,10 +576,19 @@ mod tests {
         assert!(pending(&staged.layout, &staged.instance).unwrap().is_some());
     }
 
+    /// A due apply is rolled back: the previous rules load, the apply is forgotten, and
+    /// the policy file, which still holds the applied policy, holds the newest
+    /// generation's again (the rolled-back one kept beside it), so that no later reload
+    /// loads the rolled-back policy untried.
     #[test]
     fn a_due_apply_is_rolled_back_and_forgotten() {
         let staged = staged(Some(POLICY));
         staged.write_rules("previous");
+        Generations::of(&staged.layout, &staged.instance)
+            .record("install", &staged.policy_path, POLICY, &[], &[])
+            .unwrap();
+        let edited = format!("{POLICY}\n[[host.services]]\nport = 8443\n");
+        std::fs::write(&staged.policy_path, &edited).unwrap();
         let manager = FakeManager::new("active", JobResult::Done);
         let target = staged.target_with(&InForceBackend);
         apply(&target, &manager, WITHIN, false, &mut Outcome::new()).unwrap();
@@ -539,11 +600,23 @@ mod tests {
         let mut outcome = Outcome::new();
         rollback_pending(&target, &manager, &mut outcome).unwrap();
         assert!(
-            matches!(outcome.events(), [Event::RolledBack { .. }]),
+            matches!(
+                outcome.events(),
+                [
+                    Event::PolicyRestored { generation: 1, .. },
+                    Event::RolledBack { .. }
+                ]
+            ),
             "{:?}",
             outcome.events()
         );
         assert!(!dir.exists(), "the apply is forgotten");
+        assert_eq!(
+            std::fs::read_to_string(&staged.policy_path).unwrap(),
+            POLICY
+        );
+        let rejected = staged.policy_path.with_file_name("base.toml.rejected");
+        assert_eq!(std::fs::read_to_string(rejected).unwrap(), edited);
     }
 
     #[test]

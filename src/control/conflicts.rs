@@ -246,6 +246,7 @@ mod tests {
             backend: variant_conflict(&VariantFacts {
                 system: Variant::Nft,
                 docker_in_other: true,
+                docker_in_system: false,
                 other_rules: Vec::new(),
             })
             .into_iter()

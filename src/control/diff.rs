@@ -94,6 +94,17 @@ pub(crate) fn diff_of(
     })
 }
 
+/// Loading the rules `proof` proved would change the live ones (their owned chains
+/// differ, or forwarded traffic does not meet them first). When the live rules cannot
+/// be read, it is taken to: a change is never hidden.
+pub(crate) fn live_differs(target: &Target<'_>, proof: &Proof) -> bool {
+    target.backend.owned_rules(proof).map_or(true, |families| {
+        families
+            .iter()
+            .any(|rules| rules.live != rules.planned || !rules.forward_first)
+    })
+}
+
 fn family_diff(rules: OwnedRules, policy: &str) -> FamilyDiff {
     let live = lines_text(&rules.live);
     let planned = lines_text(&rules.planned);

@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
-use crate::backend::Rendered;
+use crate::backend::{Proof, Rendered};
 use crate::control::apply::refuse_while_pending;
 use crate::control::conflicts::{Conflict, ConflictFacts};
 use crate::control::diff;
 use crate::control::dry_run::DryRunReport;
-use crate::control::lifecycle::start_rest_of_set;
+use crate::control::lifecycle::{reassertion_step, start_rest_of_set};
 use crate::control::outcome::{Event, Outcome, Verdict};
 use crate::control::undo::Transaction;
 use crate::control::{
@@ -58,17 +58,7 @@ pub(crate) fn install(
     refuse_while_pending(target, "install")?;
 
     let (policy, policy_text, starter_text) = policy_or_starter(target, outcome)?;
-    let (rendered, proof) = match (render_and_prove(target, &policy), &starter_text) {
-        (Ok(done), _) => done,
-        (Err(error), None) => return Err(error.context(refused("install"))),
-        (Err(error), Some(_)) => {
-            return Err(error.context(format!(
-                "the starter policy for {path} cannot be used on this host, so nothing was written; \
-                 write one with `iptables-ctl init --stdout > {path}`, edit it, then install",
-                path = target.policy_path.display()
-            )));
-        }
-    };
+    let (rendered, proof) = prove_for_install(target, &policy, starter_text.is_some())?;
     outcome.push(Event::PolicyProven {
         path: target.policy_path.to_owned(),
     });
@@ -115,6 +105,7 @@ pub(crate) fn install(
     } else {
         JobKind::Start
     };
+    let live_changed = diff::live_differs(target, &proof);
     undo.rules_job(&units.rules, kind);
     if let Err(error) = run_job(manager, kind, &units.rules) {
         outcome.push(Event::JobFailedUndoing {
@@ -127,6 +118,7 @@ pub(crate) fn install(
     outcome.push(Event::UnitActive {
         unit: units.rules.clone(),
         job: kind,
+        live_changed,
     });
     // The text that was rendered, whatever the file says by now.
     keep_generation_of(target, "install", Ok(policy_text), outcome);
@@ -145,9 +137,8 @@ pub(crate) fn install_dry_run(
     let mut report = DryRunReport::new("install", target.instance.as_str());
     let mut outcome = Outcome::new();
     refuse_while_pending(target, "install")?;
-    let (policy, _, _) = policy_or_starter(target, &mut outcome)?;
-    let (rendered, proof) =
-        render_and_prove(target, &policy).map_err(|error| error.context(refused("install")))?;
+    let (policy, _, starter_text) = policy_or_starter(target, &mut outcome)?;
+    let (rendered, proof) = prove_for_install(target, &policy, starter_text.is_some())?;
     warn_interface_problems(&policy, target.host, &mut outcome);
     let root = target.layout.root();
     let conflicts =
@@ -202,14 +193,37 @@ pub(crate) fn install_dry_run(
             "start {} (the rules load) and {} (they are re-asserted after every Docker start)",
             units.rules, units.docker
         ));
-    } else if loads_new_rules {
-        report.step(format!(
-            "reload {}: the new rules load with no gap",
-            units.rules
-        ));
+    } else {
+        if loads_new_rules {
+            report.step(format!(
+                "reload {}: the new rules load with no gap",
+                units.rules
+            ));
+        }
+        reassertion_step(manager, &units, &mut report)?;
     }
     report.with_diff(diff);
     Ok(report)
+}
+
+/// Renders and proves `policy` for install; a failure is the refusal, which for the
+/// starter policy (`starter`) says how to write one by hand.
+fn prove_for_install(
+    target: &Target<'_>,
+    policy: &Policy,
+    starter: bool,
+) -> anyhow::Result<(Rendered, Proof)> {
+    render_and_prove(target, policy).map_err(|error| {
+        if starter {
+            error.context(format!(
+                "the starter policy for {path} cannot be used on this host, so nothing was written; \
+                 write one with `iptables-ctl init --stdout > {path}`, edit it, then install",
+                path = target.policy_path.display()
+            ))
+        } else {
+            error.context(refused("install"))
+        }
+    })
 }
 
 /// Writes the starter policy (if any), the rendered files and the units (unless a

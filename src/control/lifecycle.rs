@@ -105,6 +105,7 @@ pub(crate) fn lifecycle_dry_run(
     }
     refuse_while_pending(target, &kind.to_string())?;
     if kind == JobKind::Start && status.is_active() {
+        reassertion_step(manager, &units, &mut report)?;
         return Ok(report);
     }
     let mut outcome = Outcome::new();
@@ -175,6 +176,24 @@ fn diff_of_disk(target: &Target<'_>, proof: &Proof) -> anyhow::Result<DiffReport
     diff::diff_of(target, &Rendered::new(files), proof)
 }
 
+/// The step of starting the re-assertion after Docker when the rules unit is active
+/// and Docker runs but the re-assertion does not (its start loads the rules again).
+pub(super) fn reassertion_step(
+    manager: &dyn ServiceManager,
+    units: &InstanceUnits,
+    report: &mut DryRunReport,
+) -> anyhow::Result<()> {
+    if manager.unit_status("docker.service")?.is_active()
+        && !manager.unit_status(&units.docker)?.is_active()
+    {
+        report.step(format!(
+            "start {}: Docker runs, and its rules are re-asserted after every Docker start from then on",
+            units.docker
+        ));
+    }
+    Ok(())
+}
+
 /// The step of stopping an instance's set, as a dry run says it.
 pub(super) fn pass_through_step(units: &InstanceUnits) -> String {
     format!(
@@ -213,6 +232,7 @@ fn start_reassertion(
     units: &InstanceUnits,
     outcome: &mut Outcome<'_>,
 ) -> anyhow::Result<()> {
+    let was_active = manager.unit_status(&units.docker)?.is_active();
     match manager.run_job(JobKind::Start, &units.docker)? {
         // systemd before 248 ends a start that ExecCondition skipped with `skipped`.
         JobResult::Done => {}
@@ -221,7 +241,7 @@ fn start_reassertion(
     }
     let unit = units.docker.clone();
     if manager.unit_status(&units.docker)?.is_active() {
-        outcome.push(Event::ReassertionActive { unit });
+        outcome.push(Event::ReassertionActive { unit, was_active });
     } else {
         outcome.push(Event::ReassertionWaitsForDocker { unit });
     }

@@ -106,6 +106,8 @@ pub(crate) enum Event {
         unit: String,
         /// How it got there: started, or (already active) reloaded.
         job: JobKind,
+        /// The live rules were not the rendered ones before (drift a reload repaired).
+        live_changed: bool,
     },
     /// `start`, `restart`: the rules unit is active after `job`.
     Started {
@@ -126,6 +128,8 @@ pub(crate) enum Event {
     ReassertionActive {
         /// The re-assertion unit.
         unit: String,
+        /// It was active before (starting it changed nothing).
+        was_active: bool,
     },
     /// The re-assertion after Docker starts with Docker (not running now).
     ReassertionWaitsForDocker {
@@ -139,6 +143,9 @@ pub(crate) enum Event {
         /// Whether the reload wrote new files (otherwise the same rules were loaded
         /// again).
         files_changed: bool,
+        /// The live rules were not the rendered ones before (drift the reload repaired,
+        /// or new files).
+        live_changed: bool,
     },
     /// `stop`: the pass-through files are loaded; the unit stays enabled.
     Stopped {
@@ -283,6 +290,16 @@ pub(crate) enum Event {
         /// The instance.
         instance: String,
     },
+    /// After a rollback, the policy file that still held the rolled-back policy holds
+    /// the previous one again.
+    PolicyRestored {
+        /// The policy file.
+        path: PathBuf,
+        /// Where the rolled-back policy was kept.
+        rejected: PathBuf,
+        /// The generation whose policy was written back.
+        generation: u64,
+    },
     /// An unconfirmed apply was rolled back and forgotten.
     RolledBack {
         /// The instance.
@@ -327,15 +344,24 @@ impl Event {
             | Event::ApplySuperseded { .. }
             | Event::Applied { .. }
             | Event::Confirmed { .. }
-            | Event::RolledBack { .. } => true,
-            Event::UnitActive { job, .. } => *job != JobKind::Reload,
+            | Event::RolledBack { .. }
+            | Event::PolicyRestored { .. } => true,
+            Event::UnitActive {
+                job, live_changed, ..
+            } => *job != JobKind::Reload || *live_changed,
             // A restart reloads the files on disk, which render may have changed: it
             // counts; a start of an active instance does nothing.
             Event::Started {
                 was_active, job, ..
             } => !was_active || *job == JobKind::Reload,
             Event::Stopped { was_active, .. } => *was_active,
-            Event::Reloaded { files_changed, .. } => *files_changed,
+            // Its start loads the rules again, while Docker runs.
+            Event::ReassertionActive { was_active, .. } => !*was_active,
+            Event::Reloaded {
+                files_changed,
+                live_changed,
+                ..
+            } => *files_changed || *live_changed,
             // What rollback changes is said by the file written and the reload.
             Event::StarterPolicy { .. }
             | Event::RollingBack { .. }
@@ -346,7 +372,6 @@ impl Event {
             | Event::Staged { .. }
             | Event::EnabledNotStarted { .. }
             | Event::RestartIsReload { .. }
-            | Event::ReassertionActive { .. }
             | Event::ReassertionWaitsForDocker { .. }
             | Event::NotInstalled { .. }
             | Event::SharedUnitsKept { .. }
@@ -457,15 +482,17 @@ impl<'a> Outcome<'a> {
         }
     }
 
-    /// The warnings recorded: each warning, and each lint's warning, as one line.
+    /// The warnings recorded: each warning, and each lint's finding (an error says so
+    /// first: `check` reports them without loading anything), as one line.
     pub fn warning_lines(events: &[Event]) -> Vec<String> {
         events
             .iter()
             .filter_map(|event| match event {
                 Event::Warning { message } => Some(message.clone()),
-                Event::Lint { finding } if finding.severity == crate::lints::Severity::Warning => {
-                    Some(finding.line())
-                }
+                Event::Lint { finding } => Some(match finding.severity {
+                    crate::lints::Severity::Warning => finding.line(),
+                    crate::lints::Severity::Error => format!("error: {}", finding.line()),
+                }),
                 _ => None,
             })
             .collect()
@@ -514,24 +541,22 @@ mod tests {
         };
         assert!(stopped(true).changes_host());
         assert!(!stopped(false).changes_host());
+        let reloaded = |files_changed, live_changed| Event::Reloaded {
+            unit: unit(),
+            files_changed,
+            live_changed,
+        };
+        assert!(!reloaded(false, false).changes_host());
+        assert!(reloaded(true, true).changes_host());
         assert!(
-            !Event::Reloaded {
-                unit: unit(),
-                files_changed: false
-            }
-            .changes_host()
-        );
-        assert!(
-            Event::Reloaded {
-                unit: unit(),
-                files_changed: true
-            }
-            .changes_host()
+            reloaded(false, true).changes_host(),
+            "the same files loaded over drifted rules change them"
         );
         assert!(
             !Event::UnitActive {
                 unit: unit(),
-                job: JobKind::Reload
+                job: JobKind::Reload,
+                live_changed: false
             }
             .changes_host()
         );

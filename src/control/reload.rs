@@ -6,6 +6,7 @@
 use anyhow::{Context as _, bail};
 
 use crate::control::apply::refuse_while_pending;
+use crate::control::diff;
 use crate::control::outcome::{Event, Outcome, Verdict};
 use crate::control::undo::Transaction;
 use crate::control::{
@@ -67,6 +68,7 @@ pub(crate) fn reload_locked(
     })()
     .context(refused(command))?;
     refuse_lockouts(command, target, &proof, force, outcome)?;
+    let live_changed = diff::live_differs(target, &proof);
     let outputs = rendered.into_outputs();
     let output_set = target.backend.output_set(target.layout, target.instance);
     let mut undo = Transaction::new();
@@ -84,6 +86,7 @@ pub(crate) fn reload_locked(
     outcome.push(Event::Reloaded {
         unit: units.rules.clone(),
         files_changed: !summary.written.is_empty(),
+        live_changed,
     });
     keep_generation_of(target, command, Ok(policy_text), outcome);
     Ok(in_force(target, manager, outcome))

@@ -129,8 +129,12 @@ pub fn port_rule(line: &str) -> Option<PortRule> {
     });
     let mut transport = None;
     let mut ports = Vec::new();
+    let mut aims_at_destination = false;
     for condition in &parsed.matches {
         match condition {
+            Match::Destination(_) | Match::DestinationRange(_) | Match::OutInterface(_) => {
+                aims_at_destination = true;
+            }
             Match::Protocol(p) if !p.negated => {
                 transport = match p.value {
                     Proto::Tcp => Some(Transport::Tcp),
@@ -148,6 +152,7 @@ pub fn port_rule(line: &str) -> Option<PortRule> {
         place,
         transport,
         ports,
+        aims_at_destination,
     })
 }
 
@@ -156,8 +161,11 @@ pub fn port_rule(line: &str) -> Option<PortRule> {
 pub struct VariantFacts {
     /// What `iptables` is on this host.
     pub system: Variant,
-    /// The other variant holds a `DOCKER` chain (Docker talks to the other one).
+    /// The other variant holds a `DOCKER` chain.
     pub docker_in_other: bool,
+    /// This variant holds one too (Docker talks to this one, and the other's chains
+    /// are left from before a switch).
+    pub docker_in_system: bool,
     /// The other variant's rules, and its built-in chains whose policy is not ACCEPT,
     /// as its save program spells them.
     pub other_rules: Vec<String>,
@@ -168,6 +176,11 @@ pub struct VariantFacts {
 pub fn variant_facts(firewall: &dyn LiveFirewall) -> Option<VariantFacts> {
     let system = firewall.variant()?;
     let other = dump::parse(&firewall.save_other_variant()?).ok()?;
+    let docker_in_system = firewall
+        .save(Family::Ipv4)
+        .ok()
+        .and_then(|text| dump::parse(&text).ok())
+        .is_some_and(|dump| dump.declares("DOCKER"));
     let other_rules = other
         .tables
         .iter()
@@ -194,14 +207,16 @@ pub fn variant_facts(firewall: &dyn LiveFirewall) -> Option<VariantFacts> {
     Some(VariantFacts {
         system,
         docker_in_other: other.declares("DOCKER"),
+        docker_in_system,
         other_rules,
     })
 }
 
-/// The rules `facts` found in the other variant, unless Docker's chains are there
-/// (then the variants are mismatched: [`variant_conflict`] says so).
+/// The rules `facts` found in the other variant, unless only that one holds Docker's
+/// chains (then the variants are mismatched: [`variant_conflict`] says so). Docker's
+/// chains left there from before a switch are such rules.
 pub fn other_variant_rules(facts: &VariantFacts) -> Option<OtherVariantRules> {
-    if facts.docker_in_other || facts.other_rules.is_empty() {
+    if docker_only_in_other(facts) || facts.other_rules.is_empty() {
         return None;
     }
     let other = facts.system.other();
@@ -215,7 +230,7 @@ pub fn other_variant_rules(facts: &VariantFacts) -> Option<OtherVariantRules> {
 /// The conflict `facts` amount to: Docker's chains in the other variant, where rules
 /// loaded with this one are never reached.
 pub fn variant_conflict(facts: &VariantFacts) -> Option<Conflict> {
-    if !facts.docker_in_other {
+    if !docker_only_in_other(facts) {
         return None;
     }
     let other = facts.system.other();
@@ -231,6 +246,13 @@ pub fn variant_conflict(facts: &VariantFacts) -> Option<Conflict> {
         ),
         forceable: true,
     })
+}
+
+/// Docker's chains are in the other variant and not in this one: Docker talks to the
+/// other one. (In both: the other's are left from before a switch, and Docker, which
+/// runs `iptables`, talks to this one.)
+fn docker_only_in_other(facts: &VariantFacts) -> bool {
+    facts.docker_in_other && !facts.docker_in_system
 }
 
 /// The filter table's lines for `chains` (none when there is no filter table).
@@ -383,6 +405,59 @@ mod tests {
     fn compare_texts(expected: &str, live: &str) -> FamilyState {
         let parse = |text| dump::parse(text).unwrap();
         compare(Family::Ipv4, &parse(expected), &parse(live))
+    }
+
+    /// Docker's chains only in the other variant: the variants are mismatched. In both,
+    /// the other's are left from before a switch: rules in the other variant, no
+    /// mismatch (Docker runs `iptables`, which is this variant).
+    #[test]
+    fn a_mismatch_is_docker_only_in_the_other_variant() {
+        let facts = |docker_in_system| VariantFacts {
+            system: Variant::Nft,
+            docker_in_other: true,
+            docker_in_system,
+            other_rules: vec!["-t nat -A DOCKER -i docker0 -j RETURN".to_owned()],
+        };
+        assert!(variant_conflict(&facts(false)).is_some());
+        assert_eq!(other_variant_rules(&facts(false)), None);
+        assert_eq!(variant_conflict(&facts(true)), None);
+        let left = other_variant_rules(&facts(true)).expect("rules left in legacy");
+        assert_eq!(
+            (
+                left.variant.as_str(),
+                left.save_program.as_str(),
+                left.rules.len()
+            ),
+            ("legacy", "iptables-legacy-save", 1)
+        );
+    }
+
+    #[test]
+    fn port_rules_are_read_where_published_ports_are_decided() {
+        let rule =
+            port_rule("-A INPUT -p tcp -m multiport --dports 80,8000:8080 -j ACCEPT").unwrap();
+        assert_eq!(
+            (rule.place, rule.transport, rule.ports),
+            (
+                RulePlace::Host,
+                Some(Transport::Tcp),
+                vec![(80, 80), (8000, 8080)]
+            )
+        );
+        let rule = port_rule("-A DOCKER-USER -p udp -m udp --dport 53 -j DROP").unwrap();
+        assert_eq!(
+            (rule.place, rule.transport),
+            (RulePlace::DockerUser, Some(Transport::Udp))
+        );
+        for ignored in [
+            "-A OUTPUT -p tcp -m tcp --dport 80 -j ACCEPT",
+            "-A INPUT -p tcp -m tcp ! --dport 22 -j DROP",
+            "-A INPUT -i lo -j ACCEPT",
+            "-A INPUT -p icmp -j ACCEPT",
+            ":INPUT DROP",
+        ] {
+            assert_eq!(port_rule(ignored), None, "{ignored}");
+        }
     }
 
     const EXPECTED: &str = "*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:DOCKER-USER - [0:0]\n-A INPUT -i lo -j ACCEPT\n-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\n-A DOCKER-USER -j RETURN\nCOMMIT\n";

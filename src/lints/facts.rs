@@ -20,6 +20,10 @@ pub(crate) struct Facts<'a> {
     pub interfaces: Vec<InterfaceProblem>,
     /// The ports Docker publishes now, both families.
     pub published: Vec<PublishedPort>,
+    /// The host has an IPv6 address clients could dial (not loopback or link-local, on
+    /// an interface that is not a Docker bridge): docker-proxy's `[::]` listeners serve
+    /// someone only then.
+    pub dialable_ipv6: bool,
     /// The bridges Docker's rules forward to, `(family, bridge)`.
     pub docker_bridges: Vec<(Family, String)>,
     /// Docker's chains sit in the other variant.
@@ -68,9 +72,10 @@ impl<'a> Facts<'a> {
             Ok((rules, net)) => {
                 facts.published = published(rules, net);
                 facts.docker_bridges = rules.docker_bridges();
+                facts.dialable_ipv6 = dialable_ipv6(net, policy);
             }
             Err(why) => facts.unread.push(format!(
-                "the live rules could not be read ({why}), so the lints that need what Docker publishes did not run"
+                "the live rules or the host's addresses could not be read ({why}), so the lints that need what Docker publishes did not run"
             )),
         }
         facts.variant_conflicts = target.backend.live_conflicts();
@@ -92,6 +97,21 @@ fn published(rules: &dyn LiveRules, net: &HostNet) -> Vec<PublishedPort> {
             dnat.into_iter().chain(proxied).collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// Whether `net` has an IPv6 address clients could dial: global or unique-local, on an
+/// interface that is not one of Docker's bridges.
+fn dialable_ipv6(net: &HostNet, policy: Option<&Policy>) -> bool {
+    net.interfaces
+        .iter()
+        .filter(|i| !policy.is_some_and(|p| p.is_docker_bridge(&i.name)))
+        .flat_map(|i| &i.addresses)
+        .any(|address| match address.addr() {
+            std::net::IpAddr::V6(v6) => {
+                !v6.is_loopback() && !v6.is_unicast_link_local() && !v6.is_multicast()
+            }
+            std::net::IpAddr::V4(_) => false,
+        })
 }
 
 /// The policy's `[[raw]]` rules that match destination ports, read in the syntax of

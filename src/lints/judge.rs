@@ -28,7 +28,11 @@ pub(crate) fn judge(facts: &Facts<'_>, skips: &Skips) -> Vec<Finding> {
             &facts.published,
             &facts.raw_ports,
         ));
-        findings.extend(ipv6_without_ipv6_sources(policy, &facts.published));
+        findings.extend(ipv6_without_ipv6_sources(
+            policy,
+            &facts.published,
+            facts.dialable_ipv6,
+        ));
         findings.extend(uncovered_bridges(policy, &facts.docker_bridges));
     }
     findings.extend(foreign_port_rules(&facts.published, &facts.foreign_rules));
@@ -115,6 +119,20 @@ fn hits(
         .collect()
 }
 
+/// The published ports a host-side rule of `family_choice` that `matches` decides
+/// nothing for: those Docker publishes on every address. A port published on one
+/// address (`-d`, such as 127.0.0.1 or a second IP) leaves the host's other addresses
+/// to INPUT, where the same port may well be a host service.
+fn host_side_hits(
+    published: &[PublishedPort],
+    family_choice: FamilyChoice,
+    matches: impl Fn(&PublishedPort) -> bool,
+) -> Vec<&PublishedPort> {
+    hits(published, family_choice, |p| {
+        p.host_address.is_none() && matches(p)
+    })
+}
+
 /// What a host-side rule on `hit` ports means, for the finding.
 fn input_consequence(hits: &[&PublishedPort]) -> &'static str {
     if hits.iter().all(|p| p.path == PortPath::Dnat) {
@@ -139,7 +157,7 @@ fn policy_ports_in_input(
 ) -> Vec<Finding> {
     let mut findings = Vec::new();
     for (i, service) in policy.host.services.iter().enumerate() {
-        let found = hits(published, service.family, |p| {
+        let found = host_side_hits(published, service.family, |p| {
             p.transport == service.proto.transport() && service.port.get_ref().contains(p.host_port)
         });
         if found.is_empty() {
@@ -188,6 +206,10 @@ fn remapped<'p>(
     family_choice: FamilyChoice,
     rule: &PortRule,
 ) -> Vec<&'p PublishedPort> {
+    if rule.aims_at_destination {
+        // `-d` or `-o` picks a container: --dport on its port is what was meant.
+        return Vec::new();
+    }
     hits(published, family_choice, |p| {
         p.path == PortPath::Dnat
             && p.container_port.is_some_and(|to| to != p.host_port)
@@ -196,7 +218,9 @@ fn remapped<'p>(
 }
 
 fn docker_user_message(rule: &str, found: &[&PublishedPort]) -> String {
-    let first = found[0];
+    let [first, ..] = found else {
+        return String::new();
+    };
     format!(
         "{rule} matches --dport {port} in DOCKER-USER, but Docker publishes {}: after DNAT the rule sees the container port{}, so it never matches the connections dialed to {port}",
         list(found),
@@ -209,9 +233,12 @@ fn docker_user_message(rule: &str, found: &[&PublishedPort]) -> String {
 }
 
 fn docker_user_fix(found: &[&PublishedPort]) -> String {
+    let [first, ..] = found else {
+        return String::new();
+    };
     format!(
         "match the port the client dialed: list {}/{} under [[docker.published]], or use `-m conntrack --ctorigdstport {}` instead of --dport",
-        found[0].host_port, found[0].transport, found[0].host_port
+        first.host_port, first.transport, first.host_port
     )
 }
 
@@ -256,7 +283,7 @@ fn foreign_port_rules(
                 Family::Ipv4 => FamilyChoice::Ipv4,
                 Family::Ipv6 => FamilyChoice::Ipv6,
             };
-            let rule_text = format!("{family}: `{text}` (not rendered by iptables-ctl)");
+            let rule_text = format!("{family}: `{text}` (not in the rendered files)");
             match rule.place {
                 RulePlace::Host => {
                     let found = hits(published, choice, |p| {
@@ -298,17 +325,22 @@ fn allows_sources_of(policy: &Policy, entry: &Published, family: Family) -> bool
 }
 
 /// Ports Docker publishes on IPv6 whose entries allow IPv4 sources only, when IPv4-only
-/// was not said (`family = "ipv4"`).
-fn ipv6_without_ipv6_sources(policy: &Policy, published: &[PublishedPort]) -> Vec<Finding> {
+/// was not said (`family = "ipv4"`). docker-proxy listens on `[::]` for every published
+/// port under Docker's default setup; that counts only on a host with an IPv6 address
+/// clients could dial (`dialable_ipv6`).
+fn ipv6_without_ipv6_sources(
+    policy: &Policy,
+    published: &[PublishedPort],
+    dialable_ipv6: bool,
+) -> Vec<Finding> {
     if policy.docker.default == DockerDefault::Allow {
         return Vec::new();
     }
     let mut findings = Vec::new();
     let mut seen = Vec::new();
-    for port in published
-        .iter()
-        .filter(|p| family_of(p) == Some(Family::Ipv6))
-    {
+    for port in published.iter().filter(|p| {
+        family_of(p) == Some(Family::Ipv6) && (p.path == PortPath::Dnat || dialable_ipv6)
+    }) {
         if seen.contains(&(port.host_port, port.transport)) {
             continue;
         }
@@ -540,6 +572,27 @@ from = ["192.0.2.7", "2001:db8::7"]
         assert!(names(&policy, facts(same)).is_empty());
     }
 
+    /// A port Docker publishes on one address (a second IP, or 127.0.0.1) leaves the
+    /// host's other addresses to INPUT, where the same port may be a host service.
+    #[test]
+    fn a_port_published_on_one_address_leaves_the_host_service_alone() {
+        let policy = policy("");
+        let mut on_one_address = published(22);
+        for port in &mut on_one_address {
+            port.host_address = Some("10.0.0.5".parse().unwrap());
+        }
+        let facts = Facts {
+            published: on_one_address,
+            ..Facts::default()
+        };
+        assert!(names(&policy, facts).is_empty());
+        let facts = Facts {
+            published: published(22),
+            ..Facts::default()
+        };
+        assert_eq!(names(&policy, facts), ["published-port-in-input"]);
+    }
+
     #[test]
     fn rules_added_by_hand_are_judged_like_the_policys() {
         let policy = policy("");
@@ -574,12 +627,19 @@ from = ["192.0.2.7", "2001:db8::7"]
         let parse = |text: &str| Policy::parse(Path::new("base.toml"), text.as_bytes()).unwrap();
         let facts = || Facts {
             published: published(8080),
+            dialable_ipv6: true,
             ..Facts::default()
         };
         assert_eq!(
             names(&parse(&text), facts()),
             ["ipv6-published-without-ipv6-sources"]
         );
+        // docker-proxy listens on [::] on a host no IPv6 client can dial, too.
+        let no_ipv6 = Facts {
+            dialable_ipv6: false,
+            ..facts()
+        };
+        assert!(names(&parse(&text), no_ipv6).is_empty());
         let deliberate = text.replace("port = 8080", "port = 8080\nfamily = \"ipv4\"");
         assert!(names(&parse(&deliberate), facts()).is_empty());
         // A list with IPv6 networks counts as IPv6 sources.
