@@ -134,6 +134,25 @@ fn docker_dump(n: usize) -> String {
     text
 }
 
+/// One published port whose DOCKER-USER allowlist is the ipset `customers`.
+fn set_dump() -> String {
+    "*nat\n:PREROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:DOCKER - [0:0]\n:DOCKER-USER - [0:0]\n-A FORWARD -j DOCKER-USER\n-A FORWARD -o docker0 -j DOCKER\n-A DOCKER-USER -m set --match-set customers src -m conntrack --ctstate DNAT --ctorigdstport 8080 -j RETURN\n-A DOCKER-USER -m conntrack --ctstate DNAT -j DROP\n-A DOCKER -d 172.17.0.2/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 -j ACCEPT\nCOMMIT\n".to_owned()
+}
+
+/// The host of [`host`] with the ipset `customers` holding `n` /32s, spaced apart (so
+/// that none merge into a range).
+fn host_with_set(n: usize) -> HostNet {
+    let mut host = host();
+    let members = (0..n).map(|i| {
+        address(i * 2)
+            .parse::<std::net::IpAddr>()
+            .map(ipnet::IpNet::from)
+            .unwrap()
+    });
+    host.sets.insert("customers".to_owned(), members.collect());
+    host
+}
+
 fn host() -> HostNet {
     HostNet {
         interfaces: vec![
@@ -257,6 +276,21 @@ const SHAPES: &[Shape] = &[
                 Ruleset::new(&dump::parse(&docker_dump(n / 2)).unwrap()),
                 |r| audit::published_ports(r, Family::Ipv4),
             )
+        },
+    },
+    Shape {
+        name: "audit::audit, ipset members",
+        base: 1_000,
+        run: |n| {
+            let ruleset = Ruleset::new(&dump::parse(&set_dump()).unwrap());
+            time((ruleset, host_with_set(n)), |(r, host)| {
+                audit::audit(
+                    &[(Family::Ipv4, r.clone())],
+                    host,
+                    &["eth0".to_owned()],
+                    None,
+                )
+            })
         },
     },
     Shape {

@@ -247,3 +247,42 @@ fn live_commands_explain_a_missing_systemd_and_a_caller_who_is_not_root() {
         "{err}"
     );
 }
+
+/// A list read from a file beside the policy: its networks reach the rules; a bad line
+/// is reported with the file, line and list, and nothing is written.
+#[test]
+fn lists_read_from_files_render_and_a_bad_line_is_located() {
+    let (root, dir) = staged("tests/policies/minimal.toml");
+    let policy = std::fs::read_to_string(dir.join("base.toml")).expect("policy")
+        + "\n[lists]\ncustomers = { file = \"lists/customers.txt\" }\n\n[[docker.published]]\nport = 8443\nfrom = [\"customers\"]\n";
+    std::fs::write(dir.join("base.toml"), policy).expect("policy");
+    std::fs::create_dir(dir.join("lists")).expect("mkdir");
+    let list = dir.join("lists/customers.txt");
+    std::fs::write(
+        &list,
+        "# customers\n192.0.2.0/24\n198.51.100.7 # one host\n192.0.2.300\n",
+    )
+    .expect("list");
+    let err = fail(root.path(), &["render", "--no-kernel-check"]);
+    assert!(
+        err.contains("lists/customers.txt:4:1") && err.contains("lists.customers"),
+        "{err}"
+    );
+    assert_eq!(listing(&dir), ["base.toml", "lists"], "nothing was written");
+
+    std::fs::write(
+        &list,
+        "# customers\n192.0.2.0/24\n198.51.100.7 # one host\n",
+    )
+    .expect("list");
+    succeed(root.path(), &["render", "--no-kernel-check"]);
+    let rules = std::fs::read_to_string(dir.join("base.rules")).expect("rules");
+    for source in ["-s 192.0.2.0/24", "-s 198.51.100.7/32"] {
+        assert!(
+            rules
+                .lines()
+                .any(|l| l.contains(source) && l.contains("--ctorigdstport 8443")),
+            "{source}: {rules}"
+        );
+    }
+}

@@ -4,7 +4,7 @@
 //! walked through the ruleset ([`FamilyRules::walk`], whatever backend answers), and
 //! the pieces that get through are reported as the fewest networks that cover them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Subnets, Ipv6Subnets};
@@ -63,15 +63,19 @@ pub struct AuditedRuleset<'a, R: FamilyRules + ?Sized> {
     family: Family,
     ruleset: &'a R,
     cuts: BTreeSet<IpAddr>,
+    /// The cuts the rules' own source matches draw (not the ipsets'), sorted.
+    rule_cuts: Vec<IpAddr>,
 }
 
 impl<'a, R: FamilyRules + ?Sized> AuditedRuleset<'a, R> {
     /// Prepares `ruleset` (of `family`) on `host` for exposure questions.
     pub fn new(family: Family, ruleset: &'a R, host: &HostNet) -> AuditedRuleset<'a, R> {
+        let ipv6 = family == Family::Ipv6;
         AuditedRuleset {
             family,
             ruleset,
-            cuts: boundaries(ruleset, host, family == Family::Ipv6),
+            cuts: boundaries(ruleset, host, ipv6),
+            rule_cuts: rule_boundaries(ruleset, ipv6).into_iter().collect(),
         }
     }
 
@@ -100,31 +104,43 @@ impl<'a, R: FamilyRules + ?Sized> AuditedRuleset<'a, R> {
         let mut open: Vec<(IpAddr, IpAddr)> = Vec::new();
         let mut decided_by: Vec<String> = Vec::new();
         let mut unknown = None;
+        // A walk depends on the source only through the pieces the rules' own source
+        // matches draw, the ipsets it is in and whether it is the host's own address:
+        // pieces alike in those walk alike, so each such class is walked once (a
+        // 100,000-entry set cuts 200,000 pieces but adds two classes per rule piece).
+        let mut walked: HashMap<SourceClass, (Verdict, Option<String>)> = HashMap::new();
         for (first, last) in &pieces {
-            let walk = ruleset.walk(
-                host,
-                &Packet {
-                    source: *first,
-                    destination: dialed,
-                    transport: port.transport,
-                    source_port: 40000,
-                    destination_port: port.host_port,
-                    in_interface: interface.to_owned(),
-                },
+            let class = (
+                self.rule_cuts.partition_point(|cut| cut <= first),
+                host.sets.values().map(|m| m.contains(*first)).collect(),
+                host.is_local(*first),
             );
-            if let Some(step) = walk.steps.last() {
-                let text = step.to_string();
-                if !decided_by.contains(&text) {
-                    decided_by.push(text);
-                }
+            let (verdict, step) = walked.entry(class).or_insert_with(|| {
+                let walk = ruleset.walk(
+                    host,
+                    &Packet {
+                        source: *first,
+                        destination: dialed,
+                        transport: port.transport,
+                        source_port: 40000,
+                        destination_port: port.host_port,
+                        in_interface: interface.to_owned(),
+                    },
+                );
+                (walk.verdict, walk.steps.last().map(ToString::to_string))
+            });
+            if let Some(text) = step
+                && !decided_by.contains(text)
+            {
+                decided_by.push(text.clone());
             }
-            match walk.verdict {
+            match verdict {
                 Verdict::Accept => match open.last_mut() {
                     Some((_, end)) if next_address(*end) == Some(*first) => *end = *last,
                     _ => open.push((*first, *last)),
                 },
                 Verdict::Unknown { reason } => {
-                    unknown.get_or_insert(reason);
+                    unknown.get_or_insert(reason.clone());
                 }
                 Verdict::Drop | Verdict::Reject { .. } => {}
             }
@@ -215,12 +231,13 @@ fn allowed_sources(
     }
 }
 
-/// Every address where a source match in any rule (or a known ipset) starts or ends.
-fn boundaries<R: FamilyRules + ?Sized>(
-    ruleset: &R,
-    host: &HostNet,
-    ipv6: bool,
-) -> BTreeSet<IpAddr> {
+/// What a walk can tell of a source address: which piece of the rules' own source
+/// matches it is in, which ipsets hold it, and whether it is the host's own.
+type SourceClass = (usize, Vec<bool>, bool);
+
+/// Every address of the family (`ipv6`) where a source match in any rule starts or
+/// ends.
+fn rule_boundaries<R: FamilyRules + ?Sized>(ruleset: &R, ipv6: bool) -> BTreeSet<IpAddr> {
     let mut cuts = BTreeSet::new();
     for (first, last) in ruleset.source_ranges() {
         cuts.insert(first);
@@ -228,9 +245,23 @@ fn boundaries<R: FamilyRules + ?Sized>(
             cuts.insert(after);
         }
     }
+    cuts.retain(|a| a.is_ipv6() == ipv6);
+    cuts
+}
+
+/// Every address where a source match in any rule (or a known ipset) starts or ends.
+fn boundaries<R: FamilyRules + ?Sized>(
+    ruleset: &R,
+    host: &HostNet,
+    ipv6: bool,
+) -> BTreeSet<IpAddr> {
+    let mut cuts = rule_boundaries(ruleset, ipv6);
     for members in host.sets.values() {
-        for net in members {
-            add_boundaries(&mut cuts, *net);
+        for (first, last) in members.ranges() {
+            cuts.insert(first);
+            if let Some(after) = next_address(last) {
+                cuts.insert(after);
+            }
         }
     }
     cuts.retain(|a| a.is_ipv6() == ipv6);

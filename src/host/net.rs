@@ -28,6 +28,91 @@ pub struct ProxyListener {
     /// Its command line.
     pub command: String,
 }
+/// An ipset's members (addresses and networks of both families) as sorted, merged
+/// ranges, so that a membership question costs a binary search however large the set
+/// (a 100,000-entry allowlist is asked once per address-space piece by the audit).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetMembers {
+    v4: Vec<(u128, u128)>,
+    v6: Vec<(u128, u128)>,
+}
+
+impl SetMembers {
+    /// `address` is in one of the members.
+    pub fn contains(&self, address: IpAddr) -> bool {
+        let (ranges, at) = Self::side(address);
+        let ranges = match ranges {
+            Side::V4 => &self.v4,
+            Side::V6 => &self.v6,
+        };
+        let after = ranges.partition_point(|(first, _)| *first <= at);
+        after > 0 && ranges.get(after - 1).is_some_and(|(_, last)| at <= *last)
+    }
+
+    /// The members as (first, last) address ranges, merged, IPv4 first.
+    pub fn ranges(&self) -> impl Iterator<Item = (IpAddr, IpAddr)> + '_ {
+        let v4 = self.v4.iter().map(|(a, b)| (v4_of(*a), v4_of(*b)));
+        let v6 = self.v6.iter().map(|(a, b)| {
+            (
+                IpAddr::V6(std::net::Ipv6Addr::from(*a)),
+                IpAddr::V6(std::net::Ipv6Addr::from(*b)),
+            )
+        });
+        v4.chain(v6)
+    }
+
+    fn side(address: IpAddr) -> (Side, u128) {
+        match address {
+            IpAddr::V4(a) => (Side::V4, u128::from(u32::from(a))),
+            IpAddr::V6(a) => (Side::V6, u128::from(a)),
+        }
+    }
+}
+
+/// Which family's ranges.
+enum Side {
+    V4,
+    V6,
+}
+
+fn v4_of(value: u128) -> IpAddr {
+    IpAddr::V4(std::net::Ipv4Addr::from(
+        u32::try_from(value).unwrap_or(u32::MAX),
+    ))
+}
+
+impl FromIterator<IpNet> for SetMembers {
+    fn from_iter<I: IntoIterator<Item = IpNet>>(nets: I) -> SetMembers {
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
+        for net in nets {
+            let (side, first) = SetMembers::side(net.network());
+            let (_, last) = SetMembers::side(net.broadcast());
+            match side {
+                Side::V4 => v4.push((first, last)),
+                Side::V6 => v6.push((first, last)),
+            }
+        }
+        SetMembers {
+            v4: merged(v4),
+            v6: merged(v6),
+        }
+    }
+}
+
+/// `ranges` sorted, with overlapping and adjacent ones merged.
+fn merged(mut ranges: Vec<(u128, u128)>) -> Vec<(u128, u128)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u128, u128)> = Vec::with_capacity(ranges.len());
+    for (first, last) in ranges {
+        match out.last_mut() {
+            Some((_, end)) if first <= end.saturating_add(1) => *end = (*end).max(last),
+            _ => out.push((first, last)),
+        }
+    }
+    out
+}
+
 /// One interface and its addresses (with their prefix lengths).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interface {
@@ -57,8 +142,9 @@ pub struct HostNet {
     pub forwards_v4: bool,
     /// IPv6 forwarding is on.
     pub forwards_v6: bool,
-    /// ipset contents by set name (None: the set is not known).
-    pub sets: BTreeMap<String, Vec<IpNet>>,
+    /// ipset contents by set name (None: the set is not known, or is of a kind the
+    /// evaluator does not model, such as one with `nomatch` members).
+    pub sets: BTreeMap<String, SetMembers>,
     /// docker-proxy's listening ports.
     pub proxies: Vec<ProxyListener>,
 }

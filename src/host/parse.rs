@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::host::net::{Interface, ProxyListener, Route};
+use crate::host::net::{Interface, ProxyListener, Route, SetMembers};
 use crate::host::{SshConnection, TcpSocket};
 use crate::packet::Transport;
 
@@ -266,28 +266,45 @@ pub fn parse_routes(json: &str) -> anyhow::Result<Vec<Route>> {
     Ok(parsed)
 }
 
-/// Parses `ipset save`: `add NAME MEMBER` lines of address and network sets.
-pub fn parse_ipset_save(text: &str) -> BTreeMap<String, Vec<IpNet>> {
-    let mut sets: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
+/// Parses `ipset save`: `add NAME MEMBER` lines of address and network sets
+/// (`hash:ip`, `hash:net`, `bitmap:ip`). A set of another type, or with a member this
+/// cannot read (such as a `nomatch` exception), is left out: a question about it is
+/// then "unknown", never answered from part of it.
+pub fn parse_ipset_save(text: &str) -> BTreeMap<String, SetMembers> {
+    const MODELLED: [&str; 3] = ["hash:ip", "hash:net", "bitmap:ip"];
+    let mut members: BTreeMap<&str, Vec<IpNet>> = BTreeMap::new();
+    let mut unreadable: BTreeSet<&str> = BTreeSet::new();
     for line in text.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
-            ["create", name, ..] => {
-                sets.entry((*name).to_owned()).or_default();
+            ["create", name, kind, ..] => {
+                members.entry(name).or_default();
+                if !MODELLED.contains(kind) {
+                    unreadable.insert(name);
+                }
             }
-            ["add", name, member, ..] => {
-                if let Some(net) = member
+            ["add", name, member, rest @ ..] => {
+                let net = member
                     .parse::<IpNet>()
                     .ok()
-                    .or_else(|| member.parse::<IpAddr>().ok().map(IpNet::from))
-                {
-                    sets.entry((*name).to_owned()).or_default().push(net);
+                    .or_else(|| member.parse::<IpAddr>().ok().map(IpNet::from));
+                match net {
+                    Some(net) if !rest.contains(&"nomatch") => {
+                        members.entry(name).or_default().push(net);
+                    }
+                    _ => {
+                        unreadable.insert(name);
+                    }
                 }
             }
             _ => {}
         }
     }
-    sets
+    members
+        .into_iter()
+        .filter(|(name, _)| !unreadable.contains(name))
+        .map(|(name, nets)| (name.to_owned(), nets.into_iter().collect()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -453,14 +470,23 @@ mod tests {
         );
         assert_eq!(host.default_route_interfaces(), ["eth0"]);
         let sets = parse_ipset_save(
-            "create office hash:net family inet\nadd office 192.0.2.0/28\nadd office 198.51.100.7\n",
+            "create office hash:net family inet\nadd office 192.0.2.0/28\nadd office 198.51.100.7\ncreate ports hash:ip,port family inet\nadd ports 192.0.2.1,tcp:80\ncreate except hash:net family inet\nadd except 10.0.0.0/8\nadd except 10.1.0.0/16 nomatch\n",
         );
-        assert_eq!(
-            sets["office"],
-            [
-                "192.0.2.0/28".parse::<IpNet>().unwrap(),
-                "198.51.100.7/32".parse().unwrap()
-            ]
-        );
+        let office = &sets["office"];
+        for (address, member) in [
+            ("192.0.2.0", true),
+            ("192.0.2.15", true),
+            ("192.0.2.16", false),
+            ("198.51.100.7", true),
+            ("198.51.100.8", false),
+        ] {
+            assert_eq!(
+                office.contains(address.parse().unwrap()),
+                member,
+                "{address}"
+            );
+        }
+        // Sets the evaluator cannot model are left out (their questions are unknown).
+        assert_eq!(sets.keys().collect::<Vec<_>>(), ["office"]);
     }
 }

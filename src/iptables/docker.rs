@@ -70,7 +70,7 @@ mod tests {
 
     use super::*;
     use crate::audit::{AuditedRuleset, Exposure, Reach, audit};
-    use crate::host::net::HostNet;
+    use crate::host::net::{HostNet, SetMembers};
     use crate::iptables::{dump, walk};
     use crate::policy::Policy;
 
@@ -168,6 +168,67 @@ mod tests {
         );
         // 9090: reachable from nowhere, nothing to flag.
         assert!(!found[2].is_flagged());
+    }
+
+    /// A set-based allowlist of thousands of entries, beside a rule of its own: every
+    /// member's edges (first, last, and the addresses just outside) get exactly what
+    /// the rules say. The audit walks one address per class of pieces, not per piece.
+    #[test]
+    fn the_reach_through_a_large_ipset_is_exact_at_every_member_edge() {
+        let text = RULES.replace(
+            "-A DOCKER-USER -s 192.0.2.0/25 -m conntrack --ctstate DNAT --ctorigdstport 8080 -j RETURN\n",
+            "-A DOCKER-USER -m set --match-set customers src -m conntrack --ctstate DNAT --ctorigdstport 8080 -j RETURN\n-A DOCKER-USER -s 192.0.2.0/25 -m conntrack --ctstate DNAT --ctorigdstport 8080 -j RETURN\n",
+        );
+        let ruleset = Ruleset::new(&dump::parse(&text).unwrap());
+        // 5,000 members: every third /32 of 10.0.0.0/16 and a few networks.
+        let members: Vec<IpNet> = (0u32..5000)
+            .map(|i| IpNet::from(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i * 3))))
+            .chain([
+                "172.16.0.0/12".parse().unwrap(),
+                "10.200.0.0/16".parse().unwrap(),
+            ])
+            .collect();
+        let mut host = host();
+        host.sets
+            .insert("customers".to_owned(), members.iter().copied().collect());
+        let audited = AuditedRuleset::new(Family::Ipv4, &ruleset, &host);
+        let port = published_ports(&ruleset, Family::Ipv4)
+            .into_iter()
+            .find(|p| p.host_port == 8080)
+            .unwrap();
+        let exposure = audited.expose(&host, &port, "eth0", None).unwrap();
+        let Some(Reach::Only(reach)) = &exposure.reach else {
+            panic!("{exposure:#?}");
+        };
+        // Both sides as sorted ranges, so the check itself stays linear.
+        let reached: SetMembers = reach.iter().copied().collect();
+        let allowed: SetMembers = members
+            .iter()
+            .copied()
+            .chain(
+                [
+                    "192.0.2.0/25",
+                    "198.51.100.10/31",
+                    "198.51.100.12/30",
+                    "198.51.100.16/30",
+                    "198.51.100.20/32",
+                ]
+                .map(|n| n.parse::<IpNet>().unwrap()),
+            )
+            .collect();
+        let mut probes = 0;
+        for net in &members {
+            let (IpAddr::V4(first), IpAddr::V4(last)) = (net.network(), net.broadcast()) else {
+                unreachable!("IPv4 members")
+            };
+            let (first, last) = (u32::from(first), u32::from(last));
+            for a in [first.saturating_sub(1), first, last, last.saturating_add(1)] {
+                let a = IpAddr::V4(a.into());
+                assert_eq!(reached.contains(a), allowed.contains(a), "{a}");
+                probes += 1;
+            }
+        }
+        assert_eq!(probes, 4 * members.len());
     }
 
     #[test]

@@ -49,26 +49,52 @@ pub fn render_policy(
     .with_context(|| format!("cannot render instance {instance}"))
 }
 
-/// Proves an instance's rendered files with `trial`, family by family. When the kernel
-/// refuses a line that came from a `[[raw]]` entry, the error points at that entry.
+/// Proves an instance's rendered files with `trial`, both families at once (each in a
+/// namespace of its own: the kernel's commit of one family need not wait for the
+/// other's). When the kernel refuses a line that came from a `[[raw]]` entry, the error
+/// points at that entry; with both refused, the IPv4 error is the one reported.
 pub fn prove(
     policy: &Policy,
     files: &[RenderedFile],
     trial: &dyn RulesetTrial,
 ) -> anyhow::Result<Vec<(Family, TrialReport)>> {
+    let pairs = Family::ALL
+        .into_iter()
+        .map(|family| {
+            let find = |kind| {
+                files
+                    .iter()
+                    .find(|f| f.family == family && f.kind == kind)
+                    .map(|f| (f.file_name.as_str(), f.text.as_str()))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("internal error: no {family} {kind:?} file was rendered")
+                    })
+            };
+            Ok((
+                family,
+                find(TemplateKind::Rules)?,
+                find(TemplateKind::Empty)?,
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let results: Vec<(Family, Result<TrialReport, TrialError>)> = std::thread::scope(|scope| {
+        let running: Vec<_> = pairs
+            .into_iter()
+            .map(|(family, rules, empty)| {
+                (
+                    family,
+                    scope.spawn(move || trial.trial(family, rules, empty)),
+                )
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|(family, handle)| (family, handle.join().unwrap_or(Err(TrialError::Thread))))
+            .collect()
+    });
     let mut reports = Vec::new();
-    for family in Family::ALL {
-        let find = |kind| {
-            files
-                .iter()
-                .find(|f| f.family == family && f.kind == kind)
-                .map(|f| (f.file_name.as_str(), f.text.as_str()))
-                .ok_or_else(|| {
-                    anyhow::anyhow!("internal error: no {family} {kind:?} file was rendered")
-                })
-        };
-        let (rules, empty) = (find(TemplateKind::Rules)?, find(TemplateKind::Empty)?);
-        let error = match trial.trial(family, rules, empty) {
+    for (family, result) in results {
+        let error = match result {
             Ok(report) => {
                 reports.push((family, report));
                 continue;

@@ -69,8 +69,9 @@ pub enum TrialError {
     Thread,
 }
 
-/// A way to prove a pair of rendered files (rules and pass-through) of one family.
-pub trait RulesetTrial {
+/// A way to prove a pair of rendered files (rules and pass-through) of one family. Both
+/// families are proven at once, from two threads.
+pub trait RulesetTrial: Sync {
     /// Loads `rules` twice and then `empty`, and reports what the kernel held.
     fn trial(
         &self,

@@ -21,11 +21,15 @@ impl Policy {
         // First, as when the rule text was checked while it was read.
         self.check_raw_rules()?;
         for (name, entries) in &self.lists {
-            if entries.get_ref().is_empty() {
+            if entries.get_ref().networks.is_empty() {
+                let found = match &entries.get_ref().file {
+                    Some(file) => format!("found none in {}", file.path().display()),
+                    None => "found none".to_owned(),
+                };
                 return Err((
                     entries.span(),
                     format!("lists.{name}"),
-                    "expected at least one address in the list, found none".to_owned(),
+                    format!("expected at least one address in the list, {found}"),
                 ));
             }
         }

@@ -12,6 +12,7 @@
 mod checks;
 mod error;
 mod interfaces;
+pub mod lists;
 pub mod reference;
 mod schema;
 mod size;
@@ -48,7 +49,7 @@ pub struct Policy {
     pub defaults: Defaults,
     /// Named address lists, usable in `from` and `to`.
     #[serde(default)]
-    pub lists: BTreeMap<ListName, Spanned<Vec<Network>>>,
+    pub lists: BTreeMap<ListName, Spanned<lists::ListEntries>>,
     /// What reaches the host itself (INPUT).
     #[serde(default)]
     pub host: Host,
@@ -157,13 +158,28 @@ impl Policy {
                 inner.message().trim_end().to_owned(),
             )
         })?;
+        // Lists given by a file are read now, beside the policy (bounded, each bad line
+        // located in its file).
+        let policy_dir = path.parent().unwrap_or_else(|| Path::new("."));
+        for (name, entries) in &mut policy.lists {
+            let entries = entries.get_mut();
+            if let Some(file) = &entries.file {
+                entries.networks =
+                    lists::read_list_file(policy_dir, file, &format!("lists.{name}"))?;
+            }
+        }
         policy.by_family = policy
             .lists
             .iter()
-            .map(|(name, networks)| {
+            .map(|(name, entries)| {
                 let mut seen = HashSet::new();
                 let mut families: [Vec<Network>; 2] = Default::default();
-                for network in networks.get_ref().iter().filter(|n| seen.insert(**n)) {
+                for network in entries
+                    .get_ref()
+                    .networks
+                    .iter()
+                    .filter(|n| seen.insert(**n))
+                {
                     families[family_slot(network.family())].push(*network);
                 }
                 (name.clone(), families)
@@ -259,7 +275,7 @@ impl Policy {
                 AddressRef::List(name) if lists_seen.insert(name) => self
                     .lists
                     .get(name)
-                    .map(|l| l.get_ref().as_slice())
+                    .map(|l| l.get_ref().networks.as_slice())
                     .unwrap_or_default(),
                 AddressRef::List(_) => &[],
             };

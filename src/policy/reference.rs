@@ -83,9 +83,9 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         path: "lists",
-        kind: "table of NAME = list of addresses and networks",
+        kind: "table of NAME = list of addresses and networks, or NAME = { file = \"PATH\" }",
         default: "no lists",
-        meaning: "Named lists; a list must not be empty.",
+        meaning: "Named lists; a list must not be empty. A file (relative to the policy's directory, inside it) holds one address or network per line; `#` starts a comment. A bad line is reported with its file and line, and nothing is rendered.",
     },
     Key {
         path: "host.ping",

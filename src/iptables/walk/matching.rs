@@ -129,7 +129,7 @@ fn condition_holds(condition: &Match, host: &HostNet, state: &State<'_>) -> Opti
                 SetDirection::Source => packet.source,
                 SetDirection::Destination => state.destination,
             };
-            members.iter().any(|m| m.contains(&address)) != *negated
+            members.contains(address) != *negated
         }
         Match::TcpFlags(n) => {
             if packet.transport != Transport::Tcp {

@@ -443,9 +443,10 @@ mod tests {
         let ruleset = Ruleset::new(&dump::parse(&text).unwrap());
         let packet = probe("192.0.2.7", 8080).packet;
         let mut with_set = host();
-        with_set
-            .sets
-            .insert("office".into(), vec!["192.0.2.0/28".parse().unwrap()]);
+        with_set.sets.insert(
+            "office".into(),
+            ["192.0.2.0/28".parse().unwrap()].into_iter().collect(),
+        );
         assert_eq!(walk(&ruleset, &with_set, &packet).verdict, Verdict::Accept);
         let outsider = Packet {
             source: "192.0.2.77".parse().unwrap(),
