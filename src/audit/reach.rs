@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::audit::PublishedPort;
 use crate::backend::FamilyRules;
 use crate::family::Family;
-use crate::host::net::HostNet;
+use crate::host::net::{HostNet, SetMembers};
 use crate::packet::{Packet, Verdict};
 use crate::policy::{DockerDefault, Policy};
 
@@ -160,13 +160,16 @@ impl<'a, R: FamilyRules + ?Sized> AuditedRuleset<'a, R> {
         });
         let not_allowed = match &allowed {
             None | Some(Reach::Anywhere) => Vec::new(),
-            Some(allowed) => open_nets
-                .into_iter()
-                .filter(|net| match allowed {
-                    Reach::Only(allowed) => !allowed.iter().any(|a| a.contains(net)),
-                    _ => true,
-                })
-                .collect(),
+            Some(Reach::Only(allowed)) => {
+                // As merged ranges: one lookup per network, and a network the allowed
+                // ones cover together is allowed.
+                let allowed: SetMembers = allowed.iter().copied().collect();
+                open_nets
+                    .into_iter()
+                    .filter(|net| !allowed.covers(net))
+                    .collect()
+            }
+            Some(Reach::Nowhere) => open_nets,
         };
         Some(Exposure {
             port: port.clone(),

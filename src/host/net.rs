@@ -49,6 +49,18 @@ impl SetMembers {
         after > 0 && ranges.get(after - 1).is_some_and(|(_, last)| at <= *last)
     }
 
+    /// Every address of `net` is in the members (which may cover it together).
+    pub fn covers(&self, net: &IpNet) -> bool {
+        let (side, first) = Self::side(net.network());
+        let (_, last) = Self::side(net.broadcast());
+        let ranges = match side {
+            Side::V4 => &self.v4,
+            Side::V6 => &self.v6,
+        };
+        let after = ranges.partition_point(|(start, _)| *start <= first);
+        after > 0 && ranges.get(after - 1).is_some_and(|(_, end)| last <= *end)
+    }
+
     /// The members as (first, last) address ranges, merged, IPv4 first.
     pub fn ranges(&self) -> impl Iterator<Item = (IpAddr, IpAddr)> + '_ {
         let v4 = self.v4.iter().map(|(a, b)| (v4_of(*a), v4_of(*b)));
@@ -239,5 +251,28 @@ pub(crate) fn docker_test_host() -> HostNet {
         forwards_v6: true,
         sets: BTreeMap::new(),
         proxies: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod set_tests {
+    use super::*;
+
+    fn set(nets: &[&str]) -> SetMembers {
+        nets.iter().map(|n| n.parse::<IpNet>().unwrap()).collect()
+    }
+
+    /// Adjacent members merge: a network two of them cover together is covered, and
+    /// one address past their end is not.
+    #[test]
+    fn members_merge_and_cover_together() {
+        let halves = set(&["10.0.0.0/25", "10.0.0.128/25", "2001:db8::/64"]);
+        assert!(halves.covers(&"10.0.0.0/24".parse().unwrap()));
+        assert!(!halves.covers(&"10.0.0.0/23".parse().unwrap()));
+        assert!(halves.contains("10.0.0.255".parse().unwrap()));
+        assert!(!halves.contains("10.0.1.0".parse().unwrap()));
+        assert!(!halves.contains("::ffff:10.0.0.1".parse().unwrap()));
+        assert!(halves.contains("2001:db8::ffff".parse().unwrap()));
+        assert_eq!(halves.ranges().count(), 2);
     }
 }
