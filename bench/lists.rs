@@ -1,0 +1,419 @@
+//! What a large address list costs, measured side by side on this machine in one run:
+//! `cargo bench --bench lists` (as root: it makes network namespaces of its own and
+//! never touches the root one). Under `cargo test` (no `--bench` argument) it runs once
+//! with a 10-entry list, as a smoke test that it still works.
+//!
+//! For lists of 10, 1,000, 10,000 and 100,000 /32s allowed to one published port (the
+//! client last in the list):
+//! 1. apply latency: `iptables-ctl render` (render, kernel check, write) plus the load
+//!    of its files into a fresh namespace, against the bare `iptables-restore` of the
+//!    same rules, one `iptables -A` per rule (measured up to 100 rules and extrapolated
+//!    linearly: the real cost only grows faster), and the ipset form (`ipset restore` of
+//!    the list and one rule);
+//! 2. packet path: new TCP connections per second from a client namespace through
+//!    Docker's DNAT and DOCKER-USER to a container, the list as rules and as an ipset;
+//! 3. the audit's evaluator on the same rules, both forms;
+//! 4. cold start: `check` and `render` of the shipped example against one bare restore
+//!    into a fresh namespace.
+//!
+//! It prints the figures and their ratios; docs/performance.md keeps a run's results.
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)] // a benchmark may fail loudly
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::Read as _;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::Netns;
+use common::topology::{Topology, v4};
+use iptables_ctl::audit;
+use iptables_ctl::family::Family;
+use iptables_ctl::iptables::dump;
+use iptables_ctl::iptables::walk::Ruleset;
+
+/// The client whose connections are counted: last in every list.
+const CLIENT: &str = "192.0.2.30";
+/// How long each packet-path measurement runs.
+const CONNECT_FOR: Duration = Duration::from_secs(1);
+
+/// The `i`th member: every other address of 10.0.0.0/8, so that no two merge into one
+/// range (a real list of customers is not contiguous).
+fn member(i: usize) -> String {
+    let i = i * 2;
+    format!("10.{}.{}.{}", i >> 16 & 255, i >> 8 & 255, i & 255)
+}
+
+/// The list: `n - 1` members and the client last.
+fn members(n: usize) -> Vec<String> {
+    (0..n.saturating_sub(1))
+        .map(member)
+        .chain(std::iter::once(CLIENT.to_owned()))
+        .collect()
+}
+
+/// DOCKER-USER allowing `list` to the published 8080 as one rule per entry.
+fn linear_rules(list: &[String]) -> String {
+    let mut text = String::from(
+        "*filter\n:DOCKER-USER - [0:0]\n-A DOCKER-USER -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN\n",
+    );
+    for address in list {
+        text.push_str(&format!(
+            "-A DOCKER-USER -s {address}/32 -p tcp -m conntrack --ctstate DNAT --ctorigdstport 8080 -j RETURN\n"
+        ));
+    }
+    text.push_str("-A DOCKER-USER -m conntrack --ctstate DNAT -j REJECT\nCOMMIT\n");
+    text
+}
+
+/// The same with the list as the ipset `bench`.
+fn set_rules() -> String {
+    "*filter\n:DOCKER-USER - [0:0]\n-A DOCKER-USER -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN\n-A DOCKER-USER -m set --match-set bench src -p tcp -m conntrack --ctstate DNAT --ctorigdstport 8080 -j RETURN\n-A DOCKER-USER -m conntrack --ctstate DNAT -j REJECT\nCOMMIT\n".to_owned()
+}
+
+/// `ipset restore` input creating `bench` with `list`.
+fn set_restore(list: &[String]) -> String {
+    let mut text = format!(
+        "create bench hash:net family inet maxelem {}\n",
+        list.len().next_power_of_two().max(65536)
+    );
+    for address in list {
+        text.push_str(&format!("add bench {address}\n"));
+    }
+    text
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (Duration, T) {
+    let start = Instant::now();
+    let out = f();
+    (start.elapsed(), out)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Runs the release binary with `args`; returns how long it took and whether it
+/// succeeded.
+fn tool(args: &[&str]) -> (Duration, bool) {
+    timed(|| {
+        Command::new(env!("CARGO_BIN_EXE_iptables-ctl"))
+            .args(args)
+            .output()
+            .expect("iptables-ctl")
+            .status
+            .success()
+    })
+}
+
+/// The largest resident size of any child so far, in MiB.
+fn children_peak_mib() -> f64 {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .expect("getrusage");
+    usage.max_rss() as f64 / 1024.0
+}
+
+/// A staged tree whose policy allows `list` (as a list file) to 8080.
+fn staged_policy(list: &[String]) -> tempfile::TempDir {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("etc/iptables");
+    std::fs::create_dir_all(dir.join("lists")).expect("mkdir");
+    std::fs::write(dir.join("lists/bench.txt"), list.join("\n")).expect("list");
+    std::fs::write(
+        dir.join("base.toml"),
+        "[interfaces]\nexternal = \"eth0\"\n\n[lists]\nbench = { file = \"lists/bench.txt\" }\n\n[[host.services]]\nport = 22\n\n[[docker.published]]\nport = 8080\nfrom = [\"bench\"]\n",
+    )
+    .expect("policy");
+    root
+}
+
+fn apply_latency(n: usize) {
+    let list = members(n);
+    let root = staged_policy(&list);
+    let root_arg = root.path().to_str().unwrap();
+    let (render, ok) = tool(&["--root", root_arg, "render"]);
+    let tool_line = if ok {
+        let dir = root.path().join("etc/iptables");
+        let ns = Netns::new();
+        let (load, ()) = timed(|| {
+            for (program, file) in [
+                ("iptables-restore", "base.rules"),
+                ("ip6tables-restore", "base.rules6"),
+            ] {
+                let text = std::fs::read(dir.join(file)).unwrap();
+                ns.exec_ok(program, &["-w", "-n"], &text);
+            }
+        });
+        let fresh = Netns::new();
+        let (bare, ()) = timed(|| {
+            for (program, file) in [
+                ("iptables-restore", "base.rules"),
+                ("ip6tables-restore", "base.rules6"),
+            ] {
+                let text = std::fs::read(dir.join(file)).unwrap();
+                fresh.exec_ok(program, &["-w", "-n"], &text);
+            }
+        });
+        format!(
+            "iptables-ctl render + load {} (peak {:.0} MiB); bare restore of its files {}; ratio {:.1}x",
+            ms(render + load),
+            children_peak_mib(),
+            ms(bare),
+            (render + load).as_secs_f64() / bare.as_secs_f64()
+        )
+    } else {
+        format!(
+            "iptables-ctl refused the policy after {} (a list this long is over the rule limit as plain rules)",
+            ms(render)
+        )
+    };
+    let ns = Netns::new();
+    let rules = linear_rules(&list);
+    let (linear, _) = timed(|| ns.exec_ok("iptables-restore", &["-w", "-n"], rules.as_bytes()));
+    let per_rule_sample = list.len().min(100);
+    let appended = Netns::new();
+    appended.exec_ok("iptables", &["-w", "-N", "DOCKER-USER"], b"");
+    let (sample, ()) = timed(|| {
+        for address in &list[..per_rule_sample] {
+            appended.exec_ok(
+                "iptables",
+                &[
+                    "-w",
+                    "-A",
+                    "DOCKER-USER",
+                    "-s",
+                    address,
+                    "-p",
+                    "tcp",
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    "DNAT",
+                    "--ctorigdstport",
+                    "8080",
+                    "-j",
+                    "RETURN",
+                ],
+                b"",
+            );
+        }
+    });
+    let per_rule = sample.mul_f64(list.len() as f64 / per_rule_sample as f64);
+    let set_ns = Netns::new();
+    let restore = set_restore(&list);
+    let (set, _) = timed(|| {
+        set_ns.exec_ok("ipset", &["restore"], restore.as_bytes());
+        set_ns.exec_ok("iptables-restore", &["-w", "-n"], set_rules().as_bytes())
+    });
+    println!("apply, {n} entries: {tool_line}");
+    println!(
+        "apply, {n} entries: bare restore of {n} rules {}; one `iptables -A` per rule {} ({}; {:.0}x the bare restore); ipset restore + one rule {} ({:.2}x the rules' time)",
+        ms(linear),
+        ms(per_rule),
+        if per_rule_sample < list.len() {
+            format!("extrapolated from {per_rule_sample}")
+        } else {
+            "measured".to_owned()
+        },
+        per_rule.as_secs_f64() / linear.as_secs_f64(),
+        ms(set),
+        set.as_secs_f64() / linear.as_secs_f64()
+    );
+}
+
+/// New connections per second from the client to the published 8080 with `rules` (and
+/// `ipset` input first, if any) in DOCKER-USER.
+fn connections_per_second(topology: &Topology, rules: &str, ipset: Option<&str>) -> f64 {
+    let host = &topology.host;
+    host.exec_ok("iptables-restore", &["-w"], v4().docker_rules.as_bytes());
+    if let Some(restore) = ipset {
+        host.exec_ok("ipset", &["restore"], restore.as_bytes());
+    }
+    host.exec_ok("iptables-restore", &["-w", "-n"], rules.as_bytes());
+    let stop = AtomicBool::new(false);
+    let listener = topology.container.enter(|| {
+        let listener = TcpListener::bind(("0.0.0.0", 80)).expect("bind 80");
+        listener.set_nonblocking(true).expect("nonblocking");
+        listener
+    });
+    let count = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(Ordering::Acquire) {
+                if let Ok((mut stream, _)) = listener.accept() {
+                    let _ = stream.read(&mut [0; 1]);
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        });
+        let count = topology.client.enter(|| {
+            let target = SocketAddr::new("192.0.2.1".parse().unwrap(), 8080);
+            let source: IpAddr = CLIENT.parse().unwrap();
+            let deadline = Instant::now() + CONNECT_FOR;
+            let mut count = 0u64;
+            while Instant::now() < deadline {
+                let socket =
+                    socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                        .expect("socket");
+                socket.set_reuse_address(true).expect("reuse");
+                socket
+                    .bind(&SocketAddr::new(source, 0).into())
+                    .expect("bind client");
+                socket.set_linger(Some(Duration::ZERO)).expect("linger");
+                if socket
+                    .connect_timeout(&target.into(), Duration::from_secs(1))
+                    .is_ok()
+                {
+                    count += 1;
+                }
+                drop(TcpStream::from(socket));
+            }
+            count
+        });
+        stop.store(true, Ordering::Release);
+        count
+    });
+    if ipset.is_some() {
+        host.exec_ok("iptables", &["-w", "-F", "DOCKER-USER"], b"");
+        host.exec_ok("ipset", &["destroy", "bench"], b"");
+    }
+    count as f64 / CONNECT_FOR.as_secs_f64()
+}
+
+/// A host's saved rules for the audit: Docker publishing 8080 to a container, and
+/// `docker_user` (rule lines) in DOCKER-USER.
+fn audit_text(docker_user: &str) -> String {
+    format!(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:DOCKER - [0:0]\n:DOCKER-USER - [0:0]\n-A FORWARD -j DOCKER-USER\n-A FORWARD -o docker0 -j DOCKER\n-A DOCKER -d 172.17.0.2/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 -j ACCEPT\n{docker_user}COMMIT\n"
+    )
+}
+
+fn audit_time(n: usize) {
+    let list = members(n);
+    let linear: String = list
+        .iter()
+        .map(|a| format!("-A DOCKER-USER -s {a}/32 -p tcp -m conntrack --ctstate DNAT --ctorigdstport 8080 -j RETURN\n"))
+        .chain(std::iter::once("-A DOCKER-USER -m conntrack --ctstate DNAT -j REJECT\n".to_owned()))
+        .collect();
+    let set = "-A DOCKER-USER -m set --match-set bench src -p tcp -m conntrack --ctstate DNAT --ctorigdstport 8080 -j RETURN\n-A DOCKER-USER -m conntrack --ctstate DNAT -j REJECT\n";
+    let time = |docker_user: &str, host: &iptables_ctl::host::net::HostNet| {
+        let ruleset = Ruleset::new(&dump::parse(&audit_text(docker_user)).unwrap());
+        let (took, report) =
+            timed(|| audit::audit(&[(Family::Ipv4, ruleset)], host, &["eth0".to_owned()], None));
+        // The list's members get through, nobody else: the audit did walk.
+        let [exposure] = report.exposures.as_slice() else {
+            panic!("one exposure expected: {report:#?}");
+        };
+        match &exposure.reach {
+            Some(audit::Reach::Only(nets)) => {
+                let addresses: u64 = nets.iter().map(|net| 1u64 << (32 - net.prefix_len())).sum();
+                assert_eq!(addresses, n as u64, "{exposure:#?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        took
+    };
+    let with_set = {
+        let mut host = common::fixture_host();
+        host.sets.insert(
+            "bench".to_owned(),
+            list.iter()
+                .map(|a| ipnet::IpNet::from(a.parse::<IpAddr>().unwrap()))
+                .collect(),
+        );
+        host
+    };
+    let set_time = time(set, &with_set);
+    // The linear form walks every rule for every piece: quadratic, so only up to 10,000.
+    let linear_time = (n <= 10_000).then(|| time(&linear, &common::fixture_host()));
+    println!(
+        "audit, {n} entries: as an ipset {}; as rules {}",
+        ms(set_time),
+        linear_time.map_or_else(|| "not run (quadratic)".to_owned(), ms)
+    );
+}
+
+fn cold_start() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("etc/iptables");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/iptables/base.toml"),
+        dir.join("base.toml"),
+    )
+    .unwrap();
+    let root_arg = root.path().to_str().unwrap();
+    let best = |args: &[&str]| {
+        (0..10)
+            .map(|_| {
+                let (took, ok) = tool(args);
+                assert!(ok, "{args:?}");
+                took
+            })
+            .min()
+            .unwrap()
+    };
+    let check = best(&["--root", root_arg, "check"]);
+    let render = best(&["--root", root_arg, "render"]);
+    let rules = std::fs::read(dir.join("base.rules")).unwrap();
+    let bare = (0..10)
+        .map(|_| timed(|| Netns::new().exec_ok("iptables-restore", &["-w", "-n"], &rules)).0)
+        .min()
+        .unwrap();
+    println!(
+        "cold start (shipped example, best of 10): check {} ({:.1}x), render {} ({:.1}x), one bare restore into a fresh namespace {}",
+        ms(check),
+        check.as_secs_f64() / bare.as_secs_f64(),
+        ms(render),
+        render.as_secs_f64() / bare.as_secs_f64(),
+        ms(bare)
+    );
+}
+
+fn main() {
+    if !common::kernel_tests_enabled("bench lists") {
+        return;
+    }
+    let measure = std::env::args().any(|a| a == "--bench");
+    // `cargo bench --bench lists -- audit` runs that part only (apply, packets, audit,
+    // cold).
+    let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let runs = |part: &str| only.as_deref().is_none_or(|o| o == part);
+    let sizes: &[usize] = if measure {
+        &[10, 1_000, 10_000, 100_000]
+    } else {
+        &[10]
+    };
+    if runs("apply") {
+        for &n in sizes {
+            apply_latency(n);
+        }
+    }
+    if runs("packets") {
+        let topology = Topology::build();
+        topology.client.sysctl("net.ipv4.tcp_tw_reuse", "1");
+        let mut baseline = None;
+        for &n in sizes {
+            let list = members(n);
+            let linear = connections_per_second(&topology, &linear_rules(&list), None);
+            let set = connections_per_second(&topology, &set_rules(), Some(&set_restore(&list)));
+            let base = *baseline.get_or_insert(set);
+            println!(
+                "packet path, {n} entries: {linear:.0} connections/s as rules, {set:.0} as an ipset ({:.0}% of the 10-entry ipset)",
+                100.0 * set / base
+            );
+        }
+    }
+    if runs("audit") {
+        for &n in sizes {
+            audit_time(n);
+        }
+    }
+    if runs("cold") {
+        cold_start();
+    }
+}
