@@ -121,8 +121,8 @@ pub trait Backend {
 
     /// Rules in the firewall variant the host neither loads with nor holds Docker's
     /// rules in (iptables: legacy beside nf_tables, or the reverse), when there is one
-    /// and it holds any.
-    fn other_variant_rules(&self) -> Option<OtherVariantRules>;
+    /// and it holds any; an error when that variant's rules could not be read.
+    fn other_variant_rules(&self) -> Result<Option<OtherVariantRules>, String>;
 
     /// One family's live rules, read alone (`explain` asks of one family only).
     fn live_family(&self, family: Family) -> anyhow::Result<Box<dyn FamilyRules>>;

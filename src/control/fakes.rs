@@ -165,8 +165,8 @@ impl Backend for InForceBackend {
     fn port_rule(&self, rule: &str) -> Option<crate::backend::PortRule> {
         FAKE_BACKEND.port_rule(rule)
     }
-    fn other_variant_rules(&self) -> Option<crate::backend::OtherVariantRules> {
-        None
+    fn other_variant_rules(&self) -> Result<Option<crate::backend::OtherVariantRules>, String> {
+        Ok(None)
     }
 }
 
@@ -180,8 +180,8 @@ impl LiveFirewall for QuietFirewall {
     fn save(&self, _family: Family) -> Result<String, crate::command::ToolError> {
         Ok(String::new())
     }
-    fn save_other_variant(&self) -> Option<String> {
-        None
+    fn save_other_variant(&self) -> Result<Option<String>, crate::command::ToolError> {
+        Ok(None)
     }
     fn restore(&self, _family: Family, _text: &str) -> Result<(), crate::command::ToolError> {
         Ok(())

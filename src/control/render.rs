@@ -106,7 +106,7 @@ pub(crate) fn check(
             Facts::gather(target, Some(&policy), read, None)
         }
     };
-    for unread in &facts.unread {
+    for unread in facts.unread.iter().chain(&facts.variants_unread) {
         outcome.warn(unread);
     }
     outcome.lints(lints::judge(&facts, &policy.lint_skips().and(skips)));

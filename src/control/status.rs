@@ -198,6 +198,8 @@ pub(crate) fn status(
         }
     };
     let facts = Facts::gather(target, policy.as_ref(), read, report.live.as_ref());
+    // A lint that could not run is a check that did not pass.
+    problems.extend(facts.variants_unread.clone());
     let skips = policy
         .as_ref()
         .map(Policy::lint_skips)

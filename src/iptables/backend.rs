@@ -199,7 +199,10 @@ impl Backend for IptablesBackend<'_> {
     }
 
     fn live_conflicts(&self) -> Vec<Conflict> {
+        // What cannot be read is said by the lints (status, check); install goes on.
         live::variant_facts(self.firewall)
+            .ok()
+            .flatten()
             .and_then(|facts| live::variant_conflict(&facts))
             .into_iter()
             .collect()
@@ -246,8 +249,8 @@ impl Backend for IptablesBackend<'_> {
         live::port_rule(rule)
     }
 
-    fn other_variant_rules(&self) -> Option<OtherVariantRules> {
-        live::variant_facts(self.firewall).and_then(|facts| live::other_variant_rules(&facts))
+    fn other_variant_rules(&self) -> Result<Option<OtherVariantRules>, String> {
+        Ok(live::variant_facts(self.firewall)?.and_then(|facts| live::other_variant_rules(&facts)))
     }
 }
 

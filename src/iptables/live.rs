@@ -33,8 +33,10 @@ pub trait LiveFirewall {
     fn variant(&self) -> Option<Variant>;
     /// `iptables-save` (or `ip6tables-save`) of the system backend.
     fn save(&self, family: Family) -> Result<String, ToolError>;
-    /// `iptables-save` of the backend `iptables` does not drive, if its tools exist.
-    fn save_other_variant(&self) -> Option<String>;
+    /// `iptables-save` of the backend `iptables` does not drive: `None` when `iptables`
+    /// does not say which it is, or the other's tools are not installed; an error when
+    /// they are and fail.
+    fn save_other_variant(&self) -> Result<Option<String>, ToolError>;
     /// Loads `text` with `iptables-restore -w -n` (or ip6tables-restore) of the system
     /// backend: the one change made outside systemd's units (FORWARD's jump).
     fn restore(&self, family: Family, text: &str) -> Result<(), ToolError>;
@@ -55,9 +57,20 @@ impl LiveFirewall for SystemFirewall {
         command::run(Tools::System.save_program(family), &[], b"")
     }
 
-    fn save_other_variant(&self) -> Option<String> {
-        let other = self.variant()?.other();
-        command::run(&format!("iptables-{}-save", other.tool_suffix()), &[], b"").ok()
+    fn save_other_variant(&self) -> Result<Option<String>, ToolError> {
+        let Some(system) = self.variant() else {
+            return Ok(None);
+        };
+        let program = format!("iptables-{}-save", system.other().tool_suffix());
+        match command::run(&program, &[], b"") {
+            Ok(text) => Ok(Some(text)),
+            Err(ToolError::Spawn { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn restore(&self, family: Family, text: &str) -> Result<(), ToolError> {
@@ -172,10 +185,22 @@ pub struct VariantFacts {
 }
 
 /// Which variant `iptables` is, and whether Docker's chains sit in the other one.
-/// None when the tools cannot tell (iptables missing, or only one variant installed).
-pub fn variant_facts(firewall: &dyn LiveFirewall) -> Option<VariantFacts> {
-    let system = firewall.variant()?;
-    let other = dump::parse(&firewall.save_other_variant()?).ok()?;
+/// `Ok(None)` when there is nothing to compare (iptables does not say which it is, or
+/// only one variant is installed); an error when the other variant's rules could not be
+/// read, which is never taken for "none there".
+pub fn variant_facts(firewall: &dyn LiveFirewall) -> Result<Option<VariantFacts>, String> {
+    let Some(system) = firewall.variant() else {
+        return Ok(None);
+    };
+    let Some(text) = firewall.save_other_variant().map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let other = dump::parse(&text).map_err(|e| {
+        format!(
+            "cannot read iptables-{}-save's output: {e}",
+            system.other().tool_suffix()
+        )
+    })?;
     let docker_in_system = firewall
         .save(Family::Ipv4)
         .ok()
@@ -204,12 +229,12 @@ pub fn variant_facts(firewall: &dyn LiveFirewall) -> Option<VariantFacts> {
             policies.chain(rules)
         })
         .collect();
-    Some(VariantFacts {
+    Ok(Some(VariantFacts {
         system,
         docker_in_other: other.declares("DOCKER"),
         docker_in_system,
         other_rules,
-    })
+    }))
 }
 
 /// The rules `facts` found in the other variant, unless only that one holds Docker's
@@ -430,6 +455,43 @@ mod tests {
             ),
             ("legacy", "iptables-legacy-save", 1)
         );
+    }
+
+    /// A firewall whose other variant's save program fails, or is not installed.
+    struct OtherVariant(Result<Option<String>, ()>);
+
+    impl LiveFirewall for OtherVariant {
+        fn variant(&self) -> Option<Variant> {
+            Some(Variant::Nft)
+        }
+        fn save(&self, _family: Family) -> Result<String, ToolError> {
+            Ok(String::new())
+        }
+        fn save_other_variant(&self) -> Result<Option<String>, ToolError> {
+            self.0.clone().map_err(|()| ToolError::Failed {
+                program: "iptables-legacy-save".to_owned(),
+                status: "exit status: 1".to_owned(),
+                stderr: "can't initialize iptables table `filter'".to_owned(),
+            })
+        }
+        fn restore(&self, _family: Family, _text: &str) -> Result<(), ToolError> {
+            Ok(())
+        }
+    }
+
+    /// Rules of the other variant that cannot be read are never taken for none there;
+    /// a variant that is not installed has nothing to compare.
+    #[test]
+    fn an_unreadable_other_variant_is_an_error_and_a_missing_one_is_none() {
+        let err = variant_facts(&OtherVariant(Err(()))).unwrap_err();
+        assert!(err.contains("iptables-legacy-save failed"), "{err}");
+        assert_eq!(variant_facts(&OtherVariant(Ok(None))), Ok(None));
+        let facts = variant_facts(&OtherVariant(Ok(Some(
+            "*filter\n:INPUT DROP [0:0]\nCOMMIT\n".to_owned(),
+        ))))
+        .unwrap()
+        .unwrap();
+        assert_eq!(facts.other_rules, ["-t filter -P INPUT DROP"]);
     }
 
     #[test]

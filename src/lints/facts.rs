@@ -39,6 +39,9 @@ pub(crate) struct Facts<'a> {
     pub live: Option<&'a LiveState>,
     /// What could not be read, so the lints that need it did not run.
     pub unread: Vec<String>,
+    /// Why the other iptables variant could not be read (its lints did not run): a
+    /// problem for `status`, which then cannot say "in force".
+    pub variants_unread: Option<String>,
 }
 
 impl<'a> Facts<'a> {
@@ -79,7 +82,14 @@ impl<'a> Facts<'a> {
             )),
         }
         facts.variant_conflicts = target.backend.live_conflicts();
-        facts.other_variant = target.backend.other_variant_rules();
+        match target.backend.other_variant_rules() {
+            Ok(rules) => facts.other_variant = rules,
+            Err(why) => {
+                facts.variants_unread = Some(format!(
+                    "the other iptables variant's rules could not be read ({why}), so whether Docker's chains or stray rules are there was not checked"
+                ));
+            }
+        }
         facts.foreign_rules = foreign_rules(target.backend, live);
         facts
     }
