@@ -68,14 +68,25 @@ fn check(
     (lint_names(&value), value)
 }
 
-/// What `status` finds: exit code, lint names, and the report.
-fn status(machine: &Machine<'_>, skip: &[&str]) -> (Option<i32>, Vec<String>, serde_json::Value) {
+/// `status --json` (skipping `skip`) must exit with `code` and find exactly `lints`, in
+/// the registry's order; returns the report.
+fn expect_status(
+    machine: &Machine<'_>,
+    skip: &[&str],
+    code: i32,
+    lints: &[&str],
+) -> serde_json::Value {
     let mut argv = vec!["iptables-ctl", "status", "--json"];
     for lint in skip {
         argv.extend(["--skip", lint]);
     }
-    let (code, value) = json_of(machine, &argv);
-    (code, lint_names(&value), value)
+    let (exit, report) = json_of(machine, &argv);
+    assert_eq!(
+        (exit, lint_names(&report)),
+        (Some(code), lints.iter().map(|l| (*l).to_owned()).collect()),
+        "{report:#}"
+    );
+    report
 }
 
 /// The finding of `lint` in `json` (as [`lint_names`] reads it), as text.
@@ -132,8 +143,7 @@ fn each_lint_fires_on_the_mistake_it_names_and_is_silent_on_a_correct_setup() {
     assert_eq!(listed.len(), 10, "{listing:#}");
 
     // A correct setup: nothing to say, in force.
-    let (code, names, report) = status(&machine, &[]);
-    assert_eq!((code, names.as_slice()), (Some(0), &[][..]), "{report:#}");
+    expect_status(&machine, &[], 0, &[]);
     let (names, outcome) = check(&state, &machine, POLICY);
     assert!(names.is_empty(), "{outcome:#}");
 
@@ -221,9 +231,7 @@ fn each_lint_fires_on_the_mistake_it_names_and_is_silent_on_a_correct_setup() {
     // drift and published-port-in-input: an INPUT rule inserted by hand on 8080.
     let by_hand = ["INPUT", "-p", "tcp", "--dport", "8080", "-j", "ACCEPT"];
     machine.exec_ok(&[&["iptables", "-I"][..], &by_hand].concat());
-    let (code, names, report) = status(&machine, &[]);
-    assert_eq!(code, Some(5), "{report:#}");
-    assert_eq!(names, ["published-port-in-input", "drift"], "{report:#}");
+    let report = expect_status(&machine, &[], 5, &["published-port-in-input", "drift"]);
     assert!(
         finding(&report, "drift")
             .contains("unexpected: `-A INPUT -p tcp -m tcp --dport 8080 -j ACCEPT`"),
@@ -234,19 +242,12 @@ fn each_lint_fires_on_the_mistake_it_names_and_is_silent_on_a_correct_setup() {
     // dport-in-docker-user (live) and drift: a DOCKER-USER rule inserted by hand.
     let by_hand = ["DOCKER-USER", "-p", "tcp", "--dport", "9090", "-j", "DROP"];
     machine.exec_ok(&[&["iptables", "-I"][..], &by_hand].concat());
-    let (code, names, report) = status(&machine, &[]);
-    assert_eq!(code, Some(5), "{report:#}");
-    assert_eq!(names, ["dport-in-docker-user", "drift"], "{report:#}");
+    expect_status(&machine, &[], 5, &["dport-in-docker-user", "drift"]);
     machine.exec_ok(&[&["iptables", "-D"][..], &by_hand].concat());
 
     // forward-not-first: an ACCEPT put before the jump to DOCKER-USER.
     machine.exec_ok(&["iptables", "-I", "FORWARD", "-j", "ACCEPT"]);
-    let (code, names, report) = status(&machine, &[]);
-    assert_eq!(
-        (code, names.as_slice()),
-        (Some(5), &["forward-not-first".to_owned()][..]),
-        "{report:#}"
-    );
+    expect_status(&machine, &[], 5, &["forward-not-first"]);
     machine.exec_ok(&["iptables", "-D", "FORWARD", "-j", "ACCEPT"]);
 
     // bridge-outside-docker-bridges: a Docker network with a bridge of its own name.
@@ -258,12 +259,9 @@ fn each_lint_fires_on_the_mistake_it_names_and_is_silent_on_a_correct_setup() {
         "com.docker.network.bridge.name=legacy0",
         "legacy",
     ]);
-    let (code, names, report) = status(&machine, &[]);
-    assert_eq!(code, Some(5), "{report:#}");
-    assert_eq!(names, ["bridge-outside-docker-bridges"], "{report:#}");
+    expect_status(&machine, &[], 5, &["bridge-outside-docker-bridges"]);
     machine.exec_ok(&["docker", "network", "rm", "legacy"]);
-    let (code, names, report) = status(&machine, &[]);
-    assert_eq!((code, names.as_slice()), (Some(0), &[][..]), "{report:#}");
+    expect_status(&machine, &[], 0, &[]);
 
     // rules-in-other-variant: a warning, so still in force; it can be skipped, by
     // --skip or by the policy, and an error cannot.
@@ -278,19 +276,13 @@ fn each_lint_fires_on_the_mistake_it_names_and_is_silent_on_a_correct_setup() {
         "-j",
         "DROP",
     ]);
-    let (code, names, report) = status(&machine, &[]);
-    assert_eq!(
-        (code, names.as_slice()),
-        (Some(0), &["rules-in-other-variant".to_owned()][..]),
-        "{report:#}"
-    );
+    let report = expect_status(&machine, &[], 0, &["rules-in-other-variant"]);
     assert!(
         finding(&report, "rules-in-other-variant")
             .contains("-t filter -A INPUT -p tcp -m tcp --dport 9 -j DROP"),
         "{report:#}"
     );
-    let (code, names, report) = status(&machine, &["rules-in-other-variant"]);
-    assert_eq!((code, names.as_slice()), (Some(0), &[][..]), "{report:#}");
+    let report = expect_status(&machine, &["rules-in-other-variant"], 0, &[]);
     assert_eq!(
         report["skipped_lints"],
         serde_json::json!(["rules-in-other-variant"])
@@ -348,12 +340,7 @@ fn the_variant_lints_follow_the_variant_docker_uses() {
         stdout(&out),
         stderr(&out)
     );
-    let (code, names, report) = status(&machine, &[]);
-    assert_eq!(
-        (code, names.as_slice()),
-        (Some(5), &["iptables-variant-mismatch".to_owned()][..]),
-        "{report:#}"
-    );
+    let report = expect_status(&machine, &[], 5, &["iptables-variant-mismatch"]);
     assert!(
         finding(&report, "iptables-variant-mismatch")
             .contains("Docker's chains are in the legacy tables"),
@@ -364,12 +351,7 @@ fn the_variant_lints_follow_the_variant_docker_uses() {
 
     restart_docker(&machine);
     common::docker::wait_for_reassertion(&machine);
-    let (code, names, report) = status(&machine, &[]);
-    assert_eq!(
-        (code, names.as_slice()),
-        (Some(0), &["rules-in-other-variant".to_owned()][..]),
-        "{report:#}"
-    );
+    let report = expect_status(&machine, &[], 0, &["rules-in-other-variant"]);
     assert!(
         finding(&report, "rules-in-other-variant")
             .contains("-t nat -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER"),
