@@ -9,7 +9,8 @@
 //! Probes cover both families, three client addresses (allowed and denied sources),
 //! published ports (listed, unlisted, in ranges, pinned to a host address), unpublished
 //! host ports, connections routed straight to the container's address, and both deny
-//! styles (reject and drop).
+//! styles (reject and drop), and allowlists held in ipsets (`[[raw]]` rules matching
+//! them; the evaluator reads the sets as the host's `ipset save` lists them).
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)] // test support may fail loudly
 
 mod common;
@@ -112,8 +113,23 @@ fn policy(n: u64) -> String {
     if dice.chance(25) {
         text.push_str("[[raw]]\nchain = \"input\"\nrule = \"-p tcp -m multiport --dports 3000,2223 -j ACCEPT\"\n\n");
     }
+    // Allowlists as ipsets (made in the host namespace by the test: see SETS).
+    if dice.chance(35) {
+        for (family, set) in [("ipv4", "diff4"), ("ipv6", "diff6")] {
+            writeln!(text, "[[raw]]\nchain = \"docker-user\"\nfamily = \"{family}\"\nrule = \"-m set --match-set {set} src -m conntrack --ctstate DNAT --ctorigdstport 8443 -j RETURN\"\n").unwrap();
+        }
+    }
+    if dice.chance(35) {
+        for (family, set) in [("ipv4", "diff4"), ("ipv6", "diff6")] {
+            writeln!(text, "[[raw]]\nchain = \"input\"\nfamily = \"{family}\"\nrule = \"-p tcp -m set --match-set {set} src --dport 2223 -j ACCEPT\"\n").unwrap();
+        }
+    }
     text
 }
+
+/// The ipsets the generated policies' raw rules name, as `ipset restore` input: one
+/// client of each family in, the others out (a /30 holds 192.0.2.30).
+const SETS: &str = "create diff4 hash:net family inet\nadd diff4 192.0.2.20\nadd diff4 192.0.2.28/30\ncreate diff6 hash:net family inet6\nadd diff6 2001:db8:1::14\n";
 
 /// One probe's two answers.
 struct Answer {
@@ -162,6 +178,9 @@ fn the_evaluator_agrees_with_the_kernel_on_generated_policies() {
     for family in &families {
         load(&topology.host, family, &family.docker_rules);
     }
+    topology
+        .host
+        .exec_ok("ipset", &["restore"], SETS.as_bytes());
     let _container = listen(&topology.container, &[80, 443, 9090]);
     let _host = listen(&topology.host, &[2222, 2223, 3000]);
     // Warm-up, not measured: resolve every neighbour (client, host, container) with the
@@ -276,6 +295,10 @@ fn the_evaluator_agrees_with_the_kernel_on_generated_policies() {
         eprintln!("  unanswered: {}: {}", unknown.description, unknown.model);
     }
     assert!(total >= 500, "{total} probes");
+    let with_sets = (0..POLICIES)
+        .filter(|n| policy(*n).contains("--match-set"))
+        .count();
+    assert!(with_sets >= 8, "only {with_sets} policies use ipsets");
     assert!(
         wrong.is_empty(),
         "the evaluator disagrees with the kernel:\n{}",
