@@ -286,3 +286,46 @@ fn lists_read_from_files_render_and_a_bad_line_is_located() {
         );
     }
 }
+
+/// A `[[raw]]` rule matching an ipset is proven with that set made, empty and of the
+/// same type, in the throwaway namespace (the kernel needs it to load the rule); a set
+/// the host does not have is named in the refusal. Run in a namespace of the test's own,
+/// which holds the set.
+#[test]
+fn raw_rules_matching_an_ipset_are_proven_with_the_hosts_set() {
+    if !kernel_tests_enabled("raw_rules_matching_an_ipset_are_proven_with_the_hosts_set") {
+        return;
+    }
+    let ns = common::Netns::new();
+    ns.exec_ok(
+        "ipset",
+        &["restore"],
+        b"create office hash:net family inet\nadd office 192.0.2.0/24\n",
+    );
+    let check = |set: &str| {
+        let (root, dir) = staged("tests/policies/minimal.toml");
+        let policy = std::fs::read_to_string(dir.join("base.toml")).expect("policy")
+            + &format!(
+                "\n[[raw]]\nchain = \"input\"\nfamily = \"ipv4\"\nrule = \"-p tcp -m set --match-set {set} src --dport 9100 -j ACCEPT\"\n"
+            );
+        std::fs::write(dir.join("base.toml"), policy).expect("policy");
+        let binary = assert_cmd::cargo::cargo_bin("iptables-ctl");
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(binary)
+            .arg("--root")
+            .arg(root.path())
+            .arg("check")
+            .output()
+            .expect("iptables-ctl")
+    };
+    let out = check("office");
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let out = check("nosuchset");
+    assert!(!out.status.success());
+    let err = common::stderr(&out);
+    assert!(
+        err.contains("base.rules matches the ipset nosuchset, which this host does not have"),
+        "{err}"
+    );
+}

@@ -61,6 +61,18 @@ pub enum TrialError {
         /// What was found.
         message: String,
     },
+    /// A rule matches an ipset this host does not have: the rules would not load here.
+    #[error(
+        "{file} matches the ipset {set}, which this host does not have ({why}): create it (and have it made at boot, before the rules load) or remove the rule"
+    )]
+    MissingSet {
+        /// The file.
+        file: String,
+        /// The set.
+        set: String,
+        /// What ipset said.
+        why: String,
+    },
     /// Some other tool failure (missing program, save failing).
     #[error(transparent)]
     Tool(#[from] ToolError),
@@ -96,14 +108,20 @@ impl RulesetTrial for NetnsTrial {
         empty: (&str, &str),
     ) -> Result<TrialReport, TrialError> {
         let tools = self.tools;
+        // The ipsets the rules match on, made empty in each throwaway namespace as this
+        // host has them (their type and family): the kernel needs them to load the rules.
+        let sets = set_headers(rules)?;
+        let in_namespace = |check: &(dyn Fn() -> Result<String, TrialError> + Sync)| {
+            unshare(CloneFlags::CLONE_NEWNET).map_err(TrialError::Namespace)?;
+            if !sets.is_empty() {
+                command::run("ipset", &["restore"], sets.as_bytes())?;
+            }
+            check()
+        };
         // Two namespaces at once: the rules loaded twice (what the kernel holds, and that
         // a second load changes nothing) in one, the rules and then the pass-through file
         // in the other. Each restore waits in the kernel after its commit; side by side,
         // a check costs four child processes in sequence instead of six.
-        let in_namespace = |check: &(dyn Fn() -> Result<String, TrialError> + Sync)| {
-            unshare(CloneFlags::CLONE_NEWNET).map_err(TrialError::Namespace)?;
-            check()
-        };
         let twice = || rules_twice(tools, family, rules);
         let then_empty = || rules_then_empty(tools, family, rules, empty);
         let (loaded, loaded_empty) = thread::scope(|scope| {
@@ -130,6 +148,44 @@ impl RulesetTrial for NetnsTrial {
             rule_count,
         })
     }
+}
+
+/// The ipsets `rules` match on (`--match-set NAME`), each once, in order.
+fn sets_named(rules: &str) -> Vec<&str> {
+    let mut names: Vec<&str> = Vec::new();
+    for line in rules.lines() {
+        let mut words = line.split_whitespace();
+        while let Some(word) = words.next() {
+            if word == "--match-set"
+                && let Some(name) = words.next()
+                && !names.contains(&name)
+            {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
+/// `ipset restore` input that creates, empty, each set `(file, rules)` matches on, as
+/// this host's namespace has it (the `create` line of `ipset save NAME`).
+fn set_headers((file, rules): (&str, &str)) -> Result<String, TrialError> {
+    let mut headers = String::new();
+    for name in sets_named(rules) {
+        let saved = command::run("ipset", &["save", name], b"").map_err(|e| match e {
+            ToolError::Failed { stderr, .. } => TrialError::MissingSet {
+                file: file.to_owned(),
+                set: name.to_owned(),
+                why: stderr,
+            },
+            other => TrialError::Tool(other),
+        })?;
+        for create in saved.lines().filter(|l| l.starts_with("create ")) {
+            headers.push_str(create);
+            headers.push('\n');
+        }
+    }
+    Ok(headers)
 }
 
 /// The filter table as `family`'s save program prints it here, normalized.
