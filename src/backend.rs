@@ -119,10 +119,10 @@ pub trait Backend {
     /// (what reaches the host, or DOCKER-USER) and matches on them.
     fn port_rule(&self, rule: &str) -> Option<PortRule>;
 
-    /// Rules in the firewall variant the host neither loads with nor holds Docker's
-    /// rules in (iptables: legacy beside nf_tables, or the reverse), when there is one
-    /// and it holds any; an error when that variant's rules could not be read.
-    fn other_variant_rules(&self) -> Result<Option<OtherVariantRules>, String>;
+    /// The other firewall variant (iptables: legacy beside nf_tables, or the reverse),
+    /// read once: whether Docker's chains are only there (a mismatch), and the rules it
+    /// holds otherwise; an error when either variant's rules could not be read.
+    fn variant_findings(&self) -> Result<VariantFindings, String>;
 
     /// One family's live rules, read alone (`explain` asks of one family only).
     fn live_family(&self, family: Family) -> anyhow::Result<Box<dyn FamilyRules>>;
@@ -196,6 +196,16 @@ impl PortRule {
                 .iter()
                 .any(|(low, high)| (*low..=*high).contains(&port))
     }
+}
+
+/// What the other firewall variant holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VariantFindings {
+    /// Docker's chains are only in the other variant: rules loaded here are never
+    /// reached by its FORWARD jump.
+    pub mismatch: Option<Conflict>,
+    /// Rules in the other variant, when it is not Docker's.
+    pub other_rules: Option<OtherVariantRules>,
 }
 
 /// Rules in the firewall variant nobody uses here.

@@ -165,8 +165,8 @@ impl Backend for InForceBackend {
     fn port_rule(&self, rule: &str) -> Option<crate::backend::PortRule> {
         FAKE_BACKEND.port_rule(rule)
     }
-    fn other_variant_rules(&self) -> Result<Option<crate::backend::OtherVariantRules>, String> {
-        Ok(None)
+    fn variant_findings(&self) -> Result<crate::backend::VariantFindings, String> {
+        Ok(crate::backend::VariantFindings::default())
     }
 }
 

@@ -13,8 +13,8 @@ use anyhow::Context as _;
 
 use crate::audit::PublishedPort;
 use crate::backend::{
-    Backend, Conflict, FamilyRules, ForwardFinding, LiveRules, LiveState, Lockout,
-    OtherVariantRules, OwnedRules, PortRule, Proof, ProvenPart, Rendered,
+    Backend, Conflict, FamilyRules, ForwardFinding, LiveRules, LiveState, Lockout, OwnedRules,
+    PortRule, Proof, ProvenPart, Rendered, VariantFindings,
 };
 use crate::family::Family;
 use crate::files::layout::Layout;
@@ -249,8 +249,13 @@ impl Backend for IptablesBackend<'_> {
         live::port_rule(rule)
     }
 
-    fn other_variant_rules(&self) -> Result<Option<OtherVariantRules>, String> {
-        Ok(live::variant_facts(self.firewall)?.and_then(|facts| live::other_variant_rules(&facts)))
+    fn variant_findings(&self) -> Result<VariantFindings, String> {
+        Ok(live::variant_facts(self.firewall)?
+            .map(|facts| VariantFindings {
+                mismatch: live::variant_conflict(&facts),
+                other_rules: live::other_variant_rules(&facts),
+            })
+            .unwrap_or_default())
     }
 }
 

@@ -69,6 +69,15 @@ impl LiveFirewall for SystemFirewall {
             {
                 Ok(None)
             }
+            // Installed, but the kernel has no such tables (no module, no nf_tables):
+            // that variant holds nothing.
+            Err(ToolError::Failed { stderr, .. })
+                if ["do you need to insmod", "Protocol not supported"]
+                    .iter()
+                    .any(|s| stderr.contains(s)) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }
@@ -203,9 +212,11 @@ pub fn variant_facts(firewall: &dyn LiveFirewall) -> Result<Option<VariantFacts>
     })?;
     let docker_in_system = firewall
         .save(Family::Ipv4)
-        .ok()
-        .and_then(|text| dump::parse(&text).ok())
-        .is_some_and(|dump| dump.declares("DOCKER"));
+        .map_err(|e| e.to_string())
+        .and_then(|text| {
+            dump::parse(&text).map_err(|e| format!("cannot read iptables-save's output: {e}"))
+        })?
+        .declares("DOCKER");
     let other_rules = other
         .tables
         .iter()

@@ -73,6 +73,9 @@ pub enum TrialError {
         /// What ipset said.
         why: String,
     },
+    /// The ipsets the rules name could not be read (the reason is reported instead).
+    #[error("the ipsets the rules name could not be read")]
+    SetsUnread,
     /// Some other tool failure (missing program, save failing).
     #[error(transparent)]
     Tool(#[from] ToolError),
@@ -110,29 +113,47 @@ impl RulesetTrial for NetnsTrial {
         let tools = self.tools;
         // The ipsets the rules match on, made empty in each throwaway namespace as this
         // host has them (their type and family): the kernel needs them to load the rules.
-        let sets = set_headers(rules)?;
+        // A caller who may not make a namespace hears that first, not what ipset said.
+        let sets = set_headers(rules);
         let in_namespace = |check: &(dyn Fn() -> Result<String, TrialError> + Sync)| {
             unshare(CloneFlags::CLONE_NEWNET).map_err(TrialError::Namespace)?;
-            if !sets.is_empty() {
-                command::run("ipset", &["restore"], sets.as_bytes())?;
+            match &sets {
+                Ok(headers) if !headers.is_empty() => {
+                    command::run("ipset", &["restore"], headers.as_bytes())?;
+                }
+                Ok(_) => {}
+                Err(_) => return Err(TrialError::SetsUnread),
             }
             check()
         };
-        // Two namespaces at once: the rules loaded twice (what the kernel holds, and that
-        // a second load changes nothing) in one, the rules and then the pass-through file
-        // in the other. Each restore waits in the kernel after its commit; side by side,
-        // a check costs four child processes in sequence instead of six.
-        let twice = || rules_twice(tools, family, rules);
+        // Three namespaces at once: the rules loaded once (what the kernel holds), the
+        // rules loaded twice (which must hold the same: a second load changes nothing),
+        // and the rules then the pass-through file. Each restore waits in the kernel
+        // after its commit; side by side, a check costs three child processes in
+        // sequence instead of six.
+        let once = || rules_loaded(tools, family, rules, 1);
+        let twice = || rules_loaded(tools, family, rules, 2);
         let then_empty = || rules_then_empty(tools, family, rules, empty);
-        let (loaded, loaded_empty) = thread::scope(|scope| {
+        let (loaded, loaded_twice, loaded_empty) = thread::scope(|scope| {
+            let once = scope.spawn(|| in_namespace(&once));
             let twice = scope.spawn(|| in_namespace(&twice));
             let then_empty = scope.spawn(|| in_namespace(&then_empty));
             (
+                once.join().unwrap_or(Err(TrialError::Thread)),
                 twice.join().unwrap_or(Err(TrialError::Thread)),
                 then_empty.join().unwrap_or(Err(TrialError::Thread)),
             )
         });
-        let loaded = loaded?;
+        let loaded = match loaded {
+            Err(TrialError::SetsUnread) => return Err(sets.err().unwrap_or(TrialError::Thread)),
+            other => other?,
+        };
+        checked(rules.0, &loaded)?;
+        if loaded_twice? != loaded {
+            return Err(TrialError::NotIdempotent {
+                file: rules.0.to_owned(),
+            });
+        }
         let loaded_empty = loaded_empty?;
         let rule_count = loaded
             .lines()
@@ -150,40 +171,60 @@ impl RulesetTrial for NetnsTrial {
     }
 }
 
-/// The ipsets `rules` match on (`--match-set NAME`), each once, in order.
-fn sets_named(rules: &str) -> Vec<&str> {
-    let mut names: Vec<&str> = Vec::new();
-    for line in rules.lines() {
-        let mut words = line.split_whitespace();
+/// Options of the set match and target that name an ipset.
+const SET_OPTIONS: [&str; 4] = ["--match-set", "--add-set", "--del-set", "--map-set"];
+
+/// The ipsets the rule lines (`-A ...`) of `rules` name, each once, in order: read with
+/// the quote-aware reader, so comments and log prefixes that merely mention an option
+/// name no set.
+fn sets_named(rules: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for line in rules.lines().filter(|l| l.starts_with("-A ")) {
+        let Ok(words) = crate::iptables::words::split_words(line) else {
+            continue;
+        };
+        let mut words = words.iter();
         while let Some(word) = words.next() {
-            if word == "--match-set"
+            if !word.quoted
+                && SET_OPTIONS.contains(&word.text.as_str())
                 && let Some(name) = words.next()
-                && !names.contains(&name)
+                && !names.contains(&name.text)
             {
-                names.push(name);
+                names.push(name.text.clone());
             }
         }
     }
     names
 }
 
-/// `ipset restore` input that creates, empty, each set `(file, rules)` matches on, as
-/// this host's namespace has it (the `create` line of `ipset save NAME`).
+/// `ipset restore` input that creates, empty, each set `(file, rules)` names, as this
+/// host's namespace has it: its type and header from `ipset list -t NAME` (the header
+/// alone, however many members the set holds).
 fn set_headers((file, rules): (&str, &str)) -> Result<String, TrialError> {
     let mut headers = String::new();
     for name in sets_named(rules) {
-        let saved = command::run("ipset", &["save", name], b"").map_err(|e| match e {
-            ToolError::Failed { stderr, .. } => TrialError::MissingSet {
-                file: file.to_owned(),
-                set: name.to_owned(),
-                why: stderr,
-            },
+        let listed = command::run("ipset", &["list", "-t", &name], b"").map_err(|e| match e {
+            ToolError::Failed { stderr, .. } if stderr.contains("does not exist") => {
+                TrialError::MissingSet {
+                    file: file.to_owned(),
+                    set: name.clone(),
+                    why: stderr,
+                }
+            }
             other => TrialError::Tool(other),
         })?;
-        for create in saved.lines().filter(|l| l.starts_with("create ")) {
-            headers.push_str(create);
-            headers.push('\n');
-        }
+        let field = |key: &str| {
+            listed
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(str::trim)
+                .unwrap_or_default()
+        };
+        headers.push_str(&format!(
+            "create {name} {} {}\n",
+            field("Type:"),
+            field("Header:")
+        ));
     }
     Ok(headers)
 }
@@ -205,23 +246,18 @@ fn checked(file: &str, saved: &str) -> Result<(), TrialError> {
     })
 }
 
-/// Loads `rules` in this namespace, then again: returns what the kernel held after the
-/// first load, which the second must not change.
-fn rules_twice(
+/// Loads `rules` `times` times in this (fresh) namespace: returns what the kernel holds
+/// then.
+fn rules_loaded(
     tools: Tools,
     family: Family,
     (rules_name, rules): (&str, &str),
+    times: usize,
 ) -> Result<String, TrialError> {
-    load(tools, family, rules_name, rules)?;
-    let first = save(tools, family)?;
-    checked(rules_name, &first)?;
-    load(tools, family, rules_name, rules)?;
-    if save(tools, family)? != first {
-        return Err(TrialError::NotIdempotent {
-            file: rules_name.to_owned(),
-        });
+    for _ in 0..times {
+        load(tools, family, rules_name, rules)?;
     }
-    Ok(first)
+    save(tools, family)
 }
 
 /// Loads `rules` and then the pass-through file `empty` in this namespace: returns what
@@ -257,5 +293,22 @@ fn load(tools: Tools, family: Family, name: &str, text: &str) -> Result<(), Tria
             })
         }
         Err(other) => Err(other.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only the set options of rule lines name sets: comments and log prefixes that
+    /// mention them do not, and each set is named once.
+    #[test]
+    fn the_sets_a_ruleset_names_come_from_its_set_options() {
+        let rules = "# -A INPUT -m set --match-set fake src\n\
+            -A INPUT -m set --match-set office src -j ACCEPT\n\
+            -A INPUT -m comment --comment \"see --match-set other\" -j ACCEPT\n\
+            -A DOCKER-USER -j SET --add-set seen src\n\
+            -A INPUT -m set ! --match-set office src -m recent --set -j DROP\n";
+        assert_eq!(sets_named(rules), ["office", "seen"]);
     }
 }

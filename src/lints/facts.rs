@@ -81,12 +81,14 @@ impl<'a> Facts<'a> {
                 "the live rules or the host's addresses could not be read ({why}), so the lints that need what Docker publishes did not run"
             )),
         }
-        facts.variant_conflicts = target.backend.live_conflicts();
-        match target.backend.other_variant_rules() {
-            Ok(rules) => facts.other_variant = rules,
+        match target.backend.variant_findings() {
+            Ok(found) => {
+                facts.variant_conflicts = found.mismatch.into_iter().collect();
+                facts.other_variant = found.other_rules;
+            }
             Err(why) => {
                 facts.variants_unread = Some(format!(
-                    "the other iptables variant's rules could not be read ({why}), so whether Docker's chains or stray rules are there was not checked"
+                    "the iptables variants could not be read ({why}), so whether Docker's chains or stray rules are in the other one was not checked"
                 ));
             }
         }
