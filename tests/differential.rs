@@ -136,6 +136,8 @@ struct Answer {
     description: String,
     kernel: Outcome,
     model: Verdict,
+    /// A rule matching an ipset matched on the evaluator's walk.
+    through_set: bool,
 }
 
 fn agrees(kernel: Outcome, model: &Verdict) -> Option<bool> {
@@ -255,6 +257,7 @@ fn the_evaluator_agrees_with_the_kernel_on_generated_policies() {
                             path = path.display()
                         ),
                         kernel,
+                        through_set: walk.steps.iter().any(|s| s.what.contains("--match-set")),
                         model: walk.verdict,
                     });
                 }
@@ -299,6 +302,20 @@ fn the_evaluator_agrees_with_the_kernel_on_generated_policies() {
         .filter(|n| policy(*n).contains("--match-set"))
         .count();
     assert!(with_sets >= 8, "only {with_sets} policies use ipsets");
+    // Probes the sets decided were answered, and (with every answer) agreed.
+    let through_sets: Vec<&Answer> = answers.iter().filter(|a| a.through_set).collect();
+    eprintln!(
+        "differential: {} probes went through a rule matching an ipset",
+        through_sets.len()
+    );
+    assert!(
+        through_sets.len() >= 10
+            && through_sets
+                .iter()
+                .all(|a| agrees(a.kernel, &a.model) == Some(true)),
+        "{} probes through a set rule",
+        through_sets.len()
+    );
     assert!(
         wrong.is_empty(),
         "the evaluator disagrees with the kernel:\n{}",
