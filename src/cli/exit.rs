@@ -16,12 +16,12 @@ pub const USAGE: u8 = 2;
 pub const NOT_RUNNING: u8 = 3;
 /// `status`: no such instance is installed: systemctl's "no such unit".
 pub const NOT_INSTALLED: u8 = 4;
-/// `status`, and `install`, `reload`, `start`, `restart` after they made their change:
-/// the instance is active but the live rules do not protect what the policy says (they
-/// drifted, FORWARD does not jump to DOCKER-USER first, a port is reachable beyond the
-/// policy, the policy changed since it was applied or this version renders it into
-/// other rules than the version that wrote the files, or it names interfaces that do
-/// not exist).
+/// `status`, and `install`, `reload`, `start`, `restart`, `apply`, `confirm` after they
+/// made their change: the instance is active but the live rules do not protect what the
+/// policy says (a lint of severity error fires, such as drift or FORWARD not jumping to
+/// DOCKER-USER first; a port is reachable beyond the policy; the policy changed since it
+/// was applied or this version renders it into other rules than the version that wrote
+/// the files; or a check could not run).
 pub const NOT_IN_FORCE: u8 = 5;
 /// `audit`: a published port is reachable from sources the policy does not allow, or
 /// cannot be decided.
