@@ -35,6 +35,13 @@ impl Family {
     }
 }
 
+impl Family {
+    /// The family its [`fmt::Display`] name (`IPv4`, `IPv6`) names, as reports carry it.
+    pub fn from_name(name: &str) -> Option<Family> {
+        Family::ALL.into_iter().find(|f| f.to_string() == name)
+    }
+}
+
 impl fmt::Display for Family {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

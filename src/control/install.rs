@@ -173,11 +173,10 @@ pub(crate) fn install_dry_run(
             report.step(format!("enable {unit}"));
         }
         for service in shipped.hooked_into {
-            let link = root
-                .join(ADMIN_UNIT_DIR)
-                .join(format!("{service}.wants"))
-                .join(unit);
-            if link.symlink_metadata().is_err() {
+            if units::wants_link(root, service, unit)
+                .symlink_metadata()
+                .is_err()
+            {
                 report.step(format!(
                     "hook {unit} into {service} (a link in {service}.wants)"
                 ));

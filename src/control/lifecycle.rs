@@ -10,7 +10,8 @@ use crate::control::diff::{self, DiffReport};
 use crate::control::dry_run::DryRunReport;
 use crate::control::outcome::{Event, Outcome, Verdict};
 use crate::control::{
-    Target, UNCHANGED, conflicts, in_force, job_failed, lock_config, refuse_lockouts, run_job,
+    Target, UNCHANGED, conflicts, files_in_force, in_force, job_failed, lock_config,
+    refuse_lockouts, run_job,
 };
 use crate::policy::types::InstanceName;
 use crate::systemd::units::InstanceUnits;
@@ -165,15 +166,7 @@ fn installed_status(
 
 /// What loading the files on disk (proven as `proof`) would change in the live rules.
 fn diff_of_disk(target: &Target<'_>, proof: &Proof) -> anyhow::Result<DiffReport> {
-    let on_disk = target
-        .backend
-        .output_set(target.layout, target.instance)
-        .read()?;
-    let files = on_disk
-        .files()
-        .map(|(name, bytes)| (name.to_owned(), String::from_utf8_lossy(bytes).into_owned()))
-        .collect();
-    diff::diff_of(target, &Rendered::new(files), proof)
+    diff::diff_of(target, &Rendered::new(files_in_force(target)?), proof)
 }
 
 /// The step of starting the re-assertion after Docker when the rules unit is active

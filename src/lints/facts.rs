@@ -158,9 +158,7 @@ fn foreign_rules(
     live.iter()
         .flat_map(|state| &state.families)
         .flat_map(|state| {
-            let family = Family::ALL
-                .into_iter()
-                .find(|f| f.to_string() == state.family);
+            let family = Family::from_name(&state.family);
             state
                 .unexpected
                 .iter()

@@ -84,9 +84,7 @@ fn quoted(lines: &[String]) -> String {
 
 /// The family a published port is of.
 fn family_of(port: &PublishedPort) -> Option<Family> {
-    Family::ALL
-        .into_iter()
-        .find(|f| f.to_string() == port.family)
+    Family::from_name(&port.family)
 }
 
 /// `port` as a finding names it: `8080/tcp (IPv4, DNAT to 172.17.0.2:80)`.

@@ -168,13 +168,17 @@ pub fn enable_links(
         .into_iter()
         .chain(shipped.hooked_into.iter().map(|&s| s.to_owned()))
         .map(|target| EnableLink {
-            link: root
-                .join(ADMIN_UNIT_DIR)
-                .join(format!("{target}.wants"))
-                .join(unit),
+            link: wants_link(root, &target, unit),
             target: unit_path.to_owned(),
         })
         .collect()
+}
+
+/// The symlink (under `root`) by which `target` wants `unit`.
+pub fn wants_link(root: &Path, target: &str, unit: &str) -> PathBuf {
+    root.join(ADMIN_UNIT_DIR)
+        .join(format!("{target}.wants"))
+        .join(unit)
 }
 
 #[cfg(test)]
