@@ -100,15 +100,22 @@ mod tests {
     use crate::control::fakes::{FakeManager, InForceBackend, POLICY, staged};
     use crate::systemd::JobResult;
 
+    /// Loads the target's policy (POLICY), then an edit of it (returned): generations 1
+    /// and 2.
+    fn two_generations(target: &Target<'_>, manager: &FakeManager) -> String {
+        crate::control::reload(target, manager, false, &mut Outcome::new()).unwrap();
+        let edited = format!("{POLICY}\n[[host.services]]\nport = 2222\n");
+        std::fs::write(target.policy_path, &edited).unwrap();
+        crate::control::reload(target, manager, false, &mut Outcome::new()).unwrap();
+        edited
+    }
+
     #[test]
     fn rollback_writes_back_the_previous_policy_loads_it_and_keeps_it_as_the_newest() {
         let staged = staged(Some(POLICY));
         let manager = FakeManager::new("active", JobResult::Done);
         let target = staged.target_with(&InForceBackend);
-        crate::control::reload(&target, &manager, false, &mut Outcome::new()).unwrap();
-        let edited = format!("{POLICY}\n[[host.services]]\nport = 2222\n");
-        std::fs::write(&staged.policy_path, &edited).unwrap();
-        crate::control::reload(&target, &manager, false, &mut Outcome::new()).unwrap();
+        let edited = two_generations(&target, &manager);
 
         let mut outcome = Outcome::new();
         rollback(&target, &manager, false, &mut outcome).unwrap();
@@ -159,10 +166,7 @@ mod tests {
         let staged = staged(Some(POLICY));
         let manager = FakeManager::new("active", JobResult::Done);
         let target = staged.target_with(&InForceBackend);
-        crate::control::reload(&target, &manager, false, &mut Outcome::new()).unwrap();
-        let edited = format!("{POLICY}\n[[host.services]]\nport = 2222\n");
-        std::fs::write(&staged.policy_path, &edited).unwrap();
-        crate::control::reload(&target, &manager, false, &mut Outcome::new()).unwrap();
+        let edited = two_generations(&target, &manager);
         let failing = FakeManager::new("active", JobResult::Other("failed".to_owned()));
         assert!(rollback(&target, &failing, false, &mut Outcome::new()).is_err());
         assert_eq!(
@@ -178,10 +182,7 @@ mod tests {
         let staged = staged(Some(POLICY));
         let manager = FakeManager::new("active", JobResult::Done);
         let target = staged.target_with(&InForceBackend);
-        crate::control::reload(&target, &manager, false, &mut Outcome::new()).unwrap();
-        let edited = format!("{POLICY}\n[[host.services]]\nport = 2222\n");
-        std::fs::write(&staged.policy_path, &edited).unwrap();
-        crate::control::reload(&target, &manager, false, &mut Outcome::new()).unwrap();
+        let edited = two_generations(&target, &manager);
         let unloaded = format!("{edited}\n[[host.services]]\nport = 2223\n");
         std::fs::write(&staged.policy_path, &unloaded).unwrap();
         let before = staged.files();
