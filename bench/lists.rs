@@ -5,11 +5,13 @@
 //!
 //! For lists of 10, 1,000, 10,000 and 100,000 /32s allowed to one published port (the
 //! client last in the list):
-//! 1. apply latency: `iptables-ctl render` (render, kernel check, write) plus the load
-//!    of its files into a fresh namespace, against the bare `iptables-restore` of the
-//!    same rules, one `iptables -A` per rule (measured up to 100 rules and extrapolated
-//!    linearly: the real cost only grows faster), and the ipset form (`ipset restore` of
-//!    the list and one rule);
+//! 1. apply latency: `iptables-ctl render` (render, kernel check, write) plus the
+//!    tool's own load of its files (sets, then rules) into a fresh namespace, against
+//!    the bare commands loading the same files (`ipset restore`, `iptables-restore`),
+//!    the bare `iptables-restore` of the list as one rule per entry, one `iptables -A`
+//!    per rule (measured up to 100 rules and extrapolated linearly: the real cost only
+//!    grows faster), and a hand-written ipset form (`ipset restore` of the list and one
+//!    rule);
 //! 2. packet path: new TCP connections per second from a client namespace through
 //!    Docker's DNAT and DOCKER-USER to a container, the list as rules and as an ipset;
 //! 3. the audit's evaluator on the same rules, both forms;
@@ -32,9 +34,13 @@ use std::time::{Duration, Instant};
 use common::Netns;
 use common::topology::{Topology, v4};
 use iptables_ctl::audit;
+use iptables_ctl::backend::Backend as _;
 use iptables_ctl::family::Family;
+use iptables_ctl::files::layout::Layout;
+use iptables_ctl::iptables::backend::SYSTEM;
 use iptables_ctl::iptables::dump;
 use iptables_ctl::iptables::walk::Ruleset;
+use iptables_ctl::policy::types::InstanceName;
 
 /// The client whose connections are counted: last in every list.
 const CLIENT: &str = "192.0.2.30";
@@ -132,45 +138,59 @@ fn staged_policy(list: &[String]) -> tempfile::TempDir {
     root
 }
 
+/// The bare commands that load an instance's files in `dir` (each family's sets with
+/// `ipset restore` when it has any, then its rules), run from a thread inside `ns`.
+fn bare_load(ns: &Netns, dir: &Path) {
+    ns.enter(|| {
+        for (sets, program, rules) in [
+            ("base.sets", "iptables-restore", "base.rules"),
+            ("base.sets6", "ip6tables-restore", "base.rules6"),
+        ] {
+            let sets = std::fs::read(dir.join(sets)).unwrap();
+            if sets.windows(7).any(|w| w == b"create ") {
+                iptables_ctl::command::run("ipset", &["restore"], &sets).expect("ipset restore");
+            }
+            let rules = std::fs::read(dir.join(rules)).unwrap();
+            iptables_ctl::command::run(program, &["-w", "-n"], &rules).expect("restore");
+        }
+    });
+}
+
 fn apply_latency(n: usize) {
     let list = members(n);
     let root = staged_policy(&list);
     let root_arg = root.path().to_str().unwrap();
     let (render, ok) = tool(&["--root", root_arg, "render"]);
-    let tool_line = if ok {
+    let (tool_line, tool_total) = if ok {
         let dir = root.path().join("etc/iptables");
         let ns = Netns::new();
+        let layout = Layout::new(root.path());
+        let instance = InstanceName::default();
         let (load, ()) = timed(|| {
-            for (program, file) in [
-                ("iptables-restore", "base.rules"),
-                ("ip6tables-restore", "base.rules6"),
-            ] {
-                let text = std::fs::read(dir.join(file)).unwrap();
-                ns.exec_ok(program, &["-w", "-n"], &text);
-            }
+            ns.enter(|| SYSTEM.load_rules(&layout, &instance))
+                .expect("the tool's load")
         });
         let fresh = Netns::new();
-        let (bare, ()) = timed(|| {
-            for (program, file) in [
-                ("iptables-restore", "base.rules"),
-                ("ip6tables-restore", "base.rules6"),
-            ] {
-                let text = std::fs::read(dir.join(file)).unwrap();
-                fresh.exec_ok(program, &["-w", "-n"], &text);
-            }
-        });
-        format!(
-            "iptables-ctl render + load {} (peak {:.0} MiB); bare restore of its files {}; ratio {:.1}x",
+        let (bare, ()) = timed(|| bare_load(&fresh, &dir));
+        let sets = std::fs::read_to_string(dir.join("base.sets")).unwrap();
+        let form = if sets.contains("create ") {
+            "the list as an ipset"
+        } else {
+            "the list as rules"
+        };
+        let line = format!(
+            "iptables-ctl render + check + load {} ({form}; render {}, load {}; peak {:.0} MiB); bare load of the same files {}; ratio {:.2}x",
             ms(render + load),
+            ms(render),
+            ms(load),
             children_peak_mib(),
             ms(bare),
             (render + load).as_secs_f64() / bare.as_secs_f64()
-        )
+        );
+        (line, render + load)
     } else {
-        format!(
-            "iptables-ctl refused the policy after {} (a list this long is over the rule limit as plain rules)",
-            ms(render)
-        )
+        let line = format!("iptables-ctl refused the policy after {}", ms(render));
+        (line, render)
     };
     let ns = Netns::new();
     let rules = linear_rules(&list);
@@ -218,7 +238,7 @@ fn apply_latency(n: usize) {
     });
     println!("apply, {n} entries: {tool_line}");
     println!(
-        "apply, {n} entries: bare restore of {n} rules {}; one `iptables -A` per rule {} ({}; {:.0}x the bare restore); ipset restore + one rule {} ({:.2}x the rules' time)",
+        "apply, {n} entries: bare restore of {n} rules {}; one `iptables -A` per rule {} ({}; {:.0}x the bare restore; {:.0}x iptables-ctl's apply); ipset restore + one rule {} ({:.2}x the rules' time)",
         ms(linear),
         ms(per_rule),
         if per_rule_sample < list.len() {
@@ -227,6 +247,7 @@ fn apply_latency(n: usize) {
             "measured".to_owned()
         },
         per_rule.as_secs_f64() / linear.as_secs_f64(),
+        per_rule.as_secs_f64() / tool_total.as_secs_f64(),
         ms(set),
         set.as_secs_f64() / linear.as_secs_f64()
     );

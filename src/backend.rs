@@ -95,8 +95,19 @@ pub trait Backend {
     ) -> anyhow::Result<LiveState>;
 
     /// Loads the rules files (not the pass-through ones) of `instance` under `layout`,
-    /// both families, as the units load them: replacing only what the files own.
+    /// both families, as the units load them: the sets the rules match first, then the
+    /// rules, replacing only what the files own.
     fn load_rules(&self, layout: &Layout, instance: &InstanceName) -> anyhow::Result<()>;
+
+    /// Loads the sets files of `instance` under `layout` (run by the units before the
+    /// rules): each set filled aside and swapped in whole. Returns, per family, how many
+    /// sets and members were loaded; a family without a sets file (rendered by an older
+    /// version) has none.
+    fn load_sets(
+        &self,
+        layout: &Layout,
+        instance: &InstanceName,
+    ) -> anyhow::Result<Vec<(Family, usize, usize)>>;
 
     /// What on the live host would keep this backend's rules from being reached, or
     /// fight them; nothing when it cannot tell.
@@ -281,7 +292,13 @@ pub struct ProvenPart {
     pub program: String,
     /// How many rules were loaded.
     pub rule_count: usize,
+    /// The sets loaded before the rules (long lists), with how many members each holds.
+    pub sets: Vec<(String, usize)>,
 }
+
+/// The sets a family's rules match, as a proof loaded them: each one's name (in the
+/// backend's words) and members.
+pub type LoadedSets = std::collections::BTreeMap<String, crate::host::net::SetMembers>;
 
 /// What a backend proved. The flows read its summary ([`Proof::parts`]) and hand it
 /// back to the backend that made it ([`Backend::lockouts`]); what was loaded is in the
@@ -289,13 +306,13 @@ pub struct ProvenPart {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Proof {
     parts: Vec<ProvenPart>,
-    loaded: Vec<(Family, String)>,
+    loaded: Vec<(Family, String, LoadedSets)>,
 }
 
 impl Proof {
     /// A proof of `parts`, with what the kernel held after loading each family's
-    /// rules, as the backend reads it back.
-    pub fn new(parts: Vec<ProvenPart>, loaded: Vec<(Family, String)>) -> Proof {
+    /// rules, as the backend reads it back, and the sets it loaded first.
+    pub fn new(parts: Vec<ProvenPart>, loaded: Vec<(Family, String, LoadedSets)>) -> Proof {
         Proof { parts, loaded }
     }
 
@@ -308,8 +325,16 @@ impl Proof {
     pub fn loaded(&self, family: Family) -> Option<&str> {
         self.loaded
             .iter()
-            .find(|(f, _)| *f == family)
-            .map(|(_, text)| text.as_str())
+            .find(|(f, _, _)| *f == family)
+            .map(|(_, text, _)| text.as_str())
+    }
+
+    /// The sets loaded before `family`'s rules, with their members.
+    pub fn sets(&self, family: Family) -> Option<&LoadedSets> {
+        self.loaded
+            .iter()
+            .find(|(f, _, _)| *f == family)
+            .map(|(_, _, sets)| sets)
     }
 }
 
@@ -380,6 +405,54 @@ pub struct FamilyState {
     pub forward_first: Option<String>,
     /// What iptables-ctl had to repair in FORWARD since boot (filled in by `status`).
     pub forward_repair: Option<Repair>,
+    /// The sets the rendered rules match, live against their rendered members.
+    pub sets: Vec<SetContents>,
+}
+
+/// One set the rendered rules match, live against the members rendered for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SetContents {
+    /// The set, as the backend names it.
+    pub name: String,
+    /// How many members were rendered.
+    pub expected: usize,
+    /// How many it holds live; `None` when there is no such set.
+    pub live: Option<usize>,
+    /// Rendered members it does not hold.
+    pub missing: usize,
+    /// Members it holds that were not rendered.
+    pub unexpected: usize,
+}
+
+impl SetContents {
+    /// The set holds exactly the rendered members.
+    pub fn matches(&self) -> bool {
+        self.live.is_some() && self.missing == 0 && self.unexpected == 0
+    }
+}
+
+impl fmt::Display for SetContents {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.live {
+            None => write!(
+                f,
+                "the set {} is missing ({} members rendered)",
+                self.name, self.expected
+            ),
+            Some(_) if self.matches() => {
+                write!(
+                    f,
+                    "the set {} holds its {} rendered members",
+                    self.name, self.expected
+                )
+            }
+            Some(live) => write!(
+                f,
+                "the set {} holds {live} members, {} of the {} rendered missing and {} unexpected",
+                self.name, self.missing, self.expected, self.unexpected
+            ),
+        }
+    }
 }
 
 /// The live firewall.

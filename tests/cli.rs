@@ -101,17 +101,19 @@ fn check_then_render_then_render_again() {
         "render --stdout must write nothing"
     );
 
-    assert_eq!(succeed(root, &["render"]).matches("wrote ").count(), 4);
+    assert_eq!(succeed(root, &["render"]).matches("wrote ").count(), 6);
     let all = [
         ".base.set",
         "base.rules",
         "base.rules.empty",
         "base.rules6",
         "base.rules6.empty",
+        "base.sets",
+        "base.sets6",
         "base.toml",
     ];
     assert_eq!(listing(&dir), all);
-    assert_eq!(succeed(root, &["render"]).matches("unchanged ").count(), 4);
+    assert_eq!(succeed(root, &["render"]).matches("unchanged ").count(), 6);
 
     // --config reads another policy but writes the instance's files in the same place.
     let elsewhere = root.join("web.toml");

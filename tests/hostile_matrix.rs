@@ -1650,8 +1650,9 @@ fn file_cases() -> Vec<(&'static str, Vec<u8>, usize, &'static str)> {
     // More rules than one file may hold: 300 ports x 100 networks, in an otherwise
     // valid policy, counted before anything is expanded and refused at the entry's
     // `from`.
-    let ports: Vec<String> = (1..=300).map(|p| p.to_string()).collect();
-    let nets: Vec<String> = (0..100).map(|i| format!("\"10.0.{i}.0/24\"")).collect();
+    // A list short enough to stay rules (a longer one is one ipset, one rule per port).
+    let ports: Vec<String> = (1..=500).map(|p| (p * 2).to_string()).collect();
+    let nets: Vec<String> = (0..60).map(|i| format!("\"10.0.{i}.0/24\"")).collect();
     cases.push((
         "more than 25000 rules",
         format!(
@@ -2773,7 +2774,7 @@ fn the_checks_catch_what_they_are_for() {
     let file = |line: &str| {
         vec![RenderedFile {
             family: Family::Ipv4,
-            kind: render::TemplateKind::Rules,
+            kind: render::FileKind::Rules,
             file_name: "base.rules".to_owned(),
             text: format!("*filter\n{line}\nCOMMIT\n"),
         }]

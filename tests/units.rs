@@ -89,7 +89,7 @@ fn rules_load_before_the_network_and_fail_loudly() {
 }
 
 #[test]
-fn every_load_is_a_no_flush_restore_of_the_instance_files_then_the_forward_jump() {
+fn every_load_is_the_sets_then_a_no_flush_restore_of_the_instance_files_then_the_forward_jump() {
     for name in ["iptables@.service", "iptables-docker@.service"] {
         let text = unit(name);
         for key in ["ExecStart", "ExecReload", "ExecStop"] {
@@ -98,6 +98,16 @@ fn every_load_is_a_no_flush_restore_of_the_instance_files_then_the_forward_jump(
                 // The re-assertion unit has no reload, and no stop (see below).
                 assert_eq!(name, "iptables-docker@.service", "{key}");
                 continue;
+            }
+            if key != "ExecStop" && name == "iptables@.service" {
+                // The instance's loads start with the sets its rules match (the
+                // re-assertion after Docker finds them loaded: the instance is active).
+                assert_eq!(
+                    commands.first().map(String::as_str),
+                    Some("iptables-ctl load-sets %i"),
+                    "{name} {key}"
+                );
+                commands.remove(0);
             }
             if key != "ExecStop" {
                 // Every load ends by putting FORWARD's jump to DOCKER-USER first.

@@ -303,6 +303,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run by the units before every load of the rules: load the instance's sets
+    /// (`/etc/iptables/INSTANCE.sets` and `.sets6`), each filled aside and swapped in.
+    #[command(hide = true)]
+    LoadSets {
+        /// Instance name.
+        instance: InstanceName,
+    },
     /// Run by the units after every load: make FORWARD jump to DOCKER-USER first in
     /// both families, recording each repair for `status`.
     #[command(hide = true)]

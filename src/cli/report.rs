@@ -129,6 +129,11 @@ pub(super) fn print_event(event: &Event, out: &mut Output) {
             "policy and rendered files under {} are kept",
             dir.display()
         ),
+        Event::SetsLoaded {
+            family,
+            sets,
+            members,
+        } => writeln!(out, "{family}: {sets} set(s) loaded ({members} members)"),
         Event::ForwardJumpAdded { family } => {
             writeln!(out, "{family}: FORWARD jumps to DOCKER-USER (added)");
         }
@@ -168,10 +173,19 @@ pub(super) fn print_event(event: &Event, out: &mut Output) {
             empty,
             restore_program,
             rule_count,
-        } => writeln!(
-            out,
-            "{rules}: {rule_count} rules loaded by {restore_program} in a throwaway network namespace; a second load changed nothing; {empty} loads too"
-        ),
+            sets,
+        } => {
+            let sets: String = sets
+                .iter()
+                .map(|(name, members)| {
+                    format!(", after the set {name} ({members} members, loaded by ipset restore)")
+                })
+                .collect();
+            writeln!(
+                out,
+                "{rules}: {rule_count} rules loaded by {restore_program} in a throwaway network namespace{sets}; a second load changed nothing; {empty} loads too"
+            )
+        }
         Event::RenderedNotLoaded { instance } => writeln!(
             out,
             "iptables@{instance}.service is installed: these files are loaded at the next boot or Docker start; `iptables-ctl reload {instance}` loads them now (render does not)"

@@ -17,7 +17,6 @@ use crate::control::status;
 use crate::control::{self, Event, Outcome, Verdict};
 use crate::files::layout::Layout;
 use crate::host::{HostProbe, LiveHost, StagedHost};
-use crate::iptables::live::SystemFirewall;
 use crate::iptables::trial::NetnsTrial;
 use crate::iptables::{IptablesBackend, Tools};
 use crate::lints::{self, Skips};
@@ -383,6 +382,12 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
             report::print_report(*json, &report, report::Changes::None, report.human(), out)?;
             Ok(report::status_exit_code(&report))
         }
+        Command::LoadSets { instance } => {
+            require_live(&cli, "load-sets", "it changes the live firewall")?;
+            flow(out, false, |outcome| {
+                control::load_sets(&layout, instance, &SYSTEM_BACKEND, outcome)
+            })
+        }
         Command::ForwardJump { instance } => {
             require_live(&cli, "forward-jump", "it changes the live firewall")?;
             flow(out, false, |outcome| {
@@ -483,15 +488,8 @@ fn require_live_host(cli: &Cli, command: &str, needs: &str, why_root: &str) -> a
     Ok(())
 }
 
-/// The backend every command uses: the system's iptables programs, for the kernel
-/// check in a throwaway namespace and on the live firewall.
-const SYSTEM_BACKEND: IptablesBackend<'static> = IptablesBackend {
-    tools: Tools::System,
-    trial: &NetnsTrial {
-        tools: Tools::System,
-    },
-    firewall: &SystemFirewall,
-};
+/// The backend every command uses.
+const SYSTEM_BACKEND: IptablesBackend<'static> = crate::iptables::backend::SYSTEM;
 
 fn staged(cli: &Cli) -> bool {
     is_staged_root(&cli.root)

@@ -117,6 +117,13 @@ impl Backend for InForceBackend {
     fn load_rules(&self, layout: &Layout, instance: &InstanceName) -> anyhow::Result<()> {
         FAKE_BACKEND.load_rules(layout, instance)
     }
+    fn load_sets(
+        &self,
+        layout: &Layout,
+        instance: &InstanceName,
+    ) -> anyhow::Result<Vec<(Family, usize, usize)>> {
+        FAKE_BACKEND.load_sets(layout, instance)
+    }
     fn ensure_forward_first(
         &self,
         _layout: &Layout,
@@ -141,6 +148,7 @@ impl Backend for InForceBackend {
             docker_user_first: Some(true),
             forward_first: None,
             forward_repair: None,
+            sets: Vec::new(),
         };
         Ok(LiveState {
             variant: Some("nf_tables".to_owned()),
@@ -186,12 +194,19 @@ impl LiveFirewall for QuietFirewall {
     fn restore(&self, _family: Family, _text: &str) -> Result<(), crate::command::ToolError> {
         Ok(())
     }
+    fn restore_sets(&self, _text: &str) -> Result<(), crate::command::ToolError> {
+        Ok(())
+    }
+    fn save_set(&self, _name: &str) -> Result<Option<String>, crate::command::ToolError> {
+        Ok(None)
+    }
 }
 
 impl RulesetTrial for AcceptingTrial {
     fn trial(
         &self,
         _family: Family,
+        _sets: (&str, &str),
         _rules: (&str, &str),
         _empty: (&str, &str),
     ) -> Result<TrialReport, TrialError> {
@@ -199,6 +214,7 @@ impl RulesetTrial for AcceptingTrial {
             loaded: String::new(),
             loaded_empty: String::new(),
             rule_count: 0,
+            sets: Vec::new(),
         })
     }
 }
@@ -387,15 +403,25 @@ impl Staged {
         }
     }
 
-    /// Writes the instance's four files as the tool does, each `TAG NAME`.
+    /// Writes the instance's six files as the tool does, each `TAG NAME` (a comment in
+    /// the sets files, which are read strictly before they load).
     pub(crate) fn write_rules(&self, tag: &str) {
         let files: Vec<(String, String)> = [
             "base.rules",
             "base.rules.empty",
+            "base.sets",
             "base.rules6",
             "base.rules6.empty",
+            "base.sets6",
         ]
-        .map(|name| (name.to_owned(), format!("{tag} {name}\n")))
+        .map(|name| {
+            let text = if name.contains(".sets") {
+                format!("# {tag} {name}\n")
+            } else {
+                format!("{tag} {name}\n")
+            };
+            (name.to_owned(), text)
+        })
         .to_vec();
         FAKE_BACKEND
             .output_set(&self.layout, &self.instance)

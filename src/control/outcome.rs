@@ -178,6 +178,15 @@ pub(crate) enum Event {
         /// Their directory.
         dir: PathBuf,
     },
+    /// `load-sets`: a family's sets were loaded.
+    SetsLoaded {
+        /// The family.
+        family: Family,
+        /// How many sets.
+        sets: usize,
+        /// How many members in all.
+        members: usize,
+    },
     /// `forward-jump`: FORWARD had no jump to DOCKER-USER; one was added.
     ForwardJumpAdded {
         /// The family.
@@ -234,6 +243,9 @@ pub(crate) enum Event {
         restore_program: String,
         /// How many rules the kernel loaded.
         rule_count: usize,
+        /// The sets loaded before the rules, with how many members the kernel held in
+        /// each.
+        sets: Vec<(String, usize)>,
     },
     /// `render` of an installed instance wrote new files, which it does not load.
     RenderedNotLoaded {
@@ -337,6 +349,7 @@ impl Event {
             | Event::PreviousFilesLoaded { .. }
             | Event::StoppedForUninstall { .. }
             | Event::PassThroughLoaded
+            | Event::SetsLoaded { .. }
             | Event::ForwardJumpAdded { .. }
             | Event::ForwardJumpRepaired { .. }
             | Event::JobDone { .. }

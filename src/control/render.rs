@@ -117,6 +117,7 @@ pub(crate) fn check(
             empty: part.empty.clone(),
             restore_program: part.program.clone(),
             rule_count: part.rule_count,
+            sets: part.sets.clone(),
         });
     }
     warn_lockouts(target, &proof, outcome);
@@ -163,18 +164,18 @@ mod tests {
     }
 
     /// The flows record what they did and print nothing: a first render writes the
-    /// four files, a second finds them unchanged, `--stdout` writes nothing.
+    /// six files, a second finds them unchanged, `--stdout` writes nothing.
     #[test]
     fn render_records_what_it_wrote_and_stdout_writes_nothing() {
         let staged = staged(Some(POLICY));
         let mut first = Outcome::new();
         render(&staged.target(), Destination::Files, true, &mut first).unwrap();
-        assert_eq!(kinds(&first), ["written"; 4]);
+        assert_eq!(kinds(&first), ["written"; 6]);
         let written = staged.files();
 
         let mut again = Outcome::new();
         render(&staged.target(), Destination::Files, true, &mut again).unwrap();
-        assert_eq!(kinds(&again), ["unchanged"; 4]);
+        assert_eq!(kinds(&again), ["unchanged"; 6]);
 
         let mut stdout = Outcome::new();
         render(&staged.target(), Destination::Stdout, false, &mut stdout).unwrap();
@@ -210,6 +211,7 @@ mod tests {
                 empty: "base.rules6.empty".to_owned(),
                 restore_program: "ip6tables-legacy-restore".to_owned(),
                 rule_count: 0,
+                sets: Vec::new(),
             }
         );
         // Nothing was written.

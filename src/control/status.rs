@@ -471,6 +471,10 @@ impl StatusReport {
             for line in &family.unexpected {
                 text.push_str(&format!("  unexpected: {line}\n"));
             }
+            for set in &family.sets {
+                let mark = if set.matches() { "" } else { "DRIFT: " };
+                text.push_str(&format!("  set: {mark}{set}\n"));
+            }
             let forward = match (&family.docker_user_first, &family.forward_first) {
                 (Some(true), _) => "jumps to DOCKER-USER first".to_owned(),
                 (Some(false), Some(first)) => {

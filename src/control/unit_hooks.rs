@@ -1,6 +1,7 @@
-//! What the units run: `forward-jump` (after every load: Docker's forwarded traffic
-//! meets the rules first; for iptables, FORWARD jumps to DOCKER-USER first) and `umbrella` (the commands of `iptables.service`, which start, stop or
-//! reload every enabled instance).
+//! What the units run: `load-sets` (before every load of the rules: the sets they
+//! match), `forward-jump` (after every load: Docker's forwarded traffic meets the rules
+//! first; for iptables, FORWARD jumps to DOCKER-USER first) and `umbrella` (the
+//! commands of `iptables.service`, which start, stop or reload every enabled instance).
 
 use anyhow::bail;
 
@@ -13,6 +14,27 @@ use crate::files::layout::Layout;
 use crate::policy::types::InstanceName;
 use crate::systemd::units::{self, InstanceUnits};
 use crate::systemd::{JobKind, ServiceManager};
+
+/// `load-sets` (run by the units before they load the rules): loads the sets the
+/// instance's rules match, each filled aside and swapped in whole, so that the rules
+/// load against complete sets.
+pub(crate) fn load_sets(
+    layout: &Layout,
+    instance: &InstanceName,
+    backend: &dyn Backend,
+    outcome: &mut Outcome<'_>,
+) -> anyhow::Result<Verdict> {
+    for (family, sets, members) in backend.load_sets(layout, instance)? {
+        if sets > 0 {
+            outcome.push(Event::SetsLoaded {
+                family,
+                sets,
+                members,
+            });
+        }
+    }
+    Ok(Verdict::Done)
+}
 
 /// `forward-jump` (run by the units after every load): makes Docker's forwarded
 /// traffic meet the instance's rules first in both families (for iptables: FORWARD

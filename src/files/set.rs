@@ -44,8 +44,10 @@ use crate::files::source;
 use crate::files::{self, WriteError, WriteSummary, io_error};
 
 /// The most one file of a set may hold, rendered or read back: far above what
-/// [`crate::iptables::shape::MAX_RULES`] rules take, and a bound on a file replaced by hand.
-pub const OUTPUT_LIMIT: u64 = 16 * 1024 * 1024;
+/// [`crate::iptables::shape::MAX_RULES`] rules take, room for a set of
+/// [`crate::policy::lists::MAX_LIST_ENTRIES`] of the longest IPv6 networks, and a bound
+/// on a file replaced by hand.
+pub const OUTPUT_LIMIT: u64 = 48 * 1024 * 1024;
 
 /// The link in the set directory that names the version in force.
 const CURRENT: &str = "current";

@@ -13,8 +13,8 @@ use anyhow::Context as _;
 
 use crate::audit::PublishedPort;
 use crate::backend::{
-    Backend, Conflict, FamilyRules, ForwardFinding, LiveRules, LiveState, Lockout, OwnedRules,
-    PortRule, Proof, ProvenPart, Rendered, VariantFindings,
+    Backend, Conflict, FamilyRules, ForwardFinding, LiveRules, LiveState, LoadedSets, Lockout,
+    OwnedRules, PortRule, Proof, ProvenPart, Rendered, VariantFindings,
 };
 use crate::family::Family;
 use crate::files::layout::Layout;
@@ -24,7 +24,8 @@ use crate::host::net::HostNet;
 use crate::iptables::Tools;
 use crate::iptables::instance::{self, OutputFiles};
 use crate::iptables::live::{self, LiveFirewall};
-use crate::iptables::render::{RenderedFile, TemplateKind};
+use crate::iptables::render::{FileKind, RenderedFile};
+use crate::iptables::sets::SetDefinition;
 use crate::iptables::trial::{RulesetTrial, TrialReport};
 use crate::iptables::walk::{self, Ruleset};
 use crate::iptables::{docker, forward, lockout};
@@ -44,6 +45,16 @@ pub struct IptablesBackend<'a> {
     pub firewall: &'a dyn LiveFirewall,
 }
 
+/// The backend every command uses: the system's iptables programs, for the kernel check
+/// in a throwaway namespace and on the live firewall.
+pub const SYSTEM: IptablesBackend<'static> = IptablesBackend {
+    tools: Tools::System,
+    trial: &crate::iptables::trial::NetnsTrial {
+        tools: Tools::System,
+    },
+    firewall: &live::SystemFirewall,
+};
+
 impl IptablesBackend<'_> {
     /// The proof of one family's trial of the files named `rules` and `empty`.
     fn part(
@@ -58,7 +69,27 @@ impl IptablesBackend<'_> {
             empty,
             program: self.tools.restore_program(family).to_owned(),
             rule_count: report.rule_count,
+            sets: report
+                .sets
+                .iter()
+                .map(|set| (set.name.clone(), set.members.len()))
+                .collect(),
         }
+    }
+}
+
+impl IptablesBackend<'_> {
+    /// Loads `family`'s sets file of `instance` into the live kernel; returns the sets
+    /// it defines.
+    fn load_family_sets(
+        &self,
+        layout: &Layout,
+        instance: &InstanceName,
+        family: Family,
+    ) -> anyhow::Result<Vec<SetDefinition>> {
+        let (path, text) = OutputFiles::new(layout, instance).read_sets(family)?;
+        live::load_sets(self.firewall, family, &text)
+            .with_context(|| format!("cannot load {}", path.display()))
     }
 }
 
@@ -82,7 +113,7 @@ impl Backend for IptablesBackend<'_> {
         // The files as the renderer made them, each with its family and kind again.
         let mut files = Vec::new();
         for family in Family::ALL {
-            for kind in [TemplateKind::Rules, TemplateKind::Empty] {
+            for kind in [FileKind::Rules, FileKind::Empty, FileKind::Sets] {
                 let file_name = OutputFiles::name(instance, family, kind);
                 if let Some(text) = rendered.text(&file_name) {
                     files.push(RenderedFile {
@@ -101,8 +132,8 @@ impl Backend for IptablesBackend<'_> {
                 let name = |kind| OutputFiles::name(instance, *family, kind);
                 self.part(
                     *family,
-                    name(TemplateKind::Rules),
-                    name(TemplateKind::Empty),
+                    name(FileKind::Rules),
+                    name(FileKind::Empty),
                     report,
                 )
             })
@@ -119,8 +150,8 @@ impl Backend for IptablesBackend<'_> {
             let path = |kind| outputs.path(family, kind).display().to_string();
             parts.push(self.part(
                 family,
-                path(TemplateKind::Rules),
-                path(TemplateKind::Empty),
+                path(FileKind::Rules),
+                path(FileKind::Empty),
                 &report,
             ));
             reports.push((family, report));
@@ -138,8 +169,7 @@ impl Backend for IptablesBackend<'_> {
 
     fn load_pass_through(&self, layout: &Layout, instance: &InstanceName) -> anyhow::Result<()> {
         for family in Family::ALL {
-            let (path, text) =
-                OutputFiles::new(layout, instance).read(family, TemplateKind::Empty)?;
+            let (path, text) = OutputFiles::new(layout, instance).read(family, FileKind::Empty)?;
             self.firewall
                 .restore(family, &text)
                 .with_context(|| format!("cannot load {}", path.display()))?;
@@ -147,10 +177,27 @@ impl Backend for IptablesBackend<'_> {
         Ok(())
     }
 
+    fn load_sets(
+        &self,
+        layout: &Layout,
+        instance: &InstanceName,
+    ) -> anyhow::Result<Vec<(Family, usize, usize)>> {
+        Family::ALL
+            .into_iter()
+            .map(|family| {
+                let loaded = self.load_family_sets(layout, instance, family)?;
+                let members = loaded.iter().map(|set| set.members.len()).sum();
+                Ok((family, loaded.len(), members))
+            })
+            .collect()
+    }
+
     fn load_rules(&self, layout: &Layout, instance: &InstanceName) -> anyhow::Result<()> {
         for family in Family::ALL {
-            let (path, text) =
-                OutputFiles::new(layout, instance).read(family, TemplateKind::Rules)?;
+            // The sets first: the rules match them.
+            self.load_family_sets(layout, instance, family)?;
+            let outputs = OutputFiles::new(layout, instance);
+            let (path, text) = outputs.read(family, FileKind::Rules)?;
             self.firewall
                 .restore(family, &text)
                 .with_context(|| format!("cannot load {}", path.display()))?;
@@ -282,11 +329,19 @@ impl LiveRules for LiveRulesets {
     }
 }
 
-/// What the kernel loaded of each family's rules, as each trial read it back.
-fn loaded(reports: Vec<(Family, TrialReport)>) -> Vec<(Family, String)> {
+/// What the kernel loaded of each family's rules, as each trial read it back, and the
+/// members of the sets it loaded first.
+fn loaded(reports: Vec<(Family, TrialReport)>) -> Vec<(Family, String, LoadedSets)> {
     reports
         .into_iter()
-        .map(|(family, report)| (family, report.loaded))
+        .map(|(family, report)| {
+            let sets = report
+                .sets
+                .into_iter()
+                .map(|set| (set.name, set.members.iter().map(|n| n.net()).collect()))
+                .collect();
+            (family, report.loaded, sets)
+        })
         .collect()
 }
 

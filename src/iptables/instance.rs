@@ -11,12 +11,12 @@ use crate::family::Family;
 use crate::files::layout::Layout;
 use crate::files::set::{FileSet, OUTPUT_LIMIT};
 use crate::files::source;
-use crate::iptables::render::{self, RenderRequest, RenderedFile, TemplateKind, Templates};
+use crate::iptables::render::{self, FileKind, RenderRequest, RenderedFile, Templates};
 use crate::iptables::trial::{RulesetTrial, TrialError, TrialReport};
 use crate::policy::types::InstanceName;
 use crate::policy::{BackendKind, Policy};
 
-/// Loads the policy of `instance` (from `policy_path`) and renders its four files in
+/// Loads the policy of `instance` (from `policy_path`) and renders its six files in
 /// memory, checked for shape but not yet loaded into a kernel.
 pub fn render_instance(
     layout: &Layout,
@@ -49,7 +49,8 @@ pub fn render_policy(
     .with_context(|| format!("cannot render instance {instance}"))
 }
 
-/// Proves an instance's rendered files with `trial`, both families at once (each in a
+/// Proves an instance's rendered files (each family's sets, rules and pass-through) with
+/// `trial`, both families at once (each in a
 /// namespace of its own: the kernel's commit of one family need not wait for the
 /// other's). When the kernel refuses a line that came from a `[[raw]]` entry, the error
 /// points at that entry; with both refused, the IPv4 error is the one reported.
@@ -72,18 +73,19 @@ pub fn prove(
             };
             Ok((
                 family,
-                find(TemplateKind::Rules)?,
-                find(TemplateKind::Empty)?,
+                find(FileKind::Sets)?,
+                find(FileKind::Rules)?,
+                find(FileKind::Empty)?,
             ))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let results: Vec<(Family, Result<TrialReport, TrialError>)> = std::thread::scope(|scope| {
         let running: Vec<_> = pairs
             .into_iter()
-            .map(|(family, rules, empty)| {
+            .map(|(family, sets, rules, empty)| {
                 (
                     family,
-                    scope.spawn(move || trial.trial(family, rules, empty)),
+                    scope.spawn(move || trial.trial(family, sets, rules, empty)),
                 )
             })
             .collect();
@@ -117,11 +119,11 @@ pub fn prove(
     Ok(reports)
 }
 
-/// The files an instance's rules are rendered to: for each family, the rules in force
-/// and the pass-through rules loaded on stop (`<i>.rules`, `<i>.rules.empty`,
-/// `<i>.rules6`, `<i>.rules6.empty` in the configuration directory). This type alone
-/// knows their names, the set they are written and read back as, and how one of them is
-/// read.
+/// The files an instance's rules are rendered to: for each family, the rules in force,
+/// the pass-through rules loaded on stop and the ipsets the rules match (`<i>.rules`,
+/// `<i>.rules.empty`, `<i>.sets`, `<i>.rules6`, `<i>.rules6.empty`, `<i>.sets6` in the
+/// configuration directory). This type alone knows their names, the set they are
+/// written and read back as, and how one of them is read.
 #[derive(Debug, Clone)]
 pub struct OutputFiles {
     dir: PathBuf,
@@ -138,24 +140,25 @@ impl OutputFiles {
     }
 
     /// The file name of one output of `instance`, such as `base.rules6.empty`.
-    pub fn name(instance: &InstanceName, family: Family, kind: TemplateKind) -> String {
-        let base = match family {
-            Family::Ipv4 => "rules",
-            Family::Ipv6 => "rules6",
+    pub fn name(instance: &InstanceName, family: Family, kind: FileKind) -> String {
+        let (rules, sets) = match family {
+            Family::Ipv4 => ("rules", "sets"),
+            Family::Ipv6 => ("rules6", "sets6"),
         };
         match kind {
-            TemplateKind::Rules => format!("{instance}.{base}"),
-            TemplateKind::Empty => format!("{instance}.{base}.empty"),
+            FileKind::Rules => format!("{instance}.{rules}"),
+            FileKind::Empty => format!("{instance}.{rules}.empty"),
+            FileKind::Sets => format!("{instance}.{sets}"),
         }
     }
 
-    /// Every output's file name, in rendering order: IPv4 rules and pass-through, then
-    /// IPv6.
+    /// Every output's file name, in rendering order: IPv4 rules, pass-through and sets,
+    /// then IPv6's.
     pub fn names(&self) -> Vec<String> {
         Family::ALL
             .into_iter()
             .flat_map(|family| {
-                [TemplateKind::Rules, TemplateKind::Empty]
+                [FileKind::Rules, FileKind::Empty, FileKind::Sets]
                     .map(|kind| OutputFiles::name(&self.instance, family, kind))
             })
             .collect()
@@ -167,14 +170,14 @@ impl OutputFiles {
     }
 
     /// Where one output is.
-    pub fn path(&self, family: Family, kind: TemplateKind) -> PathBuf {
+    pub fn path(&self, family: Family, kind: FileKind) -> PathBuf {
         self.dir
             .join(OutputFiles::name(&self.instance, family, kind))
     }
 
     /// One output as it is on disk (bounded, like every read): its path and text. A
     /// missing file is an error naming it.
-    pub fn read(&self, family: Family, kind: TemplateKind) -> anyhow::Result<(PathBuf, String)> {
+    pub fn read(&self, family: Family, kind: FileKind) -> anyhow::Result<(PathBuf, String)> {
         let path = self.path(family, kind);
         let read = || -> anyhow::Result<String> {
             let (bytes, _) = source::read_output(&path, OUTPUT_LIMIT)?
@@ -184,10 +187,25 @@ impl OutputFiles {
         let text = read().with_context(|| format!("cannot read {}", path.display()))?;
         Ok((path, text))
     }
+
+    /// One family's sets file as it is on disk, or, when there is none, no sets: files
+    /// rendered before sets existed have none, and their rules match none.
+    pub fn read_sets(&self, family: Family) -> anyhow::Result<(PathBuf, String)> {
+        let path = self.path(family, FileKind::Sets);
+        match source::read_output(&path, OUTPUT_LIMIT) {
+            Ok(None) => Ok((path, String::new())),
+            Ok(Some((bytes, _))) => {
+                let text = String::from_utf8(bytes)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                Ok((path, text))
+            }
+            Err(e) => Err(anyhow::Error::new(e).context(format!("cannot read {}", path.display()))),
+        }
+    }
 }
 
-/// Loads one family's rendered rules and pass-through files, as they are on disk, with
-/// `trial`. Errors name the file.
+/// Loads one family's rendered sets, rules and pass-through files, as they are on disk,
+/// with `trial`. Errors name the file.
 pub fn prove_on_disk(
     layout: &Layout,
     instance: &InstanceName,
@@ -200,10 +218,17 @@ pub fn prove_on_disk(
             .read(family, kind)
             .map(|(path, text)| (path.display().to_string(), text))
     };
-    let (rules_name, rules) = read(TemplateKind::Rules)?;
-    let (empty_name, empty) = read(TemplateKind::Empty)?;
+    let (rules_name, rules) = read(FileKind::Rules)?;
+    let (empty_name, empty) = read(FileKind::Empty)?;
+    let (sets_path, sets) = outputs.read_sets(family)?;
+    let sets_name = sets_path.display().to_string();
     trial
-        .trial(family, (&rules_name, &rules), (&empty_name, &empty))
+        .trial(
+            family,
+            (&sets_name, &sets),
+            (&rules_name, &rules),
+            (&empty_name, &empty),
+        )
         .with_context(|| format!("cannot interpret {rules_name}"))
 }
 
@@ -222,14 +247,16 @@ mod tests {
             [
                 "edge.rules",
                 "edge.rules.empty",
+                "edge.sets",
                 "edge.rules6",
-                "edge.rules6.empty"
+                "edge.rules6.empty",
+                "edge.sets6"
             ]
         );
-        let path = outputs.path(Family::Ipv6, TemplateKind::Empty);
+        let path = outputs.path(Family::Ipv6, FileKind::Empty);
         assert_eq!(path, dir.path().join("etc/iptables/edge.rules6.empty"));
         let missing = outputs
-            .read(Family::Ipv6, TemplateKind::Empty)
+            .read(Family::Ipv6, FileKind::Empty)
             .expect_err("nothing written yet");
         assert!(
             format!("{missing:#}").contains("edge.rules6.empty"),
@@ -238,11 +265,11 @@ mod tests {
         std::fs::create_dir_all(layout.config_dir()).expect("config dir");
         std::fs::write(&path, "*filter\nCOMMIT\n").expect("write");
         let (read_path, text) = outputs
-            .read(Family::Ipv6, TemplateKind::Empty)
+            .read(Family::Ipv6, FileKind::Empty)
             .expect("readable");
         assert_eq!((read_path, text.as_str()), (path, "*filter\nCOMMIT\n"));
         assert_eq!(
-            OutputFiles::name(&instance, Family::Ipv4, TemplateKind::Rules),
+            OutputFiles::name(&instance, Family::Ipv4, FileKind::Rules),
             "edge.rules"
         );
     }
@@ -258,7 +285,7 @@ mod tests {
         let policy_path = layout.policy_path(&instance);
         std::fs::write(&policy_path, "[interfaces]\nexternal = [\"eth0\"]\n").expect("policy");
         let (_, files) = render_instance(&layout, &instance, &policy_path).expect("renders");
-        assert_eq!(files.len(), 4);
+        assert_eq!(files.len(), 6);
         for file in &files {
             assert_eq!(
                 crate::files::stamp::rendered_by(file.text.as_bytes()),

@@ -5,22 +5,27 @@
 //! ([`compare`]) is a pure function of two `iptables-save` dumps; [`inspect`] gathers
 //! them, [`inspect_stopped`] the same against the pass-through files. Whether Docker's
 //! chains sit in the other variant is read by [`variant_facts`] and judged by
-//! [`variant_conflict`].
+//! [`variant_conflict`]. A running instance is in force only when each set its rules
+//! match also holds exactly the rendered members ([`SetContents`]).
+
+use std::collections::HashSet;
 
 use crate::backend::{
     Conflict, FamilyState, LiveState, OtherVariantRules, OwnedRules, PortRule, RulePlace,
+    SetContents,
 };
 use crate::command::{self, ToolError};
 use crate::family::Family;
 use crate::files::layout::Layout;
 use crate::iptables::dump::{self, Dump};
 use crate::iptables::instance;
+use crate::iptables::sets::{self, SetDefinition};
 use crate::iptables::shape::OWNED_CHAINS;
 use crate::iptables::trial::RulesetTrial;
 use crate::iptables::walk::Ruleset;
 use crate::iptables::{self, Tools, Variant};
 use crate::packet::Transport;
-use crate::policy::types::InstanceName;
+use crate::policy::types::{InstanceName, Network};
 
 /// Docker appends this to DOCKER-USER when it (re)creates the chain; it changes nothing
 /// after our own final RETURN, so it is not drift.
@@ -40,6 +45,10 @@ pub trait LiveFirewall {
     /// Loads `text` with `iptables-restore -w -n` (or ip6tables-restore) of the system
     /// backend: the one change made outside systemd's units (FORWARD's jump).
     fn restore(&self, family: Family, text: &str) -> Result<(), ToolError>;
+    /// Loads `text` with `ipset restore`.
+    fn restore_sets(&self, text: &str) -> Result<(), ToolError>;
+    /// `ipset save NAME`: `None` when there is no such set.
+    fn save_set(&self, name: &str) -> Result<Option<String>, ToolError>;
 }
 
 /// The host's own iptables tools.
@@ -90,6 +99,35 @@ impl LiveFirewall for SystemFirewall {
         )
         .map(|_| ())
     }
+
+    fn restore_sets(&self, text: &str) -> Result<(), ToolError> {
+        command::run("ipset", &["restore"], text.as_bytes()).map(|_| ())
+    }
+
+    fn save_set(&self, name: &str) -> Result<Option<String>, ToolError> {
+        match command::run("ipset", &["save", name], b"") {
+            Ok(text) => Ok(Some(text)),
+            Err(ToolError::Failed { stderr, .. }) if stderr.contains("does not exist") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Loads one family's sets file `text` (as rendered: each set filled aside and swapped
+/// in) into the live kernel, after reading it back as strictly as the kernel check
+/// does; a file without sets loads nothing and needs no ipset tool.
+pub fn load_sets(
+    firewall: &dyn LiveFirewall,
+    family: Family,
+    text: &str,
+) -> anyhow::Result<Vec<SetDefinition>> {
+    let defined = sets::parse(text, family).map_err(|message| {
+        anyhow::anyhow!("not a sets file as iptables-ctl writes them: {message}")
+    })?;
+    if !defined.is_empty() {
+        firewall.restore_sets(text)?;
+    }
+    Ok(defined)
 }
 
 /// Parses what `family`'s save program printed.
@@ -321,6 +359,7 @@ pub fn compare(family: Family, expected: &Dump, live: &Dump) -> FamilyState {
         docker_user_first,
         forward_first: first.filter(|rule| rule != crate::iptables::forward::JUMP),
         forward_repair: None,
+        sets: Vec::new(),
     }
 }
 
@@ -400,7 +439,9 @@ pub fn inspect(
     trial: &dyn RulesetTrial,
     firewall: &dyn LiveFirewall,
 ) -> anyhow::Result<LiveState> {
-    inspect_against(layout, instance, trial, firewall, |report| &report.loaded)
+    inspect_against(layout, instance, trial, firewall, true, |report| {
+        &report.loaded
+    })
 }
 
 /// [`inspect`] against the pass-through (`.empty`) files, for a stopped instance.
@@ -410,7 +451,7 @@ pub fn inspect_stopped(
     trial: &dyn RulesetTrial,
     firewall: &dyn LiveFirewall,
 ) -> anyhow::Result<LiveState> {
-    inspect_against(layout, instance, trial, firewall, |report| {
+    inspect_against(layout, instance, trial, firewall, false, |report| {
         &report.loaded_empty
     })
 }
@@ -420,6 +461,7 @@ fn inspect_against(
     instance: &InstanceName,
     trial: &dyn RulesetTrial,
     firewall: &dyn LiveFirewall,
+    check_sets: bool,
     expected_of: impl Fn(&crate::iptables::trial::TrialReport) -> &String,
 ) -> anyhow::Result<LiveState> {
     let variant = firewall.variant().map(|v| v.to_string());
@@ -428,9 +470,48 @@ fn inspect_against(
         let report = instance::prove_on_disk(layout, instance, family, trial)?;
         let live = parse_save(family, &firewall.save(family)?)?;
         let expected = parse_save(family, expected_of(&report))?;
-        families.push(compare(family, &expected, &live));
+        let mut state = compare(family, &expected, &live);
+        // Stopped, the pass-through rules match no set: what the sets hold is moot.
+        if check_sets {
+            state.sets = report
+                .sets
+                .iter()
+                .map(|set| set_contents(firewall, set))
+                .collect::<anyhow::Result<_>>()?;
+            state.in_force &= state.sets.iter().all(SetContents::matches);
+        }
+        families.push(state);
     }
     Ok(LiveState { variant, families })
+}
+
+/// What the live set named by `set` holds against its rendered members.
+fn set_contents(firewall: &dyn LiveFirewall, set: &SetDefinition) -> anyhow::Result<SetContents> {
+    use anyhow::Context as _;
+    let Some(saved) = firewall
+        .save_set(&set.name)
+        .with_context(|| format!("cannot read the set {}", set.name))?
+    else {
+        return Ok(SetContents {
+            name: set.name.clone(),
+            expected: set.members.len(),
+            live: None,
+            missing: set.members.len(),
+            unexpected: 0,
+        });
+    };
+    let live: HashSet<Network> = sets::saved_members(&set.name, &saved)
+        .map_err(anyhow::Error::msg)?
+        .into_iter()
+        .collect();
+    let rendered: HashSet<&Network> = set.members.iter().collect();
+    Ok(SetContents {
+        name: set.name.clone(),
+        expected: set.members.len(),
+        live: Some(live.len()),
+        missing: set.members.iter().filter(|n| !live.contains(n)).count(),
+        unexpected: live.iter().filter(|n| !rendered.contains(n)).count(),
+    })
 }
 
 #[cfg(test)]
@@ -487,6 +568,12 @@ mod tests {
         }
         fn restore(&self, _family: Family, _text: &str) -> Result<(), ToolError> {
             Ok(())
+        }
+        fn restore_sets(&self, _text: &str) -> Result<(), ToolError> {
+            Ok(())
+        }
+        fn save_set(&self, _name: &str) -> Result<Option<String>, ToolError> {
+            Ok(None)
         }
     }
 

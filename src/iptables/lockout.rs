@@ -4,13 +4,14 @@
 //! The answer comes from the rules as the kernel loaded them in the throwaway namespace
 //! (the trial's iptables-save text, carried by the [`Proof`]), walked by the packet
 //! evaluator ([`crate::iptables::walk`]) for a new connection from each session's
-//! client to the port it is connected to. The sessions are the command's own
+//! client to the port it is connected to, with the members of the sets the proof loaded
+//! (a long list of allowed clients is one). The sessions are the command's own
 //! (`$SSH_CONNECTION`) and every established connection to a port sshd listens on, so
 //! a session is found under `sudo` too.
 
 use ipnet::IpNet;
 
-use crate::backend::{Lockout, Proof};
+use crate::backend::{LoadedSets, Lockout, Proof};
 use crate::family::Family;
 use crate::host::net::{HostNet, Interface};
 use crate::host::{HostProbe, SshConnection};
@@ -33,7 +34,8 @@ pub fn check(probe: &dyn HostProbe, proof: &Proof) -> Vec<Lockout> {
         let in_interface = probe
             .route_interface(session.client)
             .unwrap_or_else(|| "?".to_owned());
-        if let Some(refusal) = walk(&Ruleset::new(&parsed), &session, &in_interface) {
+        let sets = proof.sets(family).cloned().unwrap_or_default();
+        if let Some(refusal) = walk(&Ruleset::new(&parsed), &session, &in_interface, sets) {
             found.push(refusal.lockout(&session));
         }
     }
@@ -60,15 +62,22 @@ impl Refusal {
     }
 }
 
-/// Walks a new connection like `session` through `ruleset`, arriving on `in_interface`;
-/// Some when it would not be accepted.
-fn walk(ruleset: &Ruleset, session: &SshConnection, in_interface: &str) -> Option<Refusal> {
-    // The host as far as this question goes: the server address is its own.
+/// Walks a new connection like `session` through `ruleset`, arriving on `in_interface`,
+/// with `sets` (the sets loaded before the rules); Some when it would not be accepted.
+fn walk(
+    ruleset: &Ruleset,
+    session: &SshConnection,
+    in_interface: &str,
+    sets: LoadedSets,
+) -> Option<Refusal> {
+    // The host as far as this question goes: the server address is its own, and the
+    // sets are the ones the rules were proven with.
     let host = HostNet {
         interfaces: vec![Interface {
             name: in_interface.to_owned(),
             addresses: vec![IpNet::from(session.server)],
         }],
+        sets,
         ..HostNet::default()
     };
     let walk = walk::walk(
@@ -106,8 +115,9 @@ mod tests {
     #[test]
     fn a_session_on_a_port_the_rules_refuse_is_locked_out() {
         let ruleset = Ruleset::new(&dump::parse(RULES).unwrap());
-        assert_eq!(walk(&ruleset, &session(2222), "eth0"), None);
-        let refusal = walk(&ruleset, &session(22), "eth0").expect("locked out");
+        let none = LoadedSets::new;
+        assert_eq!(walk(&ruleset, &session(2222), "eth0", none()), None);
+        let refusal = walk(&ruleset, &session(22), "eth0", none()).expect("locked out");
         assert_eq!(
             refusal.verdict,
             Verdict::Reject {

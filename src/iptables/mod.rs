@@ -25,6 +25,7 @@ pub mod options;
 pub mod raw;
 pub mod render;
 pub mod rule;
+pub mod sets;
 pub mod shape;
 pub mod trial;
 pub mod walk;

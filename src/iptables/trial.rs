@@ -1,6 +1,6 @@
 //! Proving rendered files with the kernel's own parser: each file is loaded with the
-//! real `iptables-restore -w -n` into a network namespace created for the purpose and
-//! gone when the check ends. `iptables-restore --test` is not enough (on nf_tables it
+//! real `iptables-restore -w -n` (the sets file with `ipset restore`, first) into a
+//! network namespace created for the purpose and gone when the check ends. `iptables-restore --test` is not enough (on nf_tables it
 //! misses unknown targets, undeclared chains and protocol-less tcp-reset), so nothing
 //! short of a real load counts. The live firewall is never touched.
 //!
@@ -13,6 +13,7 @@ use nix::sched::{CloneFlags, unshare};
 
 use crate::command::{self, ToolError};
 use crate::family::Family;
+use crate::iptables::sets::{self, SetDefinition};
 use crate::iptables::shape::{self, OWNED_CHAINS};
 use crate::iptables::{self, Tools};
 
@@ -25,6 +26,9 @@ pub struct TrialReport {
     pub loaded_empty: String,
     /// Number of rules in the owned chains after loading.
     pub rule_count: usize,
+    /// The sets loaded before the rules, with their members (the kernel held each one's
+    /// count).
+    pub sets: Vec<SetDefinition>,
 }
 
 /// Why a trial failed.
@@ -73,6 +77,14 @@ pub enum TrialError {
         /// What ipset said.
         why: String,
     },
+    /// The sets file is not one this tool writes.
+    #[error("{file} is not a sets file as iptables-ctl writes them: {message}")]
+    SetsFile {
+        /// The file.
+        file: String,
+        /// What is wrong, with its line.
+        message: String,
+    },
     /// The ipsets the rules name could not be read (the reason is reported instead).
     #[error("the ipsets the rules name could not be read")]
     SetsUnread,
@@ -84,13 +96,16 @@ pub enum TrialError {
     Thread,
 }
 
-/// A way to prove a pair of rendered files (rules and pass-through) of one family. Both
-/// families are proven at once, from two threads.
+/// A way to prove the rendered files of one family (its sets, rules and pass-through
+/// rules), each given as `(name, text)`. Both families are proven at once, from two
+/// threads.
 pub trait RulesetTrial: Sync {
-    /// Loads `rules` twice and then `empty`, and reports what the kernel held.
+    /// Loads `sets`, then `rules` twice and then `empty`, and reports what the kernel
+    /// held.
     fn trial(
         &self,
         family: Family,
+        sets: (&str, &str),
         rules: (&str, &str),
         empty: (&str, &str),
     ) -> Result<TrialReport, TrialError>;
@@ -107,17 +122,24 @@ impl RulesetTrial for NetnsTrial {
     fn trial(
         &self,
         family: Family,
+        (sets_name, sets_text): (&str, &str),
         rules: (&str, &str),
         empty: (&str, &str),
     ) -> Result<TrialReport, TrialError> {
         let tools = self.tools;
-        // The ipsets the rules match on, made empty in each throwaway namespace as this
-        // host has them (their type and family): the kernel needs them to load the rules.
-        // A caller who may not make a namespace hears that first, not what ipset said.
-        let sets = set_headers(rules);
+        // The instance's own sets, read as strictly as the units' loader reads them.
+        let own = sets::parse(sets_text, family).map_err(|message| TrialError::SetsFile {
+            file: sets_name.to_owned(),
+            message,
+        })?;
+        // The other ipsets the rules match on, made empty in each throwaway namespace as
+        // this host has them (their type and family): the kernel needs them to load the
+        // rules. A caller who may not make a namespace hears that first, not what ipset
+        // said.
+        let host_sets = set_headers(rules, &own);
         let in_namespace = |check: &(dyn Fn() -> Result<String, TrialError> + Sync)| {
             unshare(CloneFlags::CLONE_NEWNET).map_err(TrialError::Namespace)?;
-            match &sets {
+            match &host_sets {
                 Ok(headers) if !headers.is_empty() => {
                     command::run("ipset", &["restore"], headers.as_bytes())?;
                 }
@@ -126,14 +148,26 @@ impl RulesetTrial for NetnsTrial {
             }
             check()
         };
-        // Three namespaces at once: the rules loaded once (what the kernel holds), the
-        // rules loaded twice (which must hold the same: a second load changes nothing),
-        // and the rules then the pass-through file. Each restore waits in the kernel
-        // after its commit; side by side, a check costs three child processes in
-        // sequence instead of six.
-        let once = || rules_loaded(tools, family, rules, 1);
-        let twice = || rules_loaded(tools, family, rules, 2);
-        let then_empty = || rules_then_empty(tools, family, rules, empty);
+        // Three namespaces at once: the sets and rules loaded once (what the kernel
+        // holds), the rules loaded twice (which must hold the same: a second load
+        // changes nothing), and the rules then the pass-through file. Each restore
+        // waits in the kernel after its commit; side by side, a check costs three child
+        // processes in sequence instead of six. Only the first fills the sets (the
+        // others make them empty: the rules need them to exist, not their members), so
+        // a long list is loaded once.
+        let once = || {
+            load_sets(sets_name, sets_text, &own)?;
+            rules_loaded(tools, family, rules, 1)
+        };
+        let empty_sets = sets::create_lines(&own);
+        let twice = || {
+            load_sets(sets_name, &empty_sets, &[])?;
+            rules_loaded(tools, family, rules, 2)
+        };
+        let then_empty = || {
+            load_sets(sets_name, &empty_sets, &[])?;
+            rules_then_empty(tools, family, rules, empty)
+        };
         let (loaded, loaded_twice, loaded_empty) = thread::scope(|scope| {
             let once = scope.spawn(|| in_namespace(&once));
             let twice = scope.spawn(|| in_namespace(&twice));
@@ -145,7 +179,9 @@ impl RulesetTrial for NetnsTrial {
             )
         });
         let loaded = match loaded {
-            Err(TrialError::SetsUnread) => return Err(sets.err().unwrap_or(TrialError::Thread)),
+            Err(TrialError::SetsUnread) => {
+                return Err(host_sets.err().unwrap_or(TrialError::Thread));
+            }
             other => other?,
         };
         checked(rules.0, &loaded)?;
@@ -167,8 +203,67 @@ impl RulesetTrial for NetnsTrial {
             loaded,
             loaded_empty,
             rule_count,
+            sets: own,
         })
     }
+}
+
+/// Loads the sets file `text` (read as `own`) into this namespace with `ipset restore`,
+/// and checks that the kernel holds each set with all its members and no temporary set
+/// is left. Nothing to do (and no ipset tool needed) without sets.
+fn load_sets(file: &str, text: &str, own: &[SetDefinition]) -> Result<(), TrialError> {
+    if !text.lines().any(|l| l.starts_with("create ")) {
+        return Ok(());
+    }
+    command::run("ipset", &["restore"], text.as_bytes()).map_err(|e| match e {
+        ToolError::Failed { stderr, .. } => {
+            let line = ipset_failing_line(&stderr).and_then(|n| {
+                text.lines()
+                    .nth(n.saturating_sub(1))
+                    .map(|t| (n, t.to_owned()))
+            });
+            TrialError::Refused {
+                file: file.to_owned(),
+                program: "ipset restore".to_owned(),
+                line,
+                stderr: stderr.trim().to_owned(),
+            }
+        }
+        other => other.into(),
+    })?;
+    let differs = |message: String| TrialError::LoadedDiffers {
+        file: file.to_owned(),
+        message,
+    };
+    for set in own {
+        let listed = command::run("ipset", &["list", "-t", &set.name], b"")?;
+        let held = listed
+            .lines()
+            .find_map(|l| l.strip_prefix("Number of entries:"))
+            .and_then(|n| n.trim().parse::<usize>().ok());
+        if held != Some(set.members.len()) {
+            return Err(differs(format!(
+                "the set {} holds {} members, expected {}",
+                set.name,
+                held.map_or("an unknown number of".to_owned(), |n| n.to_string()),
+                set.members.len()
+            )));
+        }
+    }
+    let names = command::run("ipset", &["list", "-n"], b"")?;
+    if let Some(temp) = names
+        .lines()
+        .find(|n| n.starts_with(sets::PREFIX) && n.ends_with('~'))
+    {
+        return Err(differs(format!("the temporary set {temp} was left behind")));
+    }
+    Ok(())
+}
+
+/// The line `ipset restore` blamed (`Error in line N: ...`), if it said.
+fn ipset_failing_line(stderr: &str) -> Option<usize> {
+    let rest = &stderr[stderr.find("Error in line ")? + "Error in line ".len()..];
+    rest.split(':').next()?.trim().parse().ok()
 }
 
 /// Options of the set match and target that name an ipset.
@@ -197,12 +292,16 @@ fn sets_named(rules: &str) -> Vec<String> {
     names
 }
 
-/// `ipset restore` input that creates, empty, each set `(file, rules)` names, as this
-/// host's namespace has it: its type and header from `ipset list -t NAME` (the header
-/// alone, however many members the set holds).
-fn set_headers((file, rules): (&str, &str)) -> Result<String, TrialError> {
+/// `ipset restore` input that creates, empty, each set `(file, rules)` names that is
+/// not one of the instance's `own`, as this host's namespace has it: its type and
+/// header from `ipset list -t NAME` (the header alone, however many members the set
+/// holds).
+fn set_headers((file, rules): (&str, &str), own: &[SetDefinition]) -> Result<String, TrialError> {
     let mut headers = String::new();
-    for name in sets_named(rules) {
+    for name in sets_named(rules)
+        .into_iter()
+        .filter(|name| !own.iter().any(|set| &set.name == name))
+    {
         let listed = command::run("ipset", &["list", "-t", &name], b"").map_err(|e| match e {
             ToolError::Failed { stderr, .. } if stderr.contains("does not exist") => {
                 TrialError::MissingSet {

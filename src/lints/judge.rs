@@ -409,10 +409,22 @@ fn interface_finding(problem: &InterfaceProblem) -> Finding {
 
 /// The owned chains of one family hold other rules than the rendered ones.
 fn drift(state: &FamilyState) -> Option<Finding> {
-    if state.rules_match {
+    let sets: Vec<String> = state
+        .sets
+        .iter()
+        .filter(|set| !set.matches())
+        .map(ToString::to_string)
+        .collect();
+    if state.rules_match && sets.is_empty() {
         return None;
     }
-    let message = if state.reordered {
+    if state.rules_match {
+        return Some(Finding::new(
+            Lint::Drift,
+            format!("{}: {}", state.family, sets.join("; ")),
+        ));
+    }
+    let mut message = if state.reordered {
         format!(
             "{}: the rendered rules are live in another order",
             state.family
@@ -429,6 +441,9 @@ fn drift(state: &FamilyState) -> Option<Finding> {
         }
         message
     };
+    for set in sets {
+        message.push_str(&format!("; {set}"));
+    }
     Some(Finding::new(Lint::Drift, message))
 }
 
@@ -673,10 +688,37 @@ from = ["192.0.2.7", "2001:db8::7"]
             docker_user_first: Some(false),
             forward_first: Some("-A FORWARD -j ACCEPT".to_owned()),
             forward_repair: None,
+            sets: Vec::new(),
+        };
+        // The same rules, but a set that lost members and one that is gone.
+        let sets_only = FamilyState {
+            family: "IPv4".to_owned(),
+            in_force: false,
+            rules_match: true,
+            unexpected: Vec::new(),
+            docker_user_first: Some(true),
+            forward_first: None,
+            sets: vec![
+                crate::backend::SetContents {
+                    name: "ictl.base.customers.v4".to_owned(),
+                    expected: 100,
+                    live: Some(99),
+                    missing: 2,
+                    unexpected: 1,
+                },
+                crate::backend::SetContents {
+                    name: "ictl.base.partners.v4".to_owned(),
+                    expected: 70,
+                    live: None,
+                    missing: 70,
+                    unexpected: 0,
+                },
+            ],
+            ..state.clone()
         };
         let live = crate::backend::LiveState {
             variant: None,
-            families: vec![state],
+            families: vec![state, sets_only],
         };
         let found = judge(
             &Facts {
@@ -686,7 +728,7 @@ from = ["192.0.2.7", "2001:db8::7"]
             &Skips::default(),
         );
         let lines: Vec<String> = found.iter().map(Finding::line).collect();
-        assert_eq!(found.len(), 2, "{lines:#?}");
+        assert_eq!(found.len(), 3, "{lines:#?}");
         assert!(
             lines[0].contains("IPv6: FORWARD's first rule is `-A FORWARD -j ACCEPT`")
                 && lines[0].ends_with("[forward-not-first]"),
@@ -694,6 +736,11 @@ from = ["192.0.2.7", "2001:db8::7"]
         );
         assert!(
             lines[1].contains("(0 missing, 1 unexpected); unexpected: `-A INPUT -j ACCEPT`"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[2].contains("IPv4: the set ictl.base.customers.v4 holds 99 members, 2 of the 100 rendered missing and 1 unexpected; the set ictl.base.partners.v4 is missing (70 members rendered)")
+                && lines[2].ends_with("[drift]"),
             "{lines:#?}"
         );
     }

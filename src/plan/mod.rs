@@ -1,8 +1,9 @@
 //! The backend-neutral plan: what a validated policy means for one address family, and
 //! for one backend, built once. This module owns every expansion of a policy entry into
 //! rules: one rule per port range, interface and address, in that order; list
-//! references expanded for the family; entries of the other family, and entries whose
-//! addresses are all of the other family, left out. A backend only spells a
+//! references expanded for the family (a long list stands as one set, [`PlannedSet`]);
+//! entries of the other family, and entries whose addresses are all of the other
+//! family, left out. A backend only spells a
 //! [`FamilyPlan`] in its own syntax and never walks the policy itself.
 //!
 //! The plan depends on the policy alone, never on the host it is built on: no interface
@@ -15,13 +16,13 @@ use toml::Spanned;
 
 use crate::family::Family;
 use crate::policy::types::{
-    AddressRef, Comment, InterfaceName, LogPrefix, LogRate, Network, PortRange, Ports,
+    AddressMatch, AddressRef, Comment, InterfaceName, LogPrefix, LogRate, PortRange, Ports,
 };
 use crate::policy::{
     BackendKind, ContainerAccess, DenyAction, DockerDefault, OutboundPolicy, Policy, Published,
 };
 
-pub use rules::{PortRule, PublishedRule, RawLine};
+pub use rules::{PlannedSet, PortRule, PublishedRule, RawLine};
 
 /// What the policy means for one family, for one backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +43,8 @@ pub struct FamilyPlan {
     pub raw: Vec<RawLine>,
     /// Logging of denied packets.
     pub log: LogPlan,
+    /// The lists the rules match as sets, in the order the rules first name them.
+    pub sets: Vec<PlannedSet>,
 }
 
 /// What reaches the host itself.
@@ -89,10 +92,10 @@ pub struct LogPlan {
     pub burst: u32,
 }
 
-/// Where an entry's rules may come from or go to: the entry's networks of the plan's
-/// family (`Some`, possibly empty: then the entry has no rules in this family), or
-/// anywhere (`None`).
-type Addresses = Option<Vec<Network>>;
+/// Where an entry's rules may come from or go to: the entry's networks (and lists
+/// matched as sets) of the plan's family (`Some`, possibly empty: then the entry has no
+/// rules in this family), or anywhere (`None`).
+type Addresses = Option<Vec<AddressMatch>>;
 
 impl FamilyPlan {
     /// The plan of `family` for `backend`, built from a validated `policy`.
@@ -101,10 +104,10 @@ impl FamilyPlan {
         // part of the other family is never walked).
         let addresses_of = |refs: &Option<Spanned<Vec<Spanned<AddressRef>>>>| -> Addresses {
             refs.as_ref()
-                .map(|r| policy.expand_family(r.get_ref(), family))
+                .map(|r| policy.expand_family_matches(r.get_ref(), family))
         };
 
-        let services = policy
+        let services: Vec<PortRule> = policy
             .host
             .services
             .iter()
@@ -127,7 +130,7 @@ impl FamilyPlan {
             })
             .collect();
 
-        let allow = policy
+        let allow: Vec<PortRule> = policy
             .outbound
             .allow
             .iter()
@@ -150,7 +153,7 @@ impl FamilyPlan {
             })
             .collect();
 
-        let published = policy
+        let published: Vec<PublishedRule> = policy
             .docker
             .published
             .iter()
@@ -185,6 +188,16 @@ impl FamilyPlan {
             })
             .collect();
 
+        let sets = planned_sets(
+            policy,
+            family,
+            services
+                .iter()
+                .flat_map(|r| [&r.source, &r.destination])
+                .chain(published.iter().map(|r| &r.source))
+                .chain(allow.iter().flat_map(|r| [&r.source, &r.destination])),
+        );
+
         FamilyPlan {
             family,
             deny: policy.defaults.deny,
@@ -210,8 +223,31 @@ impl FamilyPlan {
                 rate: policy.log.rate.clone(),
                 burst: policy.log.burst(),
             },
+            sets,
         }
     }
+}
+
+/// The lists `matches` name as sets, each once, in the order first named, with their
+/// networks of `family`.
+fn planned_sets<'a>(
+    policy: &Policy,
+    family: Family,
+    matches: impl Iterator<Item = &'a Option<AddressMatch>>,
+) -> Vec<PlannedSet> {
+    let mut sets: Vec<PlannedSet> = Vec::new();
+    for list in matches.filter_map(|m| match m {
+        Some(AddressMatch::List(list)) => Some(list),
+        _ => None,
+    }) {
+        if !sets.iter().any(|s| &s.list == list) {
+            sets.push(PlannedSet {
+                list: list.clone(),
+                networks: policy.set_members(list, family).copied().collect(),
+            });
+        }
+    }
+    sets
 }
 
 /// The rules of one entry: one per port range, interface and address, in that order.
@@ -221,22 +257,22 @@ fn expand<R>(
     ports: &Ports,
     interfaces: &[Spanned<InterfaceName>],
     addresses: &Addresses,
-    rule: impl Fn(&PortRange, Option<InterfaceName>, Option<Network>) -> R,
+    rule: impl Fn(&PortRange, Option<InterfaceName>, Option<AddressMatch>) -> R,
 ) -> Vec<R> {
     let interfaces: Vec<Option<&InterfaceName>> = if interfaces.is_empty() {
         vec![None]
     } else {
         interfaces.iter().map(|i| Some(i.get_ref())).collect()
     };
-    let addresses: Vec<Option<Network>> = match addresses {
+    let addresses: Vec<Option<&AddressMatch>> = match addresses {
         None => vec![None],
-        Some(nets) => nets.iter().copied().map(Some).collect(),
+        Some(matches) => matches.iter().map(Some).collect(),
     };
     let mut rules = Vec::new();
     for port in ports.ranges() {
         for interface in &interfaces {
             for address in &addresses {
-                rules.push(rule(port, interface.cloned(), *address));
+                rules.push(rule(port, interface.cloned(), address.cloned()));
             }
         }
     }
@@ -268,8 +304,8 @@ mod tests {
         FamilyPlan::build(&policy, BackendKind::Iptables, family)
     }
 
-    fn net(text: &str) -> Option<Network> {
-        Some(text.parse().expect("network"))
+    fn net(text: &str) -> Option<AddressMatch> {
+        Some(AddressMatch::Network(text.parse().expect("network")))
     }
 
     fn name(text: &str) -> Option<InterfaceName> {
@@ -316,15 +352,15 @@ mod tests {
             .host
             .services
             .iter()
-            .map(|r| (r.port, r.interface.clone(), r.source))
+            .map(|r| (r.port, r.interface.clone(), r.source.clone()))
             .collect();
         let ipv6 = net("2001:db8::/32");
         assert_eq!(
             sources,
             [
-                (p22, name("eth0"), ipv6),
-                (p22, name("wg+"), ipv6),
-                (p8000, name("eth0"), ipv6),
+                (p22, name("eth0"), ipv6.clone()),
+                (p22, name("wg+"), ipv6.clone()),
+                (p8000, name("eth0"), ipv6.clone()),
                 (p8000, name("wg+"), ipv6),
             ]
         );
@@ -347,7 +383,12 @@ mod tests {
         assert!(v6.docker.published.is_empty());
         let v4 = plan(text, Family::Ipv4);
         assert_eq!(v4.host.services.len(), 3);
-        let outbound: Vec<_> = v4.outbound.allow.iter().map(|r| r.destination).collect();
+        let outbound: Vec<_> = v4
+            .outbound
+            .allow
+            .iter()
+            .map(|r| r.destination.clone())
+            .collect();
         assert_eq!(outbound, [net("192.0.2.0/24"), net("198.51.100.7/32")]);
         assert!(v4.outbound.allow.iter().all(|r| r.source.is_none()));
         assert_eq!(v4.outbound.allow[0].comment.as_str(), "outbound tcp/443");

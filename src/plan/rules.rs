@@ -5,7 +5,9 @@
 use std::net::IpAddr;
 
 use crate::policy::RawChain;
-use crate::policy::types::{Comment, InterfaceName, Network, PortRange, Proto, RawRule};
+use crate::policy::types::{
+    AddressMatch, Comment, InterfaceName, ListName, Network, PortRange, Proto, RawRule,
+};
 
 /// One allowed connection to a port: a host service (INPUT) or an outbound destination
 /// (OUTPUT).
@@ -13,10 +15,10 @@ use crate::policy::types::{Comment, InterfaceName, Network, PortRange, Proto, Ra
 pub struct PortRule {
     /// The interface the connection must arrive on; any when `None`.
     pub interface: Option<InterfaceName>,
-    /// The network it must come from; anywhere when `None`.
-    pub source: Option<Network>,
-    /// The network it must go to; anywhere when `None`.
-    pub destination: Option<Network>,
+    /// The network (or list's set) it must come from; anywhere when `None`.
+    pub source: Option<AddressMatch>,
+    /// The network (or list's set) it must go to; anywhere when `None`.
+    pub destination: Option<AddressMatch>,
     /// Its protocol.
     pub proto: Proto,
     /// Its destination port or port range.
@@ -33,8 +35,8 @@ pub struct PortRule {
 pub struct PublishedRule {
     /// The interface the connection must arrive on; any when `None`.
     pub interface: Option<InterfaceName>,
-    /// The network it must come from; anywhere when `None`.
-    pub source: Option<Network>,
+    /// The network (or list's set) it must come from; anywhere when `None`.
+    pub source: Option<AddressMatch>,
     /// Its protocol.
     pub proto: Proto,
     /// The host port (or range) the client dialed, not the container's.
@@ -54,4 +56,15 @@ pub struct RawLine {
     pub rule: RawRule,
     /// The admin's comment, or `raw rule`.
     pub comment: Comment,
+}
+
+/// A list the plan's rules match as one set ([`AddressMatch::List`]), with the networks
+/// of the plan's family the set holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedSet {
+    /// The list.
+    pub list: ListName,
+    /// Its networks of the plan's family that a set holds (all but `/0`), each once,
+    /// in the order written.
+    pub networks: Vec<Network>,
 }

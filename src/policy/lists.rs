@@ -4,6 +4,10 @@
 //! file is read when the policy is, bounded, and a bad line is reported with the file,
 //! its line and column, and the list's field; nothing is rendered from a policy whose
 //! lists do not all read.
+//!
+//! A list longer than [`SET_THRESHOLD`] networks of a family is matched as one set in
+//! that family (see [`super::Policy::expand_family_matches`]); no list may hold more
+//! than [`MAX_LIST_ENTRIES`] of a family.
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
@@ -17,6 +21,16 @@ use crate::files::source;
 
 /// The largest list file read, in bytes (about 800,000 IPv4 networks).
 pub const LIST_FILE_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// A list with more networks than this of one family is matched as one set in that
+/// family's rules (an ipset for iptables): one rule instead of one per network, and a
+/// hash lookup per packet instead of a walk down the list. Below it, plain rules cost
+/// less than a set to load, need no ipset tool and read more plainly in `iptables -S`.
+pub const SET_THRESHOLD: usize = 64;
+
+/// The most networks of one family a list may hold (the capacity of the set it is
+/// matched as).
+pub const MAX_LIST_ENTRIES: usize = 500_000;
 
 /// The longest list file path, in bytes.
 const MAX_PATH: usize = 255;

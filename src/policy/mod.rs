@@ -35,7 +35,7 @@ pub use schema::{
     Host, Interfaces, LintSettings, Log, Outbound, OutboundPolicy, OutboundRule, Published,
     RawChain, RawEntry, Service,
 };
-use types::{AddressRef, ListName, Network};
+use types::{AddressMatch, AddressRef, ListName, Network};
 
 /// A whole policy, as read from one file.
 #[derive(Debug, Deserialize)]
@@ -76,6 +76,10 @@ pub struct Policy {
     /// yields, however long the list's part of the other family is.
     #[serde(skip)]
     by_family: BTreeMap<ListName, [Vec<Network>; 2]>,
+    /// Each list's `/0` of each family, if it has one (no set holds it), found with
+    /// `by_family`: how many networks a list's set holds is then known at once.
+    #[serde(skip)]
+    with_default: BTreeMap<ListName, [Option<Network>; 2]>,
 }
 
 #[derive(Debug, Default)]
@@ -185,6 +189,31 @@ impl Policy {
                 (name.clone(), families)
             })
             .collect();
+        policy.with_default = policy
+            .by_family
+            .iter()
+            .map(|(name, families)| {
+                let default =
+                    |slot: &Vec<Network>| slot.iter().find(|n| n.net().prefix_len() == 0).copied();
+                (name.clone(), [default(&families[0]), default(&families[1])])
+            })
+            .collect();
+        for (name, families) in &policy.by_family {
+            for (family, networks) in Family::ALL.into_iter().zip(families) {
+                if networks.len() > lists::MAX_LIST_ENTRIES {
+                    let span = policy.lists.get(name).map_or(0..0, Spanned::span);
+                    return Err(invalid(
+                        Location::from_span(path, text, span),
+                        Some(format!("lists.{name}")),
+                        format!(
+                            "expected at most {} {family} networks in a list (the capacity of the set it is loaded as), found {}",
+                            lists::MAX_LIST_ENTRIES,
+                            networks.len()
+                        ),
+                    ));
+                }
+            }
+        }
         policy.validate().map_err(|(span, field, message)| {
             invalid(Location::from_span(path, text, span), Some(field), message)
         })?;
@@ -303,6 +332,66 @@ impl Policy {
             out.extend(nets.iter().filter(|n| seen.insert(**n)));
         }
         out
+    }
+
+    /// [`Policy::expand_family`] as the rules match it: a list with more than
+    /// [`lists::SET_THRESHOLD`] networks of `family` stands as one [`AddressMatch::List`]
+    /// (its `/0`, which no set holds, as a network beside it), any other network as
+    /// itself, each once, in order.
+    pub fn expand_family_matches(
+        &self,
+        refs: &[Spanned<AddressRef>],
+        family: Family,
+    ) -> Vec<AddressMatch> {
+        let mut lists_seen = HashSet::new();
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for r in refs {
+            let nets: &[Network] = match r.get_ref() {
+                AddressRef::Net(net) if net.family() == family => std::slice::from_ref(net),
+                AddressRef::Net(_) => &[],
+                AddressRef::List(name) if lists_seen.insert(name) => {
+                    if self.matched_as_set(name, family) {
+                        out.push(AddressMatch::List(name.clone()));
+                        out.extend(
+                            self.list_default(name, family)
+                                .filter(|n| seen.insert(*n))
+                                .map(AddressMatch::Network),
+                        );
+                        continue;
+                    }
+                    self.list_networks(name, family)
+                }
+                AddressRef::List(_) => &[],
+            };
+            out.extend(
+                nets.iter()
+                    .filter(|n| seen.insert(**n))
+                    .map(|n| AddressMatch::Network(*n)),
+            );
+        }
+        out
+    }
+
+    /// Whether the rules of `family` match the list `name` as one set: it holds more
+    /// than [`lists::SET_THRESHOLD`] networks of the family a set can hold (all but `/0`).
+    pub fn matched_as_set(&self, name: &ListName, family: Family) -> bool {
+        let with_default = self.list_default(name, family).is_some();
+        self.list_networks(name, family).len() - usize::from(with_default) > lists::SET_THRESHOLD
+    }
+
+    /// The `/0` of `family` in the list `name`, if it holds one.
+    fn list_default(&self, name: &ListName, family: Family) -> Option<Network> {
+        self.with_default
+            .get(name)
+            .and_then(|slots| slots[family_slot(family)])
+    }
+
+    /// The networks of `family` in the list `name` that its set holds: all but `/0`.
+    pub fn set_members(&self, name: &ListName, family: Family) -> impl Iterator<Item = &Network> {
+        self.list_networks(name, family)
+            .iter()
+            .filter(|n| n.net().prefix_len() != 0)
     }
 
     /// The networks of `family` in the list `name`, each once (none if there is no such
@@ -427,35 +516,104 @@ mod tests {
 
     #[test]
     fn a_list_named_many_times_is_expanded_once_and_its_rules_counted_once() {
-        let nets: Vec<String> = (0..3000)
-            .map(|i| format!("\"10.0.{}.{}/32\"", i / 256, i % 256))
-            .collect();
+        // 50 networks: under the set threshold, so plain rules, one per network.
+        let nets: Vec<String> = (0..50).map(|i| format!("\"10.0.0.{i}/32\"")).collect();
         let refs = vec!["\"big\""; 4000].join(", ");
+        // 60 ports that do not merge into ranges.
+        let ports: Vec<String> = (1..=60).map(|p| (p * 2).to_string()).collect();
+        let ports = ports.join(", ");
         let text = format!(
-            "[lists]\nbig = [{}, \"10.0.0.0/32\"]\n[[host.services]]\nport = 22\nfrom = [{refs}, \"192.0.2.1\", \"10.0.0.5/32\"]\n",
+            "[lists]\nbig = [{}, \"10.0.0.0/32\"]\n[[host.services]]\nport = [{ports}]\nfrom = [{refs}, \"192.0.2.1\", \"10.0.0.5/32\"]\n",
             nets.join(", ")
         );
-        let policy = parse(&text).expect("3,001 rules fit in a file");
+        let policy = parse(&text).expect("3,060 rules fit in a file");
         let from = policy.host.services[0].from.as_ref().expect("from");
         let expanded = policy.expand(from.get_ref());
-        assert_eq!(expanded.len(), 3001, "each network once, in order");
+        assert_eq!(expanded.len(), 51, "each network once, in order");
         assert_eq!(expanded[0].to_string(), "10.0.0.0/32");
-        assert_eq!(expanded[3000].to_string(), "192.0.2.1/32");
+        assert_eq!(expanded[50].to_string(), "192.0.2.1/32");
         // Named 4,000 times, the list counts once: eight such entries fit.
-        let ten = format!(
+        let eight = format!(
             "{text}{}",
-            format!("[[host.services]]\nport = 80\nfrom = [{refs}]\n").repeat(7)
+            format!("[[host.services]]\nport = [{ports}]\nfrom = [{refs}]\n").repeat(7)
         );
-        assert!(parse(&ten).is_ok());
+        assert!(parse(&eight).is_ok());
         // One more entry does not: refused at the `from` of the (first) entry with the
         // most rules, with the exact count.
-        let more = format!("{ten}[[host.services]]\nport = 443\nfrom = [\"big\"]\n");
+        let more = format!("{eight}[[host.services]]\nport = [{ports}]\nfrom = [\"big\"]\n");
         let (line, column, field, message) = error_of(&more);
         assert_eq!(field.as_deref(), Some("host.services[0]"));
         assert_eq!((line, column), (5, 8));
         assert!(
-            message.contains("expected at most 24900 rules from the policy in the IPv4 file (a file holds 25000, 100 of them the template's own), found a policy that renders 27001 (this entry 3001: 1 port range(s) x 1 interface(s) x 3001 IPv4 address(es))"),
+            message.contains("expected at most 24900 rules from the policy in the IPv4 file (a file holds 25000, 100 of them the template's own), found a policy that renders 27060 (this entry 3060: 60 port range(s) x 1 interface(s) x 51 IPv4 address(es))"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn a_list_past_the_set_threshold_is_one_source_however_long() {
+        let nets: Vec<String> = (0..30_000)
+            .map(|i| format!("\"10.{}.{}.0/24\"", i / 256, i % 256))
+            .collect();
+        let ports: Vec<String> = (1..=100).map(|p| (p * 2).to_string()).collect();
+        let text = format!(
+            "[lists]\nbig = [{}, \"0.0.0.0/0\"]\n[[host.services]]\nport = [{}]\nfrom = [\"big\", \"192.0.2.1\"]\n",
+            nets.join(", "),
+            ports.join(", ")
+        );
+        // 100 ports x (the set, its /0, 192.0.2.1): 300 rules, not 3 million.
+        let policy = parse(&text).expect("a set counts once");
+        let from = policy.host.services[0].from.as_ref().expect("from");
+        let name: ListName = "big".parse().expect("name");
+        assert_eq!(
+            policy.expand_family_matches(from.get_ref(), Family::Ipv4),
+            [
+                AddressMatch::List(name.clone()),
+                AddressMatch::Network("0.0.0.0/0".parse().expect("net")),
+                AddressMatch::Network("192.0.2.1".parse().expect("net")),
+            ]
+        );
+        assert!(policy.matched_as_set(&name, Family::Ipv4));
+        assert_eq!(policy.set_members(&name, Family::Ipv4).count(), 30_000);
+        // No IPv6 networks: no IPv6 set, and no IPv6 rules for the entry's list.
+        assert!(!policy.matched_as_set(&name, Family::Ipv6));
+        assert!(
+            policy
+                .expand_family_matches(from.get_ref(), Family::Ipv6)
+                .is_empty()
+        );
+        // Exactly the threshold stays plain rules.
+        let at = format!(
+            "[lists]\nsmall = [{}]\n[[host.services]]\nport = 22\nfrom = [\"small\"]\n",
+            nets[..lists::SET_THRESHOLD].join(", ")
+        );
+        let small: ListName = "small".parse().expect("name");
+        assert!(
+            !parse(&at)
+                .expect("valid")
+                .matched_as_set(&small, Family::Ipv4)
+        );
+    }
+
+    #[test]
+    fn a_list_longer_than_a_set_holds_is_refused_at_the_list() {
+        let dir = tempfile::tempdir().expect("dir");
+        let members: String = (0..=lists::MAX_LIST_ENTRIES)
+            .map(|i| format!("10.{}.{}.{}\n", i >> 16 & 255, i >> 8 & 255, i & 255))
+            .collect();
+        std::fs::write(dir.path().join("huge.txt"), members).expect("list");
+        let path = dir.path().join("base.toml");
+        std::fs::write(
+            &path,
+            "[lists]\nhuge = { file = \"huge.txt\" }\n[[host.services]]\nport = 22\nfrom = [\"huge\"]\n",
+        )
+        .expect("policy");
+        let err = Policy::load(&path).expect_err("too long").to_string();
+        assert!(
+            err.contains("base.toml:2")
+                && err.contains("lists.huge")
+                && err.contains("at most 500000 IPv4 networks"),
+            "{err}"
         );
     }
 

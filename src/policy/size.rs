@@ -2,7 +2,7 @@
 //! into rules. An entry renders one rule per port range, interface and source (a list
 //! counts once per entry, however often the entry names it), and a published entry
 //! twice (DOCKER-USER, and INPUT for docker-proxy's clients), and a `[[raw]]` entry
-//! once. A policy that would put more than [`POLICY_RULES`] rules in a file is refused
+//! once. A list matched as a set counts as one source. A policy that would put more than [`POLICY_RULES`] rules in a file is refused
 //! here, at the entry that contributes most, instead of after rendering millions of
 //! rules.
 //!
@@ -158,7 +158,14 @@ fn upper_bound(policy: &Policy, refs: &[Spanned<AddressRef>], family: Family) ->
     for r in refs {
         let count = match r.get_ref() {
             AddressRef::Net(net) => usize::from(net.family() == family),
-            AddressRef::List(name) if seen.insert(name) => policy.list_networks(name, family).len(),
+            AddressRef::List(name) if seen.insert(name) => {
+                if policy.matched_as_set(name, family) {
+                    // One rule for the set, and one for a `/0` (which no set holds).
+                    2
+                } else {
+                    policy.list_networks(name, family).len()
+                }
+            }
             AddressRef::List(_) => 0,
         };
         total = total.saturating_add(count);
@@ -201,7 +208,7 @@ pub(super) fn check(policy: &Policy) -> Result<(), Refusal> {
         let exact = bound <= MAX_EXPANSION;
         let sources_of = |refs: &[Spanned<AddressRef>]| {
             if exact {
-                policy.expand_family(refs, family).len()
+                policy.expand_family_matches(refs, family).len()
             } else {
                 upper_bound(policy, refs, family)
             }

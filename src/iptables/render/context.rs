@@ -10,8 +10,9 @@
 use serde::Serialize;
 
 use crate::family::Family;
+use crate::iptables::sets;
 use crate::plan::{FamilyPlan, PortRule, PublishedRule};
-use crate::policy::types::{Comment, InterfaceName, Network, PortRange, Proto};
+use crate::policy::types::{AddressMatch, Comment, InstanceName, InterfaceName, PortRange, Proto};
 use crate::policy::{DenyAction, RawChain};
 
 /// Everything a template gets for one family.
@@ -35,6 +36,20 @@ pub struct FamilyContext {
     pub raw: RawContext,
     /// Logging of denied packets.
     pub log: LogContext,
+    /// The ipsets the rules match (long lists), loaded from the instance's sets file
+    /// before the rules.
+    pub sets: Vec<SetContext>,
+}
+
+/// One list matched as an ipset.
+#[derive(Debug, Serialize)]
+pub struct SetContext {
+    /// The list's name in the policy.
+    pub list: String,
+    /// The set's kernel name (what `-m set --match-set` names).
+    pub name: String,
+    /// How many networks it holds.
+    pub entries: usize,
 }
 
 /// One rule: its match options (no target) and its comment.
@@ -104,8 +119,13 @@ pub struct LogContext {
     pub burst: u32,
 }
 
-/// Spells `plan` as the context its family's templates see.
-pub fn build(plan: &FamilyPlan) -> FamilyContext {
+/// Spells `plan` (of `instance`, which names its sets) as the context its family's
+/// templates see.
+pub fn build(instance: &InstanceName, plan: &FamilyPlan) -> FamilyContext {
+    let spell = Spelling {
+        instance,
+        family: plan.family,
+    };
     let mut raw = RawContext {
         input: Vec::new(),
         output: Vec::new(),
@@ -134,12 +154,22 @@ pub fn build(plan: &FamilyPlan) -> FamilyContext {
         host: HostContext {
             ping: plan.host.ping,
             containers_all: plan.host.containers_all,
-            services: plan.host.services.iter().map(port_rule).collect(),
+            services: plan
+                .host
+                .services
+                .iter()
+                .map(|r| spell.port_rule(r))
+                .collect(),
         },
         outbound: OutboundContext {
             allowlist: plan.outbound.allowlist,
             essentials: plan.outbound.essentials,
-            allow: plan.outbound.allow.iter().map(port_rule).collect(),
+            allow: plan
+                .outbound
+                .allow
+                .iter()
+                .map(|r| spell.port_rule(r))
+                .collect(),
         },
         docker: DockerContext {
             deny: plan.docker.deny,
@@ -147,9 +177,14 @@ pub fn build(plan: &FamilyPlan) -> FamilyContext {
                 .docker
                 .published
                 .iter()
-                .map(published_forwarded)
+                .map(|r| spell.published_forwarded(r))
                 .collect(),
-            published_input: plan.docker.published.iter().map(published_input).collect(),
+            published_input: plan
+                .docker
+                .published
+                .iter()
+                .map(|r| spell.published_input(r))
+                .collect(),
         },
         raw,
         log: LogContext {
@@ -158,51 +193,96 @@ pub fn build(plan: &FamilyPlan) -> FamilyContext {
             rate: plan.log.rate.to_string(),
             burst: plan.log.burst,
         },
+        sets: plan
+            .sets
+            .iter()
+            .map(|set| SetContext {
+                list: set.list.to_string(),
+                name: sets::set_name(instance, &set.list, plan.family),
+                entries: set.networks.len(),
+            })
+            .collect(),
     }
 }
 
-/// A host service or outbound destination: `-i IF -s NET -d NET -p P -m P --dport N`,
-/// each match only when the rule has it.
-fn port_rule(rule: &PortRule) -> RuleContext {
-    RuleContext {
-        spec: format!(
-            "{}{}",
-            addressing(
-                rule.interface.as_ref(),
-                rule.source.as_ref(),
-                rule.destination.as_ref()
+/// How one instance's rules of one family are spelled: a list matched as a set is
+/// named by its kernel name, which the instance and family make.
+struct Spelling<'a> {
+    instance: &'a InstanceName,
+    family: Family,
+}
+
+impl Spelling<'_> {
+    /// A host service or outbound destination: `-i IF -s NET -d NET -p P -m P --dport
+    /// N`, each match only when the rule has it.
+    fn port_rule(&self, rule: &PortRule) -> RuleContext {
+        RuleContext {
+            spec: format!(
+                "{}{}",
+                self.addressing(
+                    rule.interface.as_ref(),
+                    rule.source.as_ref(),
+                    rule.destination.as_ref()
+                ),
+                port_match(rule.proto, &rule.port)
             ),
-            port_match(rule.proto, &rule.port)
-        ),
-        comment: rule.comment.to_string(),
+            comment: rule.comment.to_string(),
+        }
     }
-}
 
-/// A published port in DOCKER-USER, after DNAT: `--dport` is the container's port
-/// there, so the port (and address) the client dialed is matched in the connection's
-/// original tuple.
-fn published_forwarded(rule: &PublishedRule) -> RuleContext {
-    let mut spec = format!(
-        "{}-p {} -m conntrack --ctstate DNAT --ctorigdstport {}",
-        addressing(rule.interface.as_ref(), rule.source.as_ref(), None),
-        rule.proto,
-        port_spelling(&rule.dialed_port)
-    );
-    if let Some(addr) = rule.host_address {
-        spec.push_str(&format!(" --ctorigdst {addr}"));
+    /// A published port in DOCKER-USER, after DNAT: `--dport` is the container's port
+    /// there, so the port (and address) the client dialed is matched in the
+    /// connection's original tuple.
+    fn published_forwarded(&self, rule: &PublishedRule) -> RuleContext {
+        let mut spec = format!(
+            "{}-p {} -m conntrack --ctstate DNAT --ctorigdstport {}",
+            self.addressing(rule.interface.as_ref(), rule.source.as_ref(), None),
+            rule.proto,
+            port_spelling(&rule.dialed_port)
+        );
+        if let Some(addr) = rule.host_address {
+            spec.push_str(&format!(" --ctorigdst {addr}"));
+        }
+        published_context(spec, &rule.comment)
     }
-    published_context(spec, &rule.comment)
-}
 
-/// A published port in INPUT, where docker-proxy's clients arrive with the port (and
-/// address) they dialed.
-fn published_input(rule: &PublishedRule) -> RuleContext {
-    let mut spec = addressing(rule.interface.as_ref(), rule.source.as_ref(), None);
-    if let Some(addr) = rule.host_address {
-        spec.push_str(&format!("-d {addr} "));
+    /// A published port in INPUT, where docker-proxy's clients arrive with the port
+    /// (and address) they dialed.
+    fn published_input(&self, rule: &PublishedRule) -> RuleContext {
+        let mut spec = self.addressing(rule.interface.as_ref(), rule.source.as_ref(), None);
+        if let Some(addr) = rule.host_address {
+            spec.push_str(&format!("-d {addr} "));
+        }
+        spec.push_str(&port_match(rule.proto, &rule.dialed_port));
+        published_context(spec, &rule.comment)
     }
-    spec.push_str(&port_match(rule.proto, &rule.dialed_port));
-    published_context(spec, &rule.comment)
+
+    /// `-i IF -s NET -d NET `, each option only when given, each followed by a space; a
+    /// list's set is `-m set --match-set NAME src` (or `dst`).
+    fn addressing(
+        &self,
+        interface: Option<&InterfaceName>,
+        source: Option<&AddressMatch>,
+        destination: Option<&AddressMatch>,
+    ) -> String {
+        let mut spec = String::new();
+        if let Some(interface) = interface {
+            spec.push_str(&format!("-i {interface} "));
+        }
+        for (address, option, direction) in [(source, "-s", "src"), (destination, "-d", "dst")] {
+            match address {
+                Some(AddressMatch::Network(network)) => {
+                    spec.push_str(&format!("{option} {network} "));
+                }
+                Some(AddressMatch::List(list)) => spec.push_str(&format!(
+                    "-m set --match-set {} {direction} ",
+                    sets::set_name(self.instance, list, self.family)
+                )),
+                None => {}
+            }
+        }
+        spec
+    }
 }
 
 fn published_context(spec: String, comment: &Comment) -> RuleContext {
@@ -210,25 +290,6 @@ fn published_context(spec: String, comment: &Comment) -> RuleContext {
         spec,
         comment: comment.to_string(),
     }
-}
-
-/// `-i IF -s NET -d NET `, each option only when given, each followed by a space.
-fn addressing(
-    interface: Option<&InterfaceName>,
-    source: Option<&Network>,
-    destination: Option<&Network>,
-) -> String {
-    let mut spec = String::new();
-    if let Some(interface) = interface {
-        spec.push_str(&format!("-i {interface} "));
-    }
-    if let Some(source) = source {
-        spec.push_str(&format!("-s {source} "));
-    }
-    if let Some(destination) = destination {
-        spec.push_str(&format!("-d {destination} "));
-    }
-    spec
 }
 
 fn port_match(proto: Proto, port: &PortRange) -> String {
@@ -253,7 +314,10 @@ mod tests {
 
     fn context(text: &str, family: Family) -> FamilyContext {
         let policy = Policy::parse(Path::new("test.toml"), text.as_bytes()).expect("valid");
-        build(&FamilyPlan::build(&policy, BackendKind::Iptables, family))
+        build(
+            &"base".parse().expect("instance"),
+            &FamilyPlan::build(&policy, BackendKind::Iptables, family),
+        )
     }
 
     fn specs(rules: &[RuleContext]) -> Vec<&str> {

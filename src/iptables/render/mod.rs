@@ -1,5 +1,8 @@
-//! Rendering a validated policy into the four `iptables-restore` files of an instance
-//! (`<i>.rules`, `<i>.rules.empty`, `<i>.rules6`, `<i>.rules6.empty`) with Tera.
+//! Rendering a validated policy into the files of an instance: per family, the
+//! `iptables-restore` rules and pass-through files (`<i>.rules`, `<i>.rules.empty`,
+//! `<i>.rules6`, `<i>.rules6.empty`) with Tera, and the `ipset restore` file of the
+//! sets its rules match (`<i>.sets`, `<i>.sets6`: [`crate::iptables::sets`], not a
+//! template, since nothing about it is the admin's to lay out).
 //!
 //! The policy is first planned per family ([`crate::plan::FamilyPlan`]: every entry
 //! expanded into typed rules), then each plan is spelled in iptables syntax as the
@@ -22,6 +25,7 @@ use crate::files::set::OUTPUT_LIMIT;
 use crate::files::source::{self, SourceError};
 use crate::files::stamp;
 use crate::iptables::instance::OutputFiles;
+use crate::iptables::sets;
 use crate::iptables::shape::{self, ShapeError};
 use crate::plan::FamilyPlan;
 use crate::policy::types::InstanceName;
@@ -54,6 +58,26 @@ impl TemplateKind {
         match self {
             TemplateKind::Rules => "rules.tera",
             TemplateKind::Empty => "empty.tera",
+        }
+    }
+}
+
+/// What one of an instance's files is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// The rules in force, from `rules.tera`.
+    Rules,
+    /// The pass-through rules loaded on stop, from `empty.tera`.
+    Empty,
+    /// The ipsets the rules match, loaded before them.
+    Sets,
+}
+
+impl From<TemplateKind> for FileKind {
+    fn from(kind: TemplateKind) -> FileKind {
+        match kind {
+            TemplateKind::Rules => FileKind::Rules,
+            TemplateKind::Empty => FileKind::Empty,
         }
     }
 }
@@ -187,8 +211,8 @@ fn template_name(kind: TemplateKind, origin: &TemplateOrigin) -> String {
 pub struct RenderedFile {
     /// Family the file is for.
     pub family: Family,
-    /// Rules or pass-through.
-    pub kind: TemplateKind,
+    /// Rules, pass-through or sets.
+    pub kind: FileKind,
     /// File name inside `/etc/iptables`.
     pub file_name: String,
     /// The file's content.
@@ -212,7 +236,7 @@ pub struct RenderRequest<'a> {
     pub policy_path: &'a Path,
 }
 
-/// Renders all four files of an instance: IPv4 rules and empty, then IPv6 rules and empty.
+/// Renders all six files of an instance: IPv4 rules, empty and sets, then IPv6's.
 /// Every template's output is bounded by [`OUTPUT_LIMIT`] and the whole rendering by
 /// [`RENDER_TIME_LIMIT`].
 pub fn render(
@@ -223,12 +247,11 @@ pub fn render(
     // contexts: it may outlive a render that ran out of time).
     let mut outputs = Vec::with_capacity(4);
     let mut jobs = Vec::with_capacity(4);
+    let mut set_files = Vec::with_capacity(2);
     for family in Family::ALL {
-        let ctx = context::build(&FamilyPlan::build(
-            request.policy,
-            BackendKind::Iptables,
-            family,
-        ));
+        let plan = FamilyPlan::build(request.policy, BackendKind::Iptables, family);
+        set_files.push((family, sets::render(request.instance, &plan)));
+        let ctx = context::build(request.instance, &plan);
         let tera_ctx = tera::Context::from_serialize(&ctx).map_err(|e| RenderError::Template {
             template: "context".to_owned(),
             report: e.to_string(),
@@ -243,9 +266,10 @@ pub fn render(
         }
     }
     let bodies = render_bounded(&templates.tera, jobs)?;
-    let mut files = Vec::with_capacity(4);
+    let mut files = Vec::with_capacity(6);
     for ((family, kind, name), body) in outputs.into_iter().zip(bodies) {
         let origin = templates.origin(kind);
+        let kind = FileKind::from(kind);
         let file_name = OutputFiles::name(request.instance, family, kind);
         let text = format!("{}{}", header(request, family, kind, origin), tidy(&body));
         // The header adds to the template's output: what is written must still be
@@ -265,6 +289,37 @@ pub fn render(
             text,
         });
     }
+    for (family, body) in set_files {
+        let file_name = OutputFiles::name(request.instance, family, FileKind::Sets);
+        let text = format!(
+            "{}{body}",
+            header(request, family, FileKind::Sets, &TemplateOrigin::BuiltIn)
+        );
+        let name = format!("the {family} sets");
+        if text.len() as u64 > OUTPUT_LIMIT {
+            return Err(RenderError::TooLarge { template: name });
+        }
+        // What loads it reads it back as strictly: a file that would not read back is
+        // this program's error, found before anything is written.
+        sets::parse(&text, family).map_err(|message| RenderError::Template {
+            template: name,
+            report: message,
+        })?;
+        files.push(RenderedFile {
+            family,
+            kind: FileKind::Sets,
+            file_name,
+            text,
+        });
+    }
+    // In the order an instance's files are named: each family's rules, pass-through
+    // and sets.
+    files.sort_by_key(|f| {
+        (
+            Family::ALL.iter().position(|x| *x == f.family),
+            f.kind as u8,
+        )
+    });
     Ok(files)
 }
 
@@ -389,30 +444,41 @@ impl Write for BoundedOutput {
 fn header(
     request: &RenderRequest,
     family: Family,
-    kind: TemplateKind,
+    kind: FileKind,
     origin: &TemplateOrigin,
 ) -> String {
-    let template = match origin {
-        TemplateOrigin::BuiltIn => format!("the built-in template {}", kind.file_name()),
-        TemplateOrigin::File(path) => format!("the template {}", printable_path(path)),
+    let template = match (kind, origin) {
+        (FileKind::Sets, _) => "iptables-ctl itself (no template)".to_owned(),
+        (FileKind::Rules, TemplateOrigin::BuiltIn) => "the built-in template rules.tera".to_owned(),
+        (FileKind::Empty, TemplateOrigin::BuiltIn) => "the built-in template empty.tera".to_owned(),
+        (_, TemplateOrigin::File(path)) => format!("the template {}", printable_path(path)),
     };
-    let (what, restore) = match (family, kind) {
-        (Family::Ipv4, TemplateKind::Rules) => ("IPv4 rules", "iptables-restore"),
-        (Family::Ipv4, TemplateKind::Empty) => (
-            "IPv4 pass-through rules (loaded on stop)",
-            "iptables-restore",
+    let restore = match family {
+        Family::Ipv4 => "iptables-restore",
+        Family::Ipv6 => "ip6tables-restore",
+    };
+    let (what, load) = match kind {
+        FileKind::Rules => (
+            format!("{family} rules"),
+            format!("Load with `{restore} -w -n`; it never flushes Docker's chains."),
         ),
-        (Family::Ipv6, TemplateKind::Rules) => ("IPv6 rules", "ip6tables-restore"),
-        (Family::Ipv6, TemplateKind::Empty) => (
-            "IPv6 pass-through rules (loaded on stop)",
-            "ip6tables-restore",
+        FileKind::Empty => (
+            format!("{family} pass-through rules (loaded on stop)"),
+            format!("Load with `{restore} -w -n`; it never flushes Docker's chains."),
+        ),
+        FileKind::Sets => (
+            format!("{family} ipsets (the long lists the rules match)"),
+            format!(
+                "Loaded before the rules by `iptables-ctl load-sets {}` (`ipset restore`):\n# each set is filled aside and swapped in whole.",
+                request.instance
+            ),
         ),
     };
     format!(
         "{stamp}\
          # Source: {policy}, rendered with {template}.\n\
          # Do not edit: change the policy, then run `iptables-ctl reload {instance}`.\n\
-         # Load with `{restore} -w -n`; it never flushes Docker's chains.\n",
+         # {load}\n",
         stamp = stamp::first_line(&format!("{what} of instance {}.", request.instance)),
         instance = request.instance,
         policy = printable_path(request.policy_path),

@@ -63,7 +63,7 @@ mod raw;
 pub use names::{
     Comment, InstanceName, InterfaceName, ListName, LogPrefix, LogRate, interface_pattern_matches,
 };
-pub use net::{AddressRef, HostAddress, Network};
+pub use net::{AddressMatch, AddressRef, HostAddress, Network};
 pub use ports::{PortRange, Ports, Proto};
 pub use raw::RawRule;
 

@@ -64,6 +64,18 @@ impl fmt::Display for Network {
     }
 }
 
+/// What one address reference of an entry's `from` or `to` stands for in one family's
+/// rules: a network, or a whole list matched as one set (a list with more than
+/// [`crate::policy::lists::SET_THRESHOLD`] networks of the family; see
+/// [`crate::policy::Policy::expand_family_matches`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddressMatch {
+    /// One network.
+    Network(Network),
+    /// The list's networks of the family, held as one set.
+    List(ListName),
+}
+
 /// A single address of this host, as the client dialed it (`--ctorigdst`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]

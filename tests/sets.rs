@@ -1,0 +1,280 @@
+//! Long address lists as ipsets, with real packets: a list past the set threshold is
+//! rendered as one `hash:net` set per family, loaded before the rules by the tool's own
+//! loader (what `iptables-ctl load-sets` and apply run), and refreshed while a client
+//! connects in a loop: no allowed connection fails and no other one gets in. `status`'s
+//! comparison sees a member removed by hand; a bad list line is reported with its file
+//! and line, and nothing is written or loaded.
+//!
+//! ```text
+//!  client ns (192.0.2.10 allowed, 192.0.2.20 not; the same in IPv6) --veth--
+//!  host ns: Docker-like DNAT 8080 -> container:80, the rendered rules and sets
+//! ```
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)] // test support may fail loudly
+
+mod common;
+
+use std::io::Read as _;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::topology::{Topology, v4, v6};
+use common::{Outcome, kernel_tests_enabled, probe, staged_command, stderr, tree};
+use iptables_ctl::backend::Backend;
+use iptables_ctl::files::layout::Layout;
+use iptables_ctl::iptables::backend::SYSTEM;
+use iptables_ctl::iptables::live::{self, SystemFirewall};
+use iptables_ctl::policy::types::InstanceName;
+
+const POLICY: &str = "[interfaces]\nexternal = \"eth0\"\n\n[lists]\ncustomers = { file = \"lists/customers.txt\" }\n\n[[host.services]]\nport = 2222\n\n[[docker.published]]\nport = 8080\nfrom = [\"customers\"]\n";
+
+/// The list of round `round`: 3,000 IPv4 and 100 IPv6 networks that change every round
+/// (none of them a client's), and the allowed client of each family.
+fn list(round: usize) -> String {
+    let mut lines = vec!["# customers".to_owned()];
+    for i in 0..3000 {
+        let n = i + round * 1000;
+        lines.push(format!("10.{}.{}.0/24", n >> 8 & 255, n & 255));
+    }
+    for i in 0..100 {
+        lines.push(format!("2001:db8:{:x}::/48", 0x100 + i + round * 10));
+    }
+    lines.push(v4().clients[0].to_owned());
+    lines.push(format!("{}  # the allowed client", v6().clients[0]));
+    lines.join("\n") + "\n"
+}
+
+fn stage(root: &Path, list_text: &str) {
+    let dir = root.join("etc/iptables");
+    std::fs::create_dir_all(dir.join("lists")).expect("mkdir");
+    std::fs::write(dir.join("base.toml"), POLICY).expect("policy");
+    std::fs::write(dir.join("lists/customers.txt"), list_text).expect("list");
+}
+
+/// Renders the staged policy with the tool, then loads its sets and rules into the
+/// host namespace with the tool's own loader.
+fn render_and_load(t: &Topology, root: &Path) {
+    let out = staged_command(root, &["render"]).output().expect("render");
+    assert!(out.status.success(), "render: {}", stderr(&out));
+    let layout = Layout::new(root);
+    let instance = InstanceName::default();
+    t.host
+        .enter(|| SYSTEM.load_rules(&layout, &instance))
+        .expect("load the sets and rules");
+}
+
+#[test]
+fn a_set_refreshed_under_a_connecting_client_drops_no_allowed_connection_and_admits_no_other() {
+    if !kernel_tests_enabled("a_set_refreshed_under_a_connecting_client") {
+        return;
+    }
+    let t = Topology::build();
+    for f in [v4(), v6()] {
+        t.host.exec_ok(
+            &format!("ip{}tables-restore", f.six),
+            &["-w"],
+            f.docker_rules.as_bytes(),
+        );
+    }
+    let root = tempfile::tempdir().expect("root");
+    stage(root.path(), &list(0));
+    render_and_load(&t, root.path());
+    let sets = t.host.exec_ok("ipset", &["list", "-n"], b"");
+    assert_eq!(
+        sets.lines().collect::<Vec<_>>(),
+        ["ictl.base.customers.v4", "ictl.base.customers.v6"],
+        "one set per family, no temporary set left"
+    );
+    let rules = t.host.exec_ok("iptables-save", &["-t", "filter"], b"");
+    assert!(
+        rules.contains("-m set --match-set ictl.base.customers.v4 src"),
+        "{rules}"
+    );
+    assert!(
+        !rules.contains("10.0.0.0/24"),
+        "the list is one set, not a rule per network"
+    );
+
+    let listener = t
+        .container
+        .enter(|| TcpListener::bind(("::", 80)).expect("bind 80"));
+    // Before any refresh, in both families: the listed client is let in and the other
+    // refused. (These first connects also resolve the neighbours, which can take the
+    // first SYN of a family longer than the loop's connects wait.)
+    for f in [v4(), v6()] {
+        assert_eq!(
+            probe(&t.client, Some(f.clients[0]), f.host_ext, 8080),
+            Outcome::Open
+        );
+        assert_eq!(
+            probe(&t.client, Some(f.clients[1]), f.host_ext, 8080),
+            Outcome::Refused
+        );
+    }
+    let stop = AtomicBool::new(false);
+    let allowed_failed = AtomicU64::new(0);
+    let allowed_ok = AtomicU64::new(0);
+    let others_in = AtomicU64::new(0);
+    let others_refused = AtomicU64::new(0);
+    let refreshes = 20;
+    let during_refreshes = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(Ordering::Acquire) {
+                if let Ok((mut stream, _)) = listener.accept() {
+                    let _ = stream.read(&mut [0; 1]);
+                }
+            }
+        });
+        let client = scope.spawn(|| {
+            t.client.enter(|| {
+                let mut round = 0usize;
+                while !stop.load(Ordering::Acquire) {
+                    let f = if round.is_multiple_of(2) { v4() } else { v6() };
+                    round += 1;
+                    let target = SocketAddr::new(f.host_ext.parse().unwrap(), 8080);
+                    for (source, allowed) in [(f.clients[0], true), (f.clients[1], false)] {
+                        let open = connect(source.parse().unwrap(), target);
+                        let counter = match (allowed, open) {
+                            (true, true) => &allowed_ok,
+                            (true, false) => &allowed_failed,
+                            (false, true) => &others_in,
+                            (false, false) => &others_refused,
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        });
+        // The client is under way before the first refresh, and still is after the
+        // last: every refresh happens while it connects.
+        common::wait_until(Duration::from_secs(10), "the client connects", || {
+            allowed_ok.load(Ordering::Relaxed) > 0
+        });
+        let before = allowed_ok.load(Ordering::Relaxed);
+        for round in 1..=refreshes {
+            stage(root.path(), &list(round));
+            render_and_load(&t, root.path());
+        }
+        let during = allowed_ok.load(Ordering::Relaxed) - before;
+        stop.store(true, Ordering::Release);
+        client.join().expect("client");
+        t.container.enter(|| {
+            let _ = TcpStream::connect(("::1", 80));
+        });
+        during
+    });
+    let (ok, failed) = (
+        allowed_ok.load(Ordering::Relaxed),
+        allowed_failed.load(Ordering::Relaxed),
+    );
+    let (admitted, refused) = (
+        others_in.load(Ordering::Relaxed),
+        others_refused.load(Ordering::Relaxed),
+    );
+    println!(
+        "{refreshes} refreshes of a 3,102-entry list: allowed client {ok} connected ({during_refreshes} during the refreshes), {failed} failed; other client {refused} refused, {admitted} admitted"
+    );
+    assert_eq!(failed, 0, "an allowed connection failed during a refresh");
+    assert_eq!(admitted, 0, "a connection not on the list got in");
+    assert!(
+        during_refreshes > 0 && refused > 0,
+        "the loop ran during the refreshes"
+    );
+
+    // The sets hold the last round's list; status's comparison says so, and sees a
+    // member removed by hand.
+    let layout = Layout::new(root.path());
+    let instance = InstanceName::default();
+    let state = t
+        .host
+        .enter(|| live::inspect(&layout, &instance, SYSTEM.trial, &SystemFirewall))
+        .expect("inspect");
+    for family in &state.families {
+        assert_eq!(family.sets.len(), 1, "{family:?}");
+        assert!(family.sets[0].matches(), "{}", family.sets[0]);
+    }
+    assert_eq!(state.families[0].sets[0].expected, 3001);
+    t.host.exec_ok(
+        "ipset",
+        &["del", "ictl.base.customers.v4", v4().clients[0]],
+        b"",
+    );
+    let drifted = t
+        .host
+        .enter(|| live::inspect(&layout, &instance, SYSTEM.trial, &SystemFirewall))
+        .expect("inspect");
+    let set = &drifted.families[0].sets[0];
+    assert!(
+        !set.matches() && set.missing == 1 && !drifted.families[0].in_force,
+        "{set}"
+    );
+    assert_eq!(
+        probe(&t.client, Some(v4().clients[0]), v4().host_ext, 8080),
+        Outcome::Refused,
+        "the member removed by hand is refused: the rules read the live set"
+    );
+}
+
+/// One connect from `source` to `target`, closed with a reset (no TIME_WAIT piles up).
+fn connect(source: IpAddr, target: SocketAddr) -> bool {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(target),
+        socket2::Type::STREAM,
+        None,
+    )
+    .expect("socket");
+    socket.set_reuse_address(true).expect("reuse");
+    socket
+        .bind(&SocketAddr::new(source, 0).into())
+        .expect("bind client");
+    socket.set_linger(Some(Duration::ZERO)).expect("linger");
+    let result = socket.connect_timeout(&target.into(), Duration::from_secs(2));
+
+    drop(TcpStream::from(socket));
+    result.is_ok()
+}
+
+#[test]
+fn a_bad_list_line_is_located_and_nothing_is_written_or_loaded() {
+    if !kernel_tests_enabled("a_bad_list_line_is_located_and_nothing_is_written_or_loaded") {
+        return;
+    }
+    let t = Topology::build();
+    let root = tempfile::tempdir().expect("root");
+    stage(root.path(), &list(0));
+    render_and_load(&t, root.path());
+    let files = tree(root.path());
+    let live_sets = t.host.exec_ok("ipset", &["save"], b"");
+    let bad = list(1).replacen("10.3.233.0/24", "10.3.233.0/33", 1);
+    assert_ne!(bad, list(1));
+    std::fs::write(root.path().join("etc/iptables/lists/customers.txt"), &bad).expect("list");
+    for command in ["check", "render"] {
+        let out = staged_command(root.path(), &[command])
+            .output()
+            .expect(command);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{command}: {err}");
+        let line = bad
+            .lines()
+            .position(|l| l.starts_with("10.3.233.0/33"))
+            .expect("the bad line")
+            + 1;
+        assert!(
+            err.contains(&format!("lists/customers.txt:{line}:1"))
+                && err.contains("lists.customers"),
+            "{command}: {err}"
+        );
+    }
+    // Nothing written but the list itself, nothing loaded.
+    let after: Vec<_> = tree(root.path())
+        .into_iter()
+        .filter(|(name, _)| !name.ends_with("customers.txt"))
+        .collect();
+    let before: Vec<_> = files
+        .into_iter()
+        .filter(|(name, _)| !name.ends_with("customers.txt"))
+        .collect();
+    assert_eq!(after, before);
+    assert_eq!(t.host.exec_ok("ipset", &["save"], b""), live_sets);
+}
