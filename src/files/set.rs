@@ -1,10 +1,10 @@
-//! An instance's four output files (`<i>.rules`, `<i>.rules.empty`, `<i>.rules6`,
-//! `<i>.rules6.empty`) written as one set: whoever reads them (systemd at boot or on a
+//! An instance's output files (`<i>.rules`, `<i>.rules.empty`, `<i>.sets`, and the
+//! same for IPv6) written as one set: whoever reads them (systemd at boot or on a
 //! reload, `status`), and wherever a writing run is killed, finds the complete old set
 //! or the complete new set, never the IPv4 rules of one policy beside the IPv6 rules of
-//! another.
+//! another, nor rules beside the sets of another policy.
 //!
-//! Four renames cannot be one step, so the files live in a version directory and the
+//! Several renames cannot be one step, so the files live in a version directory and the
 //! names the units read are fixed symbolic links through one `current` link, which one
 //! rename swaps (the scheme of Kubernetes' AtomicWriter):
 //!
