@@ -1,5 +1,5 @@
 //! How the readers of untrusted text grow with their input: the policy parser and the
-//! render path, the shape check of rendered files, the iptables-save parser, the check
+//! render path, the shape check of rendered files, the reader of sets files, the iptables-save parser, the check
 //! of what the kernel loaded, and the evaluator and audit on parsed dumps. For each
 //! input shape it prints the time at 1x, 10x and 100x a base size and the ratios to 1x:
 //! linear growth shows as ratios near 10 and 100, quadratic as 100 and 10,000. Every
@@ -22,10 +22,11 @@ use iptables_ctl::family::Family;
 use iptables_ctl::host::net::{HostNet, Interface, Route};
 use iptables_ctl::iptables::dump;
 use iptables_ctl::iptables::render::{self, RenderRequest, Templates};
-use iptables_ctl::iptables::shape;
 use iptables_ctl::iptables::walk::{self, Packet, Ruleset, Transport};
-use iptables_ctl::policy::Policy;
+use iptables_ctl::iptables::{sets, shape};
+use iptables_ctl::plan::FamilyPlan;
 use iptables_ctl::policy::types::InstanceName;
+use iptables_ctl::policy::{BackendKind, Policy};
 
 /// One input shape of one reader: makes the input for a size and reads it.
 struct Shape {
@@ -290,6 +291,25 @@ const SHAPES: &[Shape] = &[
                     &["eth0".to_owned()],
                     None,
                 )
+            })
+        },
+    },
+    Shape {
+        name: "sets::parse, members",
+        base: 1_000,
+        run: |n| {
+            let list: Vec<String> = (0..n)
+                .map(|i| format!("10.{}.{}.{}", i >> 16 & 255, i >> 8 & 255, i & 255))
+                .collect();
+            let text = format!(
+                "[lists]\nbig = [\"{}\"]\n[[host.services]]\nport = 22\nfrom = [\"big\"]\n",
+                list.join("\", \"")
+            );
+            let policy = Policy::parse(Path::new("bench.toml"), text.as_bytes()).unwrap();
+            let instance = InstanceName::default();
+            let plan = FamilyPlan::build(&policy, BackendKind::Iptables, Family::Ipv4);
+            time(sets::render(&instance, &plan), |text| {
+                sets::parse(text, Family::Ipv4).unwrap()
             })
         },
     },

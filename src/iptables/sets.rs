@@ -11,7 +11,6 @@
 //! in one kernel operation and destroys the temporary one, which then holds the old
 //! members. Loading the file again changes nothing.
 
-use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use crate::family::Family;
@@ -75,9 +74,10 @@ fn family_word(family: Family) -> &'static str {
 }
 
 /// A hash size that holds `members` without the kernel growing the table while it
-/// fills (each growth rehashes every member); a power of two.
+/// fills (each growth rehashes every member; a quarter of the members still grew it
+/// once at 100,000 /32s); a power of two.
 fn hash_size(members: usize) -> usize {
-    (members / 4).next_power_of_two().clamp(64, MAXELEM)
+    (members / 2).next_power_of_two().clamp(64, MAXELEM)
 }
 
 /// The `ipset restore` text of `plan`'s sets (no header: the renderer adds it).
@@ -136,16 +136,17 @@ pub fn parse(text: &str, family: Family) -> Result<Vec<SetDefinition>, String> {
     let mut sets: Vec<SetDefinition> = Vec::new();
     // Where the set being read is: its temporary set made, flushed, filled, swapped.
     let mut step = Step::Done;
-    let mut members: HashSet<Network> = HashSet::new();
+    // The set being read and its temporary set, named once per set (not per line).
+    let (mut current, mut temp) = (String::new(), String::new());
+    let mut words: Vec<&str> = Vec::with_capacity(8);
     for (index, line) in text.lines().enumerate() {
         let fail = |message: String| format!("line {}: {message}: {line}", index + 1);
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let words: Vec<&str> = line.split(' ').collect();
-        let current = sets.last().map(|s| s.name.clone()).unwrap_or_default();
-        let temp = temp_name(&current);
+        words.clear();
+        words.extend(line.split(' '));
         step = match (step, words.as_slice()) {
             (Step::Done, ["create", name, "hash:net", header @ ..]) => {
                 check_name(name).map_err(&fail)?;
@@ -153,12 +154,13 @@ pub fn parse(text: &str, family: Family) -> Result<Vec<SetDefinition>, String> {
                     return Err(fail(format!("the set {name} is defined twice")));
                 }
                 let header = check_header(header, family).map_err(&fail)?;
+                current = (*name).to_owned();
+                temp = temp_name(name);
                 sets.push(SetDefinition {
-                    name: (*name).to_owned(),
+                    name: current.clone(),
                     header,
                     members: Vec::new(),
                 });
-                members.clear();
                 Step::Created
             }
             (Step::Created, ["create", name, "hash:net", header @ ..]) if *name == temp => {
@@ -176,20 +178,27 @@ pub fn parse(text: &str, family: Family) -> Result<Vec<SetDefinition>, String> {
                         "expected an {family} network other than /0, found {network}"
                     )));
                 }
-                if !members.insert(network) {
-                    return Err(fail(format!("{network} is added twice")));
-                }
-                if members.len() > MAX_LIST_ENTRIES {
-                    return Err(fail(format!(
-                        "expected at most {MAX_LIST_ENTRIES} members in a set"
-                    )));
-                }
                 if let Some(set) = sets.last_mut() {
+                    if set.members.len() == MAX_LIST_ENTRIES {
+                        return Err(fail(format!(
+                            "expected at most {MAX_LIST_ENTRIES} members in a set"
+                        )));
+                    }
                     set.members.push(network);
                 }
                 Step::Filling
             }
-            (Step::Filling, ["swap", from, to]) if *from == temp && *to == current => Step::Swapped,
+            (Step::Filling, ["swap", from, to]) if *from == temp && *to == current => {
+                // Each member once (sorted, not hashed: a set may hold 500,000).
+                if let Some(set) = sets.last() {
+                    let mut sorted = set.members.clone();
+                    sorted.sort_unstable();
+                    if let Some(twice) = sorted.windows(2).find(|w| w[0] == w[1]) {
+                        return Err(fail(format!("{} is added twice", twice[0])));
+                    }
+                }
+                Step::Swapped
+            }
             (Step::Swapped, ["destroy", name]) if *name == temp => Step::Done,
             (step, _) => return Err(fail(format!("expected {}", step.expected(&current)))),
         };
@@ -264,6 +273,43 @@ fn check_header(words: &[&str], family: Family) -> Result<String, String> {
             family_word(family)
         ))
     }
+}
+
+/// A sets file cut in two: every line but the `add`s in both halves, each set's `add`s
+/// shared between them in turn (the first, third, ... member to the first half). Each
+/// half is a sets file of its own, with the original's lines unchanged, so the kernel
+/// check can load every line of a long list in two namespaces at once, one per core.
+pub fn halves(text: &str) -> [String; 2] {
+    let mut halves = [String::new(), String::new()];
+    let mut added = 0usize;
+    for line in text.lines() {
+        if line.starts_with("add ") {
+            let half = &mut halves[added % 2];
+            half.push_str(line);
+            half.push('\n');
+            added += 1;
+            continue;
+        }
+        // A new set starts its members at the first half again.
+        if line.starts_with("create ")
+            && !line
+                .split(' ')
+                .nth(1)
+                .is_some_and(|n| n.ends_with(TEMP_SUFFIX))
+        {
+            added = 0;
+        }
+        for half in &mut halves {
+            half.push_str(line);
+            half.push('\n');
+        }
+    }
+    halves
+}
+
+/// How many of `members` [`halves`] puts in each half.
+pub fn half_counts(members: usize) -> [usize; 2] {
+    [members.div_ceil(2), members / 2]
 }
 
 /// The lines of a sets file that make each set, empty (the sets the rules need to load,
@@ -410,6 +456,27 @@ mod tests {
                 .contains("a set name of this tool")
         );
         assert_eq!(parse("# no sets\n", Family::Ipv4), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn halves_share_the_members_and_keep_every_other_line() {
+        let instance: InstanceName = "base".parse().expect("name");
+        let text = render(&instance, &plan(&long_list(101), Family::Ipv4));
+        let whole = parse(&text, Family::Ipv4).expect("whole");
+        let [first, second] = halves(&text);
+        let first = parse(&first, Family::Ipv4).expect("a sets file");
+        let second = parse(&second, Family::Ipv4).expect("a sets file");
+        assert_eq!(
+            [first[0].members.len(), second[0].members.len()],
+            half_counts(101)
+        );
+        let mut together: Vec<Network> = first[0].members.clone();
+        together.extend(&second[0].members);
+        together.sort_by_key(|n| n.to_string());
+        let mut all = whole[0].members.clone();
+        all.sort_by_key(|n| n.to_string());
+        assert_eq!(together, all);
+        assert_eq!(first[0].header, whole[0].header);
     }
 
     #[test]

@@ -176,15 +176,9 @@ impl Policy {
             .lists
             .iter()
             .map(|(name, entries)| {
-                let mut seen = HashSet::new();
                 let mut families: [Vec<Network>; 2] = Default::default();
-                for network in entries
-                    .get_ref()
-                    .networks
-                    .iter()
-                    .filter(|n| seen.insert(**n))
-                {
-                    families[family_slot(network.family())].push(*network);
+                for network in first_occurrences(&entries.get_ref().networks) {
+                    families[family_slot(network.family())].push(network);
                 }
                 (name.clone(), families)
             })
@@ -403,6 +397,23 @@ impl Policy {
     }
 }
 
+/// `networks` without repeats, each where it first occurs. Sorted rather than hashed:
+/// a list file of 100,000 networks is read on every command, and a sort of their
+/// positions costs less than hashing each one.
+fn first_occurrences(networks: &[Network]) -> impl Iterator<Item = Network> + '_ {
+    let mut order: Vec<usize> = (0..networks.len()).collect();
+    // Stable: among equal networks the first position comes first.
+    order.sort_by_key(|&i| networks[i]);
+    let mut keep = vec![false; networks.len()];
+    for (n, &i) in order.iter().enumerate() {
+        keep[i] = n == 0 || networks[order[n - 1]] != networks[i];
+    }
+    networks
+        .iter()
+        .zip(keep)
+        .filter_map(|(network, keep)| keep.then_some(*network))
+}
+
 /// Where a family's networks are kept in [`Policy`]'s per-family lists.
 fn family_slot(family: Family) -> usize {
     match family {
@@ -548,6 +559,17 @@ mod tests {
             message.contains("expected at most 24900 rules from the policy in the IPv4 file (a file holds 25000, 100 of them the template's own), found a policy that renders 27060 (this entry 3060: 60 port range(s) x 1 interface(s) x 51 IPv4 address(es))"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn repeats_are_dropped_where_they_repeat_and_the_order_kept() {
+        let nets: Vec<Network> = ["192.0.2.9", "10.0.0.0/8", "192.0.2.9", "::1", "10.0.0.0/8"]
+            .iter()
+            .map(|t| t.parse().expect("network"))
+            .collect();
+        let kept: Vec<String> = first_occurrences(&nets).map(|n| n.to_string()).collect();
+        assert_eq!(kept, ["192.0.2.9/32", "10.0.0.0/8", "::1/128"]);
+        assert_eq!(first_occurrences(&[]).count(), 0);
     }
 
     #[test]

@@ -85,7 +85,7 @@ pub const KEYS: &[Key] = &[
         path: "lists",
         kind: "table of NAME = list of addresses and networks, or NAME = { file = \"PATH\" }",
         default: "no lists",
-        meaning: "Named lists; a list must not be empty. A file (relative to the policy's directory, inside it) holds one address or network per line; `#` starts a comment. A bad line is reported with its file and line, and nothing is rendered.",
+        meaning: "Named lists; a list must not be empty. A file (relative to the policy's directory, inside it) holds one address or network per line; `#` starts a comment. A bad line is reported with its file and line, and nothing is rendered. A list with more than 64 networks of one family is matched in that family as one ipset (hash:net, named ictl.INSTANCE.LIST.v4 or .v6), loaded from /etc/iptables/INSTANCE.sets (.sets6) before the rules and swapped in whole on every reload; at most 500000 networks of a family.",
     },
     Key {
         path: "host.ping",

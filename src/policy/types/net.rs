@@ -15,7 +15,7 @@ use crate::family::Family;
 ///
 /// `192.0.2.7/24` is refused rather than silently widened, since the admin most likely
 /// meant either `192.0.2.0/24` or `192.0.2.7/32`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
 #[serde(try_from = "String")]
 pub struct Network(IpNet);
 
