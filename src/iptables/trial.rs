@@ -358,44 +358,59 @@ fn checked(file: &str, saved: &str) -> Result<(), TrialError> {
 }
 
 /// Loads `rules` `times` times in this (fresh) namespace: returns what the kernel holds
-/// then.
+/// then. The loads are one restore process, the file repeated: each copy is a
+/// transaction of its own, as a separate run would be, at the cost of one process.
 fn rules_loaded(
     tools: Tools,
     family: Family,
-    (rules_name, rules): (&str, &str),
+    rules: (&str, &str),
     times: usize,
 ) -> Result<String, TrialError> {
-    for _ in 0..times {
-        load(tools, family, rules_name, rules)?;
-    }
+    load(tools, family, &vec![rules; times])?;
     save(tools, family)
 }
 
-/// Loads `rules` and then the pass-through file `empty` in this namespace: returns what
-/// the kernel holds then.
+/// Loads `rules` and then the pass-through file `empty` in this namespace (one restore
+/// process, a transaction each): returns what the kernel holds then.
 fn rules_then_empty(
     tools: Tools,
     family: Family,
-    (rules_name, rules): (&str, &str),
-    (empty_name, empty): (&str, &str),
+    rules: (&str, &str),
+    empty: (&str, &str),
 ) -> Result<String, TrialError> {
-    load(tools, family, rules_name, rules)?;
-    load(tools, family, empty_name, empty)?;
+    load(tools, family, &[rules, empty])?;
     let loaded_empty = save(tools, family)?;
-    checked(empty_name, &loaded_empty)?;
+    checked(empty.0, &loaded_empty)?;
     Ok(loaded_empty)
 }
 
-fn load(tools: Tools, family: Family, name: &str, text: &str) -> Result<(), TrialError> {
+/// Loads the files `(name, text)` one after the other with one restore process (each
+/// file's COMMIT its own transaction). A refused line is blamed on its own file, at its
+/// line there.
+fn load(tools: Tools, family: Family, files: &[(&str, &str)]) -> Result<(), TrialError> {
     let program = tools.restore_program(family);
-    match command::run(program, &["-w", "-n"], text.as_bytes()) {
+    let mut input = String::new();
+    for (_, text) in files {
+        input.push_str(text);
+        // A file edited by hand may lack its last newline: the next must start a line.
+        if !text.is_empty() && !text.ends_with('\n') {
+            input.push('\n');
+        }
+    }
+    match command::run(program, &["-w", "-n"], input.as_bytes()) {
         Ok(_) => Ok(()),
         Err(ToolError::Failed { stderr, .. }) => {
-            let line = iptables::failing_line(&stderr).and_then(|n| {
-                text.lines()
-                    .nth(n.saturating_sub(1))
-                    .map(|t| (n, t.to_owned()))
-            });
+            let (name, line) = match iptables::failing_line(&stderr) {
+                Some(n) => {
+                    let (name, text, n) = file_of_line(files, n);
+                    let line = text
+                        .lines()
+                        .nth(n.saturating_sub(1))
+                        .map(|t| (n, t.to_owned()));
+                    (name, line)
+                }
+                None => (files.first().map_or("", |(name, _)| *name), None),
+            };
             Err(TrialError::Refused {
                 file: name.to_owned(),
                 program: program.to_owned(),
@@ -407,12 +422,36 @@ fn load(tools: Tools, family: Family, name: &str, text: &str) -> Result<(), Tria
     }
 }
 
+/// The file of `files` (concatenated) that holds line `n` of the whole, with the line's
+/// number in that file.
+fn file_of_line<'a>(files: &[(&'a str, &'a str)], n: usize) -> (&'a str, &'a str, usize) {
+    let mut before = 0;
+    for (name, text) in files {
+        let lines = text.lines().count();
+        if n <= before + lines {
+            return (name, text, n - before);
+        }
+        before += lines;
+    }
+    let (name, text) = files.last().copied().unwrap_or(("", ""));
+    (name, text, n.saturating_sub(before))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// Only the set options of rule lines name sets: comments and log prefixes that
     /// mention them do not, and each set is named once.
+    /// A line refused in a restore of several files is blamed on its own file.
+    #[test]
+    fn a_line_of_concatenated_files_is_found_in_its_own_file() {
+        let files = [("a.rules", "1\n2\n3\n"), ("b.rules", "x\ny\n")];
+        assert_eq!(file_of_line(&files, 2), ("a.rules", "1\n2\n3\n", 2));
+        assert_eq!(file_of_line(&files, 4), ("b.rules", "x\ny\n", 1));
+        assert_eq!(file_of_line(&files, 5), ("b.rules", "x\ny\n", 2));
+    }
+
     #[test]
     fn the_sets_a_ruleset_names_come_from_its_set_options() {
         let rules = "# -A INPUT -m set --match-set fake src\n\
