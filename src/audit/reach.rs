@@ -109,10 +109,22 @@ impl<'a, R: FamilyRules + ?Sized> AuditedRuleset<'a, R> {
         // pieces alike in those walk alike, so each such class is walked once (a
         // 100,000-entry set cuts 200,000 pieces but adds two classes per rule piece).
         let mut walked: HashMap<SourceClass, (Verdict, Option<String>)> = HashMap::new();
+        // The pieces come in ascending order: each set's membership and the rule piece
+        // are read by moving forward, not searched for, so the walk up the address space
+        // costs the sets' sizes once.
+        let mut members: Vec<_> = host.sets.values().map(|m| m.ascending(ipv6)).collect();
+        let mut rule_piece = 0;
         for (first, last) in &pieces {
+            while self
+                .rule_cuts
+                .get(rule_piece)
+                .is_some_and(|cut| cut <= first)
+            {
+                rule_piece += 1;
+            }
             let class = (
-                self.rule_cuts.partition_point(|cut| cut <= first),
-                host.sets.values().map(|m| m.contains(*first)).collect(),
+                rule_piece,
+                members.iter_mut().map(|m| m.contains(*first)).collect(),
                 host.is_local(*first),
             );
             let (verdict, step) = walked.entry(class).or_insert_with(|| {

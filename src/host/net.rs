@@ -61,6 +61,16 @@ impl SetMembers {
         after > 0 && ranges.get(after - 1).is_some_and(|(_, end)| last <= *end)
     }
 
+    /// A reader of the members of one family for addresses asked in ascending order:
+    /// each question costs what it moves past, so a walk up the address space asks
+    /// every question for the set's size once in all (the audit's pieces come sorted).
+    pub fn ascending(&self, ipv6: bool) -> AscendingMembers<'_> {
+        AscendingMembers {
+            ranges: if ipv6 { &self.v6 } else { &self.v4 },
+            next: 0,
+        }
+    }
+
     /// The members as (first, last) address ranges, merged, IPv4 first.
     pub fn ranges(&self) -> impl Iterator<Item = (IpAddr, IpAddr)> + '_ {
         let v4 = self.v4.iter().map(|(a, b)| (v4_of(*a), v4_of(*b)));
@@ -78,6 +88,37 @@ impl SetMembers {
             IpAddr::V4(a) => (Side::V4, u128::from(u32::from(a))),
             IpAddr::V6(a) => (Side::V6, u128::from(a)),
         }
+    }
+}
+
+/// [`SetMembers::ascending`]: membership of addresses asked in ascending order.
+#[derive(Debug, Clone)]
+pub struct AscendingMembers<'a> {
+    ranges: &'a [(u128, u128)],
+    /// The first range that does not end before the last address asked.
+    next: usize,
+}
+
+impl AscendingMembers<'_> {
+    /// `address` is in one of the members. Addresses must be asked in ascending order
+    /// (one family); an address below the last one asked is answered by a search.
+    pub fn contains(&mut self, address: IpAddr) -> bool {
+        let (_, at) = SetMembers::side(address);
+        if self.next > 0
+            && self
+                .ranges
+                .get(self.next - 1)
+                .is_some_and(|(_, end)| at <= *end)
+        {
+            // Asked out of order: start again from where the address is.
+            self.next = self.ranges.partition_point(|(_, end)| *end < at);
+        }
+        while self.ranges.get(self.next).is_some_and(|(_, end)| *end < at) {
+            self.next += 1;
+        }
+        self.ranges
+            .get(self.next)
+            .is_some_and(|(first, _)| *first <= at)
     }
 }
 
@@ -264,6 +305,26 @@ mod set_tests {
 
     /// Adjacent members merge: a network two of them cover together is covered, and
     /// one address past their end is not.
+    #[test]
+    fn ascending_questions_agree_with_the_search() {
+        let members = set(&["10.0.0.0/24", "10.0.2.0/24", "10.0.4.7/32", "2001:db8::/64"]);
+        let mut ascending = members.ascending(false);
+        for i in 0..(6 * 256) {
+            let address: IpAddr = std::net::Ipv4Addr::from(0x0a00_0000 + i).into();
+            assert_eq!(
+                ascending.contains(address),
+                members.contains(address),
+                "{address}"
+            );
+        }
+        // Out of order still answers right.
+        let low: IpAddr = "10.0.0.9".parse().expect("address");
+        assert!(ascending.contains(low));
+        let mut six = members.ascending(true);
+        assert!(six.contains("2001:db8::1".parse().expect("address")));
+        assert!(!six.contains("2001:db9::".parse().expect("address")));
+    }
+
     #[test]
     fn members_merge_and_cover_together() {
         let halves = set(&["10.0.0.0/25", "10.0.0.128/25", "2001:db8::/64"]);
