@@ -4,7 +4,8 @@
 //! walked through the ruleset ([`FamilyRules::walk`], whatever backend answers), and
 //! the pieces that get through are reported as the fewest networks that cover them.
 
-use std::collections::{BTreeSet, HashMap};
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Subnets, Ipv6Subnets};
@@ -62,7 +63,8 @@ impl Exposure {
 pub struct AuditedRuleset<'a, R: FamilyRules + ?Sized> {
     family: Family,
     ruleset: &'a R,
-    cuts: BTreeSet<IpAddr>,
+    /// Where the answer can change, sorted, each once.
+    cuts: Vec<IpAddr>,
     /// The cuts the rules' own source matches draw (not the ipsets'), sorted.
     rule_cuts: Vec<IpAddr>,
 }
@@ -75,7 +77,7 @@ impl<'a, R: FamilyRules + ?Sized> AuditedRuleset<'a, R> {
             family,
             ruleset,
             cuts: boundaries(ruleset, host, ipv6),
-            rule_cuts: rule_boundaries(ruleset, ipv6).into_iter().collect(),
+            rule_cuts: rule_boundaries(ruleset, ipv6),
         }
     }
 
@@ -94,13 +96,18 @@ impl<'a, R: FamilyRules + ?Sized> AuditedRuleset<'a, R> {
             None => host.address_of(interface, ipv6)?,
         };
         let allowed = policy.map(|p| allowed_sources(p, port, dialed, interface));
-        let mut boundaries = self.cuts.clone();
-        if let Some(Reach::Only(nets)) = &allowed {
-            for net in nets {
-                add_boundaries(&mut boundaries, *net);
+        let boundaries = match &allowed {
+            Some(Reach::Only(nets)) => {
+                let mut more = Vec::with_capacity(nets.len() * 2);
+                for net in nets.iter().filter(|n| n.addr().is_ipv6() == ipv6) {
+                    add_boundaries(&mut more, *net);
+                }
+                sorted_once(&mut more);
+                Cow::Owned(merge_sorted(&self.cuts, &more))
             }
-        }
-        let pieces = pieces(&boundaries, ipv6);
+            _ => Cow::Borrowed(self.cuts.as_slice()),
+        };
+        let (zero, max) = address_space(ipv6);
         let mut open: Vec<(IpAddr, IpAddr)> = Vec::new();
         let mut decided_by: Vec<String> = Vec::new();
         let mut unknown = None;
@@ -108,13 +115,17 @@ impl<'a, R: FamilyRules + ?Sized> AuditedRuleset<'a, R> {
         // matches draw, the ipsets it is in and whether it is the host's own address:
         // pieces alike in those walk alike, so each such class is walked once (a
         // 100,000-entry set cuts 200,000 pieces but adds two classes per rule piece).
-        let mut walked: HashMap<SourceClass, (Verdict, Option<String>)> = HashMap::new();
+        let mut walked: HashMap<SourceClass, usize> = HashMap::new();
+        let mut results: Vec<Option<(Verdict, Option<String>)>> = Vec::new();
+        let mut recent: Vec<(SourceClass, usize)> = Vec::with_capacity(RECENT);
+        let mut recent_next = 0usize;
         // The pieces come in ascending order: each set's membership and the rule piece
         // are read by moving forward, not searched for, so the walk up the address space
         // costs the sets' sizes once.
         let mut members: Vec<_> = host.sets.values().map(|m| m.ascending(ipv6)).collect();
         let mut rule_piece = 0;
-        for (first, last) in &pieces {
+        for (first, last) in pieces(&boundaries, ipv6) {
+            let (first, last) = (&first, &last);
             while self
                 .rule_cuts
                 .get(rule_piece)
@@ -124,10 +135,29 @@ impl<'a, R: FamilyRules + ?Sized> AuditedRuleset<'a, R> {
             }
             let class = (
                 rule_piece,
-                members.iter_mut().map(|m| m.contains(*first)).collect(),
+                InSets::of(members.iter_mut().map(|m| m.contains(*first))),
                 host.is_local(*first),
             );
-            let (verdict, step) = walked.entry(class).or_insert_with(|| {
+            // Neighbouring pieces are mostly of the classes just seen (in a set, out
+            // of it): those are found without hashing.
+            let slot = match recent.iter().find(|(seen, _)| *seen == class) {
+                Some((_, slot)) => *slot,
+                None => {
+                    let next = results.len();
+                    let slot = *walked.entry(class.clone()).or_insert(next);
+                    if slot == next {
+                        results.push(None);
+                    }
+                    if recent.len() < RECENT {
+                        recent.push((class, slot));
+                    } else {
+                        recent[recent_next % RECENT] = (class, slot);
+                    }
+                    recent_next += 1;
+                    slot
+                }
+            };
+            let (verdict, step) = results[slot].get_or_insert_with(|| {
                 let walk = ruleset.walk(
                     host,
                     &Packet {
@@ -158,18 +188,6 @@ impl<'a, R: FamilyRules + ?Sized> AuditedRuleset<'a, R> {
             }
         }
         let open_nets: Vec<IpNet> = open.iter().flat_map(|(a, b)| networks(*a, *b)).collect();
-        let reach = unknown.is_none().then(|| {
-            if open.is_empty() {
-                Reach::Nowhere
-            } else if open.len() == 1
-                && pieces.first().map(|p| p.0) == Some(open[0].0)
-                && pieces.last().map(|p| p.1) == Some(open[0].1)
-            {
-                Reach::Anywhere
-            } else {
-                Reach::Only(open_nets.clone())
-            }
-        });
         let not_allowed = match &allowed {
             None | Some(Reach::Anywhere) => Vec::new(),
             Some(Reach::Only(allowed)) => {
@@ -177,12 +195,22 @@ impl<'a, R: FamilyRules + ?Sized> AuditedRuleset<'a, R> {
                 // ones cover together is allowed.
                 let allowed: SetMembers = allowed.iter().copied().collect();
                 open_nets
-                    .into_iter()
+                    .iter()
                     .filter(|net| !allowed.covers(net))
+                    .copied()
                     .collect()
             }
-            Some(Reach::Nowhere) => open_nets,
+            Some(Reach::Nowhere) => open_nets.clone(),
         };
+        let reach = unknown.is_none().then(|| {
+            if open.is_empty() {
+                Reach::Nowhere
+            } else if open == [(zero, max)] {
+                Reach::Anywhere
+            } else {
+                Reach::Only(open_nets)
+            }
+        });
         Some(Exposure {
             port: port.clone(),
             interface: interface.to_owned(),
@@ -248,71 +276,132 @@ fn allowed_sources(
 
 /// What a walk can tell of a source address: which piece of the rules' own source
 /// matches it is in, which ipsets hold it, and whether it is the host's own.
-type SourceClass = (usize, Vec<bool>, bool);
+type SourceClass = (usize, InSets, bool);
 
-/// Every address of the family (`ipv6`) where a source match in any rule starts or
-/// ends.
-fn rule_boundaries<R: FamilyRules + ?Sized>(ruleset: &R, ipv6: bool) -> BTreeSet<IpAddr> {
-    let mut cuts = BTreeSet::new();
-    for (first, last) in ruleset.source_ranges() {
-        cuts.insert(first);
-        if let Some(after) = next_address(last) {
-            cuts.insert(after);
-        }
-    }
-    cuts.retain(|a| a.is_ipv6() == ipv6);
-    cuts
+/// How many of the classes last walked are looked at before the map.
+const RECENT: usize = 4;
+
+/// Which of the host's ipsets hold an address: a bit for each of the first 64 sets,
+/// the rest (rare) listed, so that a class costs no allocation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct InSets {
+    bits: u64,
+    more: Vec<bool>,
 }
 
-/// Every address where a source match in any rule (or a known ipset) starts or ends.
-fn boundaries<R: FamilyRules + ?Sized>(
-    ruleset: &R,
-    host: &HostNet,
-    ipv6: bool,
-) -> BTreeSet<IpAddr> {
-    let mut cuts = rule_boundaries(ruleset, ipv6);
-    for members in host.sets.values() {
-        for (first, last) in members.ranges() {
-            cuts.insert(first);
-            if let Some(after) = next_address(last) {
-                cuts.insert(after);
+impl InSets {
+    fn of(held: impl Iterator<Item = bool>) -> InSets {
+        let mut in_sets = InSets {
+            bits: 0,
+            more: Vec::new(),
+        };
+        for (i, held) in held.enumerate() {
+            if i < 64 {
+                in_sets.bits |= u64::from(held) << i;
+            } else {
+                in_sets.more.push(held);
             }
         }
+        in_sets
+    }
+}
+
+/// Every address of the family (`ipv6`) where a source match in any rule starts or
+/// ends, sorted, each once.
+fn rule_boundaries<R: FamilyRules + ?Sized>(ruleset: &R, ipv6: bool) -> Vec<IpAddr> {
+    let mut cuts = Vec::new();
+    for (first, last) in ruleset.source_ranges() {
+        cuts.push(first);
+        cuts.extend(next_address(last));
     }
     cuts.retain(|a| a.is_ipv6() == ipv6);
+    sorted_once(&mut cuts);
     cuts
 }
 
-fn add_boundaries(cuts: &mut BTreeSet<IpAddr>, net: IpNet) {
-    cuts.insert(net.network());
-    if let Some(after) = next_address(net.broadcast()) {
-        cuts.insert(after);
+/// Every address where a source match in any rule (or a known ipset) starts or ends,
+/// sorted, each once. A vector sorted once, not a tree: a 100,000-member set draws
+/// 200,000 cuts, and the walk reads them in order.
+fn boundaries<R: FamilyRules + ?Sized>(ruleset: &R, host: &HostNet, ipv6: bool) -> Vec<IpAddr> {
+    let mut cuts = rule_boundaries(ruleset, ipv6);
+    for members in host.sets.values() {
+        // A set's ranges are sorted and apart (merged), so its cuts come sorted: merged
+        // in, not sorted again (a sort would make the audit grow faster than the set).
+        let mut set_cuts = Vec::new();
+        for (first, last) in members.ranges().filter(|(a, _)| a.is_ipv6() == ipv6) {
+            set_cuts.push(first);
+            set_cuts.extend(next_address(last));
+        }
+        cuts = merge_sorted(&cuts, &set_cuts);
     }
+    cuts
+}
+
+/// The union of two sorted lists without repeats, sorted, each once.
+fn merge_sorted(a: &[IpAddr], b: &[IpAddr]) -> Vec<IpAddr> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        let next = match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) if x <= y => {
+                i += 1;
+                if x == y {
+                    j += 1;
+                }
+                *x
+            }
+            (_, Some(y)) => {
+                j += 1;
+                *y
+            }
+            (Some(x), None) => {
+                i += 1;
+                *x
+            }
+            (None, None) => break,
+        };
+        if out.last() != Some(&next) {
+            out.push(next);
+        }
+    }
+    out
+}
+
+/// Adds where `net` starts and where it ends (the address after it); the caller sorts.
+fn add_boundaries(cuts: &mut Vec<IpAddr>, net: IpNet) {
+    cuts.push(net.network());
+    cuts.extend(next_address(net.broadcast()));
+}
+
+fn sorted_once(cuts: &mut Vec<IpAddr>) {
+    cuts.sort_unstable();
+    cuts.dedup();
 }
 
 /// The address space of one family cut at `cuts`, as (first, last) pieces.
-fn pieces(cuts: &BTreeSet<IpAddr>, ipv6: bool) -> Vec<(IpAddr, IpAddr)> {
-    let (zero, max): (IpAddr, IpAddr) = if ipv6 {
+fn pieces(cuts: &[IpAddr], ipv6: bool) -> impl Iterator<Item = (IpAddr, IpAddr)> + '_ {
+    let (zero, max) = address_space(ipv6);
+    // Read in place (a 100,000-member set draws 200,000 cuts): each piece runs from
+    // its start to the address before the next start.
+    let cuts = cuts.strip_prefix(&[zero]).unwrap_or(cuts);
+    let starts = std::iter::once(zero).chain(cuts.iter().copied());
+    let ends = cuts
+        .iter()
+        .map(move |next| previous_address(*next).unwrap_or(max))
+        .chain(std::iter::once(max));
+    starts.zip(ends)
+}
+
+/// The first and last address of a family.
+fn address_space(ipv6: bool) -> (IpAddr, IpAddr) {
+    if ipv6 {
         (
             Ipv6Addr::UNSPECIFIED.into(),
             Ipv6Addr::from(u128::MAX).into(),
         )
     } else {
         (Ipv4Addr::UNSPECIFIED.into(), Ipv4Addr::BROADCAST.into())
-    };
-    let mut starts: Vec<IpAddr> = std::iter::once(zero).chain(cuts.iter().copied()).collect();
-    starts.dedup();
-    starts
-        .iter()
-        .enumerate()
-        .map(|(i, start)| {
-            let last = starts
-                .get(i + 1)
-                .and_then(|next| previous_address(*next))
-                .unwrap_or(max);
-            (*start, last)
-        })
-        .collect()
+    }
 }
 
 fn next_address(address: IpAddr) -> Option<IpAddr> {

@@ -22,8 +22,8 @@ pub(crate) enum Destination {
     Stdout,
 }
 
-/// `render`: renders and (with `kernel_check`) proves the policy, then writes the four
-/// files as one set, or records them as a document.
+/// `render`: renders and (with `kernel_check`) proves the policy, then writes the
+/// instance's files as one set, or records them as a document.
 pub(crate) fn render(
     target: &Target<'_>,
     destination: Destination,

@@ -1,5 +1,5 @@
 //! The iptables backend behind [`crate::backend::Backend`]: renders an instance's four
-//! `iptables-restore` files ([`instance`]), proves them with a [`RulesetTrial`] (the
+//! `iptables-restore` files and the ipsets its rules match ([`instance`], [`crate::iptables::sets`]), proves them with a [`RulesetTrial`] (the
 //! throwaway namespace, or a test's fake), reads the SSH lockouts off what the kernel
 //! loaded ([`lockout`]), loads the pass-through files with the [`LiveFirewall`], and
 //! compares the live rules with the files ([`live`]), with FORWARD's repairs

@@ -1,7 +1,8 @@
 //! Everything that speaks iptables: the backend the flows use ([`IptablesBackend`] in
 //! `backend.rs`, implementing [`crate::backend::Backend`]) and what it is made of.
 //! Writing: `render/` (a plan spelled as the four `iptables-restore` files with Tera),
-//! `instance.rs` (an instance's files: names, set, render, prove, read), `shape.rs`
+//! `sets.rs` (long lists as ipsets: their names and `ipset restore` files, read back
+//! strictly), `instance.rs` (an instance's files: names, set, render, prove, read), `shape.rs`
 //! (the shape every file must have), `trial.rs` (the kernel check in a throwaway
 //! namespace), `raw.rs` (`[[raw]]` rule syntax), `options.rs` and `words.rs` (iptables'
 //! getopt and the one quote-aware tokenizer). Reading: `dump.rs` and `rule.rs` (the

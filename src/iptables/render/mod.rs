@@ -91,7 +91,7 @@ pub enum TemplateOrigin {
     File(PathBuf),
 }
 
-/// How long rendering an instance's four files may take. The built-in templates take
+/// How long rendering an instance's files may take. The built-in templates take
 /// milliseconds; an admin's template that loops without end (nested `range`s) is
 /// stopped here with an error instead of holding the directory lock forever.
 pub const RENDER_TIME_LIMIT: Duration = Duration::from_secs(10);
