@@ -317,19 +317,30 @@ fn compare_files(
             .and_then(|set| set.shown(name))
             .map(|shown| shown.bytes.as_slice())
     };
+    // A file this version renders with nothing to load (comments only, such as the
+    // sets file of a policy without long lists) is no different from none: files an
+    // older version rendered without it load the same.
+    let absent_alike = |name: &str, text: &str| {
+        shown(name).is_none()
+            && text
+                .lines()
+                .all(|line| line.trim().is_empty() || line.trim_start().starts_with('#'))
+    };
     let files = rendered.files();
     if files
         .iter()
-        .all(|(name, text)| shown(name) == Some(text.as_bytes()))
+        .all(|(name, text)| shown(name) == Some(text.as_bytes()) || absent_alike(name, text))
     {
         return FilesOnDisk::AsRendered;
     }
     match rendered_by {
         Some(version) if version != stamp::VERSION => {
             let same_rules = files.iter().all(|(name, text)| {
-                shown(name).is_some_and(|bytes| {
-                    bytes == text.as_bytes() || stamp::same_apart_from_stamp(bytes, text.as_bytes())
-                })
+                absent_alike(name, text)
+                    || shown(name).is_some_and(|bytes| {
+                        bytes == text.as_bytes()
+                            || stamp::same_apart_from_stamp(bytes, text.as_bytes())
+                    })
             });
             if same_rules {
                 FilesOnDisk::StampOnly
@@ -631,6 +642,36 @@ mod tests {
         assert_eq!(json["rendered_by"], OLDER, "{json:#}");
         assert_eq!(json["files_on_disk"], "stamp_only", "{json:#}");
         assert_eq!(json["in_force"], true, "{json:#}");
+    }
+
+    /// Files rendered before sets existed have no sets files. Without a long list this
+    /// version's sets files load nothing, so the rules in force are the ones it renders:
+    /// an upgrade must not make status say otherwise.
+    #[test]
+    fn files_from_before_sets_existed_are_in_force_when_no_list_is_long() {
+        for (version, expected) in [
+            (VERSION, FilesOnDisk::AsRendered),
+            (OLDER, FilesOnDisk::StampOnly),
+        ] {
+            let staged = staged(Some(POLICY));
+            let policy = Policy::load(&staged.policy_path).unwrap();
+            let four: Vec<(String, String)> = InForceBackend
+                .render(&staged.layout, &staged.instance, &policy)
+                .unwrap()
+                .into_outputs()
+                .into_iter()
+                .filter(|(name, _)| !name.contains(".sets"))
+                .map(|(name, text)| (name, stamped_by(version, &text)))
+                .collect();
+            assert_eq!(four.len(), 4);
+            let names = four.iter().map(|(name, _)| name.clone()).collect();
+            crate::files::set::FileSet::new(&staged.layout.config_dir(), "base", names)
+                .write(&four)
+                .unwrap();
+            let report = status_of(&staged);
+            assert!(report.in_force, "{version}: {:?}", report.problems);
+            assert_eq!(report.files_on_disk, Some(expected), "{version}");
+        }
     }
 
     #[test]
