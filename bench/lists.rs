@@ -338,21 +338,9 @@ fn count_connections(topology: &Topology, filter: &Filter<'_>) -> f64 {
             let deadline = Instant::now() + CONNECT_FOR;
             let mut count = 0u64;
             while Instant::now() < deadline {
-                let socket =
-                    socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-                        .expect("socket");
-                socket.set_reuse_address(true).expect("reuse");
-                socket
-                    .bind(&SocketAddr::new(source, 0).into())
-                    .expect("bind client");
-                socket.set_linger(Some(Duration::ZERO)).expect("linger");
-                if socket
-                    .connect_timeout(&target.into(), Duration::from_secs(1))
-                    .is_ok()
-                {
+                if common::connect_once(source, target, Duration::from_secs(1)) {
                     count += 1;
                 }
-                drop(TcpStream::from(socket));
             }
             count
         });

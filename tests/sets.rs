@@ -14,13 +14,13 @@
 mod common;
 
 use std::io::Read as _;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::topology::{Topology, v4, v6};
-use common::{Outcome, kernel_tests_enabled, probe, staged_command, stderr, tree};
+use common::{Outcome, connect_once, kernel_tests_enabled, probe, staged_command, stderr, tree};
 use iptables_ctl::backend::Backend;
 use iptables_ctl::files::layout::Layout;
 use iptables_ctl::iptables::backend::SYSTEM;
@@ -134,7 +134,8 @@ fn a_set_refreshed_under_a_connecting_client_drops_no_allowed_connection_and_adm
                     round += 1;
                     let target = SocketAddr::new(f.host_ext.parse().unwrap(), 8080);
                     for (source, allowed) in [(f.clients[0], true), (f.clients[1], false)] {
-                        let open = connect(source.parse().unwrap(), target);
+                        let open =
+                            connect_once(source.parse().unwrap(), target, Duration::from_secs(2));
                         let counter = match (allowed, open) {
                             (true, true) => &allowed_ok,
                             (true, false) => &allowed_failed,
@@ -214,25 +215,6 @@ fn a_set_refreshed_under_a_connecting_client_drops_no_allowed_connection_and_adm
         Outcome::Refused,
         "the member removed by hand is refused: the rules read the live set"
     );
-}
-
-/// One connect from `source` to `target`, closed with a reset (no TIME_WAIT piles up).
-fn connect(source: IpAddr, target: SocketAddr) -> bool {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(target),
-        socket2::Type::STREAM,
-        None,
-    )
-    .expect("socket");
-    socket.set_reuse_address(true).expect("reuse");
-    socket
-        .bind(&SocketAddr::new(source, 0).into())
-        .expect("bind client");
-    socket.set_linger(Some(Duration::ZERO)).expect("linger");
-    let result = socket.connect_timeout(&target.into(), Duration::from_secs(2));
-
-    drop(TcpStream::from(socket));
-    result.is_ok()
 }
 
 #[test]

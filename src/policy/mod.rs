@@ -311,21 +311,12 @@ impl Policy {
     /// those of the other family, at the cost of what it yields (a long list of the
     /// other family costs nothing).
     pub fn expand_family(&self, refs: &[Spanned<AddressRef>], family: Family) -> Vec<Network> {
-        let mut lists_seen = HashSet::new();
-        let mut seen = HashSet::new();
-        let mut out = Vec::new();
-        for r in refs {
-            let nets: &[Network] = match r.get_ref() {
-                AddressRef::Net(net) if net.family() == family => std::slice::from_ref(net),
-                AddressRef::Net(_) => &[],
-                AddressRef::List(name) if lists_seen.insert(name) => {
-                    self.list_networks(name, family)
-                }
-                AddressRef::List(_) => &[],
-            };
-            out.extend(nets.iter().filter(|n| seen.insert(**n)));
-        }
-        out
+        self.expand_refs(
+            refs,
+            family,
+            |name, _| self.list_networks(name, family),
+            |network| network,
+        )
     }
 
     /// [`Policy::expand_family`] as the rules match it: a list with more than
@@ -337,6 +328,33 @@ impl Policy {
         refs: &[Spanned<AddressRef>],
         family: Family,
     ) -> Vec<AddressMatch> {
+        self.expand_refs(
+            refs,
+            family,
+            |name, out| {
+                if !self.matched_as_set(name, family) {
+                    return self.list_networks(name, family);
+                }
+                out.push(AddressMatch::List(name.clone()));
+                self.with_default
+                    .get(name)
+                    .and_then(|slots| slots[family_slot(family)].as_ref())
+                    .map_or(&[], std::slice::from_ref)
+            },
+            AddressMatch::Network,
+        )
+    }
+
+    /// The networks of `family` that `refs` name, each once, in order, as `network`
+    /// makes them, and each list named once: its networks are what `list` returns (which
+    /// may first put what stands for the list in the output itself).
+    fn expand_refs<'s, T>(
+        &'s self,
+        refs: &[Spanned<AddressRef>],
+        family: Family,
+        mut list: impl FnMut(&ListName, &mut Vec<T>) -> &'s [Network],
+        network: impl Fn(Network) -> T,
+    ) -> Vec<T> {
         let mut lists_seen = HashSet::new();
         let mut seen = HashSet::new();
         let mut out = Vec::new();
@@ -344,24 +362,13 @@ impl Policy {
             let nets: &[Network] = match r.get_ref() {
                 AddressRef::Net(net) if net.family() == family => std::slice::from_ref(net),
                 AddressRef::Net(_) => &[],
-                AddressRef::List(name) if lists_seen.insert(name) => {
-                    if self.matched_as_set(name, family) {
-                        out.push(AddressMatch::List(name.clone()));
-                        out.extend(
-                            self.list_default(name, family)
-                                .filter(|n| seen.insert(*n))
-                                .map(AddressMatch::Network),
-                        );
-                        continue;
-                    }
-                    self.list_networks(name, family)
-                }
+                AddressRef::List(name) if lists_seen.insert(name) => list(name, &mut out),
                 AddressRef::List(_) => &[],
             };
             out.extend(
                 nets.iter()
                     .filter(|n| seen.insert(**n))
-                    .map(|n| AddressMatch::Network(*n)),
+                    .map(|n| network(*n)),
             );
         }
         out

@@ -217,6 +217,19 @@ pub fn probe_within(
     })
 }
 
+/// One TCP connect from `source` to `target` made by the calling thread (already in
+/// the client's namespace), closed with a reset so that no TIME_WAIT piles up in a
+/// loop of them; whether the handshake completed within `limit`.
+pub fn connect_once(source: IpAddr, target: SocketAddr, limit: Duration) -> bool {
+    let socket = Socket::new(Domain::for_address(target), Type::STREAM, None).expect("socket");
+    socket.set_reuse_address(true).expect("reuse");
+    socket
+        .bind(&SocketAddr::new(source, 0).into())
+        .expect("bind client");
+    socket.set_linger(Some(Duration::ZERO)).expect("linger");
+    socket.connect_timeout(&target.into(), limit).is_ok()
+}
+
 /// Waits until `condition` holds, checking every 10 ms, and fails the test after
 /// `limit`. For conditions another process brings about in its own time (a job systemd
 /// queued for itself); never a stand-in for a result we could wait on directly.
