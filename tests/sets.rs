@@ -22,9 +22,12 @@ use std::time::Duration;
 use common::topology::{Topology, v4, v6};
 use common::{Outcome, connect_once, kernel_tests_enabled, probe, staged_command, stderr, tree};
 use iptables_ctl::backend::Backend;
+use iptables_ctl::family::Family;
 use iptables_ctl::files::layout::Layout;
 use iptables_ctl::iptables::backend::SYSTEM;
 use iptables_ctl::iptables::live::{self, SystemFirewall};
+use iptables_ctl::iptables::trial::TrialError;
+use iptables_ctl::policy::Policy;
 use iptables_ctl::policy::types::InstanceName;
 
 const POLICY: &str = "[interfaces]\nexternal = \"eth0\"\n\n[lists]\ncustomers = { file = \"lists/customers.txt\" }\n\n[[host.services]]\nport = 2222\n\n[[docker.published]]\nport = 8080\nfrom = [\"customers\"]\n";
@@ -196,6 +199,35 @@ fn a_set_refreshed_under_a_connecting_client_drops_no_allowed_connection_and_adm
         assert!(family.sets[0].matches(), "{}", family.sets[0]);
     }
     assert_eq!(state.families[0].sets[0].expected, 3001);
+
+    // `diff` (and reload's `changed`) see a list edit that only changes the set: the
+    // rules are the same lines, the set's line differs.
+    let owned_of = |list_text: &str| {
+        stage(root.path(), list_text);
+        let policy = Policy::load(&layout.policy_path(&instance)).expect("policy");
+        let rendered = SYSTEM.render(&layout, &instance, &policy).expect("render");
+        let proof = SYSTEM.prove(&instance, &policy, &rendered).expect("prove");
+        t.host
+            .enter(|| SYSTEM.owned_rules(&proof))
+            .expect("owned rules")
+    };
+    for family in owned_of(&list(refreshes)) {
+        assert_eq!(family.live, family.planned, "the loaded list: no change");
+    }
+    let edited = owned_of(&list(refreshes + 1));
+    let rules = |lines: &[String]| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| !l.starts_with("ipset "))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(rules(&edited[0].live), rules(&edited[0].planned));
+    assert_ne!(
+        edited[0].live, edited[0].planned,
+        "the set's members changed"
+    );
+    stage(root.path(), &list(refreshes));
     t.host.exec_ok(
         "ipset",
         &["del", "ictl.base.customers.v4", v4().clients[0]],
@@ -259,4 +291,37 @@ fn a_bad_list_line_is_located_and_nothing_is_written_or_loaded() {
         .collect();
     assert_eq!(after, before);
     assert_eq!(t.host.exec_ok("ipset", &["save"], b""), live_sets);
+}
+
+/// Rules that match a set named as iptables-ctl names an instance's sets, which the
+/// sets file beside them lacks (lost or edited), are refused by the kernel check: never
+/// proven against whatever the host holds under that name.
+#[test]
+fn rules_matching_an_own_set_the_sets_file_lacks_are_refused() {
+    if !kernel_tests_enabled("rules_matching_an_own_set_the_sets_file_lacks_are_refused") {
+        return;
+    }
+    let root = tempfile::tempdir().expect("root");
+    stage(root.path(), &list(0));
+    let out = staged_command(root.path(), &["render"])
+        .output()
+        .expect("render");
+    assert!(out.status.success(), "render: {}", stderr(&out));
+    let dir = root.path().join("etc/iptables");
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).expect(name);
+    let (rules, empty) = (read("base.rules"), read("base.rules.empty"));
+    assert!(rules.contains("--match-set ictl.base.customers.v4 src"));
+    let error = SYSTEM
+        .trial
+        .trial(
+            Family::Ipv4,
+            ("base.sets", "# the sets were lost\n"),
+            ("base.rules", &rules),
+            ("base.rules.empty", &empty),
+        )
+        .expect_err("refused");
+    assert!(
+        matches!(error, TrialError::UndefinedOwnSet { ref set, .. } if set == "ictl.base.customers.v4"),
+        "{error}"
+    );
 }

@@ -157,16 +157,20 @@ fn files_and_links(root: &Path) -> Vec<String> {
 }
 
 /// The files of a complete staged install of instance `base`.
-const INSTALLED: [&str; 17] = [
+const INSTALLED: [&str; 21] = [
     "etc/iptables/.base.set/current",
     "etc/iptables/.base.set/v1/base.rules",
     "etc/iptables/.base.set/v1/base.rules.empty",
     "etc/iptables/.base.set/v1/base.rules6",
     "etc/iptables/.base.set/v1/base.rules6.empty",
+    "etc/iptables/.base.set/v1/base.sets",
+    "etc/iptables/.base.set/v1/base.sets6",
     "etc/iptables/base.rules",
     "etc/iptables/base.rules.empty",
     "etc/iptables/base.rules6",
     "etc/iptables/base.rules6.empty",
+    "etc/iptables/base.sets",
+    "etc/iptables/base.sets6",
     "etc/iptables/base.toml",
     "etc/systemd/system/docker.service.wants/iptables-docker@base.service",
     "etc/systemd/system/iptables-docker@.service",
@@ -240,7 +244,7 @@ fn staged_install_writes_exactly_the_expected_tree() {
     let again = redact(&text(&out.stdout), r);
     assert!(!again.contains("created symlink"), "{again}");
     assert!(!again.contains("wrote "), "{again}");
-    assert_eq!(again.matches("unchanged ").count(), 8, "{again}");
+    assert_eq!(again.matches("unchanged ").count(), 10, "{again}");
     assert_eq!(
         fingerprint(r),
         before,
@@ -325,7 +329,7 @@ fn staged_uninstall_removes_units_and_links_and_keeps_the_policy() {
     let stdout = redact(&text(&out.stdout), r);
     insta::assert_snapshot!("uninstall_stdout", stdout);
     insta::assert_snapshot!("uninstall_tree", tree(r, false));
-    assert_eq!(files_and_links(r), INSTALLED[..10]);
+    assert_eq!(files_and_links(r), INSTALLED[..14]);
     for (path, bytes) in kept {
         assert_eq!(
             fs::read(&path).expect("kept file"),
@@ -406,7 +410,7 @@ fn staged_uninstall_removes_enable_links_an_earlier_install_made() {
         legacy.symlink_metadata().is_err(),
         "the legacy link is gone"
     );
-    assert_eq!(files_and_links(r), INSTALLED[..10]);
+    assert_eq!(files_and_links(r), INSTALLED[..14]);
 }
 
 #[test]

@@ -25,7 +25,7 @@ use crate::iptables::Tools;
 use crate::iptables::instance::{self, OutputFiles};
 use crate::iptables::live::{self, LiveFirewall};
 use crate::iptables::render::{FileKind, RenderedFile};
-use crate::iptables::sets::SetDefinition;
+use crate::iptables::sets::{self, SetDefinition};
 use crate::iptables::trial::{RulesetTrial, TrialReport};
 use crate::iptables::walk::{self, Ruleset};
 use crate::iptables::{docker, forward, lockout};
@@ -88,8 +88,18 @@ impl IptablesBackend<'_> {
         family: Family,
     ) -> anyhow::Result<Vec<SetDefinition>> {
         let (path, text) = OutputFiles::new(layout, instance).read_sets(family)?;
-        live::load_sets(self.firewall, family, &text)
-            .with_context(|| format!("cannot load {}", path.display()))
+        if text.lines().all(|line| !line.starts_with("create ")) {
+            return live::load_sets(self.firewall, family, &text)
+                .with_context(|| format!("cannot load {}", path.display()));
+        }
+        // Two loads of one instance's sets at once (a Docker start's re-assertion
+        // during an apply) would fill the same temporary set together: one at a time.
+        // Not the directory lock: `reload` holds that while the unit's load runs.
+        let lock = sets_lock(layout, instance)?;
+        let loaded = live::load_sets(self.firewall, family, &text)
+            .with_context(|| format!("cannot load {}", path.display()));
+        drop(lock);
+        loaded
     }
 }
 
@@ -275,7 +285,31 @@ impl Backend for IptablesBackend<'_> {
                 let expected = proof.loaded(family).with_context(|| {
                     format!("internal error: the proof holds no {family} rules")
                 })?;
-                live::owned_rules(family, expected, self.firewall)
+                let mut owned = live::owned_rules(family, expected, self.firewall)?;
+                // The sets the rules match belong to what loading changes: one line per
+                // set, the same on both sides when the live set holds what was proven.
+                for (name, planned) in proof.sets(family).into_iter().flatten() {
+                    owned.planned.push(sets::summary(name, planned));
+                    owned.live.push(match self.firewall.save_set(name)? {
+                        None => format!("ipset {name}: none"),
+                        Some(saved) => {
+                            let saved =
+                                sets::saved_members(name, &saved).map_err(anyhow::Error::msg)?;
+                            let mut line = sets::summary(
+                                name,
+                                &saved.members.iter().map(|n| n.net()).collect(),
+                            );
+                            if saved.with_options > 0 {
+                                line.push_str(&format!(
+                                    " and {} entries with options",
+                                    saved.with_options
+                                ));
+                            }
+                            line
+                        }
+                    });
+                }
+                Ok(owned)
             })
             .collect()
     }
@@ -304,6 +338,23 @@ impl Backend for IptablesBackend<'_> {
             })
             .unwrap_or_default())
     }
+}
+
+/// Waits for the lock that keeps loads of `instance`'s sets one at a time
+/// (`/run/iptables-ctl/INSTANCE.sets.lock`); held until the file is dropped.
+fn sets_lock(layout: &Layout, instance: &InstanceName) -> anyhow::Result<std::fs::File> {
+    let dir = layout.run_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(format!("{instance}.sets.lock"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    file.lock()
+        .with_context(|| format!("cannot lock {}", path.display()))?;
+    Ok(file)
 }
 
 /// Both families' live rulesets, parsed.

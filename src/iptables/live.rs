@@ -500,17 +500,17 @@ fn set_contents(firewall: &dyn LiveFirewall, set: &SetDefinition) -> anyhow::Res
             unexpected: 0,
         });
     };
-    let live: HashSet<Network> = sets::saved_members(&set.name, &saved)
-        .map_err(anyhow::Error::msg)?
-        .into_iter()
-        .collect();
+    let saved = sets::saved_members(&set.name, &saved).map_err(anyhow::Error::msg)?;
+    let live: HashSet<Network> = saved.members.into_iter().collect();
     let rendered: HashSet<&Network> = set.members.iter().collect();
     Ok(SetContents {
         name: set.name.clone(),
         expected: set.members.len(),
-        live: Some(live.len()),
+        live: Some(live.len() + saved.with_options),
         missing: set.members.iter().filter(|n| !live.contains(n)).count(),
-        unexpected: live.iter().filter(|n| !rendered.contains(n)).count(),
+        // An entry with options (`nomatch`, say) is not one rendered, whatever its
+        // network.
+        unexpected: live.iter().filter(|n| !rendered.contains(n)).count() + saved.with_options,
     })
 }
 

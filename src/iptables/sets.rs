@@ -14,6 +14,7 @@
 use std::fmt::Write as _;
 
 use crate::family::Family;
+use crate::host::net::SetMembers;
 use crate::plan::{FamilyPlan, PlannedSet};
 use crate::policy::lists::MAX_LIST_ENTRIES;
 use crate::policy::types::{InstanceName, ListName, Network};
@@ -275,18 +276,46 @@ fn check_header(words: &[&str], family: Family) -> Result<String, String> {
     }
 }
 
+/// One of [`halves`]: a sets file of its own, and for each of its lines the line of
+/// the whole file it came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Half {
+    /// The text.
+    pub text: String,
+    /// For each line of `text`, its 1-based line in the whole file.
+    lines: Vec<usize>,
+}
+
+impl Half {
+    /// A whole text as a half of itself (each line its own).
+    pub fn whole(text: String) -> Half {
+        let lines = (1..=text.lines().count()).collect();
+        Half { text, lines }
+    }
+
+    /// The line of the whole file that line `n` (1-based) of this half came from.
+    pub fn line_in_file(&self, n: usize) -> usize {
+        self.lines.get(n.wrapping_sub(1)).copied().unwrap_or(n)
+    }
+
+    fn push(&mut self, line: &str, at: usize) {
+        self.text.push_str(line);
+        self.text.push('\n');
+        self.lines.push(at);
+    }
+}
+
 /// A sets file cut in two: every line but the `add`s in both halves, each set's `add`s
 /// shared between them in turn (the first, third, ... member to the first half). Each
 /// half is a sets file of its own, with the original's lines unchanged, so the kernel
 /// check can load every line of a long list in two namespaces at once, one per core.
-pub fn halves(text: &str) -> [String; 2] {
-    let mut halves = [String::new(), String::new()];
+pub fn halves(text: &str) -> [Half; 2] {
+    let mut halves = [Half::default(), Half::default()];
     let mut added = 0usize;
-    for line in text.lines() {
+    for (index, line) in text.lines().enumerate() {
+        let at = index + 1;
         if line.starts_with("add ") {
-            let half = &mut halves[added % 2];
-            half.push_str(line);
-            half.push('\n');
+            halves[added % 2].push(line, at);
             added += 1;
             continue;
         }
@@ -300,8 +329,7 @@ pub fn halves(text: &str) -> [String; 2] {
             added = 0;
         }
         for half in &mut halves {
-            half.push_str(line);
-            half.push('\n');
+            half.push(line, at);
         }
     }
     halves
@@ -318,22 +346,66 @@ pub fn create_lines(sets: &[SetDefinition]) -> String {
     sets.iter().map(SetDefinition::create_line).collect()
 }
 
-/// The members of set `name` in `ipset save NAME`'s output (`add NAME MEMBER` lines),
-/// as networks; a line that is not one is an error.
-pub fn saved_members(name: &str, saved: &str) -> Result<Vec<Network>, String> {
-    saved
+/// What `ipset save NAME` printed of set `name`: its plain members, and how many lines
+/// said more than a member (a `nomatch`, a `timeout`, a comment: an entry this tool
+/// never writes, which may change what the member means).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SavedMembers {
+    /// The members added as plain networks.
+    pub members: Vec<Network>,
+    /// Entries with options.
+    pub with_options: usize,
+}
+
+/// Reads set `name`'s members out of `ipset save NAME`'s output (`add NAME MEMBER`
+/// lines); a member that is not a network is an error.
+pub fn saved_members(name: &str, saved: &str) -> Result<SavedMembers, String> {
+    let mut out = SavedMembers::default();
+    for member in saved
         .lines()
         .filter_map(|line| line.strip_prefix("add "))
         .filter_map(|rest| rest.strip_prefix(name)?.strip_prefix(' '))
-        .map(|member| {
-            member
-                .split(' ')
-                .next()
-                .unwrap_or_default()
-                .parse::<Network>()
-                .map_err(|e| format!("cannot read the member {member:?} of {name}: {e}"))
-        })
-        .collect()
+    {
+        let mut words = member.split(' ');
+        let network = words
+            .next()
+            .unwrap_or_default()
+            .parse::<Network>()
+            .map_err(|e| format!("cannot read the member {member:?} of {name}: {e}"))?;
+        if words.next().is_some() {
+            out.with_options += 1;
+        } else {
+            out.members.push(network);
+        }
+    }
+    Ok(out)
+}
+
+/// One line that says what set `name` holds, for `diff`: how many ranges its members
+/// merge into, how many addresses they cover, and a digest of the ranges, so that two
+/// sets that let the same addresses in read the same and any other two differ.
+pub fn summary(name: &str, members: &SetMembers) -> String {
+    let mut bytes = Vec::new();
+    let mut addresses: u128 = 0;
+    let mut ranges = 0usize;
+    for (first, last) in members.ranges() {
+        ranges += 1;
+        let (a, b) = (address_value(first), address_value(last));
+        addresses = addresses.saturating_add(b.saturating_sub(a).saturating_add(1));
+        bytes.extend_from_slice(&a.to_be_bytes());
+        bytes.extend_from_slice(&b.to_be_bytes());
+    }
+    format!(
+        "ipset {name}: {ranges} range(s), {addresses} address(es), digest {:016x}",
+        fnv1a(&bytes)
+    )
+}
+
+fn address_value(address: std::net::IpAddr) -> u128 {
+    match address {
+        std::net::IpAddr::V4(a) => u128::from(u32::from(a)),
+        std::net::IpAddr::V6(a) => u128::from(a),
+    }
 }
 
 #[cfg(test)]
@@ -463,9 +535,15 @@ mod tests {
         let instance: InstanceName = "base".parse().expect("name");
         let text = render(&instance, &plan(&long_list(101), Family::Ipv4));
         let whole = parse(&text, Family::Ipv4).expect("whole");
-        let [first, second] = halves(&text);
-        let first = parse(&first, Family::Ipv4).expect("a sets file");
-        let second = parse(&second, Family::Ipv4).expect("a sets file");
+        let [first_half, second_half] = halves(&text);
+        // Each half's lines are found in the whole file at the lines it says.
+        for half in [&first_half, &second_half] {
+            for (n, line) in half.text.lines().enumerate() {
+                assert_eq!(text.lines().nth(half.line_in_file(n + 1) - 1), Some(line));
+            }
+        }
+        let first = parse(&first_half.text, Family::Ipv4).expect("a sets file");
+        let second = parse(&second_half.text, Family::Ipv4).expect("a sets file");
         assert_eq!(
             [first[0].members.len(), second[0].members.len()],
             half_counts(101)
@@ -480,11 +558,30 @@ mod tests {
     }
 
     #[test]
+    fn summaries_are_equal_exactly_when_the_same_addresses_are_in() {
+        let set = |nets: &[&str]| -> SetMembers {
+            nets.iter()
+                .map(|n| n.parse::<ipnet::IpNet>().expect("net"))
+                .collect()
+        };
+        let a = summary("s", &set(&["10.0.0.0/25", "10.0.0.128/25"]));
+        assert_eq!(a, summary("s", &set(&["10.0.0.0/24"])));
+        assert_eq!(
+            a,
+            "ipset s: 1 range(s), 256 address(es), digest ".to_owned() + &a[a.len() - 16..]
+        );
+        assert_ne!(a, summary("s", &set(&["10.0.1.0/24"])));
+        assert_ne!(a, summary("s", &set(&["10.0.0.0/24", "192.0.2.1/32"])));
+    }
+
+    #[test]
     fn saved_members_are_read_as_networks() {
         let saved = "create ictl.base.c.v4 hash:net family inet hashsize 64 maxelem 1048576\nadd ictl.base.c.v4 10.0.0.2\nadd ictl.base.c.v4 192.0.2.0/24\n";
-        let members = saved_members("ictl.base.c.v4", saved).expect("reads");
-        let shown: Vec<String> = members.iter().map(ToString::to_string).collect();
+        let saved = format!("{saved}add ictl.base.c.v4 198.51.100.0/24 nomatch\n");
+        let read = saved_members("ictl.base.c.v4", &saved).expect("reads");
+        let shown: Vec<String> = read.members.iter().map(ToString::to_string).collect();
         assert_eq!(shown, ["10.0.0.2/32", "192.0.2.0/24"]);
+        assert_eq!(read.with_options, 1);
         assert!(saved_members("ictl.base.c.v4", "add ictl.base.c.v4 bogus\n").is_err());
     }
 }

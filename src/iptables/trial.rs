@@ -77,6 +77,17 @@ pub enum TrialError {
         /// What ipset said.
         why: String,
     },
+    /// A rule matches a set named as this tool names an instance's sets, which the
+    /// instance's sets file does not define.
+    #[error(
+        "{file} matches the ipset {set}, named as iptables-ctl names an instance's sets, but the instance's sets file does not define it (lost or edited?): render the instance again"
+    )]
+    UndefinedOwnSet {
+        /// The file.
+        file: String,
+        /// The set.
+        set: String,
+    },
     /// The sets file is not one this tool writes.
     #[error("{file} is not a sets file as iptables-ctl writes them: {message}")]
     SetsFile {
@@ -167,7 +178,7 @@ impl RulesetTrial for NetnsTrial {
             load_sets(sets_name, &second_half, &own, 1)?;
             Ok(String::new())
         };
-        let empty_sets = sets::create_lines(&own);
+        let empty_sets = sets::Half::whole(sets::create_lines(&own));
         let twice = || {
             load_sets(sets_name, &empty_sets, &[], 0)?;
             rules_loaded(tools, family, rules, 2)
@@ -223,16 +234,22 @@ impl RulesetTrial for NetnsTrial {
 /// [`sets::halves`]) into this namespace with `ipset restore`, and checks that the
 /// kernel holds each set with that half's members and no temporary set is left.
 /// Nothing to do (and no ipset tool needed) without sets.
-fn load_sets(file: &str, text: &str, own: &[SetDefinition], half: usize) -> Result<(), TrialError> {
+fn load_sets(
+    file: &str,
+    half_text: &sets::Half,
+    own: &[SetDefinition],
+    half: usize,
+) -> Result<(), TrialError> {
+    let text = &half_text.text;
     if !text.lines().any(|l| l.starts_with("create ")) {
         return Ok(());
     }
     command::run("ipset", &["restore"], text.as_bytes()).map_err(|e| match e {
         ToolError::Failed { stderr, .. } => {
+            // Blamed on the line of the sets file, not of the half loaded.
             let line = ipset_failing_line(&stderr).and_then(|n| {
-                text.lines()
-                    .nth(n.saturating_sub(1))
-                    .map(|t| (n, t.to_owned()))
+                let text = text.lines().nth(n.saturating_sub(1))?;
+                Some((half_text.line_in_file(n), text.to_owned()))
             });
             TrialError::Refused {
                 file: file.to_owned(),
@@ -314,6 +331,15 @@ fn set_headers((file, rules): (&str, &str), own: &[SetDefinition]) -> Result<Str
         .into_iter()
         .filter(|name| !own.iter().any(|set| &set.name == name))
     {
+        // A set of this tool's naming is the instance's own: its members come from the
+        // sets file, never from whatever the host holds under that name (a sets file
+        // lost or edited would otherwise pass against stale members).
+        if name.starts_with(sets::PREFIX) {
+            return Err(TrialError::UndefinedOwnSet {
+                file: file.to_owned(),
+                set: name,
+            });
+        }
         let listed = command::run("ipset", &["list", "-t", &name], b"").map_err(|e| match e {
             ToolError::Failed { stderr, .. } if stderr.contains("does not exist") => {
                 TrialError::MissingSet {
