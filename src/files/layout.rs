@@ -10,12 +10,20 @@ use crate::policy::types::InstanceName;
 #[derive(Debug, Clone)]
 pub struct Layout {
     root: PathBuf,
+    /// Where the run state lives when not under `root`: the files of a pending apply
+    /// are laid out under a root of their own, but they are loaded into the same
+    /// kernel as the instance's, so what guards the kernel (`run_dir`) is the
+    /// instance's.
+    run_root: Option<PathBuf>,
 }
 
 impl Layout {
     /// A layout under `root`.
     pub fn new(root: impl Into<PathBuf>) -> Layout {
-        Layout { root: root.into() }
+        Layout {
+            root: root.into(),
+            run_root: None,
+        }
     }
 
     /// The root directory.
@@ -49,7 +57,10 @@ impl Layout {
 
     /// `/run/iptables-ctl`: what the units record for `status` until the next boot.
     pub fn run_dir(&self) -> PathBuf {
-        self.root.join("run/iptables-ctl")
+        self.run_root
+            .as_ref()
+            .unwrap_or(&self.root)
+            .join("run/iptables-ctl")
     }
 
     /// `/run/iptables-ctl/apply/<instance>`: an unconfirmed apply of `instance` (its
@@ -64,11 +75,38 @@ impl Layout {
     /// config directory is `pending_dir/etc/iptables`), so the same file-set code writes,
     /// reads and proves them.
     pub fn pending(&self, instance: &InstanceName) -> Layout {
-        Layout::new(self.pending_dir(instance))
+        Layout {
+            root: self.pending_dir(instance),
+            run_root: Some(self.run_root.clone().unwrap_or_else(|| self.root.clone())),
+        }
     }
 
     /// `/etc/iptables/templates`: an admin's template overrides.
     pub fn templates_dir(&self) -> PathBuf {
         self.config_dir().join("templates")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pending apply's files lie under a root of their own, but they are loaded into
+    /// the instance's kernel: what guards that kernel (the run directory) is the
+    /// instance's.
+    #[test]
+    fn a_pending_apply_has_its_own_files_and_the_instances_run_directory() {
+        let layout = Layout::new("/srv/root");
+        let instance: InstanceName = "base".parse().expect("name");
+        let pending = layout.pending(&instance);
+        assert_eq!(
+            pending.config_dir(),
+            PathBuf::from("/srv/root/run/iptables-ctl/apply/base/etc/iptables")
+        );
+        assert_eq!(pending.run_dir(), layout.run_dir());
+        assert_eq!(
+            layout.run_dir(),
+            PathBuf::from("/srv/root/run/iptables-ctl")
+        );
     }
 }
