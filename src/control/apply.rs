@@ -527,6 +527,25 @@ mod tests {
         );
     }
 
+    /// The new connection proves the sets live now too: when they are not the applied
+    /// ones (a reload loaded others meanwhile), nothing is confirmed.
+    #[test]
+    fn confirm_refuses_when_the_live_sets_are_not_the_applied_ones() {
+        let staged = staged(Some(POLICY));
+        staged.write_rules("previous");
+        let manager = FakeManager::new("active", JobResult::Done);
+        let target = staged.target_with(&InForceBackend);
+        apply(&target, &manager, WITHIN, false, &mut Outcome::new()).unwrap();
+        crate::control::fakes::LIVE_SET_DRIFTED.set(true);
+        let error = confirm(&target, &manager, &mut Outcome::new()).unwrap_err();
+        crate::control::fakes::LIVE_SET_DRIFTED.set(false);
+        assert!(
+            format!("{error}").contains("nothing was confirmed"),
+            "{error}"
+        );
+        assert!(pending(&staged.layout, &staged.instance).unwrap().is_some());
+    }
+
     #[test]
     fn confirm_writes_the_applied_files_before_it_disarms_then_reloads() {
         let staged = staged(Some(POLICY));

@@ -68,6 +68,12 @@ pub(crate) const FAKE_BACKEND: IptablesBackend<'static> = IptablesBackend {
     firewall: &QuietFirewall,
 };
 
+thread_local! {
+    /// Makes [`InForceBackend`]'s live sets differ from the files (the rules still
+    /// match), for the test that sets it, on its own thread.
+    pub(crate) static LIVE_SET_DRIFTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// [`FAKE_BACKEND`], but the live rules of both families are the files on disk and
 /// FORWARD jumps to them first, and no port is published: everything `status` asks of
 /// the live firewall holds, so what it says comes from the files and the policy.
@@ -138,9 +144,10 @@ impl Backend for InForceBackend {
         _instance: &InstanceName,
         _running: bool,
     ) -> anyhow::Result<LiveState> {
+        let drifted = LIVE_SET_DRIFTED.get();
         let in_force = |family: Family| FamilyState {
             family: family.to_string(),
-            in_force: true,
+            in_force: !drifted,
             rules_match: true,
             missing: Vec::new(),
             unexpected: Vec::new(),
@@ -148,7 +155,17 @@ impl Backend for InForceBackend {
             docker_user_first: Some(true),
             forward_first: None,
             forward_repair: None,
-            sets: Vec::new(),
+            sets: if drifted {
+                vec![crate::backend::SetContents {
+                    name: "ictl.base.customers.v4".to_owned(),
+                    expected: 100,
+                    live: Some(99),
+                    missing: 1,
+                    unexpected: 0,
+                }]
+            } else {
+                Vec::new()
+            },
         };
         Ok(LiveState {
             variant: Some("nf_tables".to_owned()),

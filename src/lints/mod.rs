@@ -225,7 +225,7 @@ impl Lint {
             }
             Lint::ForwardNotFirst => "`iptables-ctl reload` puts the jump first",
             Lint::Drift => {
-                "express what the extra rules do in the policy ([[host.services]], [[docker.published]] or [[raw]]), then `iptables-ctl reload` loads the rendered rules again"
+                "express what the extra rules (or set members) do in the policy ([[host.services]], [[docker.published]], [[raw]], or the list's file), then `iptables-ctl reload` loads the rendered rules and sets again"
             }
             Lint::BridgeOutsideDockerBridges => {
                 "add the bridge (or a pattern for it) to docker_bridges"
