@@ -1,6 +1,7 @@
 //! The iptables backend behind [`crate::backend::Backend`]: renders an instance's four
-//! `iptables-restore` files and the ipsets its rules match ([`instance`], [`crate::iptables::sets`]), proves them with a [`RulesetTrial`] (the
-//! throwaway namespace, or a test's fake), reads the SSH lockouts off what the kernel
+//! `iptables-restore` files and the ipsets its rules match ([`instance`],
+//! [`crate::iptables::sets`]), proves them with a [`RulesetTrial`] (the throwaway
+//! namespace, or a test's fake), reads the SSH lockouts off what the kernel
 //! loaded ([`lockout`]), loads the pass-through files with the [`LiveFirewall`], and
 //! compares the live rules with the files ([`live`]), with FORWARD's repairs
 //! ([`forward`]); and a parsed [`Ruleset`] answers the audit's questions
@@ -76,11 +77,11 @@ impl IptablesBackend<'_> {
                 .collect(),
         }
     }
-}
 
-impl IptablesBackend<'_> {
-    /// Loads `family`'s sets file of `instance` into the live kernel; returns the sets
-    /// it defines.
+    /// Loads `family`'s sets file of `instance` into the live kernel (each set filled
+    /// aside and swapped in), after reading it back as strictly as the kernel check
+    /// does; returns the sets it defines. A file without sets loads nothing and needs no
+    /// ipset tool.
     fn load_family_sets(
         &self,
         layout: &Layout,
@@ -88,18 +89,36 @@ impl IptablesBackend<'_> {
         family: Family,
     ) -> anyhow::Result<Vec<SetDefinition>> {
         let (path, text) = OutputFiles::new(layout, instance).read_sets(family)?;
-        if text.lines().all(|line| !line.starts_with("create ")) {
-            return live::load_sets(self.firewall, family, &text)
-                .with_context(|| format!("cannot load {}", path.display()));
+        let load = || -> anyhow::Result<Vec<SetDefinition>> {
+            let defined = sets::parse(&text, family).map_err(|message| {
+                anyhow::anyhow!("not a sets file as iptables-ctl writes them: {message}")
+            })?;
+            if defined.is_empty() {
+                return Ok(defined);
+            }
+            // Two loads of one instance's sets at once (a Docker start's re-assertion
+            // during an apply) would fill the same temporary set together: one at a
+            // time. Not the directory lock: `reload` holds that while the unit's load
+            // runs.
+            let _lock = sets_lock(layout, instance)?;
+            self.firewall.restore_sets(&text)?;
+            Ok(defined)
+        };
+        load().with_context(|| format!("cannot load {}", path.display()))
+    }
+
+    /// One line saying what the live set `name` holds, as [`sets::summary`] says what
+    /// a proof loaded, for `diff`.
+    fn live_set_summary(&self, name: &str) -> anyhow::Result<String> {
+        let Some(saved) = live::read_set(self.firewall, name)? else {
+            return Ok(format!("ipset {name}: none"));
+        };
+        let members = saved.members.iter().map(|n| n.net()).collect();
+        let mut line = sets::summary(name, &members);
+        if saved.with_options > 0 {
+            line.push_str(&format!(" and {} entries with options", saved.with_options));
         }
-        // Two loads of one instance's sets at once (a Docker start's re-assertion
-        // during an apply) would fill the same temporary set together: one at a time.
-        // Not the directory lock: `reload` holds that while the unit's load runs.
-        let lock = sets_lock(layout, instance)?;
-        let loaded = live::load_sets(self.firewall, family, &text)
-            .with_context(|| format!("cannot load {}", path.display()));
-        drop(lock);
-        loaded
+        Ok(line)
     }
 }
 
@@ -290,24 +309,7 @@ impl Backend for IptablesBackend<'_> {
                 // set, the same on both sides when the live set holds what was proven.
                 for (name, planned) in proof.sets(family).into_iter().flatten() {
                     owned.planned.push(sets::summary(name, planned));
-                    owned.live.push(match self.firewall.save_set(name)? {
-                        None => format!("ipset {name}: none"),
-                        Some(saved) => {
-                            let saved =
-                                sets::saved_members(name, &saved).map_err(anyhow::Error::msg)?;
-                            let mut line = sets::summary(
-                                name,
-                                &saved.members.iter().map(|n| n.net()).collect(),
-                            );
-                            if saved.with_options > 0 {
-                                line.push_str(&format!(
-                                    " and {} entries with options",
-                                    saved.with_options
-                                ));
-                            }
-                            line
-                        }
-                    });
+                    owned.live.push(self.live_set_summary(name)?);
                 }
                 Ok(owned)
             })

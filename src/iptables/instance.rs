@@ -179,12 +179,10 @@ impl OutputFiles {
     /// missing file is an error naming it.
     pub fn read(&self, family: Family, kind: FileKind) -> anyhow::Result<(PathBuf, String)> {
         let path = self.path(family, kind);
-        let read = || -> anyhow::Result<String> {
-            let (bytes, _) = source::read_output(&path, OUTPUT_LIMIT)?
-                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
-            Ok(String::from_utf8(bytes)?)
-        };
-        let text = read().with_context(|| format!("cannot read {}", path.display()))?;
+        let text = read_if_present(&path)?.ok_or_else(|| {
+            anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::NotFound))
+                .context(format!("cannot read {}", path.display()))
+        })?;
         Ok((path, text))
     }
 
@@ -192,16 +190,20 @@ impl OutputFiles {
     /// rendered before sets existed have none, and their rules match none.
     pub fn read_sets(&self, family: Family) -> anyhow::Result<(PathBuf, String)> {
         let path = self.path(family, FileKind::Sets);
-        match source::read_output(&path, OUTPUT_LIMIT) {
-            Ok(None) => Ok((path, String::new())),
-            Ok(Some((bytes, _))) => {
-                let text = String::from_utf8(bytes)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                Ok((path, text))
-            }
-            Err(e) => Err(anyhow::Error::new(e).context(format!("cannot read {}", path.display()))),
-        }
+        let text = read_if_present(&path)?.unwrap_or_default();
+        Ok((path, text))
     }
+}
+
+/// The text of the output at `path` (bounded), or `None` when there is no such file.
+fn read_if_present(path: &Path) -> anyhow::Result<Option<String>> {
+    let read = || -> anyhow::Result<Option<String>> {
+        match source::read_output(path, OUTPUT_LIMIT)? {
+            Some((bytes, _)) => Ok(Some(String::from_utf8(bytes)?)),
+            None => Ok(None),
+        }
+    };
+    read().with_context(|| format!("cannot read {}", path.display()))
 }
 
 /// Loads one family's rendered sets, rules and pass-through files, as they are on disk,

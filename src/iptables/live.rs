@@ -113,21 +113,22 @@ impl LiveFirewall for SystemFirewall {
     }
 }
 
-/// Loads one family's sets file `text` (as rendered: each set filled aside and swapped
-/// in) into the live kernel, after reading it back as strictly as the kernel check
-/// does; a file without sets loads nothing and needs no ipset tool.
-pub fn load_sets(
+/// What the live set `name` holds (`ipset save NAME`, read back): `None` when there is
+/// no such set.
+pub fn read_set(
     firewall: &dyn LiveFirewall,
-    family: Family,
-    text: &str,
-) -> anyhow::Result<Vec<SetDefinition>> {
-    let defined = sets::parse(text, family).map_err(|message| {
-        anyhow::anyhow!("not a sets file as iptables-ctl writes them: {message}")
-    })?;
-    if !defined.is_empty() {
-        firewall.restore_sets(text)?;
-    }
-    Ok(defined)
+    name: &str,
+) -> anyhow::Result<Option<sets::SavedMembers>> {
+    use anyhow::Context as _;
+    let Some(saved) = firewall
+        .save_set(name)
+        .with_context(|| format!("cannot read the set {name}"))?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(
+        sets::saved_members(name, &saved).map_err(anyhow::Error::msg)?,
+    ))
 }
 
 /// Parses what `family`'s save program printed.
@@ -487,11 +488,7 @@ fn inspect_against(
 
 /// What the live set named by `set` holds against its rendered members.
 fn set_contents(firewall: &dyn LiveFirewall, set: &SetDefinition) -> anyhow::Result<SetContents> {
-    use anyhow::Context as _;
-    let Some(saved) = firewall
-        .save_set(&set.name)
-        .with_context(|| format!("cannot read the set {}", set.name))?
-    else {
+    let Some(saved) = read_set(firewall, &set.name)? else {
         return Ok(SetContents {
             name: set.name.clone(),
             expected: set.members.len(),
@@ -500,7 +497,6 @@ fn set_contents(firewall: &dyn LiveFirewall, set: &SetDefinition) -> anyhow::Res
             unexpected: 0,
         });
     };
-    let saved = sets::saved_members(&set.name, &saved).map_err(anyhow::Error::msg)?;
     let live: HashSet<Network> = saved.members.into_iter().collect();
     let rendered: HashSet<&Network> = set.members.iter().collect();
     Ok(SetContents {

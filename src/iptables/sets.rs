@@ -66,6 +66,12 @@ fn temp_name(name: &str) -> String {
     format!("{name}{TEMP_SUFFIX}")
 }
 
+/// `name` is the temporary set a load of this tool fills (and destroys after the
+/// swap).
+pub fn is_temporary(name: &str) -> bool {
+    name.starts_with(PREFIX) && name.ends_with(TEMP_SUFFIX)
+}
+
 /// `ipset`'s name for a family.
 fn family_word(family: Family) -> &'static str {
     match family {
@@ -320,12 +326,7 @@ pub fn halves(text: &str) -> [Half; 2] {
             continue;
         }
         // A new set starts its members at the first half again.
-        if line.starts_with("create ")
-            && !line
-                .split(' ')
-                .nth(1)
-                .is_some_and(|n| n.ends_with(TEMP_SUFFIX))
-        {
+        if line.starts_with("create ") && !line.split(' ').nth(1).is_some_and(is_temporary) {
             added = 0;
         }
         for half in &mut halves {

@@ -1,8 +1,9 @@
 //! Proving rendered files with the kernel's own parser: each file is loaded with the
 //! real `iptables-restore -w -n` (the sets file with `ipset restore`, first) into a
-//! network namespace created for the purpose and gone when the check ends. `iptables-restore --test` is not enough (on nf_tables it
-//! misses unknown targets, undeclared chains and protocol-less tcp-reset), so nothing
-//! short of a real load counts. The live firewall is never touched.
+//! network namespace created for the purpose and gone when the check ends.
+//! `iptables-restore --test` is not enough (on nf_tables it misses unknown targets,
+//! undeclared chains and protocol-less tcp-reset), so nothing short of a real load
+//! counts. The live firewall is never touched.
 //!
 //! The namespace belongs to one thread: `unshare(CLONE_NEWNET)` moves only the calling
 //! thread, and the programs it starts inherit that namespace.
@@ -162,13 +163,12 @@ impl RulesetTrial for NetnsTrial {
         // Three namespaces at once: the sets and rules loaded once (what the kernel
         // holds), the rules loaded twice (which must hold the same: a second load
         // changes nothing), and the rules then the pass-through file. Each restore
-        // waits in the kernel after its commit; side by side, a check costs three child
-        // processes in sequence instead of six. Only the first fills the sets (the
-        // others make them empty: the rules need them to exist, not their members), so
-        // a long list is loaded once.
-        // Every line of the sets file is loaded, its members in two halves, one in
-        // this namespace and one in a fourth, at once: a long list costs the check half
-        // a load on each core instead of a whole load on one.
+        // waits in the kernel after its commit; side by side, a check costs two child
+        // processes in sequence instead of six. Every line of the sets file is loaded
+        // once: its members in two halves, one in the first namespace and one in a
+        // fourth, at once (half a load on each core, not a whole one on one); the
+        // other two make the sets empty (the rules need them to exist, not their
+        // members).
         let [first_half, second_half] = sets::halves(sets_text);
         let once = || {
             load_sets(sets_name, &first_half, &own, 0)?;
@@ -280,10 +280,7 @@ fn load_sets(
         }
     }
     let names = command::run("ipset", &["list", "-n"], b"")?;
-    if let Some(temp) = names
-        .lines()
-        .find(|n| n.starts_with(sets::PREFIX) && n.ends_with('~'))
-    {
+    if let Some(temp) = names.lines().find(|n| sets::is_temporary(n)) {
         return Err(differs(format!("the temporary set {temp} was left behind")));
     }
     Ok(())
