@@ -116,9 +116,8 @@ impl<'a, R: FamilyRules + ?Sized> AuditedRuleset<'a, R> {
         // pieces alike in those walk alike, so each such class is walked once (a
         // 100,000-entry set cuts 200,000 pieces but adds two classes per rule piece).
         let mut walked: HashMap<SourceClass, usize> = HashMap::new();
-        let mut results: Vec<Option<(Verdict, Option<String>)>> = Vec::new();
+        let mut verdicts: Vec<Verdict> = Vec::new();
         let mut recent: Vec<(SourceClass, usize)> = Vec::with_capacity(RECENT);
-        let mut recent_next = 0usize;
         // The pieces come in ascending order: each set's membership and the rule piece
         // are read by moving forward, not searched for, so the walk up the address space
         // costs the sets' sizes once.
@@ -143,39 +142,39 @@ impl<'a, R: FamilyRules + ?Sized> AuditedRuleset<'a, R> {
             let slot = match recent.iter().find(|(seen, _)| *seen == class) {
                 Some((_, slot)) => *slot,
                 None => {
-                    let next = results.len();
-                    let slot = *walked.entry(class.clone()).or_insert(next);
-                    if slot == next {
-                        results.push(None);
+                    let slot = match walked.get(&class) {
+                        Some(slot) => *slot,
+                        None => {
+                            // A class's first piece: walked once, for every piece of it.
+                            let walk = ruleset.walk(
+                                host,
+                                &Packet {
+                                    source: *first,
+                                    destination: dialed,
+                                    transport: port.transport,
+                                    source_port: 40000,
+                                    destination_port: port.host_port,
+                                    in_interface: interface.to_owned(),
+                                },
+                            );
+                            if let Some(step) = walk.steps.last().map(ToString::to_string)
+                                && !decided_by.contains(&step)
+                            {
+                                decided_by.push(step);
+                            }
+                            verdicts.push(walk.verdict);
+                            walked.insert(class.clone(), verdicts.len() - 1);
+                            verdicts.len() - 1
+                        }
+                    };
+                    if recent.len() == RECENT {
+                        recent.remove(0);
                     }
-                    if recent.len() < RECENT {
-                        recent.push((class, slot));
-                    } else {
-                        recent[recent_next % RECENT] = (class, slot);
-                    }
-                    recent_next += 1;
+                    recent.push((class, slot));
                     slot
                 }
             };
-            let (verdict, step) = results[slot].get_or_insert_with(|| {
-                let walk = ruleset.walk(
-                    host,
-                    &Packet {
-                        source: *first,
-                        destination: dialed,
-                        transport: port.transport,
-                        source_port: 40000,
-                        destination_port: port.host_port,
-                        in_interface: interface.to_owned(),
-                    },
-                );
-                (walk.verdict, walk.steps.last().map(ToString::to_string))
-            });
-            if let Some(text) = step
-                && !decided_by.contains(text)
-            {
-                decided_by.push(text.clone());
-            }
+            let verdict = &verdicts[slot];
             match verdict {
                 Verdict::Accept => match open.last_mut() {
                     Some((_, end)) if next_address(*end) == Some(*first) => *end = *last,
@@ -311,8 +310,7 @@ impl InSets {
 fn rule_boundaries<R: FamilyRules + ?Sized>(ruleset: &R, ipv6: bool) -> Vec<IpAddr> {
     let mut cuts = Vec::new();
     for (first, last) in ruleset.source_ranges() {
-        cuts.push(first);
-        cuts.extend(next_address(last));
+        add_range(&mut cuts, first, last);
     }
     cuts.retain(|a| a.is_ipv6() == ipv6);
     sorted_once(&mut cuts);
@@ -329,8 +327,7 @@ fn boundaries<R: FamilyRules + ?Sized>(ruleset: &R, host: &HostNet, ipv6: bool) 
         // in, not sorted again (a sort would make the audit grow faster than the set).
         let mut set_cuts = Vec::new();
         for (first, last) in members.ranges().filter(|(a, _)| a.is_ipv6() == ipv6) {
-            set_cuts.push(first);
-            set_cuts.extend(next_address(last));
+            add_range(&mut set_cuts, first, last);
         }
         cuts = merge_sorted(&cuts, &set_cuts);
     }
@@ -369,8 +366,13 @@ fn merge_sorted(a: &[IpAddr], b: &[IpAddr]) -> Vec<IpAddr> {
 
 /// Adds where `net` starts and where it ends (the address after it); the caller sorts.
 fn add_boundaries(cuts: &mut Vec<IpAddr>, net: IpNet) {
-    cuts.push(net.network());
-    cuts.extend(next_address(net.broadcast()));
+    add_range(cuts, net.network(), net.broadcast());
+}
+
+/// Adds where the range `first`..=`last` starts and the address after it, if any.
+fn add_range(cuts: &mut Vec<IpAddr>, first: IpAddr, last: IpAddr) {
+    cuts.push(first);
+    cuts.extend(next_address(last));
 }
 
 fn sorted_once(cuts: &mut Vec<IpAddr>) {
