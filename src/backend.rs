@@ -109,6 +109,20 @@ pub trait Backend {
         instance: &InstanceName,
     ) -> anyhow::Result<Vec<(Family, usize, usize)>>;
 
+    /// The names of the sets the sets files of `instance` define, both families.
+    fn defined_sets(&self, layout: &Layout, instance: &InstanceName)
+    -> anyhow::Result<Vec<String>>;
+
+    /// Destroys the live sets that the sets files of `instance` define, once its rules
+    /// are no longer loaded (uninstall): a set some rule still matches is kept and
+    /// said; one that does not exist is not mentioned. Nothing is run when the files
+    /// define no set.
+    fn remove_sets(
+        &self,
+        layout: &Layout,
+        instance: &InstanceName,
+    ) -> anyhow::Result<Vec<SetRemoval>>;
+
     /// What on the live host would keep this backend's rules from being reached, or
     /// fight them; nothing when it cannot tell.
     fn live_conflicts(&self) -> Vec<Conflict>;
@@ -154,6 +168,25 @@ pub trait LiveRules {
 
     /// Each family's rules as the audit asks them, in [`Family::ALL`]'s order.
     fn families(&self) -> Vec<(Family, &dyn FamilyRules)>;
+}
+
+/// What became of one of an instance's sets when [`Backend::remove_sets`] ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "fate")]
+pub enum SetRemoval {
+    /// The set was destroyed: nothing matched it any more.
+    Destroyed {
+        /// The set.
+        name: String,
+    },
+    /// The set is kept: rules the instance does not own still match it, and the kernel
+    /// destroys no set a rule refers to.
+    InUse {
+        /// The set.
+        name: String,
+        /// How many references the kernel counts.
+        references: usize,
+    },
 }
 
 /// What [`Backend::ensure_forward_first`] found in one family.

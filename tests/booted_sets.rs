@@ -2,7 +2,7 @@
 //! with real connects from a client namespace: the units load the sets before the rules
 //! that match them, at `install`, on `systemctl reload` after a list edit and at boot
 //! (the rules would not load without their sets); `status` shows the sets and calls a
-//! member added by hand drift; stopped, no rule refers to a set.
+//! member added by hand drift; stopped, no rule refers to a set; uninstall destroys it.
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)] // test support may fail loudly
 
 mod common;
@@ -146,4 +146,13 @@ fn units_load_the_sets_before_the_rules_on_install_reload_and_boot() {
         probe(&machine.client, None, MACHINE_V4, 2222),
         Outcome::Refused
     );
+
+    // Uninstall takes the set with the rules: once the pass-through rules are loaded,
+    // nothing matches it.
+    let said = ok(&machine, &["iptables-ctl", "uninstall"]);
+    assert!(
+        said.contains("destroyed the ipset ictl.base.customers.v4: no rule matches it any more"),
+        "{said}"
+    );
+    assert_eq!(ok(&machine, &["ipset", "list", "-n"]).trim(), "");
 }

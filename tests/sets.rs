@@ -20,8 +20,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::topology::{Topology, v4, v6};
-use common::{Outcome, connect_once, kernel_tests_enabled, probe, staged_command, stderr, tree};
-use iptables_ctl::backend::Backend;
+use common::{
+    Netns, Outcome, connect_once, kernel_tests_enabled, probe, staged_command, stderr, tree,
+};
+use iptables_ctl::backend::{Backend, SetRemoval};
 use iptables_ctl::family::Family;
 use iptables_ctl::files::layout::Layout;
 use iptables_ctl::iptables::backend::SYSTEM;
@@ -324,4 +326,85 @@ fn rules_matching_an_own_set_the_sets_file_lacks_are_refused() {
         matches!(error, TrialError::UndefinedOwnSet { ref set, .. } if set == "ictl.base.customers.v4"),
         "{error}"
     );
+}
+
+/// What uninstall does with an instance's sets, against a real kernel: once the
+/// pass-through rules are loaded, the sets no rule matches are destroyed, with the
+/// temporary set an interrupted load left behind; a set that a rule outside the
+/// instance's chains still matches is kept and said; other sets are not touched.
+#[test]
+fn removing_the_sets_destroys_those_no_rule_matches_and_keeps_the_others() {
+    if !kernel_tests_enabled(
+        "removing_the_sets_destroys_those_no_rule_matches_and_keeps_the_others",
+    ) {
+        return;
+    }
+    let root = tempfile::tempdir().expect("root");
+    stage(root.path(), &list(0));
+    let out = staged_command(root.path(), &["render"])
+        .output()
+        .expect("render");
+    assert!(out.status.success(), "render: {}", stderr(&out));
+    let layout = Layout::new(root.path());
+    let instance = InstanceName::default();
+    let ns = Netns::new();
+    ns.enter(|| SYSTEM.load_rules(&layout, &instance))
+        .expect("load the sets and rules");
+    ns.exec_ok(
+        "ipset",
+        &["create", "ictl.base.customers.v4~", "hash:net"],
+        b"",
+    );
+    ns.exec_ok("ipset", &["create", "office", "hash:net"], b"");
+    ns.exec_ok(
+        "ip6tables",
+        &[
+            "-A",
+            "FORWARD",
+            "-m",
+            "set",
+            "--match-set",
+            "ictl.base.customers.v6",
+            "src",
+            "-j",
+            "ACCEPT",
+        ],
+        b"",
+    );
+    // While the rules are loaded, every set of the instance is in use.
+    let removals = ns
+        .enter(|| SYSTEM.remove_sets(&layout, &instance))
+        .expect("remove");
+    assert!(
+        removals
+            .iter()
+            .all(|r| matches!(r, SetRemoval::InUse { .. })
+                || matches!(r, SetRemoval::Destroyed { name } if name.ends_with('~'))),
+        "{removals:?}"
+    );
+
+    ns.enter(|| SYSTEM.load_pass_through(&layout, &instance))
+        .expect("the pass-through rules");
+    let removals = ns
+        .enter(|| SYSTEM.remove_sets(&layout, &instance))
+        .expect("remove");
+    assert_eq!(
+        removals,
+        [
+            SetRemoval::Destroyed {
+                name: "ictl.base.customers.v4".to_owned()
+            },
+            SetRemoval::InUse {
+                name: "ictl.base.customers.v6".to_owned(),
+                references: 1
+            },
+        ]
+    );
+    let mut left: Vec<String> = ns
+        .exec_ok("ipset", &["list", "-n"], b"")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    left.sort();
+    assert_eq!(left, ["ictl.base.customers.v6", "office"]);
 }

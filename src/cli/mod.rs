@@ -132,8 +132,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Stop the instance (its pass-through files are loaded), disable and remove the
-    /// units. The policy and rendered files are kept.
+    /// Stop the instance (its pass-through files are loaded), destroy its ipsets that no
+    /// rule matches any more, disable and remove the units. The policy and rendered files
+    /// are kept.
     Uninstall {
         /// Instance name.
         #[arg(default_value = "base")]

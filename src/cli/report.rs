@@ -129,6 +129,12 @@ pub(super) fn print_event(event: &Event, out: &mut Output) {
             "policy and rendered files under {} are kept",
             dir.display()
         ),
+        Event::SetDestroyed { name } => {
+            writeln!(
+                out,
+                "destroyed the ipset {name}: no rule matches it any more"
+            );
+        }
         Event::SetsLoaded {
             family,
             sets,

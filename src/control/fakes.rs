@@ -138,6 +138,20 @@ impl Backend for InForceBackend {
     ) -> anyhow::Result<ForwardFinding> {
         Ok(ForwardFinding::InPlace)
     }
+    fn defined_sets(
+        &self,
+        layout: &Layout,
+        instance: &InstanceName,
+    ) -> anyhow::Result<Vec<String>> {
+        FAKE_BACKEND.defined_sets(layout, instance)
+    }
+    fn remove_sets(
+        &self,
+        layout: &Layout,
+        instance: &InstanceName,
+    ) -> anyhow::Result<Vec<crate::backend::SetRemoval>> {
+        FAKE_BACKEND.remove_sets(layout, instance)
+    }
     fn live_state(
         &self,
         _layout: &Layout,
@@ -216,6 +230,12 @@ impl LiveFirewall for QuietFirewall {
     }
     fn save_set(&self, _name: &str) -> Result<Option<String>, crate::command::ToolError> {
         Ok(None)
+    }
+    fn list_set(&self, _name: &str) -> Result<Option<String>, crate::command::ToolError> {
+        Ok(None)
+    }
+    fn destroy_set(&self, _name: &str) -> Result<(), crate::command::ToolError> {
+        Ok(())
     }
 }
 

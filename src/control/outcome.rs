@@ -178,6 +178,12 @@ pub(crate) enum Event {
         /// Their directory.
         dir: PathBuf,
     },
+    /// `uninstall`: one of the instance's ipsets was destroyed (its rules no longer
+    /// matched it).
+    SetDestroyed {
+        /// The set.
+        name: String,
+    },
     /// `load-sets`: a family's sets were loaded.
     SetsLoaded {
         /// The family.
@@ -350,6 +356,7 @@ impl Event {
             | Event::StoppedForUninstall { .. }
             | Event::PassThroughLoaded
             | Event::SetsLoaded { .. }
+            | Event::SetDestroyed { .. }
             | Event::ForwardJumpAdded { .. }
             | Event::ForwardJumpRepaired { .. }
             | Event::JobDone { .. }

@@ -1,5 +1,6 @@
-//! `uninstall`: stop the instance (its pass-through files are loaded), disable it, and
-//! remove the unit files install wrote, unless another instance still uses them. The
+//! `uninstall`: stop the instance (its pass-through files are loaded), destroy its
+//! ipsets that no rule matches any more, disable it, and remove the unit files install
+//! wrote, unless another instance still uses them. The
 //! policy and the rendered files stay. With a staged tree (`--root`) the enable links
 //! are removed instead, and nothing is run.
 
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
+use crate::backend::SetRemoval;
 use crate::control::apply::{self, discard_pending};
 use crate::control::dry_run::DryRunReport;
 use crate::control::lifecycle::{pass_through_step, stop_set};
@@ -17,9 +19,9 @@ use crate::files::{self, source};
 use crate::systemd::units::{self, ADMIN_UNIT_DIR, InstanceUnits, SHIPPED_UNITS};
 use crate::systemd::{ActiveState, JobKind, ServiceManager};
 
-/// `uninstall`: stop (the pass-through files are loaded), disable, and remove the
-/// units install wrote, unless another instance still uses them. Policy and rendered
-/// files stay.
+/// `uninstall`: stop (the pass-through files are loaded), destroy the instance's
+/// ipsets, disable, and remove the units install wrote, unless another instance still
+/// uses them. Policy and rendered files stay.
 pub(crate) fn uninstall(
     target: &Target<'_>,
     systemd: Systemd<'_>,
@@ -66,6 +68,7 @@ pub(crate) fn uninstall(
                     target.instance
                 ));
             }
+            remove_sets(target, outcome);
             for change in manager.disable(&own)? {
                 outcome.push(Event::from(&change));
             }
@@ -128,6 +131,18 @@ pub(crate) fn uninstall_dry_run(
             target.instance
         ));
     }
+    match target.backend.defined_sets(target.layout, target.instance) {
+        Ok(sets) if sets.is_empty() => {}
+        Ok(sets) => report.step(format!(
+            "destroy the ipsets {} unless a rule still matches them",
+            sets.join(", ")
+        )),
+        // As uninstall itself: said, and the rest goes on.
+        Err(e) => report.step(format!(
+            "leave the ipsets of {}, whose sets files cannot be read: {e:#}",
+            target.instance
+        )),
+    }
     let own: Vec<&str> = if shared_in_use {
         vec![units.rules.as_str(), units.docker.as_str()]
     } else {
@@ -161,6 +176,31 @@ fn load_pass_through(target: &Target<'_>, outcome: &mut Outcome<'_>) -> anyhow::
         .load_pass_through(target.layout, target.instance)?;
     outcome.push(Event::PassThroughLoaded);
     Ok(())
+}
+
+/// Destroys the instance's ipsets, now that its rules no longer match them. What goes
+/// wrong is said and does not stop the uninstall: the rules are already out, and a set
+/// left behind holds addresses, not a way in.
+fn remove_sets(target: &Target<'_>, outcome: &mut Outcome<'_>) {
+    let removals = match target.backend.remove_sets(target.layout, target.instance) {
+        Ok(removals) => removals,
+        Err(e) => {
+            outcome.warn(format!(
+                "the ipsets of {} were not removed: {e:#}",
+                target.instance
+            ));
+            return;
+        }
+    };
+    for removal in removals {
+        match removal {
+            SetRemoval::Destroyed { name } => outcome.push(Event::SetDestroyed { name }),
+            SetRemoval::InUse { name, references } => outcome.warn(format!(
+                "kept the ipset {name}: {references} rule(s) outside {}'s chains still match it; remove them, then `ipset destroy {name}`",
+                target.instance
+            )),
+        }
+    }
 }
 
 /// Removes the unit files install wrote to the admin directory (only ours).

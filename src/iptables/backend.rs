@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use crate::audit::PublishedPort;
 use crate::backend::{
     Backend, Conflict, FamilyRules, ForwardFinding, LiveRules, LiveState, LoadedSets, Lockout,
-    OwnedRules, PortRule, Proof, ProvenPart, Rendered, VariantFindings,
+    OwnedRules, PortRule, Proof, ProvenPart, Rendered, SetRemoval, VariantFindings,
 };
 use crate::family::Family;
 use crate::files::layout::Layout;
@@ -219,6 +219,64 @@ impl Backend for IptablesBackend<'_> {
                 Ok((family, loaded.len(), members))
             })
             .collect()
+    }
+
+    fn defined_sets(
+        &self,
+        layout: &Layout,
+        instance: &InstanceName,
+    ) -> anyhow::Result<Vec<String>> {
+        let mut defined = Vec::new();
+        for family in Family::ALL {
+            let (path, text) = OutputFiles::new(layout, instance).read_sets(family)?;
+            let sets = sets::parse(&text, family).map_err(|message| {
+                anyhow::anyhow!(
+                    "{} is not a sets file as iptables-ctl writes them: {message}",
+                    path.display()
+                )
+            })?;
+            defined.extend(sets.into_iter().map(|set| set.name));
+        }
+        Ok(defined)
+    }
+
+    fn remove_sets(
+        &self,
+        layout: &Layout,
+        instance: &InstanceName,
+    ) -> anyhow::Result<Vec<SetRemoval>> {
+        let defined = self.defined_sets(layout, instance)?;
+        if defined.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Not while a load of the instance's sets runs: it would find its set gone
+        // between making and swapping it. Under the lock, a temporary set is one an
+        // interrupted load left behind.
+        let _lock = sets_lock(layout, instance)?;
+        let mut removals = Vec::new();
+        for name in defined {
+            for name in [sets::temp_name(&name), name] {
+                let Some(header) = self
+                    .firewall
+                    .list_set(&name)
+                    .with_context(|| format!("cannot read the set {name}"))?
+                else {
+                    continue;
+                };
+                let references = sets::references(&header).with_context(|| {
+                    format!("`ipset list -t {name}` did not say how many rules match the set")
+                })?;
+                if references > 0 {
+                    removals.push(SetRemoval::InUse { name, references });
+                    continue;
+                }
+                self.firewall
+                    .destroy_set(&name)
+                    .with_context(|| format!("cannot destroy the set {name}"))?;
+                removals.push(SetRemoval::Destroyed { name });
+            }
+        }
+        Ok(removals)
     }
 
     fn load_rules(&self, layout: &Layout, instance: &InstanceName) -> anyhow::Result<()> {

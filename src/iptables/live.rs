@@ -49,6 +49,10 @@ pub trait LiveFirewall {
     fn restore_sets(&self, text: &str) -> Result<(), ToolError>;
     /// `ipset save NAME`: `None` when there is no such set.
     fn save_set(&self, name: &str) -> Result<Option<String>, ToolError>;
+    /// `ipset list -t NAME` (the header, no members): `None` when there is no such set.
+    fn list_set(&self, name: &str) -> Result<Option<String>, ToolError>;
+    /// `ipset destroy NAME` (the kernel refuses while a rule matches the set).
+    fn destroy_set(&self, name: &str) -> Result<(), ToolError>;
 }
 
 /// The host's own iptables tools.
@@ -105,11 +109,24 @@ impl LiveFirewall for SystemFirewall {
     }
 
     fn save_set(&self, name: &str) -> Result<Option<String>, ToolError> {
-        match command::run("ipset", &["save", name], b"") {
-            Ok(text) => Ok(Some(text)),
-            Err(ToolError::Failed { stderr, .. }) if stderr.contains("does not exist") => Ok(None),
-            Err(e) => Err(e),
-        }
+        ipset_of_set(&["save", name])
+    }
+
+    fn list_set(&self, name: &str) -> Result<Option<String>, ToolError> {
+        ipset_of_set(&["list", "-t", name])
+    }
+
+    fn destroy_set(&self, name: &str) -> Result<(), ToolError> {
+        command::run("ipset", &["destroy", name], b"").map(|_| ())
+    }
+}
+
+/// What `ipset ARGS` about one set printed: `None` when there is no such set.
+fn ipset_of_set(args: &[&str]) -> Result<Option<String>, ToolError> {
+    match command::run("ipset", args, b"") {
+        Ok(text) => Ok(Some(text)),
+        Err(ToolError::Failed { stderr, .. }) if stderr.contains("does not exist") => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -570,6 +587,12 @@ mod tests {
         }
         fn save_set(&self, _name: &str) -> Result<Option<String>, ToolError> {
             Ok(None)
+        }
+        fn list_set(&self, _name: &str) -> Result<Option<String>, ToolError> {
+            Ok(None)
+        }
+        fn destroy_set(&self, _name: &str) -> Result<(), ToolError> {
+            Ok(())
         }
     }
 

@@ -62,7 +62,8 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-fn temp_name(name: &str) -> String {
+/// The temporary set a load of `name` fills before swapping it in.
+pub fn temp_name(name: &str) -> String {
     format!("{name}{TEMP_SUFFIX}")
 }
 
@@ -382,6 +383,15 @@ pub fn saved_members(name: &str, saved: &str) -> Result<SavedMembers, String> {
     Ok(out)
 }
 
+/// How many references the kernel counts for a set, from its `ipset list -t` header
+/// (`References: N`): the rules matching it, or a list:set holding it.
+pub fn references(header: &str) -> Option<usize> {
+    header
+        .lines()
+        .find_map(|l| l.strip_prefix("References:"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
 /// One line that says what set `name` holds, for `diff`: how many ranges its members
 /// merge into, how many addresses they cover, and a digest of the ranges, so that two
 /// sets that let the same addresses in read the same and any other two differ.
@@ -584,5 +594,14 @@ mod tests {
         assert_eq!(shown, ["10.0.0.2/32", "192.0.2.0/24"]);
         assert_eq!(read.with_options, 1);
         assert!(saved_members("ictl.base.c.v4", "add ictl.base.c.v4 bogus\n").is_err());
+    }
+
+    /// The kernel's count of what refers to a set is read from its header, and a
+    /// header without one says nothing.
+    #[test]
+    fn a_sets_references_are_read_from_its_header() {
+        let header = "Name: ictl.base.office.v4\nType: hash:net\nRevision: 7\nHeader: family inet hashsize 1024 maxelem 65536\nSize in memory: 456\nReferences: 2\nNumber of entries: 0\n";
+        assert_eq!(references(header), Some(2));
+        assert_eq!(references("Name: x\nType: hash:net\n"), None);
     }
 }
