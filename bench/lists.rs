@@ -421,24 +421,33 @@ fn audit_time(n: usize) {
 /// prints the best and the median.
 const COLD_ROUNDS: usize = 20;
 
+/// `command` started with `input` written to its standard input (then closed).
+fn spawn_fed(command: &mut Command, input: &[u8]) -> std::process::Child {
+    use std::io::Write as _;
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write");
+    child
+}
+
 /// `program -w -n` fed `input` in a fresh namespace made by `unshare -n`: one bare
 /// restore, as a user would run it.
 fn bare_restore(program: &str, input: &[u8]) -> Duration {
-    use std::io::Write as _;
-    use std::process::Stdio;
     let (took, ok) = timed(|| {
-        let mut child = Command::new("unshare")
-            .args(["-n", program, "-w", "-n"])
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("unshare");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input)
-            .expect("write");
-        child.wait().expect("wait").success()
+        spawn_fed(
+            Command::new("unshare").args(["-n", program, "-w", "-n"]),
+            input,
+        )
+        .wait()
+        .expect("wait")
+        .success()
     });
     assert!(ok, "bare {program}");
     took
@@ -449,21 +458,12 @@ fn bare_restore(program: &str, input: &[u8]) -> Duration {
 /// load in a fresh namespace and followed by a save, all six at once (as
 /// `iptables_ctl::iptables::trial` runs them).
 fn check_children(files: &[(Family, Vec<u8>, Vec<u8>)]) -> Duration {
-    use std::io::Write as _;
     use std::process::Stdio;
     let run = |program: &str, args: &[&str], input: &[u8]| {
-        let mut child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect(program);
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input)
-            .expect("write");
+        let child = spawn_fed(
+            Command::new(program).args(args).stdout(Stdio::piped()),
+            input,
+        );
         assert!(
             child.wait_with_output().expect("wait").status.success(),
             "{program}"

@@ -57,6 +57,17 @@ fn stage(root: &Path, list_text: &str) {
     std::fs::write(dir.join("lists/customers.txt"), list_text).expect("list");
 }
 
+/// A tree staged with the policy and `list_text`, rendered by the tool.
+fn staged_and_rendered(list_text: &str) -> tempfile::TempDir {
+    let root = tempfile::tempdir().expect("root");
+    stage(root.path(), list_text);
+    let out = staged_command(root.path(), &["render"])
+        .output()
+        .expect("render");
+    assert!(out.status.success(), "render: {}", stderr(&out));
+    root
+}
+
 /// Renders the staged policy with the tool, then loads its sets and rules into the
 /// host namespace with the tool's own loader.
 fn render_and_load(t: &Topology, root: &Path) {
@@ -303,12 +314,7 @@ fn rules_matching_an_own_set_the_sets_file_lacks_are_refused() {
     if !kernel_tests_enabled("rules_matching_an_own_set_the_sets_file_lacks_are_refused") {
         return;
     }
-    let root = tempfile::tempdir().expect("root");
-    stage(root.path(), &list(0));
-    let out = staged_command(root.path(), &["render"])
-        .output()
-        .expect("render");
-    assert!(out.status.success(), "render: {}", stderr(&out));
+    let root = staged_and_rendered(&list(0));
     let dir = root.path().join("etc/iptables");
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).expect(name);
     let (rules, empty) = (read("base.rules"), read("base.rules.empty"));
@@ -339,12 +345,7 @@ fn removing_the_sets_destroys_those_no_rule_matches_and_keeps_the_others() {
     ) {
         return;
     }
-    let root = tempfile::tempdir().expect("root");
-    stage(root.path(), &list(0));
-    let out = staged_command(root.path(), &["render"])
-        .output()
-        .expect("render");
-    assert!(out.status.success(), "render: {}", stderr(&out));
+    let root = staged_and_rendered(&list(0));
     let layout = Layout::new(root.path());
     let instance = InstanceName::default();
     let ns = Netns::new();
