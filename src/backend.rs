@@ -113,11 +113,19 @@ pub trait Backend {
     fn defined_sets(&self, layout: &Layout, instance: &InstanceName)
     -> anyhow::Result<Vec<String>>;
 
-    /// Destroys the live sets that the sets files of `instance` define, once its rules
-    /// are no longer loaded (uninstall): a set some rule still matches is kept and
-    /// said; one that does not exist is not mentioned. Nothing is run when the files
-    /// define no set.
+    /// Destroys the live sets that the sets files of `instance` define, and those it
+    /// loaded since boot, once its rules are no longer loaded (uninstall): a set some
+    /// rule still matches is kept and said; one that does not exist is not mentioned.
     fn remove_sets(
+        &self,
+        layout: &Layout,
+        instance: &InstanceName,
+    ) -> anyhow::Result<Vec<SetRemoval>>;
+
+    /// Destroys the sets `instance` loaded since boot that its files no longer define
+    /// (a list removed, or no longer long), once no rule matches them (run by the units
+    /// after every load); one that a rule still matches is kept and said.
+    fn prune_sets(
         &self,
         layout: &Layout,
         instance: &InstanceName,

@@ -2,7 +2,8 @@
 //! with real connects from a client namespace: the units load the sets before the rules
 //! that match them, at `install`, on `systemctl reload` after a list edit and at boot
 //! (the rules would not load without their sets); `status` shows the sets and calls a
-//! member added by hand drift; stopped, no rule refers to a set; uninstall destroys it.
+//! member added by hand drift; stopped, no rule refers to a set; a list made short
+//! loses its set at the next reload; uninstall destroys it.
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)] // test support may fail loudly
 
 mod common;
@@ -147,8 +148,45 @@ fn units_load_the_sets_before_the_rules_on_install_reload_and_boot() {
         Outcome::Refused
     );
 
+    // The list made short is plain rules again: the reload's last step destroys the set
+    // the files no longer define, which the rules just loaded no longer match.
+    fs::write(
+        state.etc_iptables().join("lists/customers.txt"),
+        format!("{CLIENT_V4}\n"),
+    )
+    .unwrap();
+    ok(&machine, &["iptables-ctl", "render"]);
+    ok(&machine, &["systemctl", "reload", "iptables@base.service"]);
+    assert_eq!(ok(&machine, &["ipset", "list", "-n"]).trim(), "");
+    assert_eq!(
+        probe(&machine.client, None, MACHINE_V4, 2222),
+        Outcome::Open
+    );
+    let journal = ok(
+        &machine,
+        &[
+            "journalctl",
+            "-b",
+            "-u",
+            "iptables@base.service",
+            "-o",
+            "cat",
+        ],
+    );
+    assert!(
+        journal.contains("destroyed the ipset ictl.base.customers.v4: no rule matches it any more"),
+        "{journal}"
+    );
+
     // Uninstall takes the set with the rules: once the pass-through rules are loaded,
     // nothing matches it.
+    write_list(&state, false);
+    ok(&machine, &["iptables-ctl", "render"]);
+    ok(&machine, &["systemctl", "reload", "iptables@base.service"]);
+    assert_eq!(
+        ok(&machine, &["ipset", "list", "-n"]).trim(),
+        "ictl.base.customers.v4"
+    );
     let said = ok(&machine, &["iptables-ctl", "uninstall"]);
     assert!(
         said.contains("destroyed the ipset ictl.base.customers.v4: no rule matches it any more"),

@@ -409,3 +409,96 @@ fn removing_the_sets_destroys_those_no_rule_matches_and_keeps_the_others() {
     left.sort();
     assert_eq!(left, ["ictl.base.customers.v6", "office"]);
 }
+
+/// The units' last step after a load: the sets the instance loaded since boot that its
+/// files no longer define (here the list made short: plain rules again) are destroyed
+/// once no rule matches them. A set a hand rule still matches is kept until that rule
+/// goes; a set the instance never loaded is never touched.
+#[test]
+fn sets_the_files_no_longer_define_are_pruned_once_nothing_matches_them() {
+    if !kernel_tests_enabled("sets_the_files_no_longer_define_are_pruned_once_nothing_matches_them")
+    {
+        return;
+    }
+    let root = staged_and_rendered(&list(0));
+    let layout = Layout::new(root.path());
+    let instance = InstanceName::default();
+    let ns = Netns::new();
+    ns.enter(|| SYSTEM.load_rules(&layout, &instance))
+        .expect("load the sets and rules");
+    let prune = || {
+        ns.enter(|| SYSTEM.prune_sets(&layout, &instance))
+            .expect("prune")
+    };
+    assert_eq!(prune(), [], "the files define both sets");
+    ns.exec_ok(
+        "ipset",
+        &["create", "ictl.other.customers.v4", "hash:net"],
+        b"",
+    );
+
+    // The list made short: the rules match no set any more.
+    stage(
+        root.path(),
+        &format!("{}\n{}\n", v4().clients[0], v6().clients[0]),
+    );
+    let out = staged_command(root.path(), &["render"])
+        .output()
+        .expect("render");
+    assert!(out.status.success(), "render: {}", stderr(&out));
+    ns.exec_ok(
+        "ip6tables",
+        &[
+            "-A",
+            "FORWARD",
+            "-m",
+            "set",
+            "--match-set",
+            "ictl.base.customers.v6",
+            "src",
+            "-j",
+            "ACCEPT",
+        ],
+        b"",
+    );
+    ns.enter(|| SYSTEM.load_rules(&layout, &instance))
+        .expect("load the short list");
+    assert_eq!(
+        prune(),
+        [
+            SetRemoval::Destroyed {
+                name: "ictl.base.customers.v4".to_owned()
+            },
+            SetRemoval::InUse {
+                name: "ictl.base.customers.v6".to_owned(),
+                references: 1
+            },
+        ]
+    );
+    ns.exec_ok(
+        "ip6tables",
+        &[
+            "-D",
+            "FORWARD",
+            "-m",
+            "set",
+            "--match-set",
+            "ictl.base.customers.v6",
+            "src",
+            "-j",
+            "ACCEPT",
+        ],
+        b"",
+    );
+    assert_eq!(
+        prune(),
+        [SetRemoval::Destroyed {
+            name: "ictl.base.customers.v6".to_owned()
+        }]
+    );
+    assert_eq!(prune(), []);
+    assert_eq!(
+        ns.exec_ok("ipset", &["list", "-n"], b"").trim(),
+        "ictl.other.customers.v4"
+    );
+}

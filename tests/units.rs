@@ -89,7 +89,8 @@ fn rules_load_before_the_network_and_fail_loudly() {
 }
 
 #[test]
-fn every_load_is_the_sets_then_a_no_flush_restore_of_the_instance_files_then_the_forward_jump() {
+fn every_load_is_the_sets_then_a_no_flush_restore_of_the_instance_files_then_the_forward_jump_then_the_pruning()
+ {
     for name in ["iptables@.service", "iptables-docker@.service"] {
         let text = unit(name);
         for key in ["ExecStart", "ExecReload", "ExecStop"] {
@@ -110,7 +111,14 @@ fn every_load_is_the_sets_then_a_no_flush_restore_of_the_instance_files_then_the
                 commands.remove(0);
             }
             if key != "ExecStop" {
-                // Every load ends by putting FORWARD's jump to DOCKER-USER first.
+                // Every load ends by putting FORWARD's jump to DOCKER-USER first, then
+                // destroying the sets the files no longer define: a clean-up whose
+                // failure never fails the load ("-").
+                assert_eq!(
+                    commands.pop().as_deref(),
+                    Some("-iptables-ctl prune-sets %i"),
+                    "{name} {key}"
+                );
                 assert_eq!(
                     commands.pop().as_deref(),
                     Some("iptables-ctl forward-jump %i"),

@@ -318,6 +318,13 @@ pub enum Command {
         /// Instance name.
         instance: InstanceName,
     },
+    /// Run by the units last in every load: destroy the sets the instance loaded since
+    /// boot that its files no longer define, once no rule matches them.
+    #[command(hide = true)]
+    PruneSets {
+        /// Instance name.
+        instance: InstanceName,
+    },
     /// For packaging: write the manual pages (`man8/`, `man5/`) and the shell
     /// completions (`completions/`) under a directory.
     #[command(hide = true)]

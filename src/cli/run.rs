@@ -394,6 +394,12 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
                 control::forward_jump(&layout, instance, &SYSTEM_BACKEND, outcome)
             })
         }
+        Command::PruneSets { instance } => {
+            require_live(&cli, "prune-sets", "it changes the live firewall")?;
+            flow(out, false, |outcome| {
+                control::prune_sets(&layout, instance, &SYSTEM_BACKEND, outcome)
+            })
+        }
         Command::Manual { out: dir } => flow(out, false, |outcome| {
             for path in super::manual::write(dir)? {
                 outcome.push(Event::FileWritten { path });

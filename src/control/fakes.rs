@@ -152,6 +152,13 @@ impl Backend for InForceBackend {
     ) -> anyhow::Result<Vec<crate::backend::SetRemoval>> {
         FAKE_BACKEND.remove_sets(layout, instance)
     }
+    fn prune_sets(
+        &self,
+        layout: &Layout,
+        instance: &InstanceName,
+    ) -> anyhow::Result<Vec<crate::backend::SetRemoval>> {
+        FAKE_BACKEND.prune_sets(layout, instance)
+    }
     fn live_state(
         &self,
         _layout: &Layout,

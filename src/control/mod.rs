@@ -57,7 +57,7 @@ pub(crate) use outcome::{Event, Outcome, Verdict};
 pub(crate) use reload::reload;
 pub(crate) use render::{Destination, LintHost, check, render};
 pub(crate) use uninstall::{uninstall, uninstall_dry_run};
-pub(crate) use unit_hooks::{forward_jump, load_sets, umbrella};
+pub(crate) use unit_hooks::{forward_jump, load_sets, prune_sets, umbrella};
 
 use crate::backend::{Backend, Lockout, Proof, Rendered};
 use crate::files::DirLock;

@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use crate::backend::SetRemoval;
 use crate::control::apply::{self, discard_pending};
 use crate::control::dry_run::DryRunReport;
 use crate::control::lifecycle::{pass_through_step, stop_set};
 use crate::control::outcome::{Event, Outcome, Verdict};
+use crate::control::unit_hooks::push_set_removals;
 use crate::control::{Systemd, Target, conflicts, lock_config, run_job};
 use crate::files::{self, source};
 use crate::systemd::units::{self, ADMIN_UNIT_DIR, InstanceUnits, SHIPPED_UNITS};
@@ -192,15 +192,7 @@ fn remove_sets(target: &Target<'_>, outcome: &mut Outcome<'_>) {
             return;
         }
     };
-    for removal in removals {
-        match removal {
-            SetRemoval::Destroyed { name } => outcome.push(Event::SetDestroyed { name }),
-            SetRemoval::InUse { name, references } => outcome.warn(format!(
-                "kept the ipset {name}: {references} rule(s) outside {}'s chains still match it; remove them, then `ipset destroy {name}`",
-                target.instance
-            )),
-        }
-    }
+    push_set_removals(target.instance, removals, outcome);
 }
 
 /// Removes the unit files install wrote to the admin directory (only ours).

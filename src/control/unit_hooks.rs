@@ -1,11 +1,12 @@
 //! What the units run: `load-sets` (before every load of the rules: the sets they
 //! match), `forward-jump` (after every load: Docker's forwarded traffic meets the rules
-//! first; for iptables, FORWARD jumps to DOCKER-USER first) and `umbrella` (the
-//! commands of `iptables.service`, which start, stop or reload every enabled instance).
+//! first; for iptables, FORWARD jumps to DOCKER-USER first), `prune-sets` (last: the
+//! sets the files no longer define go) and `umbrella` (the commands of
+//! `iptables.service`, which start, stop or reload every enabled instance).
 
 use anyhow::bail;
 
-use crate::backend::{Backend, ForwardFinding};
+use crate::backend::{Backend, ForwardFinding, SetRemoval};
 use crate::control::lifecycle::stop_set;
 use crate::control::outcome::{Event, Outcome, Verdict};
 use crate::control::run_job;
@@ -73,6 +74,42 @@ pub(crate) fn forward_jump(
         Ok(Verdict::Done)
     } else {
         bail!(failures.join("\n"))
+    }
+}
+
+/// `prune-sets` (run by the units last in every load): destroys the sets the instance
+/// loaded since boot that its files no longer define (a list removed, or no longer
+/// long), now that the rules just loaded no longer match them. It never fails the
+/// load: the rules are in force, and what goes wrong is said.
+pub(crate) fn prune_sets(
+    layout: &Layout,
+    instance: &InstanceName,
+    backend: &dyn Backend,
+    outcome: &mut Outcome<'_>,
+) -> anyhow::Result<Verdict> {
+    match backend.prune_sets(layout, instance) {
+        Ok(removals) => push_set_removals(instance, removals, outcome),
+        Err(e) => outcome.warn(format!(
+            "the ipsets {instance} no longer uses were not removed: {e:#}"
+        )),
+    }
+    Ok(Verdict::Done)
+}
+
+/// Records what became of the sets of `instance` that were to be destroyed: each one
+/// destroyed, and a warning for each kept because a rule still matches it.
+pub(crate) fn push_set_removals(
+    instance: &InstanceName,
+    removals: Vec<SetRemoval>,
+    outcome: &mut Outcome<'_>,
+) {
+    for removal in removals {
+        match removal {
+            SetRemoval::Destroyed { name } => outcome.push(Event::SetDestroyed { name }),
+            SetRemoval::InUse { name, references } => outcome.warn(format!(
+                "kept the ipset {name}: {references} rule(s) that {instance} did not load still match it; remove them, then `ipset destroy {name}`"
+            )),
+        }
     }
 }
 

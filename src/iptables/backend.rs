@@ -26,6 +26,7 @@ use crate::iptables::Tools;
 use crate::iptables::instance::{self, OutputFiles};
 use crate::iptables::live::{self, LiveFirewall};
 use crate::iptables::render::{FileKind, RenderedFile};
+use crate::iptables::set_record;
 use crate::iptables::sets::{self, SetDefinition};
 use crate::iptables::trial::{RulesetTrial, TrialReport};
 use crate::iptables::walk::{self, Ruleset};
@@ -102,9 +103,49 @@ impl IptablesBackend<'_> {
             // runs.
             let _lock = sets_lock(layout, instance)?;
             self.firewall.restore_sets(&text)?;
+            let names: Vec<String> = defined.iter().map(|set| set.name.clone()).collect();
+            set_record::add(layout, instance, &names)?;
             Ok(defined)
         };
         load().with_context(|| format!("cannot load {}", path.display()))
+    }
+
+    /// Destroys each live set of `names` that nothing refers to, with the temporary set
+    /// an interrupted load of it left (the caller holds the instance's sets lock, so no
+    /// load is filling one). Returns what became of each set found, and the names still
+    /// in the kernel (kept because something refers to them).
+    fn destroy_unreferenced(
+        &self,
+        mut names: Vec<String>,
+    ) -> anyhow::Result<(Vec<SetRemoval>, Vec<String>)> {
+        names.sort();
+        names.dedup();
+        let mut removals = Vec::new();
+        let mut kept = Vec::new();
+        for name in names {
+            for name in [sets::temp_name(&name), name] {
+                let Some(header) = self
+                    .firewall
+                    .list_set(&name)
+                    .with_context(|| format!("cannot read the set {name}"))?
+                else {
+                    continue;
+                };
+                let references = sets::references(&header).with_context(|| {
+                    format!("`ipset list -t {name}` did not say how many rules match the set")
+                })?;
+                if references > 0 {
+                    kept.push(name.clone());
+                    removals.push(SetRemoval::InUse { name, references });
+                    continue;
+                }
+                self.firewall
+                    .destroy_set(&name)
+                    .with_context(|| format!("cannot destroy the set {name}"))?;
+                removals.push(SetRemoval::Destroyed { name });
+            }
+        }
+        Ok((removals, kept))
     }
 
     /// One line saying what the live set `name` holds, as [`sets::summary`] says what
@@ -246,36 +287,37 @@ impl Backend for IptablesBackend<'_> {
         instance: &InstanceName,
     ) -> anyhow::Result<Vec<SetRemoval>> {
         let defined = self.defined_sets(layout, instance)?;
-        if defined.is_empty() {
+        // Nothing to run (nor to lock) on a host where the instance has no sets.
+        if defined.is_empty() && set_record::recorded(layout, instance).is_empty() {
             return Ok(Vec::new());
         }
-        // Not while a load of the instance's sets runs: it would find its set gone
-        // between making and swapping it. Under the lock, a temporary set is one an
-        // interrupted load left behind.
         let _lock = sets_lock(layout, instance)?;
-        let mut removals = Vec::new();
-        for name in defined {
-            for name in [sets::temp_name(&name), name] {
-                let Some(header) = self
-                    .firewall
-                    .list_set(&name)
-                    .with_context(|| format!("cannot read the set {name}"))?
-                else {
-                    continue;
-                };
-                let references = sets::references(&header).with_context(|| {
-                    format!("`ipset list -t {name}` did not say how many rules match the set")
-                })?;
-                if references > 0 {
-                    removals.push(SetRemoval::InUse { name, references });
-                    continue;
-                }
-                self.firewall
-                    .destroy_set(&name)
-                    .with_context(|| format!("cannot destroy the set {name}"))?;
-                removals.push(SetRemoval::Destroyed { name });
-            }
+        let names = [defined, set_record::recorded(layout, instance)].concat();
+        let (removals, kept) = self.destroy_unreferenced(names)?;
+        set_record::write(layout, instance, kept)?;
+        Ok(removals)
+    }
+
+    fn prune_sets(
+        &self,
+        layout: &Layout,
+        instance: &InstanceName,
+    ) -> anyhow::Result<Vec<SetRemoval>> {
+        // Nothing to run (nor to lock) when the instance never loaded a set.
+        if set_record::recorded(layout, instance).is_empty() {
+            return Ok(Vec::new());
         }
+        let defined = self.defined_sets(layout, instance)?;
+        let _lock = sets_lock(layout, instance)?;
+        let (still_defined, undefined): (Vec<String>, Vec<String>) =
+            set_record::recorded(layout, instance)
+                .into_iter()
+                .partition(|name| defined.contains(name));
+        if undefined.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (removals, kept) = self.destroy_unreferenced(undefined)?;
+        set_record::write(layout, instance, [still_defined, kept].concat())?;
         Ok(removals)
     }
 

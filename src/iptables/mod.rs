@@ -2,7 +2,7 @@
 //! `backend.rs`, implementing [`crate::backend::Backend`]) and what it is made of.
 //! Writing: `render/` (a plan spelled as the four `iptables-restore` files with Tera),
 //! `sets.rs` (long lists as ipsets: their names and `ipset restore` files, read back
-//! strictly), `instance.rs` (an instance's files: names, set, render, prove, read), `shape.rs`
+//! strictly), `set_record.rs` (the sets each instance loaded since boot), `instance.rs` (an instance's files: names, set, render, prove, read), `shape.rs`
 //! (the shape every file must have), `trial.rs` (the kernel check in a throwaway
 //! namespace), `raw.rs` (`[[raw]]` rule syntax), `options.rs` and `words.rs` (iptables'
 //! getopt and the one quote-aware tokenizer). Reading: `dump.rs` and `rule.rs` (the
@@ -26,6 +26,7 @@ pub mod options;
 pub mod raw;
 pub mod render;
 pub mod rule;
+pub mod set_record;
 pub mod sets;
 pub mod shape;
 pub mod trial;
