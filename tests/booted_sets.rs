@@ -58,6 +58,21 @@ fn ok(machine: &Machine<'_>, argv: &[&str]) -> String {
     stdout(&out)
 }
 
+/// What iptables@base.service said since boot.
+fn unit_journal(machine: &Machine<'_>) -> String {
+    ok(
+        machine,
+        &[
+            "journalctl",
+            "-b",
+            "-u",
+            "iptables@base.service",
+            "-o",
+            "cat",
+        ],
+    )
+}
+
 #[test]
 fn units_load_the_sets_before_the_rules_on_install_reload_and_boot() {
     if !systemd_tests_enabled("units_load_the_sets_before_the_rules_on_install_reload_and_boot") {
@@ -128,17 +143,7 @@ fn units_load_the_sets_before_the_rules_on_install_reload_and_boot() {
     let _listeners = listen(&machine.netns, &[2222]);
     let out = machine.exec(&["iptables-ctl", "status"]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    let journal = ok(
-        &machine,
-        &[
-            "journalctl",
-            "-b",
-            "-u",
-            "iptables@base.service",
-            "-o",
-            "cat",
-        ],
-    );
+    let journal = unit_journal(&machine);
     assert!(
         journal.contains("IPv4: 1 set(s) loaded (500 members)"),
         "{journal}"
@@ -162,17 +167,7 @@ fn units_load_the_sets_before_the_rules_on_install_reload_and_boot() {
         probe(&machine.client, None, MACHINE_V4, 2222),
         Outcome::Open
     );
-    let journal = ok(
-        &machine,
-        &[
-            "journalctl",
-            "-b",
-            "-u",
-            "iptables@base.service",
-            "-o",
-            "cat",
-        ],
-    );
+    let journal = unit_journal(&machine);
     assert!(
         journal.contains("destroyed the ipset ictl.base.customers.v4: no rule matches it any more"),
         "{journal}"

@@ -57,6 +57,37 @@ fn stage(root: &Path, list_text: &str) {
     std::fs::write(dir.join("lists/customers.txt"), list_text).expect("list");
 }
 
+/// Adds (`-A`) or deletes (`-D`) a rule in the namespace's IPv6 FORWARD that matches
+/// the instance's IPv6 set: a rule of someone else's.
+fn hand_rule_matching_the_v6_set(ns: &Netns, op: &str) {
+    ns.exec_ok(
+        "ip6tables",
+        &[
+            op,
+            "FORWARD",
+            "-m",
+            "set",
+            "--match-set",
+            "ictl.base.customers.v6",
+            "src",
+            "-j",
+            "ACCEPT",
+        ],
+        b"",
+    );
+}
+
+/// The round-0 list staged and rendered, its sets and rules loaded by the tool's own
+/// loader into a namespace of their own.
+fn loaded_in_a_fresh_namespace() -> (tempfile::TempDir, Layout, Netns) {
+    let root = staged_and_rendered(&list(0));
+    let layout = Layout::new(root.path());
+    let ns = Netns::new();
+    ns.enter(|| SYSTEM.load_rules(&layout, &InstanceName::default()))
+        .expect("load the sets and rules");
+    (root, layout, ns)
+}
+
 /// A tree staged with the policy and `list_text`, rendered by the tool.
 fn staged_and_rendered(list_text: &str) -> tempfile::TempDir {
     let root = tempfile::tempdir().expect("root");
@@ -345,33 +376,15 @@ fn removing_the_sets_destroys_those_no_rule_matches_and_keeps_the_others() {
     ) {
         return;
     }
-    let root = staged_and_rendered(&list(0));
-    let layout = Layout::new(root.path());
+    let (_root, layout, ns) = loaded_in_a_fresh_namespace();
     let instance = InstanceName::default();
-    let ns = Netns::new();
-    ns.enter(|| SYSTEM.load_rules(&layout, &instance))
-        .expect("load the sets and rules");
     ns.exec_ok(
         "ipset",
         &["create", "ictl.base.customers.v4~", "hash:net"],
         b"",
     );
     ns.exec_ok("ipset", &["create", "office", "hash:net"], b"");
-    ns.exec_ok(
-        "ip6tables",
-        &[
-            "-A",
-            "FORWARD",
-            "-m",
-            "set",
-            "--match-set",
-            "ictl.base.customers.v6",
-            "src",
-            "-j",
-            "ACCEPT",
-        ],
-        b"",
-    );
+    hand_rule_matching_the_v6_set(&ns, "-A");
     // While the rules are loaded, every set of the instance is in use.
     let removals = ns
         .enter(|| SYSTEM.remove_sets(&layout, &instance))
@@ -420,12 +433,8 @@ fn sets_the_files_no_longer_define_are_pruned_once_nothing_matches_them() {
     {
         return;
     }
-    let root = staged_and_rendered(&list(0));
-    let layout = Layout::new(root.path());
+    let (root, layout, ns) = loaded_in_a_fresh_namespace();
     let instance = InstanceName::default();
-    let ns = Netns::new();
-    ns.enter(|| SYSTEM.load_rules(&layout, &instance))
-        .expect("load the sets and rules");
     let prune = || {
         ns.enter(|| SYSTEM.prune_sets(&layout, &instance))
             .expect("prune")
@@ -446,21 +455,7 @@ fn sets_the_files_no_longer_define_are_pruned_once_nothing_matches_them() {
         .output()
         .expect("render");
     assert!(out.status.success(), "render: {}", stderr(&out));
-    ns.exec_ok(
-        "ip6tables",
-        &[
-            "-A",
-            "FORWARD",
-            "-m",
-            "set",
-            "--match-set",
-            "ictl.base.customers.v6",
-            "src",
-            "-j",
-            "ACCEPT",
-        ],
-        b"",
-    );
+    hand_rule_matching_the_v6_set(&ns, "-A");
     ns.enter(|| SYSTEM.load_rules(&layout, &instance))
         .expect("load the short list");
     assert_eq!(
@@ -475,21 +470,7 @@ fn sets_the_files_no_longer_define_are_pruned_once_nothing_matches_them() {
             },
         ]
     );
-    ns.exec_ok(
-        "ip6tables",
-        &[
-            "-D",
-            "FORWARD",
-            "-m",
-            "set",
-            "--match-set",
-            "ictl.base.customers.v6",
-            "src",
-            "-j",
-            "ACCEPT",
-        ],
-        b"",
-    );
+    hand_rule_matching_the_v6_set(&ns, "-D");
     assert_eq!(
         prune(),
         [SetRemoval::Destroyed {
