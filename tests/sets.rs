@@ -245,7 +245,7 @@ fn a_set_refreshed_under_a_connecting_client_drops_no_allowed_connection_and_adm
     assert_eq!(state.families[0].sets[0].expected, 3001);
 
     // `diff` (and reload's `changed`) see a list edit that only changes the set: the
-    // rules are the same lines, the set's line differs.
+    // rules are the same lines, the set's lines differ.
     let owned_of = |list_text: &str| {
         stage(root.path(), list_text);
         let policy = Policy::load(&layout.policy_path(&instance)).expect("policy");
@@ -270,6 +270,38 @@ fn a_set_refreshed_under_a_connecting_client_drops_no_allowed_connection_and_adm
     assert_ne!(
         edited[0].live, edited[0].planned,
         "the set's members changed"
+    );
+    // And which: the networks only the edited list holds on the planned side (a unified
+    // diff shows them added), those only the loaded one holds on the live side. Round 20
+    // holds the /24s 20,000 to 22,999 of 10.0.0.0/8, round 21 those from 21,000 to
+    // 23,999.
+    let members = |side: &[String]| -> Vec<String> {
+        side.iter()
+            .filter_map(|l| l.strip_prefix("ipset ictl.base.customers.v4 member "))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        members(&edited[0].planned),
+        [
+            "10.89.216.0/21",
+            "10.89.224.0/19",
+            "10.90.0.0/15",
+            "10.92.0.0/16",
+            "10.93.0.0/17",
+            "10.93.128.0/18"
+        ]
+    );
+    assert_eq!(
+        members(&edited[0].live),
+        [
+            "10.78.32.0/19",
+            "10.78.64.0/18",
+            "10.78.128.0/17",
+            "10.79.0.0/16",
+            "10.80.0.0/15",
+            "10.82.0.0/21"
+        ]
     );
     stage(root.path(), &list(refreshes));
     t.host.exec_ok(

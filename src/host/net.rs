@@ -83,6 +83,34 @@ impl SetMembers {
         v4.chain(v6)
     }
 
+    /// The members as ranges of address values (an IPv4 address is its 32-bit value),
+    /// merged, IPv4 first: what a digest of them is taken from.
+    pub fn value_ranges(&self) -> impl Iterator<Item = (u128, u128)> + '_ {
+        self.v4.iter().chain(&self.v6).copied()
+    }
+
+    /// The addresses of these members that `other` does not hold.
+    pub fn without(&self, other: &SetMembers) -> SetMembers {
+        SetMembers {
+            v4: subtract(&self.v4, &other.v4),
+            v6: subtract(&self.v6, &other.v6),
+        }
+    }
+
+    /// The members as the fewest networks that cover exactly their addresses, IPv4
+    /// first, each range's in ascending order.
+    pub fn networks(&self) -> impl Iterator<Item = IpNet> + '_ {
+        let v4 = self.v4.iter().flat_map(|(first, last)| {
+            let address =
+                |value: u128| std::net::Ipv4Addr::from(u32::try_from(value).unwrap_or(u32::MAX));
+            ipnet::Ipv4Subnets::new(address(*first), address(*last), 0).map(IpNet::V4)
+        });
+        let v6 = self.v6.iter().flat_map(|(first, last)| {
+            ipnet::Ipv6Subnets::new((*first).into(), (*last).into(), 0).map(IpNet::V6)
+        });
+        v4.chain(v6)
+    }
+
     fn side(address: IpAddr) -> (Side, u128) {
         match address {
             IpAddr::V4(a) => (Side::V4, u128::from(u32::from(a))),
@@ -151,6 +179,32 @@ impl FromIterator<IpNet> for SetMembers {
             v6: merged(v6),
         }
     }
+}
+
+/// The parts of the sorted, merged `ranges` that the sorted, merged `taken` do not
+/// cover, sorted.
+fn subtract(ranges: &[(u128, u128)], taken: &[(u128, u128)]) -> Vec<(u128, u128)> {
+    let mut out = Vec::new();
+    let mut next = 0;
+    for &(first, last) in ranges {
+        // The taken ranges that end before this one starts end before every later one.
+        while taken.get(next).is_some_and(|(_, end)| *end < first) {
+            next += 1;
+        }
+        // The start of what is left of this range, if anything is.
+        let mut from = Some(first);
+        for &(start, end) in taken[next..].iter().take_while(|(start, _)| *start <= last) {
+            let Some(at) = from else { break };
+            if start > at {
+                out.push((at, start - 1));
+            }
+            from = (end < last).then(|| end + 1);
+        }
+        if let Some(at) = from {
+            out.push((at, last));
+        }
+    }
+    out
 }
 
 /// `ranges` sorted, with overlapping and adjacent ones merged.
@@ -323,6 +377,52 @@ mod set_tests {
         let mut six = members.ascending(true);
         assert!(six.contains("2001:db8::1".parse().expect("address")));
         assert!(!six.contains("2001:db9::".parse().expect("address")));
+    }
+
+    /// What one set holds and another does not, against a check of every address (a
+    /// small space: the values of 10.0.0.0/24), and the networks that cover it exactly.
+    #[test]
+    fn the_difference_of_two_sets_is_what_only_the_first_holds() {
+        use proptest::prelude::*;
+        let nets = proptest::collection::vec((0u8..=255, 24u8..=32), 0..8);
+        proptest!(|(a in nets.clone(), b in nets)| {
+            let of = |nets: &[(u8, u8)]| -> SetMembers {
+                nets.iter()
+                    .map(|(host, len)| {
+                        IpNet::new(std::net::Ipv4Addr::new(10, 0, 0, *host).into(), *len)
+                            .expect("network")
+                            .trunc()
+                    })
+                    .collect()
+            };
+            let (a, b) = (of(&a), of(&b));
+            let only_a = a.without(&b);
+            for host in 0..=255u8 {
+                let address = IpAddr::from(std::net::Ipv4Addr::new(10, 0, 0, host));
+                prop_assert_eq!(
+                    only_a.contains(address),
+                    a.contains(address) && !b.contains(address),
+                    "{}", address
+                );
+            }
+            let networks: SetMembers = only_a.networks().collect();
+            prop_assert_eq!(&networks, &only_a);
+        });
+    }
+
+    /// A range that ends at the last IPv6 address is cut without overflowing.
+    #[test]
+    fn the_difference_reaches_the_ends_of_the_address_space() {
+        let all = set(&["::/0"]);
+        let low = set(&["::/1"]);
+        assert_eq!(all.without(&low), set(&["8000::/1"]));
+        assert_eq!(
+            all.without(&set(&["8000::/1"]))
+                .networks()
+                .collect::<Vec<_>>(),
+            ["::/1".parse::<IpNet>().unwrap()]
+        );
+        assert_eq!(all.without(&all), SetMembers::default());
     }
 
     #[test]

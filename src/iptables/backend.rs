@@ -21,7 +21,7 @@ use crate::family::Family;
 use crate::files::layout::Layout;
 use crate::files::set::FileSet;
 use crate::host::HostProbe;
-use crate::host::net::HostNet;
+use crate::host::net::{HostNet, SetMembers};
 use crate::iptables::Tools;
 use crate::iptables::instance::{self, OutputFiles};
 use crate::iptables::live::{self, LiveFirewall};
@@ -148,18 +148,34 @@ impl IptablesBackend<'_> {
         Ok((removals, kept))
     }
 
-    /// One line saying what the live set `name` holds, as [`sets::summary`] says what
-    /// a proof loaded, for `diff`.
-    fn live_set_summary(&self, name: &str) -> anyhow::Result<String> {
-        let Some(saved) = live::read_set(self.firewall, name)? else {
-            return Ok(format!("ipset {name}: none"));
-        };
-        let members = saved.members.iter().map(|n| n.net()).collect();
-        let mut line = sets::summary(name, &members);
-        if saved.with_options > 0 {
-            line.push_str(&format!(" and {} entries with options", saved.with_options));
+    /// The lines of `diff` for the set `name` that a proof loaded with `planned`: on
+    /// each side, what the set holds (as [`sets::summary`] says it) and, when the two
+    /// differ, the member networks only that side holds, a bounded few.
+    fn set_lines(
+        &self,
+        name: &str,
+        planned: &SetMembers,
+    ) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+        let saved = live::read_set(self.firewall, name)?;
+        let live: SetMembers = saved
+            .iter()
+            .flat_map(|saved| saved.members.iter().map(|n| n.net()))
+            .collect();
+        let mut planned_lines = vec![sets::summary(name, planned)];
+        let mut live_lines = vec![match &saved {
+            None => format!("ipset {name}: none"),
+            Some(saved) if saved.with_options > 0 => format!(
+                "{} and {} entries with options",
+                sets::summary(name, &live),
+                saved.with_options
+            ),
+            Some(_) => sets::summary(name, &live),
+        }];
+        if planned_lines != live_lines {
+            planned_lines.extend(sets::member_lines(name, &planned.without(&live)));
+            live_lines.extend(sets::member_lines(name, &live.without(planned)));
         }
-        Ok(line)
+        Ok((planned_lines, live_lines))
     }
 }
 
@@ -405,11 +421,13 @@ impl Backend for IptablesBackend<'_> {
                     format!("internal error: the proof holds no {family} rules")
                 })?;
                 let mut owned = live::owned_rules(family, expected, self.firewall)?;
-                // The sets the rules match belong to what loading changes: one line per
-                // set, the same on both sides when the live set holds what was proven.
+                // The sets the rules match belong to what loading changes: a line per
+                // set, the same on both sides when the live set holds what was proven,
+                // and otherwise the member networks only one side holds.
                 for (name, planned) in proof.sets(family).into_iter().flatten() {
-                    owned.planned.push(sets::summary(name, planned));
-                    owned.live.push(self.live_set_summary(name)?);
+                    let (planned_lines, live_lines) = self.set_lines(name, planned)?;
+                    owned.planned.extend(planned_lines);
+                    owned.live.extend(live_lines);
                 }
                 Ok(owned)
             })

@@ -399,9 +399,8 @@ pub fn summary(name: &str, members: &SetMembers) -> String {
     let mut bytes = Vec::new();
     let mut addresses: u128 = 0;
     let mut ranges = 0usize;
-    for (first, last) in members.ranges() {
+    for (a, b) in members.value_ranges() {
         ranges += 1;
-        let (a, b) = (address_value(first), address_value(last));
         addresses = addresses.saturating_add(b.saturating_sub(a).saturating_add(1));
         bytes.extend_from_slice(&a.to_be_bytes());
         bytes.extend_from_slice(&b.to_be_bytes());
@@ -412,11 +411,24 @@ pub fn summary(name: &str, members: &SetMembers) -> String {
     )
 }
 
-fn address_value(address: std::net::IpAddr) -> u128 {
-    match address {
-        std::net::IpAddr::V4(a) => u128::from(u32::from(a)),
-        std::net::IpAddr::V6(a) => u128::from(a),
+/// How many networks [`member_lines`] lists before it says how many more there are.
+pub const LISTED_MEMBERS: usize = 20;
+
+/// Lines for `diff` naming `members` of the set `name` (those that only one side
+/// holds, on that side: a unified diff shows them as added or removed), the first
+/// [`LISTED_MEMBERS`] networks one per line, then how many more.
+pub fn member_lines(name: &str, members: &SetMembers) -> Vec<String> {
+    let mut networks = members.networks();
+    let mut lines: Vec<String> = networks
+        .by_ref()
+        .take(LISTED_MEMBERS)
+        .map(|net| format!("ipset {name} member {net}"))
+        .collect();
+    let more = networks.count();
+    if more > 0 {
+        lines.push(format!("ipset {name}: {more} more member network(s)"));
     }
+    lines
 }
 
 #[cfg(test)]
