@@ -100,18 +100,18 @@ pub trait Backend {
     fn load_rules(&self, layout: &Layout, instance: &InstanceName) -> anyhow::Result<()>;
 
     /// Loads the sets files of `instance` under `layout` (run by the units before the
-    /// rules): each set filled aside and swapped in whole. Returns, per family, how many
+    /// rules): each set filled aside and swapped in whole. Says, per family, how many
     /// sets and members were loaded; a family without a sets file (rendered by an older
     /// version) has none.
     fn load_sets(
         &self,
         layout: &Layout,
         instance: &InstanceName,
-    ) -> anyhow::Result<Vec<(Family, usize, usize)>>;
+    ) -> anyhow::Result<Vec<FamilySetsLoaded>>;
 
-    /// The names of the sets the sets files of `instance` define, both families.
-    fn defined_sets(&self, layout: &Layout, instance: &InstanceName)
-    -> anyhow::Result<Vec<String>>;
+    /// The sets `uninstall` would destroy: those the files of `instance` define and
+    /// those it loaded since boot.
+    fn sets_of(&self, layout: &Layout, instance: &InstanceName) -> anyhow::Result<Vec<String>>;
 
     /// Destroys the live sets that the sets files of `instance` define, and those it
     /// loaded since boot, once its rules are no longer loaded (uninstall): a set some
@@ -122,14 +122,16 @@ pub trait Backend {
         instance: &InstanceName,
     ) -> anyhow::Result<Vec<SetRemoval>>;
 
-    /// Destroys the sets `instance` loaded since boot that its files no longer define
-    /// (a list removed, or no longer long), once no rule matches them (run by the units
-    /// after every load); one that a rule still matches is kept and said.
+    /// Destroys the sets `instance` loaded since boot that its files (and those of a
+    /// pending apply) no longer define (a list removed, or no longer long), once no rule
+    /// matches them (run by the units after every load); one that a rule still matches
+    /// is kept and said. `None` when another load of the instance's sets was running:
+    /// nothing was done, the next load prunes.
     fn prune_sets(
         &self,
         layout: &Layout,
         instance: &InstanceName,
-    ) -> anyhow::Result<Vec<SetRemoval>>;
+    ) -> anyhow::Result<Option<Vec<SetRemoval>>>;
 
     /// What on the live host would keep this backend's rules from being reached, or
     /// fight them; nothing when it cannot tell.
@@ -195,6 +197,29 @@ pub enum SetRemoval {
         /// How many references the kernel counts.
         references: usize,
     },
+    /// One step went wrong (a set that could not be read or destroyed, sets files that
+    /// could not be read, a record that could not be written); the others went on.
+    Failed {
+        /// What was left undone ("the ipset NAME", ...).
+        what: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One family's part of what [`Backend::load_sets`] loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FamilySetsLoaded {
+    /// The family.
+    pub family: Family,
+    /// How many sets.
+    pub sets: usize,
+    /// How many members in all.
+    pub members: usize,
+    /// Why the sets could not be recorded as loaded since boot, if they could not (they
+    /// are loaded; unrecorded, they are only ever kept, never destroyed by a later
+    /// prune).
+    pub not_recorded: Option<String>,
 }
 
 /// What [`Backend::ensure_forward_first`] found in one family.

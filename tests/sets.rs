@@ -470,13 +470,20 @@ fn sets_the_files_no_longer_define_are_pruned_once_nothing_matches_them() {
     let prune = || {
         ns.enter(|| SYSTEM.prune_sets(&layout, &instance))
             .expect("prune")
+            .expect("no other load of the sets runs")
     };
     assert_eq!(prune(), [], "the files define both sets");
-    ns.exec_ok(
-        "ipset",
-        &["create", "ictl.other.customers.v4", "hash:net"],
-        b"",
-    );
+    // Sets the instance never loaded: another instance's, and one named like its own.
+    for name in ["ictl.other.customers.v4", "ictl.base.stale.v4"] {
+        ns.exec_ok("ipset", &["create", name, "hash:net"], b"");
+    }
+    // An apply staged with the long list (its sets loaded, its rules not yet).
+    let etc = layout.config_dir();
+    let staged = layout.pending(&instance).config_dir();
+    std::fs::create_dir_all(&staged).expect("staged tree");
+    for file in ["base.sets", "base.sets6"] {
+        std::fs::copy(etc.join(file), staged.join(file)).expect("stage");
+    }
 
     // The list made short: the rules match no set any more.
     stage(
@@ -490,6 +497,8 @@ fn sets_the_files_no_longer_define_are_pruned_once_nothing_matches_them() {
     hand_rule_matching_the_v6_set(&ns, "-A");
     ns.enter(|| SYSTEM.load_rules(&layout, &instance))
         .expect("load the short list");
+    assert_eq!(prune(), [], "the pending apply defines both sets");
+    std::fs::remove_dir_all(layout.pending_dir(&instance)).expect("apply discarded");
     assert_eq!(
         prune(),
         [
@@ -510,8 +519,50 @@ fn sets_the_files_no_longer_define_are_pruned_once_nothing_matches_them() {
         }]
     );
     assert_eq!(prune(), []);
-    assert_eq!(
-        ns.exec_ok("ipset", &["list", "-n"], b"").trim(),
-        "ictl.other.customers.v4"
+    let mut left: Vec<String> = ns
+        .exec_ok("ipset", &["list", "-n"], b"")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    left.sort();
+    assert_eq!(left, ["ictl.base.stale.v4", "ictl.other.customers.v4"]);
+
+    // Uninstall destroys what the instance loaded since boot, even when its files no
+    // longer define it, and still nothing it never loaded.
+    stage(root.path(), &list(0));
+    let out = staged_command(root.path(), &["render"])
+        .output()
+        .expect("render");
+    assert!(out.status.success(), "render: {}", stderr(&out));
+    ns.enter(|| SYSTEM.load_rules(&layout, &instance))
+        .expect("load the long list");
+    stage(
+        root.path(),
+        &format!("{}\n{}\n", v4().clients[0], v6().clients[0]),
     );
+    let out = staged_command(root.path(), &["render"])
+        .output()
+        .expect("render");
+    assert!(out.status.success(), "render: {}", stderr(&out));
+    ns.enter(|| SYSTEM.load_pass_through(&layout, &instance))
+        .expect("the pass-through rules");
+    assert_eq!(
+        ns.enter(|| SYSTEM.remove_sets(&layout, &instance))
+            .expect("remove"),
+        [
+            SetRemoval::Destroyed {
+                name: "ictl.base.customers.v4".to_owned()
+            },
+            SetRemoval::Destroyed {
+                name: "ictl.base.customers.v6".to_owned()
+            },
+        ]
+    );
+    let mut left: Vec<String> = ns
+        .exec_ok("ipset", &["list", "-n"], b"")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    left.sort();
+    assert_eq!(left, ["ictl.base.stale.v4", "ictl.other.customers.v4"]);
 }

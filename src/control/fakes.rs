@@ -127,7 +127,7 @@ impl Backend for InForceBackend {
         &self,
         layout: &Layout,
         instance: &InstanceName,
-    ) -> anyhow::Result<Vec<(Family, usize, usize)>> {
+    ) -> anyhow::Result<Vec<crate::backend::FamilySetsLoaded>> {
         FAKE_BACKEND.load_sets(layout, instance)
     }
     fn ensure_forward_first(
@@ -138,12 +138,8 @@ impl Backend for InForceBackend {
     ) -> anyhow::Result<ForwardFinding> {
         Ok(ForwardFinding::InPlace)
     }
-    fn defined_sets(
-        &self,
-        layout: &Layout,
-        instance: &InstanceName,
-    ) -> anyhow::Result<Vec<String>> {
-        FAKE_BACKEND.defined_sets(layout, instance)
+    fn sets_of(&self, layout: &Layout, instance: &InstanceName) -> anyhow::Result<Vec<String>> {
+        FAKE_BACKEND.sets_of(layout, instance)
     }
     fn remove_sets(
         &self,
@@ -156,7 +152,7 @@ impl Backend for InForceBackend {
         &self,
         layout: &Layout,
         instance: &InstanceName,
-    ) -> anyhow::Result<Vec<crate::backend::SetRemoval>> {
+    ) -> anyhow::Result<Option<Vec<crate::backend::SetRemoval>>> {
         FAKE_BACKEND.prune_sets(layout, instance)
     }
     fn live_state(

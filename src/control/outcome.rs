@@ -178,8 +178,8 @@ pub(crate) enum Event {
         /// Their directory.
         dir: PathBuf,
     },
-    /// `uninstall`: one of the instance's ipsets was destroyed (its rules no longer
-    /// matched it).
+    /// `uninstall`, `prune-sets`: one of the instance's ipsets was destroyed (no rule
+    /// matched it any more).
     SetDestroyed {
         /// The set.
         name: String,

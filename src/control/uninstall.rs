@@ -131,7 +131,7 @@ pub(crate) fn uninstall_dry_run(
             target.instance
         ));
     }
-    match target.backend.defined_sets(target.layout, target.instance) {
+    match target.backend.sets_of(target.layout, target.instance) {
         Ok(sets) if sets.is_empty() => {}
         Ok(sets) => report.step(format!(
             "destroy the ipsets {} unless a rule still matches them",

@@ -25,13 +25,19 @@ pub(crate) fn load_sets(
     backend: &dyn Backend,
     outcome: &mut Outcome<'_>,
 ) -> anyhow::Result<Verdict> {
-    for (family, sets, members) in backend.load_sets(layout, instance)? {
-        if sets > 0 {
+    for loaded in backend.load_sets(layout, instance)? {
+        if loaded.sets > 0 {
             outcome.push(Event::SetsLoaded {
-                family,
-                sets,
-                members,
+                family: loaded.family,
+                sets: loaded.sets,
+                members: loaded.members,
             });
+        }
+        if let Some(why) = loaded.not_recorded {
+            outcome.warn(format!(
+                "{}: the sets are loaded, but not recorded as loaded since boot: a later load will not destroy them if the files stop defining them ({why})",
+                loaded.family
+            ));
         }
     }
     Ok(Verdict::Done)
@@ -88,7 +94,10 @@ pub(crate) fn prune_sets(
     outcome: &mut Outcome<'_>,
 ) -> anyhow::Result<Verdict> {
     match backend.prune_sets(layout, instance) {
-        Ok(removals) => push_set_removals(instance, removals, outcome),
+        Ok(Some(removals)) => push_set_removals(instance, removals, outcome),
+        Ok(None) => outcome.warn(format!(
+            "another load of the ipsets of {instance} was running: the sets it no longer uses are destroyed by a later load"
+        )),
         Err(e) => outcome.warn(format!(
             "the ipsets {instance} no longer uses were not removed: {e:#}"
         )),
@@ -109,6 +118,9 @@ pub(crate) fn push_set_removals(
             SetRemoval::InUse { name, references } => outcome.warn(format!(
                 "kept the ipset {name}: {references} rule(s) that {instance} did not load still match it; remove them, then `ipset destroy {name}`"
             )),
+            SetRemoval::Failed { what, reason } => {
+                outcome.warn(format!("{what} was left as it was: {reason}"));
+            }
         }
     }
 }

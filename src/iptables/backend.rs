@@ -14,8 +14,9 @@ use anyhow::Context as _;
 
 use crate::audit::PublishedPort;
 use crate::backend::{
-    Backend, Conflict, FamilyRules, ForwardFinding, LiveRules, LiveState, LoadedSets, Lockout,
-    OwnedRules, PortRule, Proof, ProvenPart, Rendered, SetRemoval, VariantFindings,
+    Backend, Conflict, FamilyRules, FamilySetsLoaded, ForwardFinding, LiveRules, LiveState,
+    LoadedSets, Lockout, OwnedRules, PortRule, Proof, ProvenPart, Rendered, SetRemoval,
+    VariantFindings,
 };
 use crate::family::Family;
 use crate::files::layout::Layout;
@@ -27,7 +28,7 @@ use crate::iptables::instance::{self, OutputFiles};
 use crate::iptables::live::{self, LiveFirewall};
 use crate::iptables::render::{FileKind, RenderedFile};
 use crate::iptables::set_record;
-use crate::iptables::sets::{self, SetDefinition};
+use crate::iptables::sets;
 use crate::iptables::trial::{RulesetTrial, TrialReport};
 use crate::iptables::walk::{self, Ruleset};
 use crate::iptables::{docker, forward, lockout};
@@ -88,14 +89,20 @@ impl IptablesBackend<'_> {
         layout: &Layout,
         instance: &InstanceName,
         family: Family,
-    ) -> anyhow::Result<Vec<SetDefinition>> {
+    ) -> anyhow::Result<FamilySetsLoaded> {
         let (path, text) = OutputFiles::new(layout, instance).read_sets(family)?;
-        let load = || -> anyhow::Result<Vec<SetDefinition>> {
+        let load = || -> anyhow::Result<FamilySetsLoaded> {
             let defined = sets::parse(&text, family).map_err(|message| {
                 anyhow::anyhow!("not a sets file as iptables-ctl writes them: {message}")
             })?;
+            let mut loaded = FamilySetsLoaded {
+                family,
+                sets: defined.len(),
+                members: defined.iter().map(|set| set.members.len()).sum(),
+                not_recorded: None,
+            };
             if defined.is_empty() {
-                return Ok(defined);
+                return Ok(loaded);
             }
             // Two loads of one instance's sets at once (a Docker start's re-assertion
             // during an apply) would fill the same temporary set together: one at a
@@ -103,49 +110,118 @@ impl IptablesBackend<'_> {
             // runs.
             let _lock = sets_lock(layout, instance)?;
             self.firewall.restore_sets(&text)?;
-            let names: Vec<String> = defined.iter().map(|set| set.name.clone()).collect();
-            set_record::add(layout, instance, &names)?;
-            Ok(defined)
+            // The sets are in: a record that cannot be written must not fail the load
+            // (an unrecorded set is only ever kept, never pruned).
+            let names: Vec<String> = defined.into_iter().map(|set| set.name).collect();
+            loaded.not_recorded = set_record::add(layout, instance, &names)
+                .err()
+                .map(|e| format!("{e:#}"));
+            Ok(loaded)
         };
         load().with_context(|| format!("cannot load {}", path.display()))
     }
 
+    /// The sets the files of `instance` define under `layout`, and under its pending
+    /// apply when one is staged (an apply loads those sets before its rules, and may be
+    /// between the two), both families, sorted.
+    fn defined_sets(
+        &self,
+        layout: &Layout,
+        instance: &InstanceName,
+    ) -> anyhow::Result<Vec<String>> {
+        let mut defined = Vec::new();
+        for tree in [layout.clone(), layout.pending(instance)] {
+            for family in Family::ALL {
+                let (path, text) = OutputFiles::new(&tree, instance).read_sets(family)?;
+                let sets = sets::parse(&text, family).map_err(|message| {
+                    anyhow::anyhow!(
+                        "{} is not a sets file as iptables-ctl writes them: {message}",
+                        path.display()
+                    )
+                })?;
+                defined.extend(sets.into_iter().map(|set| set.name));
+            }
+        }
+        defined.sort();
+        defined.dedup();
+        Ok(defined)
+    }
+
     /// Destroys each live set of `names` that nothing refers to, with the temporary set
     /// an interrupted load of it left (the caller holds the instance's sets lock, so no
-    /// load is filling one). Returns what became of each set found, and the names still
-    /// in the kernel (kept because something refers to them).
-    fn destroy_unreferenced(
-        &self,
-        mut names: Vec<String>,
-    ) -> anyhow::Result<(Vec<SetRemoval>, Vec<String>)> {
+    /// load is filling one). Says what became of each set found, each on its own (one
+    /// that cannot be read or destroyed does not stop the others), and returns the
+    /// names that may still be in the kernel (kept, or not destroyed).
+    fn destroy_unreferenced(&self, mut names: Vec<String>) -> (Vec<SetRemoval>, Vec<String>) {
         names.sort();
         names.dedup();
         let mut removals = Vec::new();
         let mut kept = Vec::new();
         for name in names {
-            for name in [sets::temp_name(&name), name] {
-                let Some(header) = self
-                    .firewall
-                    .list_set(&name)
-                    .with_context(|| format!("cannot read the set {name}"))?
-                else {
-                    continue;
-                };
-                let references = sets::references(&header).with_context(|| {
-                    format!("`ipset list -t {name}` did not say how many rules match the set")
-                })?;
-                if references > 0 {
-                    kept.push(name.clone());
-                    removals.push(SetRemoval::InUse { name, references });
-                    continue;
+            for candidate in [sets::temp_name(&name), name.clone()] {
+                match self.destroy_if_unreferenced(&candidate) {
+                    Ok(None) => {}
+                    Ok(Some(removal)) => {
+                        if matches!(removal, SetRemoval::InUse { .. }) {
+                            kept.push(name.clone());
+                        }
+                        removals.push(removal);
+                    }
+                    Err(e) => {
+                        kept.push(name.clone());
+                        removals.push(SetRemoval::Failed {
+                            what: format!("the ipset {candidate}"),
+                            reason: format!("{e:#}"),
+                        });
+                    }
                 }
-                self.firewall
-                    .destroy_set(&name)
-                    .with_context(|| format!("cannot destroy the set {name}"))?;
-                removals.push(SetRemoval::Destroyed { name });
             }
         }
-        Ok((removals, kept))
+        kept.dedup();
+        (removals, kept)
+    }
+
+    /// Destroys the live set `name` unless something refers to it; `None` when there is
+    /// no such set.
+    fn destroy_if_unreferenced(&self, name: &str) -> anyhow::Result<Option<SetRemoval>> {
+        let Some(header) = self
+            .firewall
+            .list_set(name)
+            .with_context(|| format!("cannot read the set {name}"))?
+        else {
+            return Ok(None);
+        };
+        let references = sets::references(&header).with_context(|| {
+            format!("`ipset list -t {name}` did not say how many rules match the set")
+        })?;
+        if references > 0 {
+            return Ok(Some(SetRemoval::InUse {
+                name: name.to_owned(),
+                references,
+            }));
+        }
+        self.firewall
+            .destroy_set(name)
+            .with_context(|| format!("cannot destroy the set {name}"))?;
+        Ok(Some(SetRemoval::Destroyed {
+            name: name.to_owned(),
+        }))
+    }
+
+    /// Writes `kept` as the record of `instance`'s sets, saying in `removals` when it
+    /// cannot (the sets it names are then forgotten: only ever kept, never pruned).
+    fn record_kept(
+        layout: &Layout,
+        instance: &InstanceName,
+        kept: Vec<String>,
+        removals: &mut Vec<SetRemoval>,
+    ) {
+        if let Err(e) = set_record::write(layout, instance, kept) {
+            removals.push(SetRemoval::Failed {
+                what: format!("the record of the sets {instance} loaded"),
+                reason: format!("{e:#}"),
+            });
+        }
     }
 
     /// The lines of `diff` for the set `name` that a proof loaded with `planned`: on
@@ -267,34 +343,19 @@ impl Backend for IptablesBackend<'_> {
         &self,
         layout: &Layout,
         instance: &InstanceName,
-    ) -> anyhow::Result<Vec<(Family, usize, usize)>> {
+    ) -> anyhow::Result<Vec<FamilySetsLoaded>> {
         Family::ALL
             .into_iter()
-            .map(|family| {
-                let loaded = self.load_family_sets(layout, instance, family)?;
-                let members = loaded.iter().map(|set| set.members.len()).sum();
-                Ok((family, loaded.len(), members))
-            })
+            .map(|family| self.load_family_sets(layout, instance, family))
             .collect()
     }
 
-    fn defined_sets(
-        &self,
-        layout: &Layout,
-        instance: &InstanceName,
-    ) -> anyhow::Result<Vec<String>> {
-        let mut defined = Vec::new();
-        for family in Family::ALL {
-            let (path, text) = OutputFiles::new(layout, instance).read_sets(family)?;
-            let sets = sets::parse(&text, family).map_err(|message| {
-                anyhow::anyhow!(
-                    "{} is not a sets file as iptables-ctl writes them: {message}",
-                    path.display()
-                )
-            })?;
-            defined.extend(sets.into_iter().map(|set| set.name));
-        }
-        Ok(defined)
+    fn sets_of(&self, layout: &Layout, instance: &InstanceName) -> anyhow::Result<Vec<String>> {
+        let mut names = self.defined_sets(layout, instance)?;
+        names.extend(set_record::recorded(layout, instance));
+        names.sort();
+        names.dedup();
+        Ok(names)
     }
 
     fn remove_sets(
@@ -302,15 +363,25 @@ impl Backend for IptablesBackend<'_> {
         layout: &Layout,
         instance: &InstanceName,
     ) -> anyhow::Result<Vec<SetRemoval>> {
-        let defined = self.defined_sets(layout, instance)?;
         // Nothing to run (nor to lock) on a host where the instance has no sets.
-        if defined.is_empty() && set_record::recorded(layout, instance).is_empty() {
+        if matches!(self.sets_of(layout, instance), Ok(names) if names.is_empty()) {
             return Ok(Vec::new());
         }
         let _lock = sets_lock(layout, instance)?;
-        let names = [defined, set_record::recorded(layout, instance)].concat();
-        let (removals, kept) = self.destroy_unreferenced(names)?;
-        set_record::write(layout, instance, kept)?;
+        let mut removals = Vec::new();
+        // Files that cannot be read are said; the sets loaded since boot are still
+        // destroyed.
+        let mut names = self.defined_sets(layout, instance).unwrap_or_else(|e| {
+            removals.push(SetRemoval::Failed {
+                what: format!("the sets the files of {instance} define"),
+                reason: format!("{e:#}"),
+            });
+            Vec::new()
+        });
+        names.extend(set_record::recorded(layout, instance));
+        let (done, kept) = self.destroy_unreferenced(names);
+        removals.extend(done);
+        Self::record_kept(layout, instance, kept, &mut removals);
         Ok(removals)
     }
 
@@ -318,23 +389,34 @@ impl Backend for IptablesBackend<'_> {
         &self,
         layout: &Layout,
         instance: &InstanceName,
-    ) -> anyhow::Result<Vec<SetRemoval>> {
+    ) -> anyhow::Result<Option<Vec<SetRemoval>>> {
         // Nothing to run (nor to lock) when the instance never loaded a set.
         if set_record::recorded(layout, instance).is_empty() {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         }
+        // A load of the instance's sets running now may be one whose rules come next:
+        // never wait for it (the unit would wait with it), and never prune beside it.
+        let Some(_lock) = try_sets_lock(layout, instance)? else {
+            return Ok(None);
+        };
+        // Read under the lock: a load that finished before it was taken has its sets in
+        // the files read here.
         let defined = self.defined_sets(layout, instance)?;
-        let _lock = sets_lock(layout, instance)?;
         let (still_defined, undefined): (Vec<String>, Vec<String>) =
             set_record::recorded(layout, instance)
                 .into_iter()
                 .partition(|name| defined.contains(name));
         if undefined.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         }
-        let (removals, kept) = self.destroy_unreferenced(undefined)?;
-        set_record::write(layout, instance, [still_defined, kept].concat())?;
-        Ok(removals)
+        let (mut removals, kept) = self.destroy_unreferenced(undefined);
+        Self::record_kept(
+            layout,
+            instance,
+            [still_defined, kept].concat(),
+            &mut removals,
+        );
+        Ok(Some(removals))
     }
 
     fn load_rules(&self, layout: &Layout, instance: &InstanceName) -> anyhow::Result<()> {
@@ -463,6 +545,32 @@ impl Backend for IptablesBackend<'_> {
 /// Waits for the lock that keeps loads of `instance`'s sets one at a time
 /// (`/run/iptables-ctl/INSTANCE.sets.lock`); held until the file is dropped.
 fn sets_lock(layout: &Layout, instance: &InstanceName) -> anyhow::Result<std::fs::File> {
+    let (path, file) = sets_lock_file(layout, instance)?;
+    file.lock()
+        .with_context(|| format!("cannot lock {}", path.display()))?;
+    Ok(file)
+}
+
+/// [`sets_lock`] without waiting: `None` when another load holds it.
+fn try_sets_lock(
+    layout: &Layout,
+    instance: &InstanceName,
+) -> anyhow::Result<Option<std::fs::File>> {
+    let (path, file) = sets_lock_file(layout, instance)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
+/// The file whose lock is the instance's sets lock, opened (made if need be).
+fn sets_lock_file(
+    layout: &Layout,
+    instance: &InstanceName,
+) -> anyhow::Result<(std::path::PathBuf, std::fs::File)> {
     let dir = layout.run_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join(format!("{instance}.sets.lock"));
@@ -472,9 +580,7 @@ fn sets_lock(layout: &Layout, instance: &InstanceName) -> anyhow::Result<std::fs
         .write(true)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    file.lock()
-        .with_context(|| format!("cannot lock {}", path.display()))?;
-    Ok(file)
+    Ok((path, file))
 }
 
 /// Both families' live rulesets, parsed.
