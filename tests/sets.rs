@@ -91,12 +91,31 @@ fn loaded_in_a_fresh_namespace() -> (tempfile::TempDir, Layout, Netns) {
 /// A tree staged with the policy and `list_text`, rendered by the tool.
 fn staged_and_rendered(list_text: &str) -> tempfile::TempDir {
     let root = tempfile::tempdir().expect("root");
-    stage(root.path(), list_text);
-    let out = staged_command(root.path(), &["render"])
-        .output()
-        .expect("render");
-    assert!(out.status.success(), "render: {}", stderr(&out));
+    render_list(root.path(), list_text);
     root
+}
+
+/// Stages the policy with `list_text` under `root` and renders it with the tool.
+fn render_list(root: &Path, list_text: &str) {
+    stage(root, list_text);
+    let out = staged_command(root, &["render"]).output().expect("render");
+    assert!(out.status.success(), "render: {}", stderr(&out));
+}
+
+/// The list with only the allowed client of each family: short, so plain rules.
+fn short_list() -> String {
+    format!("{}\n{}\n", v4().clients[0], v6().clients[0])
+}
+
+/// The names of the sets in `ns`, sorted.
+fn set_names(ns: &Netns) -> Vec<String> {
+    let mut names: Vec<String> = ns
+        .exec_ok("ipset", &["list", "-n"], b"")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names
 }
 
 /// Renders the staged policy with the tool, then loads its sets and rules into the
@@ -446,12 +465,7 @@ fn removing_the_sets_destroys_those_no_rule_matches_and_keeps_the_others() {
             },
         ]
     );
-    let mut left: Vec<String> = ns
-        .exec_ok("ipset", &["list", "-n"], b"")
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    left.sort();
+    let left = set_names(&ns);
     assert_eq!(left, ["ictl.base.customers.v6", "office"]);
 }
 
@@ -486,14 +500,7 @@ fn sets_the_files_no_longer_define_are_pruned_once_nothing_matches_them() {
     }
 
     // The list made short: the rules match no set any more.
-    stage(
-        root.path(),
-        &format!("{}\n{}\n", v4().clients[0], v6().clients[0]),
-    );
-    let out = staged_command(root.path(), &["render"])
-        .output()
-        .expect("render");
-    assert!(out.status.success(), "render: {}", stderr(&out));
+    render_list(root.path(), &short_list());
     hand_rule_matching_the_v6_set(&ns, "-A");
     ns.enter(|| SYSTEM.load_rules(&layout, &instance))
         .expect("load the short list");
@@ -519,31 +526,15 @@ fn sets_the_files_no_longer_define_are_pruned_once_nothing_matches_them() {
         }]
     );
     assert_eq!(prune(), []);
-    let mut left: Vec<String> = ns
-        .exec_ok("ipset", &["list", "-n"], b"")
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    left.sort();
+    let left = set_names(&ns);
     assert_eq!(left, ["ictl.base.stale.v4", "ictl.other.customers.v4"]);
 
     // Uninstall destroys what the instance loaded since boot, even when its files no
     // longer define it, and still nothing it never loaded.
-    stage(root.path(), &list(0));
-    let out = staged_command(root.path(), &["render"])
-        .output()
-        .expect("render");
-    assert!(out.status.success(), "render: {}", stderr(&out));
+    render_list(root.path(), &list(0));
     ns.enter(|| SYSTEM.load_rules(&layout, &instance))
         .expect("load the long list");
-    stage(
-        root.path(),
-        &format!("{}\n{}\n", v4().clients[0], v6().clients[0]),
-    );
-    let out = staged_command(root.path(), &["render"])
-        .output()
-        .expect("render");
-    assert!(out.status.success(), "render: {}", stderr(&out));
+    render_list(root.path(), &short_list());
     ns.enter(|| SYSTEM.load_pass_through(&layout, &instance))
         .expect("the pass-through rules");
     assert_eq!(
@@ -558,11 +549,6 @@ fn sets_the_files_no_longer_define_are_pruned_once_nothing_matches_them() {
             },
         ]
     );
-    let mut left: Vec<String> = ns
-        .exec_ok("ipset", &["list", "-n"], b"")
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    left.sort();
+    let left = set_names(&ns);
     assert_eq!(left, ["ictl.base.stale.v4", "ictl.other.customers.v4"]);
 }
