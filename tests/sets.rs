@@ -472,7 +472,8 @@ fn removing_the_sets_destroys_those_no_rule_matches_and_keeps_the_others() {
 /// The units' last step after a load: the sets the instance loaded since boot that its
 /// files no longer define (here the list made short: plain rules again) are destroyed
 /// once no rule matches them. A set a hand rule still matches is kept until that rule
-/// goes; a set the instance never loaded is never touched.
+/// goes; a set the instance never loaded, or that a staged apply defines, is never
+/// touched, and nothing is while another load of the sets holds their lock.
 #[test]
 fn sets_the_files_no_longer_define_are_pruned_once_nothing_matches_them() {
     if !kernel_tests_enabled("sets_the_files_no_longer_define_are_pruned_once_nothing_matches_them")
@@ -506,6 +507,19 @@ fn sets_the_files_no_longer_define_are_pruned_once_nothing_matches_them() {
         .expect("load the short list");
     assert_eq!(prune(), [], "the pending apply defines both sets");
     std::fs::remove_dir_all(layout.pending_dir(&instance)).expect("apply discarded");
+    // While a load of the instance's sets runs (it holds their lock), a prune neither
+    // waits nor destroys anything: the next one does.
+    let lock = std::fs::File::options()
+        .write(true)
+        .open(layout.run_dir().join("base.sets.lock"))
+        .expect("the sets lock");
+    lock.lock().expect("lock");
+    assert_eq!(
+        ns.enter(|| SYSTEM.prune_sets(&layout, &instance))
+            .expect("prune"),
+        None
+    );
+    drop(lock);
     assert_eq!(
         prune(),
         [
