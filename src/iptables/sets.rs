@@ -383,13 +383,24 @@ pub fn saved_members(name: &str, saved: &str) -> Result<SavedMembers, String> {
     Ok(out)
 }
 
+/// The value of `key` (such as `Type:`) in a set's `ipset list -t` header, trimmed.
+pub fn header_field<'a>(header: &'a str, key: &str) -> Option<&'a str> {
+    header
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(str::trim)
+}
+
 /// How many references the kernel counts for a set, from its `ipset list -t` header
 /// (`References: N`): the rules matching it, or a list:set holding it.
 pub fn references(header: &str) -> Option<usize> {
-    header
-        .lines()
-        .find_map(|l| l.strip_prefix("References:"))
-        .and_then(|n| n.trim().parse().ok())
+    header_field(header, "References:").and_then(|n| n.parse().ok())
+}
+
+/// How many members a set holds, from its `ipset list -t` header (`Number of entries:
+/// N`).
+pub fn entries(header: &str) -> Option<usize> {
+    header_field(header, "Number of entries:").and_then(|n| n.parse().ok())
 }
 
 /// One line that says what set `name` holds, for `diff`: how many ranges its members
@@ -614,6 +625,8 @@ mod tests {
     fn a_sets_references_are_read_from_its_header() {
         let header = "Name: ictl.base.office.v4\nType: hash:net\nRevision: 7\nHeader: family inet hashsize 1024 maxelem 65536\nSize in memory: 456\nReferences: 2\nNumber of entries: 0\n";
         assert_eq!(references(header), Some(2));
+        assert_eq!(entries(header), Some(0));
+        assert_eq!(header_field(header, "Type:"), Some("hash:net"));
         assert_eq!(references("Name: x\nType: hash:net\n"), None);
     }
 }

@@ -266,10 +266,7 @@ fn load_sets(
     };
     for set in own {
         let listed = command::run("ipset", &["list", "-t", &set.name], b"")?;
-        let held = listed
-            .lines()
-            .find_map(|l| l.strip_prefix("Number of entries:"))
-            .and_then(|n| n.trim().parse::<usize>().ok());
+        let held = sets::entries(&listed);
         let expected = sets::half_counts(set.members.len())[half];
         if held != Some(expected) {
             return Err(differs(format!(
@@ -347,13 +344,7 @@ fn set_headers((file, rules): (&str, &str), own: &[SetDefinition]) -> Result<Str
             }
             other => TrialError::Tool(other),
         })?;
-        let field = |key: &str| {
-            listed
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .map(str::trim)
-                .unwrap_or_default()
-        };
+        let field = |key: &str| sets::header_field(&listed, key).unwrap_or_default();
         headers.push_str(&format!(
             "create {name} {} {}\n",
             field("Type:"),
