@@ -90,11 +90,9 @@ impl IptablesBackend<'_> {
         instance: &InstanceName,
         family: Family,
     ) -> anyhow::Result<FamilySetsLoaded> {
-        let (path, text) = OutputFiles::new(layout, instance).read_sets(family)?;
+        let outputs = OutputFiles::new(layout, instance);
         let load = || -> anyhow::Result<FamilySetsLoaded> {
-            let defined = sets::parse(&text, family).map_err(|message| {
-                anyhow::anyhow!("not a sets file as iptables-ctl writes them: {message}")
-            })?;
+            let (_, text, defined) = outputs.read_set_definitions(family)?;
             let mut loaded = FamilySetsLoaded {
                 family,
                 sets: defined.len(),
@@ -118,7 +116,12 @@ impl IptablesBackend<'_> {
                 .map(|e| format!("{e:#}"));
             Ok(loaded)
         };
-        load().with_context(|| format!("cannot load {}", path.display()))
+        load().with_context(|| {
+            format!(
+                "cannot load {}",
+                outputs.path(family, FileKind::Sets).display()
+            )
+        })
     }
 
     /// The sets the files of `instance` define under `layout`, and under its pending
@@ -132,13 +135,8 @@ impl IptablesBackend<'_> {
         let mut defined = Vec::new();
         for tree in [layout.clone(), layout.pending(instance)] {
             for family in Family::ALL {
-                let (path, text) = OutputFiles::new(&tree, instance).read_sets(family)?;
-                let sets = sets::parse(&text, family).map_err(|message| {
-                    anyhow::anyhow!(
-                        "{} is not a sets file as iptables-ctl writes them: {message}",
-                        path.display()
-                    )
-                })?;
+                let (_, _, sets) =
+                    OutputFiles::new(&tree, instance).read_set_definitions(family)?;
                 defined.extend(sets.into_iter().map(|set| set.name));
             }
         }
@@ -363,14 +361,9 @@ impl Backend for IptablesBackend<'_> {
         layout: &Layout,
         instance: &InstanceName,
     ) -> anyhow::Result<Vec<SetRemoval>> {
-        // Nothing to run (nor to lock) on a host where the instance has no sets.
-        if matches!(self.sets_of(layout, instance), Ok(names) if names.is_empty()) {
-            return Ok(Vec::new());
-        }
-        let _lock = sets_lock(layout, instance)?;
         let mut removals = Vec::new();
         // Files that cannot be read are said; the sets loaded since boot are still
-        // destroyed.
+        // destroyed. (Uninstall holds the configuration lock: the files stay as read.)
         let mut names = self.defined_sets(layout, instance).unwrap_or_else(|e| {
             removals.push(SetRemoval::Failed {
                 what: format!("the sets the files of {instance} define"),
@@ -378,6 +371,12 @@ impl Backend for IptablesBackend<'_> {
             });
             Vec::new()
         });
+        // Nothing to run (nor to lock) on a host where the instance has no sets.
+        if names.is_empty() && set_record::recorded(layout, instance).is_empty() {
+            return Ok(removals);
+        }
+        let _lock = sets_lock(layout, instance)?;
+        // The record under the lock: a load may have added to it meanwhile.
         names.extend(set_record::recorded(layout, instance));
         let (done, kept) = self.destroy_unreferenced(names);
         removals.extend(done);
@@ -420,10 +419,10 @@ impl Backend for IptablesBackend<'_> {
     }
 
     fn load_rules(&self, layout: &Layout, instance: &InstanceName) -> anyhow::Result<()> {
+        let outputs = OutputFiles::new(layout, instance);
         for family in Family::ALL {
             // The sets first: the rules match them.
             self.load_family_sets(layout, instance, family)?;
-            let outputs = OutputFiles::new(layout, instance);
             let (path, text) = outputs.read(family, FileKind::Rules)?;
             self.firewall
                 .restore(family, &text)

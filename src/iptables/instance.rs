@@ -12,6 +12,7 @@ use crate::files::layout::Layout;
 use crate::files::set::{FileSet, OUTPUT_LIMIT};
 use crate::files::source;
 use crate::iptables::render::{self, FileKind, RenderRequest, RenderedFile, Templates};
+use crate::iptables::sets::{self, SetDefinition};
 use crate::iptables::trial::{RulesetTrial, TrialError, TrialReport};
 use crate::policy::types::InstanceName;
 use crate::policy::{BackendKind, Policy};
@@ -192,6 +193,22 @@ impl OutputFiles {
         let path = self.path(family, FileKind::Sets);
         let text = read_if_present(&path)?.unwrap_or_default();
         Ok((path, text))
+    }
+
+    /// [`OutputFiles::read_sets`], with the sets it defines, read as strictly as
+    /// everything that loads it reads it ([`sets::parse`]).
+    pub fn read_set_definitions(
+        &self,
+        family: Family,
+    ) -> anyhow::Result<(PathBuf, String, Vec<SetDefinition>)> {
+        let (path, text) = self.read_sets(family)?;
+        let defined = sets::parse(&text, family).map_err(|message| {
+            anyhow::anyhow!(
+                "{} is not a sets file as iptables-ctl writes them: {message}",
+                path.display()
+            )
+        })?;
+        Ok((path, text, defined))
     }
 }
 
