@@ -475,6 +475,13 @@ pub struct FamilyState {
     pub sets: Vec<SetContents>,
 }
 
+impl FamilyState {
+    /// Every set the rules match holds exactly its rendered members.
+    pub fn sets_match(&self) -> bool {
+        self.sets.iter().all(SetContents::matches)
+    }
+}
+
 /// One set the rendered rules match, live against the members rendered for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SetContents {

@@ -333,10 +333,11 @@ pub(crate) fn confirm(
         .backend
         .live_state(&staging, target.instance, true)
         .context("cannot tell whether the applied rules are still live; nothing was confirmed")?;
-    let same = |f: &crate::backend::FamilyState| {
-        f.rules_match && f.sets.iter().all(crate::backend::SetContents::matches)
-    };
-    if let Some(family) = live.families.iter().find(|f| !same(f)) {
+    if let Some(family) = live
+        .families
+        .iter()
+        .find(|f| !(f.rules_match && f.sets_match()))
+    {
         bail!(
             "nothing was confirmed: the {} rules (or the sets they match) live now are not the applied ones (something loaded others since apply: a Docker restart, a reload), so a new connection proved those, not the applied rules; the rollback stays armed; apply again",
             family.family

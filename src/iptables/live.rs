@@ -496,7 +496,7 @@ fn inspect_against(
                 .iter()
                 .map(|set| set_contents(firewall, set))
                 .collect::<anyhow::Result<_>>()?;
-            state.in_force &= state.sets.iter().all(SetContents::matches);
+            state.in_force &= state.sets_match();
         }
         families.push(state);
     }

@@ -336,9 +336,7 @@ impl Policy {
                     return self.list_networks(name, family);
                 }
                 out.push(AddressMatch::List(name.clone()));
-                self.with_default
-                    .get(name)
-                    .and_then(|slots| slots[family_slot(family)].as_ref())
+                self.list_default(name, family)
                     .map_or(&[], std::slice::from_ref)
             },
             AddressMatch::Network,
@@ -382,10 +380,10 @@ impl Policy {
     }
 
     /// The `/0` of `family` in the list `name`, if it holds one.
-    fn list_default(&self, name: &ListName, family: Family) -> Option<Network> {
+    fn list_default(&self, name: &ListName, family: Family) -> Option<&Network> {
         self.with_default
             .get(name)
-            .and_then(|slots| slots[family_slot(family)])
+            .and_then(|slots| slots[family_slot(family)].as_ref())
     }
 
     /// The networks of `family` in the list `name` that its set holds: all but `/0`.
