@@ -58,6 +58,13 @@ fn ok(machine: &Machine<'_>, argv: &[&str]) -> String {
     stdout(&out)
 }
 
+/// The admin's path after an edit: render, then `systemctl reload` (the unit loads
+/// the files).
+fn render_and_reload(machine: &Machine<'_>) {
+    ok(machine, &["iptables-ctl", "render"]);
+    ok(machine, &["systemctl", "reload", "iptables@base.service"]);
+}
+
 /// What iptables@base.service said since boot.
 fn unit_journal(machine: &Machine<'_>) -> String {
     ok(
@@ -103,8 +110,7 @@ fn units_load_the_sets_before_the_rules_on_install_reload_and_boot() {
     // The admin's path: edit the list, render, `systemctl reload`: the unit loads the
     // new set before the rules.
     write_list(&state, false);
-    ok(&machine, &["iptables-ctl", "render"]);
-    ok(&machine, &["systemctl", "reload", "iptables@base.service"]);
+    render_and_reload(&machine);
     assert_eq!(
         probe(&machine.client, None, MACHINE_V4, 2222),
         Outcome::Refused,
@@ -160,8 +166,7 @@ fn units_load_the_sets_before_the_rules_on_install_reload_and_boot() {
         format!("{CLIENT_V4}\n"),
     )
     .unwrap();
-    ok(&machine, &["iptables-ctl", "render"]);
-    ok(&machine, &["systemctl", "reload", "iptables@base.service"]);
+    render_and_reload(&machine);
     assert_eq!(ok(&machine, &["ipset", "list", "-n"]).trim(), "");
     assert_eq!(
         probe(&machine.client, None, MACHINE_V4, 2222),
@@ -176,8 +181,7 @@ fn units_load_the_sets_before_the_rules_on_install_reload_and_boot() {
     // Uninstall takes the set with the rules: once the pass-through rules are loaded,
     // nothing matches it.
     write_list(&state, false);
-    ok(&machine, &["iptables-ctl", "render"]);
-    ok(&machine, &["systemctl", "reload", "iptables@base.service"]);
+    render_and_reload(&machine);
     assert_eq!(
         ok(&machine, &["ipset", "list", "-n"]).trim(),
         "ictl.base.customers.v4"
