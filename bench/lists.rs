@@ -19,7 +19,9 @@
 //! 4. cold start: `check` and `render` of the shipped example against one bare restore
 //!    into a fresh namespace, and against the floors under them: the check's own child
 //!    processes run bare, and one restore loading the rules twice (two transactions: a
-//!    check that proves a second load cannot take less).
+//!    check that proves a second load cannot take less); then `status` of the shipped
+//!    example installed in a real systemd booted in systemd-nspawn, against one bare
+//!    restore there.
 //!
 //! It prints the figures and their ratios; docs/performance.md keeps a run's results.
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)] // a benchmark may fail loudly
@@ -540,18 +542,78 @@ fn cold_start(rounds: usize) {
             times[i].push(took);
         }
     }
+    print_cold_start(
+        "cold start (shipped example",
+        rounds,
+        &contenders,
+        &mut times,
+    );
+}
+
+/// Prints each contender's best and median of `times` (one list per contender, the
+/// last one bare restore), and both against the bare restore's.
+fn print_cold_start(title: &str, rounds: usize, contenders: &[&str], times: &mut [Vec<Duration>]) {
     let figures: Vec<(f64, f64)> = times.iter_mut().map(|t| best_and_median(t)).collect();
     let (bare_best, bare_median) = figures[contenders.len() - 1];
     println!(
-        "cold start (shipped example, {rounds} rounds, best / median, and against one bare restore into a fresh namespace):"
+        "{title}, {rounds} rounds, best / median, and against one bare restore into a fresh namespace):"
     );
     for (name, (best, median)) in contenders.iter().zip(&figures) {
         println!(
-            "  {name}: {best:.1} / {median:.1} ms ({:.1}x / {:.1}x)",
+            "  {name}: {best:.1} / {median:.1} ms ({:.2}x / {:.2}x)",
             best / bare_best,
             median / bare_median
         );
     }
+}
+
+/// Cold start of `status` on the shipped example. `status` asks systemd, so it runs in
+/// a real systemd booted in systemd-nspawn (tests/common/nspawn.rs) with the instance
+/// installed and in force; the bare restore it is held against runs in that machine
+/// too, the same way: both enter it through `nsenter`, round after round.
+fn status_cold_start(rounds: usize) {
+    use common::nspawn::{Machine, MachineState, image};
+    let state = MachineState::new(&image());
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/iptables/base.toml"),
+        state.etc_iptables().join("base.toml"),
+    )
+    .unwrap();
+    let machine = Machine::boot(&state);
+    machine.exec_ok(&["iptables-ctl", "install"]);
+    let contenders = ["status", "one bare restore"];
+    let argv: [&[&str]; 2] = [
+        &["iptables-ctl", "status"],
+        &[
+            "unshare",
+            "-n",
+            "iptables-restore",
+            "-w",
+            "-n",
+            "/etc/iptables/base.rules",
+        ],
+    ];
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); contenders.len()];
+    for _ in 0..rounds {
+        for (i, argv) in argv.iter().enumerate() {
+            let (took, out) = timed(|| machine.exec(argv));
+            // 0: the units are active and the rules in force.
+            assert!(
+                out.status.success(),
+                "{argv:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            times[i].push(took);
+        }
+    }
+    print_cold_start(
+        "cold start of status (shipped example, installed in a booted systemd-nspawn machine",
+        rounds,
+        &contenders,
+        &mut times,
+    );
+    machine.poweroff();
 }
 
 fn main() {
@@ -605,5 +667,8 @@ fn main() {
     }
     if runs("cold") {
         cold_start(if measure { COLD_ROUNDS } else { 2 });
+        if common::nspawn::systemd_tests_enabled("bench lists: status") {
+            status_cold_start(if measure { COLD_ROUNDS } else { 2 });
+        }
     }
 }
