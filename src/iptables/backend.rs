@@ -303,19 +303,19 @@ impl Backend for IptablesBackend<'_> {
 
     fn prove_on_disk(&self, layout: &Layout, instance: &InstanceName) -> anyhow::Result<Proof> {
         let outputs = OutputFiles::new(layout, instance);
-        let mut reports = Vec::new();
-        let mut parts = Vec::new();
-        for family in Family::ALL {
-            let report = instance::prove_on_disk(layout, instance, family, self.trial)?;
-            let path = |kind| outputs.path(family, kind).display().to_string();
-            parts.push(self.part(
-                family,
-                path(FileKind::Rules),
-                path(FileKind::Empty),
-                &report,
-            ));
-            reports.push((family, report));
-        }
+        let reports = instance::prove_all_on_disk(layout, instance, self.trial)?;
+        let parts = reports
+            .iter()
+            .map(|(family, report)| {
+                let path = |kind| outputs.path(*family, kind).display().to_string();
+                self.part(
+                    *family,
+                    path(FileKind::Rules),
+                    path(FileKind::Empty),
+                    report,
+                )
+            })
+            .collect();
         Ok(Proof::new(parts, loaded(reports)))
     }
 

@@ -251,6 +251,35 @@ pub fn prove_on_disk(
         .with_context(|| format!("cannot interpret {rules_name}"))
 }
 
+/// [`prove_on_disk`] for both families at once, each trial a thread of its own as in
+/// [`prove`] (a trial mostly waits for the kernel): the reports in [`Family::ALL`]'s
+/// order, or the first family's error in that order.
+pub fn prove_all_on_disk(
+    layout: &Layout,
+    instance: &InstanceName,
+    trial: &dyn RulesetTrial,
+) -> anyhow::Result<Vec<(Family, TrialReport)>> {
+    let results: Vec<anyhow::Result<TrialReport>> = std::thread::scope(|scope| {
+        let running: Vec<_> = Family::ALL
+            .into_iter()
+            .map(|family| scope.spawn(move || prove_on_disk(layout, instance, family, trial)))
+            .collect();
+        running
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err(TrialError::Thread.into()))
+            })
+            .collect()
+    });
+    Family::ALL
+        .into_iter()
+        .zip(results)
+        .map(|(family, result)| result.map(|report| (family, report)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,5 +343,64 @@ mod tests {
                 file.text.lines().next().unwrap_or_default()
             );
         }
+    }
+
+    /// A trial that returns only once both families are inside it at the same time (or
+    /// fails after a bound, so that one family after the other fails the test instead of
+    /// hanging it).
+    struct RendezvousTrial {
+        inside: std::sync::Mutex<usize>,
+        arrived: std::sync::Condvar,
+    }
+
+    impl RulesetTrial for RendezvousTrial {
+        fn trial(
+            &self,
+            _family: Family,
+            _sets: (&str, &str),
+            _rules: (&str, &str),
+            _empty: (&str, &str),
+        ) -> Result<TrialReport, TrialError> {
+            let mut inside = self.inside.lock().expect("lock");
+            *inside += 1;
+            self.arrived.notify_all();
+            let (inside, wait) = self
+                .arrived
+                .wait_timeout_while(inside, std::time::Duration::from_secs(30), |n| *n < 2)
+                .expect("lock");
+            if wait.timed_out() {
+                return Err(TrialError::Thread);
+            }
+            drop(inside);
+            Ok(TrialReport {
+                loaded: String::new(),
+                loaded_empty: String::new(),
+                rule_count: 0,
+                sets: Vec::new(),
+            })
+        }
+    }
+
+    /// `status` and the lockout check prove the files on disk: both families at once,
+    /// the reports in the families' order.
+    #[test]
+    fn the_files_on_disk_are_proven_for_both_families_at_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let layout = Layout::new(dir.path());
+        let instance: InstanceName = "edge".parse().expect("name");
+        std::fs::create_dir_all(layout.config_dir()).expect("config dir");
+        let policy_path = layout.policy_path(&instance);
+        std::fs::write(&policy_path, "[interfaces]\nexternal = [\"eth0\"]\n").expect("policy");
+        let (_, files) = render_instance(&layout, &instance, &policy_path).expect("renders");
+        for file in &files {
+            std::fs::write(layout.config_dir().join(&file.file_name), &file.text).expect("write");
+        }
+        let trial = RendezvousTrial {
+            inside: std::sync::Mutex::new(0),
+            arrived: std::sync::Condvar::new(),
+        };
+        let reports = prove_all_on_disk(&layout, &instance, &trial).expect("both proven");
+        let families: Vec<Family> = reports.iter().map(|(family, _)| *family).collect();
+        assert_eq!(families, Family::ALL);
     }
 }

@@ -21,7 +21,7 @@ use crate::iptables::dump::{self, Dump};
 use crate::iptables::instance;
 use crate::iptables::sets::{self, SetDefinition};
 use crate::iptables::shape::OWNED_CHAINS;
-use crate::iptables::trial::RulesetTrial;
+use crate::iptables::trial::{RulesetTrial, TrialError};
 use crate::iptables::walk::Ruleset;
 use crate::iptables::{self, Tools, Variant};
 use crate::packet::Transport;
@@ -482,11 +482,20 @@ fn inspect_against(
     check_sets: bool,
     expected_of: impl Fn(&crate::iptables::trial::TrialReport) -> &String,
 ) -> anyhow::Result<LiveState> {
-    let variant = firewall.variant().map(|v| v.to_string());
+    // The live rules are read while the files are proven: the proofs mostly wait for
+    // the kernel in namespaces of their own.
+    let (reports, variant, saved) = std::thread::scope(|scope| {
+        let proving = scope.spawn(|| instance::prove_all_on_disk(layout, instance, trial));
+        let variant = firewall.variant().map(|v| v.to_string());
+        let saved: Vec<_> = Family::ALL.map(|family| firewall.save(family)).into();
+        let reports = proving
+            .join()
+            .unwrap_or_else(|_| Err(TrialError::Thread.into()));
+        (reports, variant, saved)
+    });
     let mut families = Vec::new();
-    for family in Family::ALL {
-        let report = instance::prove_on_disk(layout, instance, family, trial)?;
-        let live = parse_save(family, &firewall.save(family)?)?;
+    for ((family, report), saved) in reports?.into_iter().zip(saved) {
+        let live = parse_save(family, &saved?)?;
         let expected = parse_save(family, expected_of(&report))?;
         let mut state = compare(family, &expected, &live);
         // Stopped, the pass-through rules match no set: what the sets hold is moot.
