@@ -39,8 +39,9 @@ use crate::packet::{Packet, Walk};
 use crate::policy::Policy;
 use crate::policy::types::InstanceName;
 
-/// What the flows need of a firewall backend.
-pub trait Backend {
+/// What the flows need of a firewall backend. `Sync`: `status` reads the host from a
+/// second thread while the files are proven.
+pub trait Backend: Sync {
     /// Renders `policy` into the files of `instance`, in memory; nothing is written.
     /// The result depends on the policy and the templates only, not on the host.
     fn render(
@@ -165,7 +166,7 @@ pub trait Backend {
 
 /// Both families' live rules as one backend read them, for the questions `status` and
 /// `audit` ask of them.
-pub trait LiveRules {
+pub trait LiveRules: Send {
     /// The bridges Docker's own rules send forwarded traffic to, `(family, bridge)`,
     /// each family in [`Family::ALL`]'s order, its bridges sorted.
     fn docker_bridges(&self) -> Vec<(Family, String)>;

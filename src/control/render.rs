@@ -103,7 +103,13 @@ pub(crate) fn check(
                 (Ok(rules), Ok(net)) => Ok((rules.as_ref(), net)),
                 (Err(e), _) | (_, Err(e)) => Err(format!("{e:#}")),
             };
-            Facts::gather(target, Some(&policy), read, None)
+            Facts::gather(
+                target,
+                Some(&policy),
+                read,
+                target.backend.variant_findings(),
+                None,
+            )
         }
     };
     for unread in facts.unread.iter().chain(&facts.variants_unread) {

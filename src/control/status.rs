@@ -19,12 +19,13 @@
 use serde::Serialize;
 
 use crate::audit::{self, AuditReport};
-use crate::backend::{LiveState, Rendered};
+use crate::backend::{LiveRules, LiveState, Rendered, VariantFindings};
 use crate::control::Target;
 use crate::control::apply::{self, PendingApply};
 use crate::files::generations::{Generation, Generations};
 use crate::files::set::SetState;
 use crate::files::stamp;
+use crate::host::net::HostNet;
 use crate::lints::{self, Facts, Finding, Lint, Severity, Skips};
 use crate::policy::Policy;
 use crate::systemd::units::InstanceUnits;
@@ -161,10 +162,21 @@ pub(crate) fn status(
         problems.extend(pending_problems(pending, manager, &units)?);
     }
 
-    match target
-        .backend
-        .live_state(files_layout, target.instance, true)
-    {
+    // What the lints and the audit read of the host (the live rules, its addresses,
+    // the other iptables variant) is read while the files on disk are proven: the
+    // proofs mostly wait for the kernel.
+    let (live, host) = std::thread::scope(|scope| {
+        let reading = scope.spawn(|| HostReads {
+            rules: target.backend.live_rules(),
+            net: target.host.network(),
+            variants: target.backend.variant_findings(),
+        });
+        let live = target
+            .backend
+            .live_state(files_layout, target.instance, true);
+        (live, reading.join().unwrap_or_else(|_| HostReads::failed()))
+    });
+    match live {
         Ok(state) => report.live = Some(state),
         Err(e) => {
             let text = format!("{e:#}");
@@ -188,8 +200,12 @@ pub(crate) fn status(
         ));
     }
     // Both families' live rules, read once for the lints and the audit.
-    let rules = target.backend.live_rules();
-    let net = target.host.network()?;
+    let HostReads {
+        rules,
+        net,
+        variants,
+    } = host;
+    let net = net?;
     let read = match &rules {
         Ok(rules) => Ok((rules.as_ref(), &net)),
         Err(e) => {
@@ -197,7 +213,13 @@ pub(crate) fn status(
             Err(format!("{e:#}"))
         }
     };
-    let facts = Facts::gather(target, policy.as_ref(), read, report.live.as_ref());
+    let facts = Facts::gather(
+        target,
+        policy.as_ref(),
+        read,
+        variants,
+        report.live.as_ref(),
+    );
     // A lint that could not run is a check that did not pass.
     problems.extend(facts.variants_unread.clone());
     let skips = policy
@@ -225,6 +247,28 @@ pub(crate) fn status(
     report.in_force = problems.is_empty() && report.live.is_some();
     report.problems = problems;
     Ok(report)
+}
+
+/// What `status` reads of the host beside the live rules of its own chains.
+struct HostReads {
+    /// Both families' live rules.
+    rules: anyhow::Result<Box<dyn LiveRules>>,
+    /// The host's interfaces, addresses and routes.
+    net: anyhow::Result<HostNet>,
+    /// The other iptables variant.
+    variants: Result<VariantFindings, String>,
+}
+
+impl HostReads {
+    /// Nothing read: the thread reading the host died.
+    fn failed() -> HostReads {
+        let why = "the thread reading the host failed unexpectedly";
+        HostReads {
+            rules: Err(anyhow::anyhow!(why)),
+            net: Err(anyhow::anyhow!(why)),
+            variants: Err(why.to_owned()),
+        }
+    }
 }
 
 /// What is wrong with a pending apply's safety net: the rollback that was promised

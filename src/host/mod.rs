@@ -26,7 +26,8 @@ pub use live::LiveHost;
 pub use staged::StagedHost;
 
 /// Where the host's facts come from; the real one is [`LiveHost`], tests use their own.
-pub trait HostProbe {
+/// `Sync`: `status` reads the host from a second thread while the files are proven.
+pub trait HostProbe: Sync {
     /// Names of the interfaces that carry a default route (IPv4 or IPv6), sorted.
     fn default_route_interfaces(&self) -> io::Result<Vec<String>>;
     /// Names of every network interface, sorted.

@@ -33,7 +33,7 @@ const DOCKER_OWN_RETURN: &str = "-A DOCKER-USER -j RETURN";
 
 /// Reading the live firewall: the one place that runs `iptables -V` and the save tools
 /// on the host, so the flows that read it can be exercised without touching a kernel.
-pub trait LiveFirewall {
+pub trait LiveFirewall: Sync {
     /// What `iptables` drives on this host, when it says.
     fn variant(&self) -> Option<Variant>;
     /// `iptables-save` (or `ip6tables-save`) of the system backend.

@@ -5,7 +5,9 @@
 //! problem".
 
 use crate::audit::{self, PublishedPort};
-use crate::backend::{Backend, Conflict, LiveRules, LiveState, OtherVariantRules, PortRule};
+use crate::backend::{
+    Backend, Conflict, LiveRules, LiveState, OtherVariantRules, PortRule, VariantFindings,
+};
 use crate::control::{InterfaceProblem, Target, interface_problems};
 use crate::family::Family;
 use crate::host::net::HostNet;
@@ -58,12 +60,14 @@ impl<'a> Facts<'a> {
 
     /// Gathers the facts for `target` on the live host: `policy` when it loads, the
     /// live rules when they could be read (`rules`, with `net` for docker-proxy's
-    /// ports; `Err` says why not), both iptables variants, and `live` for the owned
-    /// chains in force.
+    /// ports; `Err` says why not), what the other iptables variant holds (`variants`,
+    /// the backend's [`Backend::variant_findings`]), and `live` for the owned chains in
+    /// force.
     pub fn gather(
         target: &Target<'_>,
         policy: Option<&'a Policy>,
         rules: Result<(&dyn LiveRules, &HostNet), String>,
+        variants: Result<VariantFindings, String>,
         live: Option<&'a LiveState>,
     ) -> Facts<'a> {
         let mut facts = match policy {
@@ -81,7 +85,7 @@ impl<'a> Facts<'a> {
                 "the live rules or the host's addresses could not be read ({why}), so the lints that need what Docker publishes did not run"
             )),
         }
-        match target.backend.variant_findings() {
+        match variants {
             Ok(found) => {
                 facts.variant_conflicts = found.mismatch.into_iter().collect();
                 facts.other_variant = found.other_rules;
