@@ -94,7 +94,7 @@ pub(crate) fn check(
     outcome.push(Event::PolicyValid {
         path: target.policy_path.to_owned(),
     });
-    let facts = match host {
+    let gather = || match host {
         LintHost::Staged => Facts::of_policy(target, &policy),
         LintHost::Live => {
             let rules = target.backend.live_rules();
@@ -112,11 +112,20 @@ pub(crate) fn check(
             )
         }
     };
+    // The lints read the host while the files are proven: the proof mostly waits for
+    // the kernel in namespaces of its own.
+    let (facts, proof) = std::thread::scope(|scope| {
+        let gathering = scope.spawn(gather);
+        let proof = target.backend.prove(target.instance, &policy, &rendered);
+        (gathering.join(), proof)
+    });
+    let facts =
+        facts.map_err(|_| anyhow::anyhow!("the thread reading the host failed unexpectedly"))?;
     for unread in facts.unread.iter().chain(&facts.variants_unread) {
         outcome.warn(unread);
     }
     outcome.lints(lints::judge(&facts, &policy.lint_skips().and(skips)));
-    let proof = target.backend.prove(target.instance, &policy, &rendered)?;
+    let proof = proof?;
     for part in proof.parts() {
         outcome.push(Event::FamilyProven {
             rules: part.rules.clone(),
