@@ -34,7 +34,7 @@ use crate::family::Family;
 use crate::files::layout::Layout;
 use crate::files::set::FileSet;
 use crate::host::net::HostNet;
-use crate::host::{HostProbe, SshConnection};
+use crate::host::{OpenSessions, SshConnection};
 use crate::packet::{Packet, Walk};
 use crate::policy::Policy;
 use crate::policy::types::InstanceName;
@@ -64,9 +64,9 @@ pub trait Backend: Sync {
     /// Proves the files of `instance` as they are on disk; errors name the file.
     fn prove_on_disk(&self, layout: &Layout, instance: &InstanceName) -> anyhow::Result<Proof>;
 
-    /// The SSH sessions open on `host` that the rules `proof` loaded would refuse new
-    /// connections of.
-    fn lockouts(&self, host: &dyn HostProbe, proof: &Proof) -> Vec<Lockout>;
+    /// The SSH `sessions` open on the host that the rules `proof` loaded would refuse
+    /// new connections of.
+    fn lockouts(&self, sessions: &OpenSessions, proof: &Proof) -> Vec<Lockout>;
 
     /// The output files of `instance` as one set, written and read back together.
     fn output_set(&self, layout: &Layout, instance: &InstanceName) -> FileSet;

@@ -20,7 +20,7 @@ use crate::family::Family;
 use crate::files::layout::Layout;
 use crate::files::set::FileSet;
 use crate::host::net::HostNet;
-use crate::host::{HostProbe, SshConnection};
+use crate::host::{HostProbe, OpenSessions, SshConnection};
 use crate::iptables::live::LiveFirewall;
 use crate::iptables::trial::{RulesetTrial, TrialError, TrialReport};
 use crate::iptables::{IptablesBackend, Tools};
@@ -111,8 +111,8 @@ impl Backend for InForceBackend {
     fn prove_on_disk(&self, layout: &Layout, instance: &InstanceName) -> anyhow::Result<Proof> {
         FAKE_BACKEND.prove_on_disk(layout, instance)
     }
-    fn lockouts(&self, host: &dyn HostProbe, proof: &Proof) -> Vec<Lockout> {
-        FAKE_BACKEND.lockouts(host, proof)
+    fn lockouts(&self, sessions: &OpenSessions, proof: &Proof) -> Vec<Lockout> {
+        FAKE_BACKEND.lockouts(sessions, proof)
     }
     fn output_set(&self, layout: &Layout, instance: &InstanceName) -> FileSet {
         FAKE_BACKEND.output_set(layout, instance)

@@ -63,7 +63,7 @@ use crate::backend::{Backend, Lockout, Proof, Rendered};
 use crate::files::DirLock;
 use crate::files::generations::Generations;
 use crate::files::layout::Layout;
-use crate::host::HostProbe;
+use crate::host::{HostProbe, OpenSessions};
 use crate::policy::Policy;
 use crate::policy::types::InstanceName;
 use crate::systemd::{JobKind, JobResult, ServiceManager, journal};
@@ -350,7 +350,9 @@ fn refuse_lockouts(
     force: bool,
     outcome: &mut Outcome<'_>,
 ) -> anyhow::Result<()> {
-    let lockouts = target.backend.lockouts(target.host, proof);
+    let lockouts = target
+        .backend
+        .lockouts(&OpenSessions::read(target.host), proof);
     if lockouts.is_empty() {
         return Ok(());
     }

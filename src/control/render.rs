@@ -9,7 +9,8 @@ use anyhow::Context as _;
 
 use crate::backend::{Proof, Rendered};
 use crate::control::outcome::{Event, Outcome, Verdict};
-use crate::control::{Target, conflicts, lock_dir, warn_interface_problems};
+use crate::control::{Target, conflicts, interface_problems, lock_dir};
+use crate::host::OpenSessions;
 use crate::lints::{self, Facts, Skips};
 use crate::policy::Policy;
 
@@ -41,11 +42,26 @@ pub(crate) fn render(
         })?),
     };
     let (policy, rendered) = render_policy(target)?;
-    warn_interface_problems(&policy, target.host, outcome);
-    if kernel_check {
-        let proof = target.backend.prove(target.instance, &policy, &rendered)
-            .context("kernel check of the rendered files failed; nothing was written (--no-kernel-check skips the check)")?;
-        warn_lockouts(target, &proof, outcome);
+    // The host's interfaces and SSH sessions are read while the files are proven: the
+    // proof mostly waits for the kernel in namespaces of its own.
+    let (host, proof) = std::thread::scope(|scope| {
+        let reading = scope.spawn(|| {
+            (
+                interface_problems(&policy, target.host),
+                kernel_check.then(|| OpenSessions::read(target.host)),
+            )
+        });
+        let proof = kernel_check.then(|| target.backend.prove(target.instance, &policy, &rendered));
+        (reading.join(), proof)
+    });
+    let (interfaces, sessions) =
+        host.map_err(|_| anyhow::anyhow!("the thread reading the host failed unexpectedly"))?;
+    for problem in interfaces {
+        outcome.warn(problem);
+    }
+    if let (Some(proof), Some(sessions)) = (proof, sessions) {
+        let proof = proof.context("kernel check of the rendered files failed; nothing was written (--no-kernel-check skips the check)")?;
+        warn_lockouts(target, &sessions, &proof, outcome);
     }
     if destination == Destination::Stdout {
         let text = rendered
@@ -112,15 +128,15 @@ pub(crate) fn check(
             )
         }
     };
-    // The lints read the host while the files are proven: the proof mostly waits for
-    // the kernel in namespaces of its own.
-    let (facts, proof) = std::thread::scope(|scope| {
-        let gathering = scope.spawn(gather);
+    // The lints and the lockout check read the host while the files are proven: the
+    // proof mostly waits for the kernel in namespaces of its own.
+    let (host, proof) = std::thread::scope(|scope| {
+        let gathering = scope.spawn(|| (gather(), OpenSessions::read(target.host)));
         let proof = target.backend.prove(target.instance, &policy, &rendered);
         (gathering.join(), proof)
     });
-    let facts =
-        facts.map_err(|_| anyhow::anyhow!("the thread reading the host failed unexpectedly"))?;
+    let (facts, sessions) =
+        host.map_err(|_| anyhow::anyhow!("the thread reading the host failed unexpectedly"))?;
     for unread in facts.unread.iter().chain(&facts.variants_unread) {
         outcome.warn(unread);
     }
@@ -135,7 +151,7 @@ pub(crate) fn check(
             sets: part.sets.clone(),
         });
     }
-    warn_lockouts(target, &proof, outcome);
+    warn_lockouts(target, &sessions, &proof, outcome);
     Ok(Verdict::Done)
 }
 
@@ -148,9 +164,14 @@ fn render_policy(target: &Target<'_>) -> anyhow::Result<(Policy, Rendered)> {
     Ok((policy, rendered))
 }
 
-/// Warns about SSH sessions that the rules `proof` loaded would lock out.
-fn warn_lockouts(target: &Target<'_>, proof: &Proof, outcome: &mut Outcome<'_>) {
-    for lockout in target.backend.lockouts(target.host, proof) {
+/// Warns about the SSH `sessions` that the rules `proof` loaded would lock out.
+fn warn_lockouts(
+    target: &Target<'_>,
+    sessions: &OpenSessions,
+    proof: &Proof,
+    outcome: &mut Outcome<'_>,
+) {
+    for lockout in target.backend.lockouts(sessions, proof) {
         outcome.warn(format!(
             "{lockout}; reload, install and start refuse these rules without --force"
         ));

@@ -49,12 +49,19 @@ impl HostProbe for LiveHost {
     }
 
     fn ssh_sessions(&self) -> Vec<SshConnection> {
-        let mut sockets = Vec::new();
-        for (path, ipv6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
-            if let Ok(text) = std::fs::read_to_string(path) {
-                sockets.extend(parse::parse_tcp_sockets(&text, ipv6));
-            }
-        }
+        let read = |path: &str, ipv6: bool| {
+            std::fs::read_to_string(path)
+                .map(|text| parse::parse_tcp_sockets(&text, ipv6))
+                .unwrap_or_default()
+        };
+        // Each file walks the kernel's whole TCP hash table, which takes milliseconds on
+        // a host with memory to spare: both at once.
+        let sockets = std::thread::scope(|scope| {
+            let ipv6 = scope.spawn(|| read("/proc/net/tcp6", true));
+            let mut sockets = read("/proc/net/tcp", false);
+            sockets.extend(ipv6.join().unwrap_or_default());
+            sockets
+        });
         let mut sessions: Vec<SshConnection> = self.ssh_connection().into_iter().collect();
         for session in parse::established_ssh(&sockets, &self.sshd_ports()) {
             if !sessions

@@ -47,6 +47,30 @@ pub trait HostProbe: Sync {
     fn network(&self) -> anyhow::Result<HostNet>;
 }
 
+/// The SSH sessions open now, each with the interface this host sends its client's
+/// packets through (`?` when no route says): what the lockout check asks of the host,
+/// read apart from the check so that it can be read while the files are proven.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenSessions(pub Vec<(SshConnection, String)>);
+
+impl OpenSessions {
+    /// The sessions `probe` sees open now, and their routes.
+    pub fn read(probe: &dyn HostProbe) -> OpenSessions {
+        OpenSessions(
+            probe
+                .ssh_sessions()
+                .into_iter()
+                .map(|session| {
+                    let interface = probe
+                        .route_interface(session.client)
+                        .unwrap_or_else(|| "?".to_owned());
+                    (session, interface)
+                })
+                .collect(),
+        )
+    }
+}
+
 /// An SSH session: who is connected to which address and port of this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshConnection {

@@ -21,7 +21,7 @@ use crate::backend::{
 use crate::family::Family;
 use crate::files::layout::Layout;
 use crate::files::set::FileSet;
-use crate::host::HostProbe;
+use crate::host::OpenSessions;
 use crate::host::net::{HostNet, SetMembers};
 use crate::iptables::Tools;
 use crate::iptables::instance::{self, OutputFiles};
@@ -319,8 +319,8 @@ impl Backend for IptablesBackend<'_> {
         Ok(Proof::new(parts, loaded(reports)))
     }
 
-    fn lockouts(&self, host: &dyn HostProbe, proof: &Proof) -> Vec<Lockout> {
-        lockout::check(host, proof)
+    fn lockouts(&self, sessions: &OpenSessions, proof: &Proof) -> Vec<Lockout> {
+        lockout::check(sessions, proof)
     }
 
     fn output_set(&self, layout: &Layout, instance: &InstanceName) -> FileSet {

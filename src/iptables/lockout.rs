@@ -14,16 +14,16 @@ use ipnet::IpNet;
 use crate::backend::{LoadedSets, Lockout, Proof};
 use crate::family::Family;
 use crate::host::net::{HostNet, Interface};
-use crate::host::{HostProbe, SshConnection};
+use crate::host::{OpenSessions, SshConnection};
 use crate::iptables::dump;
 use crate::iptables::walk::{self, Ruleset, Verdict};
 use crate::packet::{Packet, Transport};
 
-/// The sessions on `probe` that the rules `proof` loaded (per family, iptables-save
-/// text of the rules as the kernel loaded them) would refuse.
-pub fn check(probe: &dyn HostProbe, proof: &Proof) -> Vec<Lockout> {
+/// The `sessions` that the rules `proof` loaded (per family, iptables-save text of the
+/// rules as the kernel loaded them) would refuse.
+pub fn check(sessions: &OpenSessions, proof: &Proof) -> Vec<Lockout> {
     let mut found = Vec::new();
-    for session in probe.ssh_sessions() {
+    for (session, in_interface) in &sessions.0 {
         let family = Family::of(&session.client);
         let Some(text) = proof.loaded(family) else {
             continue;
@@ -31,12 +31,9 @@ pub fn check(probe: &dyn HostProbe, proof: &Proof) -> Vec<Lockout> {
         let Ok(parsed) = dump::parse(text) else {
             continue;
         };
-        let in_interface = probe
-            .route_interface(session.client)
-            .unwrap_or_else(|| "?".to_owned());
         let sets = proof.sets(family).cloned().unwrap_or_default();
-        if let Some(refusal) = walk(&Ruleset::new(&parsed), &session, &in_interface, sets) {
-            found.push(refusal.lockout(&session));
+        if let Some(refusal) = walk(&Ruleset::new(&parsed), session, in_interface, sets) {
+            found.push(refusal.lockout(session));
         }
     }
     found
