@@ -322,10 +322,8 @@ mod tests {
         );
     }
 
-    /// `status` reads back the version that rendered the files in force from their
-    /// first line: every file the renderer writes must open with that stamp.
-    #[test]
-    fn every_rendered_file_reads_back_as_rendered_by_this_version() {
+    /// Instance `edge` of a one-line policy in a fresh tree, rendered in memory.
+    fn rendered_edge() -> (tempfile::TempDir, Layout, InstanceName, Vec<RenderedFile>) {
         let dir = tempfile::tempdir().expect("temp dir");
         let layout = Layout::new(dir.path());
         let instance: InstanceName = "edge".parse().expect("name");
@@ -333,6 +331,14 @@ mod tests {
         let policy_path = layout.policy_path(&instance);
         std::fs::write(&policy_path, "[interfaces]\nexternal = [\"eth0\"]\n").expect("policy");
         let (_, files) = render_instance(&layout, &instance, &policy_path).expect("renders");
+        (dir, layout, instance, files)
+    }
+
+    /// `status` reads back the version that rendered the files in force from their
+    /// first line: every file the renderer writes must open with that stamp.
+    #[test]
+    fn every_rendered_file_reads_back_as_rendered_by_this_version() {
+        let (_dir, _layout, _instance, files) = rendered_edge();
         assert_eq!(files.len(), 6);
         for file in &files {
             assert_eq!(
@@ -356,10 +362,10 @@ mod tests {
     impl RulesetTrial for RendezvousTrial {
         fn trial(
             &self,
-            _family: Family,
-            _sets: (&str, &str),
-            _rules: (&str, &str),
-            _empty: (&str, &str),
+            family: Family,
+            sets: (&str, &str),
+            rules: (&str, &str),
+            empty: (&str, &str),
         ) -> Result<TrialReport, TrialError> {
             let mut inside = self.inside.lock().expect("lock");
             *inside += 1;
@@ -372,12 +378,7 @@ mod tests {
                 return Err(TrialError::Thread);
             }
             drop(inside);
-            Ok(TrialReport {
-                loaded: String::new(),
-                loaded_empty: String::new(),
-                rule_count: 0,
-                sets: Vec::new(),
-            })
+            crate::control::fakes::AcceptingTrial.trial(family, sets, rules, empty)
         }
     }
 
@@ -385,13 +386,7 @@ mod tests {
     /// the reports in the families' order.
     #[test]
     fn the_files_on_disk_are_proven_for_both_families_at_once() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let layout = Layout::new(dir.path());
-        let instance: InstanceName = "edge".parse().expect("name");
-        std::fs::create_dir_all(layout.config_dir()).expect("config dir");
-        let policy_path = layout.policy_path(&instance);
-        std::fs::write(&policy_path, "[interfaces]\nexternal = [\"eth0\"]\n").expect("policy");
-        let (_, files) = render_instance(&layout, &instance, &policy_path).expect("renders");
+        let (_dir, layout, instance, files) = rendered_edge();
         for file in &files {
             std::fs::write(layout.config_dir().join(&file.file_name), &file.text).expect("write");
         }
