@@ -569,9 +569,9 @@ fn print_cold_start(title: &str, rounds: usize, contenders: &[&str], times: &mut
 
 /// Cold start of `status` on the shipped example. `status` asks systemd, so it runs in
 /// a real systemd booted in systemd-nspawn (tests/common/nspawn.rs) with the instance
-/// installed and in force; `check` runs there too, reading that host for its lints, and
-/// the bare restore they are held against as well: all enter it through `nsenter`,
-/// round after round.
+/// installed and in force; `check` and `render` run there too, reading that host (for
+/// the lints, for its interfaces), and the bare restore they are held against as well:
+/// all enter it through `nsenter`, round after round.
 fn status_cold_start(rounds: usize) {
     use common::nspawn::{Machine, MachineState, image};
     let state = MachineState::new(&image());
@@ -582,12 +582,13 @@ fn status_cold_start(rounds: usize) {
     .unwrap();
     let machine = Machine::boot(&state);
     machine.exec_ok(&["iptables-ctl", "install"]);
-    let contenders = ["status", "check", "one bare restore"];
-    let argv: [&[&str]; 3] = [
+    let contenders = ["status", "check", "render", "one bare restore"];
+    let argv: [&[&str]; 4] = [
         &["iptables-ctl", "status"],
-        // `check` on a live host also reads it for its lints (with a staged tree, as
-        // above, it does not).
+        // On a live host `check` also reads it for its lints, and `render` its
+        // interfaces (with a staged tree, as above, neither does).
         &["iptables-ctl", "check"],
+        &["iptables-ctl", "render"],
         &[
             "unshare",
             "-n",
@@ -612,7 +613,7 @@ fn status_cold_start(rounds: usize) {
         }
     }
     print_cold_start(
-        "cold start of status and check (shipped example, installed in a booted systemd-nspawn machine",
+        "cold start of status, check and render (shipped example, installed in a booted systemd-nspawn machine",
         rounds,
         &contenders,
         &mut times,
