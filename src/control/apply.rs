@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::control::outcome::{Event, Outcome, Verdict};
 use crate::control::{
-    Target, in_force, keep_generation_of, lock_config, policy_text, refuse_lockouts, refused,
-    render_and_prove, run_job, warn_interface_problems,
+    Target, in_force, keep_generation_of, lock_config, policy_text, refused,
+    render_prove_and_read_host, run_job, warn_interface_problems,
 };
 use crate::family::Family;
 use crate::files::generations::Generations;
@@ -154,7 +154,7 @@ pub(crate) fn apply(
 ) -> anyhow::Result<Verdict> {
     let units = InstanceUnits::new(target.instance);
     let lock = lock_config(target, outcome)?;
-    let (rendered, proof, policy_text) = (|| -> anyhow::Result<_> {
+    let (proven, policy_text) = (|| -> anyhow::Result<_> {
         if !(MIN_CONFIRM_WITHIN..=MAX_CONFIRM_WITHIN).contains(&within) {
             bail!(
                 "--confirm-within {}s: expected between {}s and {}s",
@@ -165,7 +165,7 @@ pub(crate) fn apply(
         }
         // Read once: the text kept for confirm is the text rendered here.
         let (policy, text) = Policy::load_with_text(target.policy_path)?;
-        let (rendered, proof) = render_and_prove(target, &policy)?;
+        let proven = render_prove_and_read_host(target, &policy)?;
         let status = manager.unit_status(&units.rules)?;
         if !status.is_active() {
             bail!(
@@ -175,11 +175,12 @@ pub(crate) fn apply(
                 target.instance
             );
         }
-        warn_interface_problems(&policy, target.host, outcome);
-        Ok((rendered, proof, text))
+        warn_interface_problems(&proven.interfaces, outcome);
+        Ok((proven, text))
     })()
     .context(refused("apply"))?;
-    refuse_lockouts("apply", target, &proof, force, outcome)?;
+    proven.refuse_lockouts("apply", target, force, outcome)?;
+    let rendered = proven.rendered;
 
     // A pending apply is superseded: its timer goes first (one timer name per
     // instance). From then until ours is armed, its rules are live with nothing to

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
-use crate::backend::{Proof, Rendered};
+use crate::backend::Rendered;
 use crate::control::apply::refuse_while_pending;
 use crate::control::conflicts::{Conflict, ConflictFacts};
 use crate::control::diff;
@@ -19,8 +19,8 @@ use crate::control::lifecycle::{reassertion_step, start_rest_of_set};
 use crate::control::outcome::{Event, Outcome, Verdict};
 use crate::control::undo::Transaction;
 use crate::control::{
-    Systemd, Target, UNCHANGED, in_force, keep_generation_of, lock_config, refuse_lockouts,
-    refused, render_and_prove, run_job, warn_interface_problems,
+    Proven, Systemd, Target, UNCHANGED, in_force, keep_generation_of, lock_config, refused,
+    render_prove_and_read_host, run_job, warn_interface_problems,
 };
 use crate::files::layout::Layout;
 use crate::files::source;
@@ -58,20 +58,23 @@ pub(crate) fn install(
     refuse_while_pending(target, "install")?;
 
     let (policy, policy_text, starter_text) = policy_or_starter(target, outcome)?;
-    let (rendered, proof) = prove_for_install(target, &policy, starter_text.is_some())?;
+    let proven = prove_for_install(target, &policy, starter_text.is_some())?;
     outcome.push(Event::PolicyProven {
         path: target.policy_path.to_owned(),
     });
-    warn_interface_problems(&policy, target.host, outcome);
+    warn_interface_problems(&proven.interfaces, outcome);
 
     let conflicts =
         ConflictFacts::gather(root, target.instance, manager.map(|m| (m, target.backend)))?
             .conflicts();
     refuse_on_conflicts(&conflicts, options.force, outcome)?;
     if manager.is_some() && !options.no_start {
-        refuse_lockouts("install", target, &proof, options.force, outcome)?;
+        proven.refuse_lockouts("install", target, options.force, outcome)?;
     }
     created.keep();
+    let Proven {
+        rendered, proof, ..
+    } = proven;
 
     // Everything checked: write. From here on a failure puts back what this run did.
     let mut undo = Transaction::new();
@@ -138,18 +141,18 @@ pub(crate) fn install_dry_run(
     let mut outcome = Outcome::new();
     refuse_while_pending(target, "install")?;
     let (policy, _, starter_text) = policy_or_starter(target, &mut outcome)?;
-    let (rendered, proof) = prove_for_install(target, &policy, starter_text.is_some())?;
-    warn_interface_problems(&policy, target.host, &mut outcome);
+    let proven = prove_for_install(target, &policy, starter_text.is_some())?;
+    warn_interface_problems(&proven.interfaces, &mut outcome);
     let root = target.layout.root();
     let conflicts =
         ConflictFacts::gather(root, target.instance, Some((manager, target.backend)))?.conflicts();
     refuse_on_conflicts(&conflicts, options.force, &mut outcome)?;
     if !options.no_start {
-        refuse_lockouts("install", target, &proof, options.force, &mut outcome)?;
+        proven.refuse_lockouts("install", target, options.force, &mut outcome)?;
     }
     report.warnings_of(&outcome);
 
-    let diff = diff::diff_of(target, &rendered, &proof)?;
+    let diff = diff::diff_of(target, &proven.rendered, &proven.proof)?;
     for file in &diff.files {
         report.step(format!("write {file}"));
     }
@@ -205,14 +208,14 @@ pub(crate) fn install_dry_run(
     Ok(report)
 }
 
-/// Renders and proves `policy` for install; a failure is the refusal, which for the
-/// starter policy (`starter`) says how to write one by hand.
+/// Renders and proves `policy` for install (reading the host meanwhile); a failure is
+/// the refusal, which for the starter policy (`starter`) says how to write one by hand.
 fn prove_for_install(
     target: &Target<'_>,
     policy: &Policy,
     starter: bool,
-) -> anyhow::Result<(Rendered, Proof)> {
-    render_and_prove(target, policy).map_err(|error| {
+) -> anyhow::Result<Proven> {
+    render_prove_and_read_host(target, policy).map_err(|error| {
         if starter {
             error.context(format!(
                 "the starter policy for {path} cannot be used on this host, so nothing was written; \

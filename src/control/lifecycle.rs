@@ -11,8 +11,9 @@ use crate::control::dry_run::DryRunReport;
 use crate::control::outcome::{Event, Outcome, Verdict};
 use crate::control::{
     Target, UNCHANGED, conflicts, files_in_force, in_force, job_failed, lock_config,
-    refuse_lockouts, run_job,
+    refuse_lockouts, run_job, while_proving,
 };
+use crate::host::OpenSessions;
 use crate::policy::types::InstanceName;
 use crate::systemd::units::InstanceUnits;
 use crate::systemd::{JobKind, JobResult, ServiceManager, UnitStatus};
@@ -138,13 +139,14 @@ fn prove_on_disk(
     force: bool,
     outcome: &mut Outcome<'_>,
 ) -> anyhow::Result<Proof> {
-    let proof = target
-        .backend
-        .prove_on_disk(target.layout, target.instance)
-        .with_context(|| {
-            format!("refusing to {kind}: the rules on disk would not load; {UNCHANGED}")
-        })?;
-    refuse_lockouts(&kind.to_string(), target, &proof, force, outcome)?;
+    let (sessions, proof) = while_proving(
+        || OpenSessions::read(target.host),
+        || target.backend.prove_on_disk(target.layout, target.instance),
+    )?;
+    let proof = proof.with_context(|| {
+        format!("refusing to {kind}: the rules on disk would not load; {UNCHANGED}")
+    })?;
+    refuse_lockouts(&kind.to_string(), target, &proof, &sessions, force, outcome)?;
     Ok(proof)
 }
 

@@ -261,6 +261,75 @@ fn render_and_prove(target: &Target<'_>, policy: &Policy) -> anyhow::Result<(Ren
     Ok((rendered, proof))
 }
 
+/// The instance's files rendered and proven (nothing written), with what the host says
+/// beside them: what is wrong with the policy's interface names, and the SSH sessions
+/// open now, for the lockout check.
+pub(crate) struct Proven {
+    /// The files.
+    pub(crate) rendered: Rendered,
+    /// Their proof.
+    pub(crate) proof: Proof,
+    /// [`interface_problems`] of the policy on this host.
+    pub(crate) interfaces: Vec<InterfaceProblem>,
+    /// The SSH sessions open now.
+    pub(crate) sessions: OpenSessions,
+}
+
+impl Proven {
+    /// [`refuse_lockouts`] of these files' rules and sessions.
+    fn refuse_lockouts(
+        &self,
+        command: &str,
+        target: &Target<'_>,
+        force: bool,
+        outcome: &mut Outcome<'_>,
+    ) -> anyhow::Result<()> {
+        refuse_lockouts(command, target, &self.proof, &self.sessions, force, outcome)
+    }
+}
+
+/// [`render_and_prove`], reading the host's side of [`Proven`] while the files are
+/// proven.
+fn render_prove_and_read_host(target: &Target<'_>, policy: &Policy) -> anyhow::Result<Proven> {
+    let rendered = target
+        .backend
+        .render(target.layout, target.instance, policy)?;
+    let ((interfaces, sessions), proof) = while_proving(
+        || {
+            (
+                interface_problems(policy, target.host),
+                OpenSessions::read(target.host),
+            )
+        },
+        || target.backend.prove(target.instance, policy, &rendered),
+    )?;
+    let proof = proof.context("kernel check of the rendered files failed")?;
+    Ok(Proven {
+        rendered,
+        proof,
+        interfaces,
+        sessions,
+    })
+}
+
+/// Runs `read` (reads of the host) on a second thread while `prove` runs on this one,
+/// and returns both answers: a proof mostly waits for the kernel in namespaces of its
+/// own, so the host is read meanwhile. `prove` stays on this thread (a test's fakes may
+/// answer per thread).
+pub(crate) fn while_proving<R: Send, P>(
+    read: impl FnOnce() -> R + Send,
+    prove: impl FnOnce() -> P,
+) -> anyhow::Result<(R, P)> {
+    std::thread::scope(|scope| {
+        let reading = scope.spawn(read);
+        let proved = prove();
+        let read = reading
+            .join()
+            .map_err(|_| anyhow::anyhow!("the thread reading the host failed unexpectedly"))?;
+        Ok((read, proved))
+    })
+}
+
 /// What is wrong between the interface names of `policy` and this host: names that do
 /// not exist, Docker bridge patterns that match an interface facing the outside, or
 /// that the host's names could not be read (a staged tree knows no interfaces, so has
@@ -334,25 +403,24 @@ pub(crate) enum InterfaceProblem {
     RoutesUnreadable(String),
 }
 
-/// Warns about each of [`interface_problems`].
-fn warn_interface_problems(policy: &Policy, host: &dyn HostProbe, outcome: &mut Outcome<'_>) {
-    for problem in interface_problems(policy, host) {
+/// Warns about each of the interface `problems`.
+fn warn_interface_problems(problems: &[InterfaceProblem], outcome: &mut Outcome<'_>) {
+    for problem in problems {
         outcome.warn(problem);
     }
 }
 
 /// Refuses (unless `force`) when the rules `proof` loaded would refuse new connections
-/// of an SSH session open now.
+/// of one of the SSH `sessions` open now.
 fn refuse_lockouts(
     command: &str,
     target: &Target<'_>,
     proof: &Proof,
+    sessions: &OpenSessions,
     force: bool,
     outcome: &mut Outcome<'_>,
 ) -> anyhow::Result<()> {
-    let lockouts = target
-        .backend
-        .lockouts(&OpenSessions::read(target.host), proof);
+    let lockouts = target.backend.lockouts(sessions, proof);
     if lockouts.is_empty() {
         return Ok(());
     }
@@ -417,6 +485,30 @@ mod tests {
     use crate::control::fakes::{FakeHost, POLICY};
     use crate::host::SshConnection;
     use crate::host::net::HostNet;
+
+    /// The host is read while the proof runs, not before nor after it: each side hears
+    /// from the other before it returns (within a bound, so that one after the other
+    /// fails the test instead of hanging it).
+    #[test]
+    fn the_host_is_read_while_the_files_are_proven() {
+        use std::sync::mpsc::channel;
+        use std::time::Duration;
+        let bound = Duration::from_secs(30);
+        let (to_reader, reader_hears) = channel();
+        let (to_prover, prover_hears) = channel();
+        let (read, proved) = while_proving(
+            move || {
+                to_prover.send(()).expect("send");
+                reader_hears.recv_timeout(bound).is_ok()
+            },
+            move || {
+                to_reader.send(()).expect("send");
+                prover_hears.recv_timeout(bound).is_ok()
+            },
+        )
+        .expect("no thread died");
+        assert_eq!((read, proved), (true, true));
+    }
 
     /// A live host whose interface names cannot be read (`ip` missing or failing).
     struct InterfacesUnreadable;

@@ -10,7 +10,7 @@ use crate::control::diff;
 use crate::control::outcome::{Event, Outcome, Verdict};
 use crate::control::undo::Transaction;
 use crate::control::{
-    Target, in_force, keep_generation_of, lock_config, refuse_lockouts, refused, render_and_prove,
+    Proven, Target, in_force, keep_generation_of, lock_config, refused, render_prove_and_read_host,
     run_job, warn_interface_problems,
 };
 use crate::files::Snapshot;
@@ -43,10 +43,10 @@ pub(crate) fn reload_locked(
     outcome: &mut Outcome<'_>,
 ) -> anyhow::Result<Verdict> {
     let units = InstanceUnits::new(target.instance);
-    let (rendered, proof, policy_text) = (|| -> anyhow::Result<_> {
+    let (proven, policy_text) = (|| -> anyhow::Result<_> {
         // Read once: the generation keeps the text that was rendered.
         let (policy, text) = Policy::load_with_text(target.policy_path)?;
-        let (rendered, proof) = render_and_prove(target, &policy)?;
+        let proven = render_prove_and_read_host(target, &policy)?;
         let status = manager.unit_status(&units.rules)?;
         if !status.is_installed() {
             bail!(
@@ -63,11 +63,14 @@ pub(crate) fn reload_locked(
                 target.instance
             );
         }
-        warn_interface_problems(&policy, target.host, outcome);
-        Ok((rendered, proof, text))
+        warn_interface_problems(&proven.interfaces, outcome);
+        Ok((proven, text))
     })()
     .context(refused(command))?;
-    refuse_lockouts(command, target, &proof, force, outcome)?;
+    proven.refuse_lockouts(command, target, force, outcome)?;
+    let Proven {
+        rendered, proof, ..
+    } = proven;
     let live_changed = diff::live_differs(target, &proof);
     let outputs = rendered.into_outputs();
     let output_set = target.backend.output_set(target.layout, target.instance);

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 
 use crate::backend::{Proof, Rendered};
 use crate::control::outcome::{Event, Outcome, Verdict};
-use crate::control::{Target, conflicts, interface_problems, lock_dir};
+use crate::control::{Target, conflicts, interface_problems, lock_dir, while_proving};
 use crate::host::OpenSessions;
 use crate::lints::{self, Facts, Skips};
 use crate::policy::Policy;
@@ -42,20 +42,16 @@ pub(crate) fn render(
         })?),
     };
     let (policy, rendered) = render_policy(target)?;
-    // The host's interfaces and SSH sessions are read while the files are proven: the
-    // proof mostly waits for the kernel in namespaces of its own.
-    let (host, proof) = std::thread::scope(|scope| {
-        let reading = scope.spawn(|| {
+    // The host's interfaces and SSH sessions are read while the files are proven.
+    let ((interfaces, sessions), proof) = while_proving(
+        || {
             (
                 interface_problems(&policy, target.host),
                 kernel_check.then(|| OpenSessions::read(target.host)),
             )
-        });
-        let proof = kernel_check.then(|| target.backend.prove(target.instance, &policy, &rendered));
-        (reading.join(), proof)
-    });
-    let (interfaces, sessions) =
-        host.map_err(|_| anyhow::anyhow!("the thread reading the host failed unexpectedly"))?;
+        },
+        || kernel_check.then(|| target.backend.prove(target.instance, &policy, &rendered)),
+    )?;
     for problem in interfaces {
         outcome.warn(problem);
     }
@@ -128,15 +124,11 @@ pub(crate) fn check(
             )
         }
     };
-    // The lints and the lockout check read the host while the files are proven: the
-    // proof mostly waits for the kernel in namespaces of its own.
-    let (host, proof) = std::thread::scope(|scope| {
-        let gathering = scope.spawn(|| (gather(), OpenSessions::read(target.host)));
-        let proof = target.backend.prove(target.instance, &policy, &rendered);
-        (gathering.join(), proof)
-    });
-    let (facts, sessions) =
-        host.map_err(|_| anyhow::anyhow!("the thread reading the host failed unexpectedly"))?;
+    // The lints and the lockout check read the host while the files are proven.
+    let ((facts, sessions), proof) = while_proving(
+        || (gather(), OpenSessions::read(target.host)),
+        || target.backend.prove(target.instance, &policy, &rendered),
+    )?;
     for unread in facts.unread.iter().chain(&facts.variants_unread) {
         outcome.warn(unread);
     }

@@ -20,8 +20,8 @@ use serde::Serialize;
 
 use crate::audit::{self, AuditReport};
 use crate::backend::{LiveRules, LiveState, Rendered, VariantFindings};
-use crate::control::Target;
 use crate::control::apply::{self, PendingApply};
+use crate::control::{Target, while_proving};
 use crate::files::generations::{Generation, Generations};
 use crate::files::set::SetState;
 use crate::files::stamp;
@@ -163,19 +163,19 @@ pub(crate) fn status(
     }
 
     // What the lints and the audit read of the host (the live rules, its addresses,
-    // the other iptables variant) is read while the files on disk are proven: the
-    // proofs mostly wait for the kernel.
-    let (live, host) = std::thread::scope(|scope| {
-        let reading = scope.spawn(|| HostReads {
+    // the other iptables variant) is read while the files on disk are proven.
+    let (host, live) = while_proving(
+        || HostReads {
             rules: target.backend.live_rules(),
             net: target.host.network(),
             variants: target.backend.variant_findings(),
-        });
-        let live = target
-            .backend
-            .live_state(files_layout, target.instance, true);
-        (live, reading.join().unwrap_or_else(|_| HostReads::failed()))
-    });
+        },
+        || {
+            target
+                .backend
+                .live_state(files_layout, target.instance, true)
+        },
+    )?;
     match live {
         Ok(state) => report.live = Some(state),
         Err(e) => {
@@ -257,18 +257,6 @@ struct HostReads {
     net: anyhow::Result<HostNet>,
     /// The other iptables variant.
     variants: Result<VariantFindings, String>,
-}
-
-impl HostReads {
-    /// Nothing read: the thread reading the host died.
-    fn failed() -> HostReads {
-        let why = "the thread reading the host failed unexpectedly";
-        HostReads {
-            rules: Err(anyhow::anyhow!(why)),
-            net: Err(anyhow::anyhow!(why)),
-            variants: Err(why.to_owned()),
-        }
-    }
 }
 
 /// What is wrong with a pending apply's safety net: the rollback that was promised
