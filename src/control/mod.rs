@@ -23,7 +23,9 @@
 //! `Verdict`; the command line shows them. This module holds what every flow shares:
 //! what it works on (`Target`, `Systemd`), running a job and explaining its
 //! failure, the refusal wording, the proof and SSH checks before a change, and the
-//! closing in-force check.
+//! closing in-force check. A proof mostly waits for the kernel in namespaces of its
+//! own, so what the flows read of the host beside it (interfaces, SSH sessions, live
+//! rules) is read meanwhile, on a second thread (`while_proving`).
 //!
 //! "Started" means the whole set: the rules unit and the re-assertion after Docker
 //! starts (`iptables-docker@`), which stops with it. "Stopped" means stopped until
