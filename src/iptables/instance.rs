@@ -60,40 +60,22 @@ pub fn prove(
     files: &[RenderedFile],
     trial: &dyn RulesetTrial,
 ) -> anyhow::Result<Vec<(Family, TrialReport)>> {
-    let pairs = Family::ALL
-        .into_iter()
-        .map(|family| {
-            let find = |kind| {
-                files
-                    .iter()
-                    .find(|f| f.family == family && f.kind == kind)
-                    .map(|f| (f.file_name.as_str(), f.text.as_str()))
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("internal error: no {family} {kind:?} file was rendered")
-                    })
-            };
-            Ok((
-                family,
-                find(FileKind::Sets)?,
-                find(FileKind::Rules)?,
-                find(FileKind::Empty)?,
-            ))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let results: Vec<(Family, Result<TrialReport, TrialError>)> = std::thread::scope(|scope| {
-        let running: Vec<_> = pairs
-            .into_iter()
-            .map(|(family, sets, rules, empty)| {
-                (
-                    family,
-                    scope.spawn(move || trial.trial(family, sets, rules, empty)),
-                )
-            })
-            .collect();
-        running
-            .into_iter()
-            .map(|(family, handle)| (family, handle.join().unwrap_or(Err(TrialError::Thread))))
-            .collect()
+    let results = each_family_at_once(|family| -> anyhow::Result<TrialReport> {
+        let find = |kind| {
+            files
+                .iter()
+                .find(|f| f.family == family && f.kind == kind)
+                .map(|f| (f.file_name.as_str(), f.text.as_str()))
+                .ok_or_else(|| {
+                    anyhow::anyhow!("internal error: no {family} {kind:?} file was rendered")
+                })
+        };
+        let (sets, rules, empty) = (
+            find(FileKind::Sets)?,
+            find(FileKind::Rules)?,
+            find(FileKind::Empty)?,
+        );
+        Ok(trial.trial(family, sets, rules, empty)?)
     });
     let mut reports = Vec::new();
     for (family, result) in results {
@@ -104,18 +86,18 @@ pub fn prove(
             }
             Err(error) => error,
         };
-        if let TrialError::Refused {
+        if let Some(TrialError::Refused {
             line: Some((n, text)),
             stderr,
             file,
             program,
-        } = &error
+        }) = error.downcast_ref::<TrialError>()
             && let Some(origin) = policy.raw_origin(BackendKind::Iptables, text, stderr)
         {
             return Err(anyhow::Error::new(origin)
                 .context(format!("{file} line {n} was refused by {program}")));
         }
-        return Err(error.into());
+        return Err(error);
     }
     Ok(reports)
 }
@@ -259,25 +241,34 @@ pub fn prove_all_on_disk(
     instance: &InstanceName,
     trial: &dyn RulesetTrial,
 ) -> anyhow::Result<Vec<(Family, TrialReport)>> {
-    let results: Vec<anyhow::Result<TrialReport>> = std::thread::scope(|scope| {
+    each_family_at_once(|family| prove_on_disk(layout, instance, family, trial))
+        .into_iter()
+        .map(|(family, result)| result.map(|report| (family, report)))
+        .collect()
+}
+
+/// `prove_family` run for every family of [`Family::ALL`] at once, a thread each (a
+/// trial mostly waits for the kernel, and one family's commit need not wait for the
+/// other's): the results in that order, a thread that died as [`TrialError::Thread`].
+fn each_family_at_once<T: Send, E: From<TrialError> + Send>(
+    prove_family: impl Fn(Family) -> Result<T, E> + Sync,
+) -> Vec<(Family, Result<T, E>)> {
+    let prove_family = &prove_family;
+    std::thread::scope(|scope| {
         let running: Vec<_> = Family::ALL
             .into_iter()
-            .map(|family| scope.spawn(move || prove_on_disk(layout, instance, family, trial)))
+            .map(|family| (family, scope.spawn(move || prove_family(family))))
             .collect();
         running
             .into_iter()
-            .map(|handle| {
-                handle
+            .map(|(family, handle)| {
+                let result = handle
                     .join()
-                    .unwrap_or_else(|_| Err(TrialError::Thread.into()))
+                    .unwrap_or_else(|_| Err(TrialError::Thread.into()));
+                (family, result)
             })
             .collect()
-    });
-    Family::ALL
-        .into_iter()
-        .zip(results)
-        .map(|(family, result)| result.map(|report| (family, report)))
-        .collect()
+    })
 }
 
 #[cfg(test)]
