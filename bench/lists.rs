@@ -519,46 +519,46 @@ fn cold_start(rounds: usize) {
         (Family::Ipv6, read("base.rules6"), read("base.rules6.empty")),
     ];
     let twice = [&rules[..], &rules].concat();
-    let contenders = [
-        "check",
-        "render",
-        "the check's 12 children, bare",
-        "one restore loading the rules twice, bare",
-        "one bare restore",
-    ];
-    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); contenders.len()];
-    for _ in 0..rounds {
-        for (i, contender) in contenders.iter().enumerate() {
-            let took = match i {
-                0 | 1 => {
-                    let (took, ok) = tool(&["--root", root_arg, contender]);
-                    assert!(ok, "{contender}");
-                    took
-                }
-                2 => check_children(&files),
-                3 => bare_restore("iptables-restore", &twice),
-                _ => bare_restore("iptables-restore", &rules),
-            };
-            times[i].push(took);
+    let tool_run = |command: &'static str| {
+        move || {
+            let (took, ok) = tool(&["--root", root_arg, command]);
+            assert!(ok, "{command}");
+            took
         }
-    }
-    print_cold_start(
+    };
+    let (check, render) = (tool_run("check"), tool_run("render"));
+    let children = || check_children(&files);
+    let double = || bare_restore("iptables-restore", &twice);
+    let bare = || bare_restore("iptables-restore", &rules);
+    interleaved(
         "cold start (shipped example",
         rounds,
-        &contenders,
-        &mut times,
+        &[
+            ("check", &check),
+            ("render", &render),
+            ("the check's 12 children, bare", &children),
+            ("one restore loading the rules twice, bare", &double),
+            ("one bare restore", &bare),
+        ],
     );
 }
 
-/// Prints each contender's best and median of `times` (one list per contender, the
-/// last one bare restore), and both against the bare restore's.
-fn print_cold_start(title: &str, rounds: usize, contenders: &[&str], times: &mut [Vec<Duration>]) {
+/// Runs every contender `rounds` times, interleaved (each round runs each once, one
+/// after the other, so that all meet the same conditions), then prints each one's best
+/// and median, and both against those of the last contender, one bare restore.
+fn interleaved(title: &str, rounds: usize, contenders: &[(&str, &dyn Fn() -> Duration)]) {
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); contenders.len()];
+    for _ in 0..rounds {
+        for ((_, run), times) in contenders.iter().zip(&mut times) {
+            times.push(run());
+        }
+    }
     let figures: Vec<(f64, f64)> = times.iter_mut().map(|t| best_and_median(t)).collect();
     let (bare_best, bare_median) = figures[contenders.len() - 1];
     println!(
         "{title}, {rounds} rounds, best / median, and against one bare restore into a fresh namespace):"
     );
-    for (name, (best, median)) in contenders.iter().zip(&figures) {
+    for ((name, _), (best, median)) in contenders.iter().zip(&figures) {
         println!(
             "  {name}: {best:.1} / {median:.1} ms ({:.2}x / {:.2}x)",
             best / bare_best,
@@ -582,25 +582,9 @@ fn status_cold_start(rounds: usize) {
     .unwrap();
     let machine = Machine::boot(&state);
     machine.exec_ok(&["iptables-ctl", "install"]);
-    let contenders = ["status", "check", "render", "one bare restore"];
-    let argv: [&[&str]; 4] = [
-        &["iptables-ctl", "status"],
-        // On a live host `check` also reads it for its lints, and `render` its
-        // interfaces (with a staged tree, as above, neither does).
-        &["iptables-ctl", "check"],
-        &["iptables-ctl", "render"],
-        &[
-            "unshare",
-            "-n",
-            "iptables-restore",
-            "-w",
-            "-n",
-            "/etc/iptables/base.rules",
-        ],
-    ];
-    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); contenders.len()];
-    for _ in 0..rounds {
-        for (i, argv) in argv.iter().enumerate() {
+    let in_machine = |argv: &'static [&'static str]| {
+        let machine = &machine;
+        move || {
             let (took, out) = timed(|| machine.exec(argv));
             // 0: the units are active and the rules in force.
             assert!(
@@ -609,14 +593,31 @@ fn status_cold_start(rounds: usize) {
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
-            times[i].push(took);
+            took
         }
-    }
-    print_cold_start(
+    };
+    let status = in_machine(&["iptables-ctl", "status"]);
+    // On a live host `check` also reads it for its lints, and `render` its interfaces
+    // (with a staged tree, as above, neither does).
+    let check = in_machine(&["iptables-ctl", "check"]);
+    let render = in_machine(&["iptables-ctl", "render"]);
+    let bare = in_machine(&[
+        "unshare",
+        "-n",
+        "iptables-restore",
+        "-w",
+        "-n",
+        "/etc/iptables/base.rules",
+    ]);
+    interleaved(
         "cold start of status, check and render (shipped example, installed in a booted systemd-nspawn machine",
         rounds,
-        &contenders,
-        &mut times,
+        &[
+            ("status", &status),
+            ("check", &check),
+            ("render", &render),
+            ("one bare restore", &bare),
+        ],
     );
     machine.poweroff();
 }
