@@ -138,3 +138,83 @@ fn rendered_files_load_twice_beside_docker_with_both_backends() {
     );
     assert!(loads >= 8 * 4 * 3);
 }
+
+/// What the kernel holds, all tables, after `loads` in a fresh namespace: each load a
+/// restore process of its own, as `systemctl reload` and `stop` run them one after the
+/// other; or, with `one_process`, one restore reading them all (a transaction each), as
+/// the kernel check runs them.
+fn held_after(restore: &str, save: &str, loads: &[&str], one_process: bool) -> String {
+    let ns = Netns::new();
+    if one_process {
+        ns.exec_ok(restore, &["-w", "-n"], loads.concat().as_bytes());
+    } else {
+        for load in loads {
+            ns.exec_ok(restore, &["-w", "-n"], load.as_bytes());
+        }
+    }
+    without_comments(&ns.exec_ok(save, &[], b""))
+}
+
+/// The kernel check loads the rules before their second load, and before the
+/// pass-through file, without the policies that load sets again (so that the pair waits
+/// for one RCU grace period, not two). The kernel must then hold exactly what the whole
+/// rules followed by that load leave, as the units run them: for every example, both
+/// backends and both families, and for a pass-through file that leaves a policy alone.
+#[test]
+fn a_first_load_without_the_policies_set_again_leaves_what_the_whole_one_does() {
+    if !kernel_tests_enabled(
+        "a_first_load_without_the_policies_set_again_leaves_what_the_whole_one_does",
+    ) {
+        return;
+    }
+    use iptables_ctl::iptables::trial::without_policies_set_again;
+    let mut pairs = Vec::new();
+    for policy in example_policies() {
+        let rendered = render_policy(&policy);
+        for six in ["", "6"] {
+            let rules = file(&rendered, &format!("base.rules{six}")).to_owned();
+            let empty = file(&rendered, &format!("base.rules{six}.empty")).to_owned();
+            pairs.push((format!("{}{six}", policy.display()), six, rules, empty));
+        }
+    }
+    // OUTPUT closed by the rules and not named by the pass-through file: it stays closed
+    // after both, and so it must after the shortened first load.
+    let closed_output = "*filter\n:INPUT DROP [0:0]\n:OUTPUT DROP [0:0]\n:DOCKER-USER - [0:0]\n\
+        -F INPUT\n-F OUTPUT\n-A INPUT -i lo -j ACCEPT\n-A OUTPUT -o lo -j ACCEPT\n\
+        -A DOCKER-USER -j RETURN\nCOMMIT\n";
+    let input_only = "*filter\n:INPUT ACCEPT [0:0]\n:DOCKER-USER - [0:0]\n-F INPUT\n\
+        -A DOCKER-USER -j RETURN\nCOMMIT\n";
+    for six in ["", "6"] {
+        pairs.push((
+            format!("OUTPUT closed, pass-through file silent on it{six}"),
+            six,
+            closed_output.to_owned(),
+            input_only.to_owned(),
+        ));
+    }
+    let mut compared = 0;
+    for (what, six, rules, empty) in &pairs {
+        for (backend, family, restore, save) in TOOLS {
+            if family != *six {
+                continue;
+            }
+            for (then, name) in [(rules, "the rules again"), (empty, "the pass-through file")] {
+                let whole = held_after(restore, save, &[rules, then], false);
+                let first = without_policies_set_again(rules, then);
+                let shortened = held_after(restore, save, &[&first, then], true);
+                assert_eq!(
+                    whole, shortened,
+                    "{what} with {backend}, then {name}: the shortened first load left something else"
+                );
+                compared += 1;
+            }
+        }
+    }
+    let silent = held_after(TOOLS[0].2, TOOLS[0].3, &[closed_output, input_only], false);
+    assert!(
+        silent.contains(":OUTPUT DROP"),
+        "the case that needs a policy kept is not one:\n{silent}"
+    );
+    println!("{compared} pairs of loads leave the same ruleset either way");
+    assert!(compared >= pairs.len() * 4);
+}

@@ -8,6 +8,7 @@
 //! The namespace belongs to one thread: `unshare(CLONE_NEWNET)` moves only the calling
 //! thread, and the programs it starts inherit that namespace.
 
+use std::collections::HashSet;
 use std::thread;
 
 use nix::sched::{CloneFlags, unshare};
@@ -112,8 +113,8 @@ pub enum TrialError {
 /// rules), each given as `(name, text)`. Both families are proven at once, from two
 /// threads.
 pub trait RulesetTrial: Sync {
-    /// Loads `sets`, then `rules` twice and then `empty`, and reports what the kernel
-    /// held.
+    /// Loads `sets`, then `rules` once, twice, and followed by `empty`, and reports
+    /// what the kernel held.
     fn trial(
         &self,
         family: Family,
@@ -164,28 +165,32 @@ impl RulesetTrial for NetnsTrial {
         // holds), the rules loaded twice (which must hold the same: a second load
         // changes nothing), and the rules then the pass-through file. Each restore
         // waits in the kernel after its commit; side by side, a check costs two child
-        // processes in sequence instead of six. Every line of the sets file is loaded
-        // once: its members in two halves, one in the first namespace and one in a
-        // fourth, at once (half a load on each core, not a whole one on one); the
-        // other two make the sets empty (the rules need them to exist, not their
-        // members).
+        // processes in sequence instead of six. The first of two loads leaves out the
+        // policies the second sets again (see `without_policies_set_again`), so that
+        // the pair waits in the kernel once, as a single load does. Every line of the
+        // sets file is loaded once: its members in two halves, one in the first
+        // namespace and one in a fourth, at once (half a load on each core, not a whole
+        // one on one); the other two make the sets empty (the rules need them to exist,
+        // not their members).
         let [first_half, second_half] = sets::halves(sets_text);
         let once = || {
             load_sets(sets_name, &first_half, &own, 0)?;
-            rules_loaded(tools, family, rules, 1)
+            rules_loaded(tools, family, &[rules])
         };
         let other_half = || {
             load_sets(sets_name, &second_half, &own, 1)?;
             Ok(String::new())
         };
         let empty_sets = sets::Half::whole(sets::create_lines(&own));
+        let before_again = without_policies_set_again(rules.1, rules.1);
         let twice = || {
             load_sets(sets_name, &empty_sets, &[], 0)?;
-            rules_loaded(tools, family, rules, 2)
+            rules_loaded(tools, family, &[(rules.0, &before_again), rules])
         };
+        let before_empty = without_policies_set_again(rules.1, empty.1);
         let then_empty = || {
             load_sets(sets_name, &empty_sets, &[], 0)?;
-            rules_then_empty(tools, family, rules, empty)
+            rules_then_empty(tools, family, (rules.0, &before_empty), empty)
         };
         let (loaded, loaded_twice, loaded_empty, other_half) = thread::scope(|scope| {
             let once = scope.spawn(|| in_namespace(&once));
@@ -371,17 +376,63 @@ fn checked(file: &str, saved: &str) -> Result<(), TrialError> {
     })
 }
 
-/// Loads `rules` `times` times in this (fresh) namespace: returns what the kernel holds
-/// then. The loads are one restore process, the file repeated: each copy is a
-/// transaction of its own, as a separate run would be, at the cost of one process.
+/// Loads the files `(name, text)` in this (fresh) namespace, a transaction each, with
+/// one restore process: returns what the kernel holds then.
 fn rules_loaded(
     tools: Tools,
     family: Family,
-    rules: (&str, &str),
-    times: usize,
+    files: &[(&str, &str)],
 ) -> Result<String, TrialError> {
-    load(tools, family, &vec![rules; times])?;
+    load(tools, family, files)?;
     save(tools, family)
+}
+
+/// `first` without the policies that `then` sets again (a policy line, `:CHAIN POLICY
+/// [counters]`, for a chain of the same table that `then` gives a policy too): each such
+/// line is left blank, so that every other line keeps its number for errors.
+///
+/// Loaded into a fresh namespace before `then`, it leaves the kernel holding what
+/// `first` and then `then` would: `then` sets each of those policies again, whatever
+/// they were (and makes the built-in chain if nothing had), and a policy is all the
+/// lines left out do. It waits in the kernel less. Setting a policy updates a chain,
+/// and the kernel frees an update's old state only after an RCU grace period, on a
+/// work item; the xtables matches and targets of the next transaction in that
+/// namespace wait for that work before they load. So `first` as it is, then `then`,
+/// waits for two grace periods one after the other, where a single load waits for
+/// one: without its policies, `first` queues no such work, and the pair waits once.
+pub fn without_policies_set_again(first: &str, then: &str) -> String {
+    let set_again: HashSet<(&str, &str)> = policies_set(then).collect();
+    let mut table = "";
+    let mut kept = String::with_capacity(first.len());
+    for line in first.lines() {
+        if let Some(name) = line.strip_prefix('*') {
+            table = name.trim();
+        }
+        if !policy_line(line).is_some_and(|chain| set_again.contains(&(table, chain))) {
+            kept.push_str(line);
+        }
+        kept.push('\n');
+    }
+    kept
+}
+
+/// Each `(table, chain)` whose policy `text` sets.
+fn policies_set(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    let mut table = "";
+    text.lines().filter_map(move |line| {
+        if let Some(name) = line.strip_prefix('*') {
+            table = name.trim();
+        }
+        Some((table, policy_line(line)?))
+    })
+}
+
+/// The chain whose policy `line` sets, if it is a policy line (`:INPUT DROP [0:0]`,
+/// not a user chain's declaration, `:NAME - [0:0]`).
+fn policy_line(line: &str) -> Option<&str> {
+    let mut words = line.strip_prefix(':')?.split_whitespace();
+    let chain = words.next()?;
+    (words.next()? != "-").then_some(chain)
 }
 
 /// Loads `rules` and then the pass-through file `empty` in this namespace (one restore
@@ -464,6 +515,34 @@ mod tests {
         assert_eq!(file_of_line(&files, 2), ("a.rules", "1\n2\n3\n", 2));
         assert_eq!(file_of_line(&files, 4), ("b.rules", "x\ny\n", 1));
         assert_eq!(file_of_line(&files, 5), ("b.rules", "x\ny\n", 2));
+    }
+
+    /// The first of two loads leaves out exactly the policies the second sets again,
+    /// table by table, each as a blank line: user chains' declarations, rules, the
+    /// policies the second leaves alone and every line number stay.
+    #[test]
+    fn a_first_load_leaves_out_only_the_policies_the_second_sets_again() {
+        let rules = "# header\n*filter\n:INPUT DROP [0:0]\n:OUTPUT DROP [0:0]\n\
+            :DOCKER-USER - [0:0]\n-F INPUT\n-A INPUT -j ACCEPT\nCOMMIT\n";
+        assert_eq!(
+            without_policies_set_again(rules, rules),
+            "# header\n*filter\n\n\n:DOCKER-USER - [0:0]\n-F INPUT\n-A INPUT -j ACCEPT\nCOMMIT\n"
+        );
+        // A pass-through file that sets INPUT's policy but not OUTPUT's: OUTPUT's stays,
+        // or the load would not leave what the rules then that file leave.
+        let empty = "*filter\n:INPUT ACCEPT [0:0]\n:DOCKER-USER - [0:0]\nCOMMIT\n";
+        assert_eq!(
+            without_policies_set_again(rules, empty),
+            "# header\n*filter\n\n:OUTPUT DROP [0:0]\n:DOCKER-USER - [0:0]\n-F INPUT\n-A INPUT -j ACCEPT\nCOMMIT\n"
+        );
+        // The same chain's policy in another table is another policy.
+        let mangle = "*mangle\n:INPUT ACCEPT [0:0]\nCOMMIT\n";
+        assert_eq!(without_policies_set_again(rules, mangle), rules);
+        // A last line without its newline gets one; the count of lines is the same.
+        let unterminated = "*filter\n:INPUT DROP [0:0]\nCOMMIT";
+        let first = without_policies_set_again(unterminated, unterminated);
+        assert_eq!(first, "*filter\n\nCOMMIT\n");
+        assert_eq!(first.lines().count(), unterminated.lines().count());
     }
 
     #[test]
