@@ -57,6 +57,41 @@ impl HostProbe for FakeHost {
     }
 }
 
+/// A meeting of `parties` threads, for tests that things run at once: each arrives and
+/// waits until all have, within a bound (so that work done one after the other fails
+/// the test instead of hanging it).
+pub(crate) struct Rendezvous {
+    parties: usize,
+    arrived: std::sync::Mutex<usize>,
+    all_in: std::sync::Condvar,
+}
+
+impl Rendezvous {
+    /// A meeting of `parties`.
+    pub(crate) fn new(parties: usize) -> Rendezvous {
+        Rendezvous {
+            parties,
+            arrived: std::sync::Mutex::new(0),
+            all_in: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Arrives and waits for the others: whether all had arrived within the bound (once
+    /// they all have, every later arrival returns at once).
+    pub(crate) fn arrive(&self) -> bool {
+        let Ok(mut arrived) = self.arrived.lock() else {
+            return false;
+        };
+        *arrived += 1;
+        self.all_in.notify_all();
+        self.all_in
+            .wait_timeout_while(arrived, std::time::Duration::from_secs(30), |n| {
+                *n < self.parties
+            })
+            .is_ok_and(|(_, wait)| !wait.timed_out())
+    }
+}
+
 /// A trial that accepts everything and reports an empty ruleset.
 pub(crate) struct AcceptingTrial;
 

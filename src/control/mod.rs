@@ -25,7 +25,8 @@
 //! failure, the refusal wording, the proof and SSH checks before a change, and the
 //! closing in-force check. A proof mostly waits for the kernel in namespaces of its
 //! own, so what the flows read of the host beside it (interfaces, SSH sessions, live
-//! rules) is read meanwhile, on a second thread (`while_proving`).
+//! rules) is read meanwhile, on a second thread (`while_proving`), and those reads,
+//! child processes that mostly wait too, at once (`HostReads`, `at_once`).
 //!
 //! "Started" means the whole set: the rules unit and the re-assertion after Docker
 //! starts (`iptables-docker@`), which stops with it. "Stopped" means stopped until
@@ -61,11 +62,12 @@ pub(crate) use render::{Destination, LintHost, check, render};
 pub(crate) use uninstall::{uninstall, uninstall_dry_run};
 pub(crate) use unit_hooks::{forward_jump, load_sets, prune_sets, umbrella};
 
-use crate::backend::{Backend, Lockout, Proof, Rendered};
+use crate::backend::{Backend, LiveRules, Lockout, Proof, Rendered, VariantFindings};
 use crate::files::DirLock;
 use crate::files::generations::Generations;
 use crate::files::layout::Layout;
-use crate::host::{HostProbe, OpenSessions};
+use crate::host::net::HostNet;
+use crate::host::{HostProbe, OpenSessions, Remembered};
 use crate::policy::Policy;
 use crate::policy::types::InstanceName;
 use crate::systemd::{JobKind, JobResult, ServiceManager, journal};
@@ -74,6 +76,7 @@ use crate::systemd::{JobKind, JobResult, ServiceManager, journal};
 const JOURNAL_LINES: usize = 15;
 
 /// What every command works on.
+#[derive(Clone, Copy)]
 pub(crate) struct Target<'a> {
     /// Where files live (`/` or a staged `--root`).
     pub layout: &'a Layout,
@@ -296,16 +299,12 @@ fn render_prove_and_read_host(target: &Target<'_>, policy: &Policy) -> anyhow::R
     let rendered = target
         .backend
         .render(target.layout, target.instance, policy)?;
-    let ((interfaces, sessions), proof) = while_proving(
-        || {
-            (
-                interface_problems(policy, target.host),
-                OpenSessions::read(target.host),
-            )
-        },
+    let (host, proof) = while_proving(
+        || interfaces_and_sessions(policy, target.host),
         || target.backend.prove(target.instance, policy, &rendered),
     )?;
     let proof = proof.context("kernel check of the rendered files failed")?;
+    let (interfaces, sessions) = host?;
     Ok(Proven {
         rendered,
         proof,
@@ -322,14 +321,73 @@ pub(crate) fn while_proving<R: Send, P>(
     read: impl FnOnce() -> R + Send,
     prove: impl FnOnce() -> P,
 ) -> anyhow::Result<(R, P)> {
+    at_once(read, prove)
+}
+
+/// Runs `first` on a thread of its own while `second` runs on this one, and returns
+/// both answers: for work that mostly waits (on child processes, on the kernel).
+pub(crate) fn at_once<A: Send, B>(
+    first: impl FnOnce() -> A + Send,
+    second: impl FnOnce() -> B,
+) -> anyhow::Result<(A, B)> {
     std::thread::scope(|scope| {
-        let reading = scope.spawn(read);
-        let proved = prove();
-        let read = reading
+        let running = scope.spawn(first);
+        let second = second();
+        let first = running
             .join()
-            .map_err(|_| anyhow::anyhow!("the thread reading the host failed unexpectedly"))?;
-        Ok((read, proved))
+            .map_err(|_| anyhow::anyhow!("a thread reading the host failed unexpectedly"))?;
+        Ok((first, second))
     })
+}
+
+/// The interface problems of `policy` and the SSH sessions open now, read at once.
+fn interfaces_and_sessions(
+    policy: &Policy,
+    host: &dyn HostProbe,
+) -> anyhow::Result<(Vec<InterfaceProblem>, OpenSessions)> {
+    at_once(
+        || interface_problems(policy, host),
+        || OpenSessions::read(host),
+    )
+}
+
+/// What the lints and the audit read of the live host: both families' live rules, its
+/// addresses and routes, and the other iptables variant.
+pub(crate) struct HostReads {
+    /// Both families' live rules.
+    pub rules: anyhow::Result<Box<dyn LiveRules>>,
+    /// The host's interfaces, addresses and routes.
+    pub net: anyhow::Result<HostNet>,
+    /// The other iptables variant.
+    pub variants: Result<VariantFindings, String>,
+}
+
+impl HostReads {
+    /// Reads the live host through `backend` and `host`, and has `host` remember its
+    /// default routes' interfaces and interface names, which the interface checks ask
+    /// later. Each read is a child process or a few that mostly wait (on the kernel, on
+    /// each other's start), so each runs on a thread of its own, all at once.
+    pub(crate) fn read(backend: &dyn Backend, host: &Remembered<'_>) -> HostReads {
+        let failed = |what: &str| format!("the thread reading {what} failed unexpectedly");
+        std::thread::scope(|scope| {
+            let rules = scope.spawn(|| backend.live_rules());
+            let variants = scope.spawn(|| backend.variant_findings());
+            let uplinks = scope.spawn(|| host.default_route_interfaces().map(drop));
+            let names = scope.spawn(|| host.interface_names().map(drop));
+            let net = host.network();
+            // What the two last read is kept in `host`, errors too: it answers from it.
+            let _ = (uplinks.join(), names.join());
+            HostReads {
+                rules: rules
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!(failed("the live rules")))),
+                net,
+                variants: variants
+                    .join()
+                    .unwrap_or_else(|_| Err(failed("the iptables variants"))),
+            }
+        })
+    }
 }
 
 /// What is wrong between the interface names of `policy` and this host: names that do
@@ -484,9 +542,13 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::control::fakes::{FakeHost, POLICY};
+    use crate::command::ToolError;
+    use crate::control::fakes::{AcceptingTrial, FakeHost, POLICY, Rendezvous};
+    use crate::family::Family;
     use crate::host::SshConnection;
     use crate::host::net::HostNet;
+    use crate::iptables::live::LiveFirewall;
+    use crate::iptables::{IptablesBackend, Tools, Variant};
 
     /// The host is read while the proof runs, not before nor after it: each side hears
     /// from the other before it returns (within a bound, so that one after the other
@@ -510,6 +572,102 @@ mod tests {
         )
         .expect("no thread died");
         assert_eq!((read, proved), (true, true));
+    }
+
+    /// A host and a firewall whose every read waits at one meeting until all the reads
+    /// [`HostReads::read`] makes are inside at once: the host's network, default routes
+    /// and interface names, both families' live rules, and the other variant's.
+    struct Meeting(Rendezvous);
+
+    impl Meeting {
+        fn arrive(&self) -> io::Result<()> {
+            if self.0.arrive() {
+                Ok(())
+            } else {
+                Err(io::Error::other("read alone"))
+            }
+        }
+    }
+
+    impl HostProbe for Meeting {
+        fn default_route_interfaces(&self) -> io::Result<Vec<String>> {
+            self.arrive().map(|()| vec!["eth0".to_owned()])
+        }
+        fn interface_names(&self) -> io::Result<Vec<String>> {
+            self.arrive()
+                .map(|()| vec!["eth0".to_owned(), "lo".to_owned()])
+        }
+        fn sshd_ports(&self) -> Vec<u16> {
+            vec![22]
+        }
+        fn ssh_connection(&self) -> Option<SshConnection> {
+            None
+        }
+        fn ssh_sessions(&self) -> Vec<SshConnection> {
+            Vec::new()
+        }
+        fn route_interface(&self, _address: IpAddr) -> Option<String> {
+            None
+        }
+        fn network(&self) -> anyhow::Result<HostNet> {
+            self.arrive()?;
+            Ok(HostNet::default())
+        }
+    }
+
+    impl LiveFirewall for Meeting {
+        fn variant(&self) -> Option<Variant> {
+            Some(Variant::Nft)
+        }
+        fn save(&self, family: Family) -> Result<String, ToolError> {
+            self.arrive().map_err(|source| ToolError::Spawn {
+                program: format!("{family} save"),
+                source,
+            })?;
+            Ok(String::new())
+        }
+        fn save_other_variant(&self) -> Result<Option<String>, ToolError> {
+            self.arrive().map_err(|source| ToolError::Spawn {
+                program: "the other variant's save".to_owned(),
+                source,
+            })?;
+            Ok(Some(String::new()))
+        }
+        fn restore(&self, _family: Family, _text: &str) -> Result<(), ToolError> {
+            Ok(())
+        }
+        fn restore_sets(&self, _text: &str) -> Result<(), ToolError> {
+            Ok(())
+        }
+        fn save_set(&self, _name: &str) -> Result<Option<String>, ToolError> {
+            Ok(None)
+        }
+        fn list_set(&self, _name: &str) -> Result<Option<String>, ToolError> {
+            Ok(None)
+        }
+        fn destroy_set(&self, _name: &str) -> Result<(), ToolError> {
+            Ok(())
+        }
+    }
+
+    /// The lints' and the audit's reads of the live host are made at once, each on a
+    /// thread of its own, and the host remembers its interfaces for the interface
+    /// checks: six reads meet (the network, the default routes, the interface names,
+    /// each family's live rules, the other variant's), which one after the other could
+    /// not.
+    #[test]
+    fn the_live_host_is_read_at_once() {
+        let meeting = Meeting(Rendezvous::new(6));
+        let backend = IptablesBackend {
+            tools: Tools::System,
+            trial: &AcceptingTrial,
+            firewall: &meeting,
+        };
+        let remembered = Remembered::new(&meeting);
+        let read = HostReads::read(&backend, &remembered);
+        assert!(read.rules.is_ok(), "{:?}", read.rules.err());
+        assert!(read.net.is_ok(), "{:?}", read.net.err());
+        assert!(read.variants.is_ok(), "{:?}", read.variants.err());
     }
 
     /// A live host whose interface names cannot be read (`ip` missing or failing).

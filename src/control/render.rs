@@ -9,8 +9,11 @@ use anyhow::Context as _;
 
 use crate::backend::{Proof, Rendered};
 use crate::control::outcome::{Event, Outcome, Verdict};
-use crate::control::{Target, conflicts, interface_problems, lock_dir, while_proving};
-use crate::host::OpenSessions;
+use crate::control::{
+    HostReads, Target, at_once, conflicts, interface_problems, interfaces_and_sessions, lock_dir,
+    while_proving,
+};
+use crate::host::{OpenSessions, Remembered};
 use crate::lints::{self, Facts, Skips};
 use crate::policy::Policy;
 
@@ -43,15 +46,18 @@ pub(crate) fn render(
     };
     let (policy, rendered) = render_policy(target)?;
     // The host's interfaces and SSH sessions are read while the files are proven.
-    let ((interfaces, sessions), proof) = while_proving(
+    let (host, proof) = while_proving(
         || {
-            (
-                interface_problems(&policy, target.host),
-                kernel_check.then(|| OpenSessions::read(target.host)),
-            )
+            if kernel_check {
+                interfaces_and_sessions(&policy, target.host)
+                    .map(|(interfaces, sessions)| (interfaces, Some(sessions)))
+            } else {
+                Ok((interface_problems(&policy, target.host), None))
+            }
         },
         || kernel_check.then(|| target.backend.prove(target.instance, &policy, &rendered)),
     )?;
+    let (interfaces, sessions) = host?;
     for problem in interfaces {
         outcome.warn(problem);
     }
@@ -106,29 +112,33 @@ pub(crate) fn check(
     outcome.push(Event::PolicyValid {
         path: target.policy_path.to_owned(),
     });
+    // The lints and the lockout check read the host while the files are proven: the
+    // SSH sessions beside the rest, each read at once.
+    let remembered = Remembered::new(target.host);
+    let target = &Target {
+        host: &remembered,
+        ..*target
+    };
     let gather = || match host {
         LintHost::Staged => Facts::of_policy(target, &policy),
         LintHost::Live => {
-            let rules = target.backend.live_rules();
-            let net = target.host.network();
+            let HostReads {
+                rules,
+                net,
+                variants,
+            } = HostReads::read(target.backend, &remembered);
             let read = match (&rules, &net) {
                 (Ok(rules), Ok(net)) => Ok((rules.as_ref(), net)),
                 (Err(e), _) | (_, Err(e)) => Err(format!("{e:#}")),
             };
-            Facts::gather(
-                target,
-                Some(&policy),
-                read,
-                target.backend.variant_findings(),
-                None,
-            )
+            Facts::gather(target, Some(&policy), read, variants, None)
         }
     };
-    // The lints and the lockout check read the host while the files are proven.
-    let ((facts, sessions), proof) = while_proving(
-        || (gather(), OpenSessions::read(target.host)),
+    let (host, proof) = while_proving(
+        || at_once(gather, || OpenSessions::read(target.host)),
         || target.backend.prove(target.instance, &policy, &rendered),
     )?;
+    let (facts, sessions) = host?;
     for unread in facts.unread.iter().chain(&facts.variants_unread) {
         outcome.warn(unread);
     }

@@ -19,13 +19,13 @@
 use serde::Serialize;
 
 use crate::audit::{self, AuditReport};
-use crate::backend::{LiveRules, LiveState, Rendered, VariantFindings};
+use crate::backend::{LiveState, Rendered};
 use crate::control::apply::{self, PendingApply};
-use crate::control::{Target, while_proving};
+use crate::control::{HostReads, Target, while_proving};
 use crate::files::generations::{Generation, Generations};
 use crate::files::set::SetState;
 use crate::files::stamp;
-use crate::host::net::HostNet;
+use crate::host::Remembered;
 use crate::lints::{self, Facts, Finding, Lint, Severity, Skips};
 use crate::policy::Policy;
 use crate::systemd::units::InstanceUnits;
@@ -163,13 +163,15 @@ pub(crate) fn status(
     }
 
     // What the lints and the audit read of the host (the live rules, its addresses,
-    // the other iptables variant) is read while the files on disk are proven.
+    // the other iptables variant, the interfaces the interface checks ask for) is read
+    // while the files on disk are proven.
+    let remembered = Remembered::new(target.host);
+    let target = &Target {
+        host: &remembered,
+        ..*target
+    };
     let (host, live) = while_proving(
-        || HostReads {
-            rules: target.backend.live_rules(),
-            net: target.host.network(),
-            variants: target.backend.variant_findings(),
-        },
+        || HostReads::read(target.backend, &remembered),
         || {
             target
                 .backend
@@ -247,16 +249,6 @@ pub(crate) fn status(
     report.in_force = problems.is_empty() && report.live.is_some();
     report.problems = problems;
     Ok(report)
-}
-
-/// What `status` reads of the host beside the live rules of its own chains.
-struct HostReads {
-    /// Both families' live rules.
-    rules: anyhow::Result<Box<dyn LiveRules>>,
-    /// The host's interfaces, addresses and routes.
-    net: anyhow::Result<HostNet>,
-    /// The other iptables variant.
-    variants: Result<VariantFindings, String>,
 }
 
 /// What is wrong with a pending apply's safety net: the rollback that was promised

@@ -8,7 +8,8 @@
 //! (`live.rs`) reads this host, each fact one way: interfaces and routes from
 //! iproute2's JSON, for the probe's questions and the evaluator's model alike;
 //! [`StagedHost`] (`staged.rs`) answers for a tree staged with `--root` for another
-//! host. The parsers of what is read (`ip -j`, `/proc/net/tcp{,6}`, `sshd_config`,
+//! host; [`Remembered`] asks another probe for the interfaces once, so that one
+//! command's checks see one host and can have it read ahead. The parsers of what is read (`ip -j`, `/proc/net/tcp{,6}`, `sshd_config`,
 //! `$SSH_CONNECTION`, `ipset save`, docker-proxy command lines) are plain functions in
 //! `parse.rs`, tested on captured text; `net.rs` holds the model they fill.
 
@@ -19,6 +20,7 @@ pub mod staged;
 
 use std::io;
 use std::net::IpAddr;
+use std::sync::OnceLock;
 
 use crate::host::net::HostNet;
 
@@ -45,6 +47,63 @@ pub trait HostProbe: Sync {
     /// Addresses, routes, ipsets and docker-proxy listeners, as the packet evaluator
     /// needs them.
     fn network(&self) -> anyhow::Result<HostNet>;
+}
+
+/// A probe that asks `inner` for the default routes' interfaces and the interface names
+/// once each, and answers every later question from what it heard: the interface
+/// checks, the lints and the audit of one command then see one host, and the reads can
+/// be made ahead, on threads of their own, while the command does something else (each
+/// is a child process or two). Everything else is asked of `inner` each time.
+pub struct Remembered<'a> {
+    inner: &'a dyn HostProbe,
+    uplinks: OnceLock<Result<Vec<String>, (io::ErrorKind, String)>>,
+    names: OnceLock<Result<Vec<String>, (io::ErrorKind, String)>>,
+}
+
+impl<'a> Remembered<'a> {
+    /// Remembers what `inner` answers.
+    pub fn new(inner: &'a dyn HostProbe) -> Remembered<'a> {
+        Remembered {
+            inner,
+            uplinks: OnceLock::new(),
+            names: OnceLock::new(),
+        }
+    }
+}
+
+/// The answer `memory` holds, asked with `ask` the first time.
+fn remembered(
+    memory: &OnceLock<Result<Vec<String>, (io::ErrorKind, String)>>,
+    ask: impl FnOnce() -> io::Result<Vec<String>>,
+) -> io::Result<Vec<String>> {
+    memory
+        .get_or_init(|| ask().map_err(|e| (e.kind(), e.to_string())))
+        .clone()
+        .map_err(|(kind, text)| io::Error::new(kind, text))
+}
+
+impl HostProbe for Remembered<'_> {
+    fn default_route_interfaces(&self) -> io::Result<Vec<String>> {
+        remembered(&self.uplinks, || self.inner.default_route_interfaces())
+    }
+    fn interface_names(&self) -> io::Result<Vec<String>> {
+        remembered(&self.names, || self.inner.interface_names())
+    }
+    fn sshd_ports(&self) -> Vec<u16> {
+        self.inner.sshd_ports()
+    }
+    fn ssh_connection(&self) -> Option<SshConnection> {
+        self.inner.ssh_connection()
+    }
+    fn ssh_sessions(&self) -> Vec<SshConnection> {
+        self.inner.ssh_sessions()
+    }
+    fn route_interface(&self, address: IpAddr) -> Option<String> {
+        self.inner.route_interface(address)
+    }
+    fn network(&self) -> anyhow::Result<HostNet> {
+        self.inner.network()
+    }
 }
 
 /// The SSH sessions open now, each with the interface this host sends its client's
@@ -91,4 +150,72 @@ pub struct TcpSocket {
     pub remote: (IpAddr, u16),
     /// The kernel's state number: 0x01 established, 0x0A listening.
     pub state: u8,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A probe that counts what it is asked: the default routes fail, the names do not.
+    #[derive(Default)]
+    struct Counting {
+        uplinks: AtomicUsize,
+        names: AtomicUsize,
+        sessions: AtomicUsize,
+    }
+
+    impl HostProbe for Counting {
+        fn default_route_interfaces(&self) -> io::Result<Vec<String>> {
+            self.uplinks.fetch_add(1, Ordering::SeqCst);
+            Err(io::Error::new(io::ErrorKind::NotFound, "ip: not found"))
+        }
+        fn interface_names(&self) -> io::Result<Vec<String>> {
+            self.names.fetch_add(1, Ordering::SeqCst);
+            Ok(vec!["eth0".to_owned()])
+        }
+        fn sshd_ports(&self) -> Vec<u16> {
+            vec![22]
+        }
+        fn ssh_connection(&self) -> Option<SshConnection> {
+            None
+        }
+        fn ssh_sessions(&self) -> Vec<SshConnection> {
+            self.sessions.fetch_add(1, Ordering::SeqCst);
+            Vec::new()
+        }
+        fn route_interface(&self, _address: IpAddr) -> Option<String> {
+            None
+        }
+        fn network(&self) -> anyhow::Result<HostNet> {
+            Ok(HostNet::default())
+        }
+    }
+
+    /// The default routes and the names are asked once and answered from memory after,
+    /// a failure as well (its kind and text); the sessions are asked every time.
+    #[test]
+    fn a_remembered_probe_asks_for_the_interfaces_once() {
+        let counting = Counting::default();
+        let remembered = Remembered::new(&counting);
+        for _ in 0..3 {
+            let error = remembered.default_route_interfaces().unwrap_err();
+            assert_eq!(
+                (error.kind(), error.to_string()),
+                (io::ErrorKind::NotFound, "ip: not found".to_owned())
+            );
+            assert_eq!(remembered.interface_names().unwrap(), ["eth0"]);
+            assert!(remembered.ssh_sessions().is_empty());
+        }
+        let asked = |n: &AtomicUsize| n.load(Ordering::SeqCst);
+        assert_eq!(
+            (
+                asked(&counting.uplinks),
+                asked(&counting.names),
+                asked(&counting.sessions)
+            ),
+            (1, 1, 3)
+        );
+    }
 }

@@ -516,10 +516,24 @@ impl Backend for IptablesBackend<'_> {
     }
 
     fn live_rules(&self) -> anyhow::Result<Box<dyn LiveRules>> {
-        let rulesets = Family::ALL
-            .into_iter()
-            .map(|family| Ok((family, live::ruleset(self.firewall, family)?)))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        // Each family's save is a child process that mostly waits: both at once.
+        let rulesets = std::thread::scope(|scope| {
+            let reading = Family::ALL.map(|family| {
+                (
+                    family,
+                    scope.spawn(move || live::ruleset(self.firewall, family)),
+                )
+            });
+            reading
+                .into_iter()
+                .map(|(family, read)| {
+                    let ruleset = read.join().map_err(|_| {
+                        anyhow::anyhow!("the thread reading the live {family} rules failed")
+                    })??;
+                    Ok((family, ruleset))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+        })?;
         Ok(Box::new(LiveRulesets(rulesets)))
     }
 

@@ -345,10 +345,7 @@ mod tests {
     /// A trial that returns only once both families are inside it at the same time (or
     /// fails after a bound, so that one family after the other fails the test instead of
     /// hanging it).
-    struct RendezvousTrial {
-        inside: std::sync::Mutex<usize>,
-        arrived: std::sync::Condvar,
-    }
+    struct RendezvousTrial(crate::control::fakes::Rendezvous);
 
     impl RulesetTrial for RendezvousTrial {
         fn trial(
@@ -358,17 +355,9 @@ mod tests {
             rules: (&str, &str),
             empty: (&str, &str),
         ) -> Result<TrialReport, TrialError> {
-            let mut inside = self.inside.lock().expect("lock");
-            *inside += 1;
-            self.arrived.notify_all();
-            let (inside, wait) = self
-                .arrived
-                .wait_timeout_while(inside, std::time::Duration::from_secs(30), |n| *n < 2)
-                .expect("lock");
-            if wait.timed_out() {
+            if !self.0.arrive() {
                 return Err(TrialError::Thread);
             }
-            drop(inside);
             crate::control::fakes::AcceptingTrial.trial(family, sets, rules, empty)
         }
     }
@@ -381,10 +370,7 @@ mod tests {
         for file in &files {
             std::fs::write(layout.config_dir().join(&file.file_name), &file.text).expect("write");
         }
-        let trial = RendezvousTrial {
-            inside: std::sync::Mutex::new(0),
-            arrived: std::sync::Condvar::new(),
-        };
+        let trial = RendezvousTrial(crate::control::fakes::Rendezvous::new(2));
         let reports = prove_all_on_disk(&layout, &instance, &trial).expect("both proven");
         let families: Vec<Family> = reports.iter().map(|(family, _)| *family).collect();
         assert_eq!(families, Family::ALL);
