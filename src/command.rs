@@ -28,6 +28,28 @@ pub enum ToolError {
     },
 }
 
+/// A copy, for a read answered again from memory: a spawn failure's system error keeps
+/// its kind and its text (an [`io::Error`] is not `Clone`).
+impl Clone for ToolError {
+    fn clone(&self) -> ToolError {
+        match self {
+            ToolError::Spawn { program, source } => ToolError::Spawn {
+                program: program.clone(),
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+            ToolError::Failed {
+                program,
+                status,
+                stderr,
+            } => ToolError::Failed {
+                program: program.clone(),
+                status: status.clone(),
+                stderr: stderr.clone(),
+            },
+        }
+    }
+}
+
 /// Runs `program args`, feeding `stdin`, and returns its standard output.
 pub fn run(program: &str, args: &[&str], stdin: &[u8]) -> Result<String, ToolError> {
     let spawn_error = |source| ToolError::Spawn {

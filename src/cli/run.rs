@@ -17,6 +17,7 @@ use crate::control::status;
 use crate::control::{self, Event, Outcome, Verdict};
 use crate::files::layout::Layout;
 use crate::host::{HostProbe, LiveHost, StagedHost};
+use crate::iptables::live::Snapshot;
 use crate::iptables::trial::NetnsTrial;
 use crate::iptables::{IptablesBackend, Tools};
 use crate::lints::{self, Skips};
@@ -374,8 +375,17 @@ pub fn run(cli: Cli, out: &mut Output) -> anyhow::Result<u8> {
                 "status",
                 "it reads the live firewall and asks systemd",
             )?;
+            // Status only reads the live firewall: each read once.
+            let snapshot = Snapshot::new(SYSTEM_BACKEND.firewall);
+            let backend = IptablesBackend {
+                firewall: &snapshot,
+                ..SYSTEM_BACKEND
+            };
             let report = status::status(
-                &target(&layout, instance, &policy_path(instance), host),
+                &control::Target {
+                    backend: &backend,
+                    ..target(&layout, instance, &policy_path(instance), host)
+                },
                 &manager,
                 &Skips::new(skip.iter().copied()),
             )?;
@@ -449,13 +459,15 @@ fn flow(
 }
 
 /// Runs `f` with the iptables backend whose kernel check uses the programs of `tools`
-/// (`--iptables`); everything else is the system's.
+/// (`--iptables`); everything else is the system's, the live firewall read once
+/// ([`Snapshot`]: `render` and `check` only read it).
 fn with_tools<T>(tools: Tools, f: impl FnOnce(&dyn Backend) -> T) -> T {
     let trial = NetnsTrial { tools };
+    let snapshot = Snapshot::new(SYSTEM_BACKEND.firewall);
     f(&IptablesBackend {
         trial: &trial,
         tools,
-        ..SYSTEM_BACKEND
+        firewall: &snapshot,
     })
 }
 

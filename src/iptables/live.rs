@@ -9,6 +9,7 @@
 //! match also holds exactly the rendered members ([`SetContents`]).
 
 use std::collections::HashSet;
+use std::sync::Mutex;
 
 use crate::backend::{
     Conflict, FamilyState, LiveState, OtherVariantRules, OwnedRules, PortRule, RulePlace,
@@ -53,6 +54,95 @@ pub trait LiveFirewall: Sync {
     fn list_set(&self, name: &str) -> Result<Option<String>, ToolError>;
     /// `ipset destroy NAME` (the kernel refuses while a rule matches the set).
     fn destroy_set(&self, name: &str) -> Result<(), ToolError>;
+}
+
+/// The live firewall as one command that only reads sees it: `iptables -V`, each
+/// family's save and the other variant's are each run once, the first time they are
+/// asked (a second asker waits for the first's answer), and answered from memory after.
+/// `status` reads the live IPv4 rules for its own chains, for the lints and for the
+/// variant check: once, and all three judge the same rules. A write (which such a
+/// command does not make) goes to the firewall, and everything remembered is forgotten.
+/// The sets are read each time.
+pub struct Snapshot<'a> {
+    inner: &'a dyn LiveFirewall,
+    variant: Mutex<Option<Option<Variant>>>,
+    saves: [Mutex<Option<Result<String, ToolError>>>; 2],
+    other_variant: Mutex<Option<Result<Option<String>, ToolError>>>,
+}
+
+impl<'a> Snapshot<'a> {
+    /// Remembers what `inner` answers.
+    pub fn new(inner: &'a dyn LiveFirewall) -> Snapshot<'a> {
+        Snapshot {
+            inner,
+            variant: Mutex::new(None),
+            saves: [Mutex::new(None), Mutex::new(None)],
+            other_variant: Mutex::new(None),
+        }
+    }
+
+    fn save_of(&self, family: Family) -> &Mutex<Option<Result<String, ToolError>>> {
+        match family {
+            Family::Ipv4 => &self.saves[0],
+            Family::Ipv6 => &self.saves[1],
+        }
+    }
+
+    /// Forgets every read, after a write.
+    fn forget(&self) {
+        *lock(&self.variant) = None;
+        for save in &self.saves {
+            *lock(save) = None;
+        }
+        *lock(&self.other_variant) = None;
+    }
+}
+
+/// The answer `memory` holds, asked with `ask` the first time (the lock is held while
+/// asking, so that a second asker waits and reads the same answer).
+fn remembered<T: Clone>(memory: &Mutex<Option<T>>, ask: impl FnOnce() -> T) -> T {
+    lock(memory).get_or_insert_with(ask).clone()
+}
+
+/// A lock whose holder failed is still a memory to read: a thread that panicked while
+/// asking left nothing in it, and the next asker asks again.
+fn lock<T>(memory: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    memory
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl LiveFirewall for Snapshot<'_> {
+    fn variant(&self) -> Option<Variant> {
+        remembered(&self.variant, || self.inner.variant())
+    }
+    fn save(&self, family: Family) -> Result<String, ToolError> {
+        remembered(self.save_of(family), || self.inner.save(family))
+    }
+    fn save_other_variant(&self) -> Result<Option<String>, ToolError> {
+        remembered(&self.other_variant, || self.inner.save_other_variant())
+    }
+    fn restore(&self, family: Family, text: &str) -> Result<(), ToolError> {
+        let written = self.inner.restore(family, text);
+        self.forget();
+        written
+    }
+    fn restore_sets(&self, text: &str) -> Result<(), ToolError> {
+        let written = self.inner.restore_sets(text);
+        self.forget();
+        written
+    }
+    fn save_set(&self, name: &str) -> Result<Option<String>, ToolError> {
+        self.inner.save_set(name)
+    }
+    fn list_set(&self, name: &str) -> Result<Option<String>, ToolError> {
+        self.inner.list_set(name)
+    }
+    fn destroy_set(&self, name: &str) -> Result<(), ToolError> {
+        let written = self.inner.destroy_set(name);
+        self.forget();
+        written
+    }
 }
 
 /// The host's own iptables tools.
@@ -539,6 +629,99 @@ fn set_contents(firewall: &dyn LiveFirewall, set: &SetDefinition) -> anyhow::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A firewall that counts its reads: the IPv6 save fails.
+    #[derive(Default)]
+    struct Counting {
+        versions: std::sync::atomic::AtomicUsize,
+        saves: std::sync::atomic::AtomicUsize,
+        others: std::sync::atomic::AtomicUsize,
+        sets: std::sync::atomic::AtomicUsize,
+    }
+
+    fn count(n: &std::sync::atomic::AtomicUsize) -> usize {
+        n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
+    }
+
+    impl LiveFirewall for Counting {
+        fn variant(&self) -> Option<Variant> {
+            count(&self.versions);
+            Some(Variant::Nft)
+        }
+        fn save(&self, family: Family) -> Result<String, ToolError> {
+            let n = count(&self.saves);
+            match family {
+                Family::Ipv4 => Ok(format!("save {n}")),
+                Family::Ipv6 => Err(ToolError::Spawn {
+                    program: "ip6tables-save".to_owned(),
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
+                }),
+            }
+        }
+        fn save_other_variant(&self) -> Result<Option<String>, ToolError> {
+            count(&self.others);
+            Ok(None)
+        }
+        fn restore(&self, _family: Family, _text: &str) -> Result<(), ToolError> {
+            Ok(())
+        }
+        fn restore_sets(&self, _text: &str) -> Result<(), ToolError> {
+            Ok(())
+        }
+        fn save_set(&self, _name: &str) -> Result<Option<String>, ToolError> {
+            count(&self.sets);
+            Ok(None)
+        }
+        fn list_set(&self, _name: &str) -> Result<Option<String>, ToolError> {
+            Ok(None)
+        }
+        fn destroy_set(&self, _name: &str) -> Result<(), ToolError> {
+            Ok(())
+        }
+    }
+
+    /// A snapshot runs each read once, however many threads ask, and answers a failed
+    /// one with the same failure; the sets are read each time; after a write, the
+    /// firewall is read again.
+    #[test]
+    fn a_snapshot_reads_each_once_until_a_write() {
+        let counting = Counting::default();
+        let snapshot = Snapshot::new(&counting);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    assert_eq!(snapshot.save(Family::Ipv4).unwrap(), "save 1");
+                    let failed = snapshot.save(Family::Ipv6).unwrap_err();
+                    assert!(
+                        matches!(&failed, ToolError::Spawn { program, source }
+                            if program == "ip6tables-save"
+                                && source.kind() == std::io::ErrorKind::NotFound
+                                && source.to_string() == "gone"),
+                        "{failed:?}"
+                    );
+                    assert_eq!(snapshot.variant(), Some(Variant::Nft));
+                    assert_eq!(snapshot.save_other_variant().unwrap(), None);
+                    assert_eq!(snapshot.save_set("office").unwrap(), None);
+                });
+            }
+        });
+        let counted =
+            |n: &std::sync::atomic::AtomicUsize| n.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            (
+                counted(&counting.versions),
+                counted(&counting.saves),
+                counted(&counting.others),
+                counted(&counting.sets)
+            ),
+            (1, 2, 1, 4)
+        );
+        snapshot.restore(Family::Ipv4, "").unwrap();
+        assert_eq!(snapshot.save(Family::Ipv4).unwrap(), "save 3");
+        assert_eq!(counted(&counting.versions), 1);
+        assert_eq!(snapshot.variant(), Some(Variant::Nft));
+        assert_eq!(counted(&counting.versions), 2);
+    }
 
     /// [`compare`] on two dumps given as text.
     fn compare_texts(expected: &str, live: &str) -> FamilyState {
