@@ -15,6 +15,7 @@ use crate::backend::{
     Backend, Conflict, FamilyRules, FamilyState, ForwardFinding, LiveRules, LiveState, Lockout,
     Proof, Rendered,
 };
+use crate::command::ToolError;
 use crate::control::Target;
 use crate::family::Family;
 use crate::files::layout::Layout;
@@ -23,7 +24,7 @@ use crate::host::net::HostNet;
 use crate::host::{HostProbe, OpenSessions, SshConnection};
 use crate::iptables::live::LiveFirewall;
 use crate::iptables::trial::{RulesetTrial, TrialError, TrialReport};
-use crate::iptables::{IptablesBackend, Tools};
+use crate::iptables::{IptablesBackend, Tools, Variant};
 use crate::policy::types::InstanceName;
 use crate::systemd::{
     ActiveState, JobKind, JobResult, LoadState, ServiceManager, SystemdError, UnitFileChange,
@@ -89,6 +90,51 @@ impl Rendezvous {
                 *n < self.parties
             })
             .is_ok_and(|(_, wait)| !wait.timed_out())
+    }
+}
+
+/// A host for a test that says only what its reads answer: the default routes'
+/// interfaces, the interface names, the SSH sessions and the network (by default those
+/// of [`FakeHost`]); the rest is [`FakeHost`]'s.
+pub(crate) struct ReadingHost<'a> {
+    pub default_route_interfaces: Answer<'a, (), io::Result<Vec<String>>>,
+    pub interface_names: Answer<'a, (), io::Result<Vec<String>>>,
+    pub ssh_sessions: Answer<'a, (), Vec<SshConnection>>,
+    pub network: Answer<'a, (), anyhow::Result<HostNet>>,
+}
+
+impl Default for ReadingHost<'_> {
+    fn default() -> Self {
+        ReadingHost {
+            default_route_interfaces: Box::new(|()| FakeHost.default_route_interfaces()),
+            interface_names: Box::new(|()| FakeHost.interface_names()),
+            ssh_sessions: Box::new(|()| FakeHost.ssh_sessions()),
+            network: Box::new(|()| FakeHost.network()),
+        }
+    }
+}
+
+impl HostProbe for ReadingHost<'_> {
+    fn default_route_interfaces(&self) -> io::Result<Vec<String>> {
+        (self.default_route_interfaces)(())
+    }
+    fn interface_names(&self) -> io::Result<Vec<String>> {
+        (self.interface_names)(())
+    }
+    fn sshd_ports(&self) -> Vec<u16> {
+        FakeHost.sshd_ports()
+    }
+    fn ssh_connection(&self) -> Option<SshConnection> {
+        FakeHost.ssh_connection()
+    }
+    fn ssh_sessions(&self) -> Vec<SshConnection> {
+        (self.ssh_sessions)(())
+    }
+    fn route_interface(&self, address: IpAddr) -> Option<String> {
+        FakeHost.route_interface(address)
+    }
+    fn network(&self) -> anyhow::Result<HostNet> {
+        (self.network)(())
     }
 }
 
@@ -244,6 +290,60 @@ impl Backend for InForceBackend {
     }
     fn variant_findings(&self) -> Result<crate::backend::VariantFindings, String> {
         Ok(crate::backend::VariantFindings::default())
+    }
+}
+
+/// A live firewall for a test that says only what its reads answer: `iptables -V`,
+/// each family's save, the other variant's save and each set's save (by default those
+/// of [`QuietFirewall`]); its writes do nothing.
+pub(crate) struct ReadingFirewall<'a> {
+    pub variant: Answer<'a, (), Option<Variant>>,
+    pub save: Answer<'a, Family, Result<String, ToolError>>,
+    pub save_other_variant: Answer<'a, (), Result<Option<String>, ToolError>>,
+    pub save_set: SetAnswer<'a>,
+}
+
+/// What a test's fake firewall answers for a set, by its name.
+pub(crate) type SetAnswer<'a> = Box<dyn Fn(&str) -> Result<Option<String>, ToolError> + Sync + 'a>;
+
+/// What a test's fake answers to a question asked with `A`.
+pub(crate) type Answer<'a, A, T> = Box<dyn Fn(A) -> T + Sync + 'a>;
+
+impl Default for ReadingFirewall<'_> {
+    fn default() -> Self {
+        ReadingFirewall {
+            variant: Box::new(|()| QuietFirewall.variant()),
+            save: Box::new(|family| QuietFirewall.save(family)),
+            save_other_variant: Box::new(|()| QuietFirewall.save_other_variant()),
+            save_set: Box::new(|name| QuietFirewall.save_set(name)),
+        }
+    }
+}
+
+impl LiveFirewall for ReadingFirewall<'_> {
+    fn variant(&self) -> Option<Variant> {
+        (self.variant)(())
+    }
+    fn save(&self, family: Family) -> Result<String, ToolError> {
+        (self.save)(family)
+    }
+    fn save_other_variant(&self) -> Result<Option<String>, ToolError> {
+        (self.save_other_variant)(())
+    }
+    fn restore(&self, family: Family, text: &str) -> Result<(), ToolError> {
+        QuietFirewall.restore(family, text)
+    }
+    fn restore_sets(&self, text: &str) -> Result<(), ToolError> {
+        QuietFirewall.restore_sets(text)
+    }
+    fn save_set(&self, name: &str) -> Result<Option<String>, ToolError> {
+        (self.save_set)(name)
+    }
+    fn list_set(&self, name: &str) -> Result<Option<String>, ToolError> {
+        QuietFirewall.list_set(name)
+    }
+    fn destroy_set(&self, name: &str) -> Result<(), ToolError> {
+        QuietFirewall.destroy_set(name)
     }
 }
 

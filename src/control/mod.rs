@@ -538,16 +538,14 @@ fn in_force(
 #[cfg(test)]
 mod tests {
     use std::io;
-    use std::net::IpAddr;
     use std::path::Path;
 
     use super::*;
     use crate::command::ToolError;
-    use crate::control::fakes::{AcceptingTrial, FakeHost, POLICY, Rendezvous};
-    use crate::family::Family;
-    use crate::host::SshConnection;
+    use crate::control::fakes::{
+        AcceptingTrial, FakeHost, POLICY, ReadingFirewall, ReadingHost, Rendezvous,
+    };
     use crate::host::net::HostNet;
-    use crate::iptables::live::LiveFirewall;
     use crate::iptables::{IptablesBackend, Tools, Variant};
 
     /// The host is read while the proof runs, not before nor after it: each side hears
@@ -587,66 +585,13 @@ mod tests {
                 Err(io::Error::other("read alone"))
             }
         }
-    }
 
-    impl HostProbe for Meeting {
-        fn default_route_interfaces(&self) -> io::Result<Vec<String>> {
-            self.arrive().map(|()| vec!["eth0".to_owned()])
-        }
-        fn interface_names(&self) -> io::Result<Vec<String>> {
-            self.arrive()
-                .map(|()| vec!["eth0".to_owned(), "lo".to_owned()])
-        }
-        fn sshd_ports(&self) -> Vec<u16> {
-            vec![22]
-        }
-        fn ssh_connection(&self) -> Option<SshConnection> {
-            None
-        }
-        fn ssh_sessions(&self) -> Vec<SshConnection> {
-            Vec::new()
-        }
-        fn route_interface(&self, _address: IpAddr) -> Option<String> {
-            None
-        }
-        fn network(&self) -> anyhow::Result<HostNet> {
-            self.arrive()?;
-            Ok(HostNet::default())
-        }
-    }
-
-    impl LiveFirewall for Meeting {
-        fn variant(&self) -> Option<Variant> {
-            Some(Variant::Nft)
-        }
-        fn save(&self, family: Family) -> Result<String, ToolError> {
+        /// Arrives as `program` would be run.
+        fn run(&self, program: &str) -> Result<(), ToolError> {
             self.arrive().map_err(|source| ToolError::Spawn {
-                program: format!("{family} save"),
+                program: program.to_owned(),
                 source,
-            })?;
-            Ok(String::new())
-        }
-        fn save_other_variant(&self) -> Result<Option<String>, ToolError> {
-            self.arrive().map_err(|source| ToolError::Spawn {
-                program: "the other variant's save".to_owned(),
-                source,
-            })?;
-            Ok(Some(String::new()))
-        }
-        fn restore(&self, _family: Family, _text: &str) -> Result<(), ToolError> {
-            Ok(())
-        }
-        fn restore_sets(&self, _text: &str) -> Result<(), ToolError> {
-            Ok(())
-        }
-        fn save_set(&self, _name: &str) -> Result<Option<String>, ToolError> {
-            Ok(None)
-        }
-        fn list_set(&self, _name: &str) -> Result<Option<String>, ToolError> {
-            Ok(None)
-        }
-        fn destroy_set(&self, _name: &str) -> Result<(), ToolError> {
-            Ok(())
+            })
         }
     }
 
@@ -658,43 +603,38 @@ mod tests {
     #[test]
     fn the_live_host_is_read_at_once() {
         let meeting = Meeting(Rendezvous::new(6));
+        let firewall = ReadingFirewall {
+            variant: Box::new(|()| Some(Variant::Nft)),
+            save: Box::new(|family| {
+                meeting
+                    .run(&format!("{family} save"))
+                    .map(|()| String::new())
+            }),
+            save_other_variant: Box::new(|()| {
+                meeting
+                    .run("the other variant's save")
+                    .map(|()| Some(String::new()))
+            }),
+            ..ReadingFirewall::default()
+        };
         let backend = IptablesBackend {
             tools: Tools::System,
             trial: &AcceptingTrial,
-            firewall: &meeting,
+            firewall: &firewall,
         };
-        let remembered = Remembered::new(&meeting);
+        let host = ReadingHost {
+            default_route_interfaces: Box::new(|()| {
+                meeting.arrive().map(|()| vec!["eth0".to_owned()])
+            }),
+            interface_names: Box::new(|()| meeting.arrive().map(|()| Vec::new())),
+            network: Box::new(|()| Ok(meeting.arrive().map(|()| HostNet::default())?)),
+            ..ReadingHost::default()
+        };
+        let remembered = Remembered::new(&host);
         let read = HostReads::read(&backend, &remembered);
         assert!(read.rules.is_ok(), "{:?}", read.rules.err());
         assert!(read.net.is_ok(), "{:?}", read.net.err());
         assert!(read.variants.is_ok(), "{:?}", read.variants.err());
-    }
-
-    /// A live host whose interface names cannot be read (`ip` missing or failing).
-    struct InterfacesUnreadable;
-
-    impl HostProbe for InterfacesUnreadable {
-        fn default_route_interfaces(&self) -> io::Result<Vec<String>> {
-            FakeHost.default_route_interfaces()
-        }
-        fn interface_names(&self) -> io::Result<Vec<String>> {
-            Err(io::Error::other("ip: command not found"))
-        }
-        fn sshd_ports(&self) -> Vec<u16> {
-            FakeHost.sshd_ports()
-        }
-        fn ssh_connection(&self) -> Option<SshConnection> {
-            None
-        }
-        fn ssh_sessions(&self) -> Vec<SshConnection> {
-            Vec::new()
-        }
-        fn route_interface(&self, _address: IpAddr) -> Option<String> {
-            None
-        }
-        fn network(&self) -> anyhow::Result<HostNet> {
-            Ok(HostNet::default())
-        }
     }
 
     /// A policy naming interfaces on a host whose interfaces cannot be listed is a
@@ -703,7 +643,12 @@ mod tests {
     #[test]
     fn interface_names_that_cannot_be_read_are_a_problem() {
         let policy = Policy::parse(Path::new("base.toml"), POLICY.as_bytes()).unwrap();
-        let problems = interface_problems(&policy, &InterfacesUnreadable);
+        // A live host whose interface names cannot be read (`ip` missing or failing).
+        let unreadable = ReadingHost {
+            interface_names: Box::new(|()| Err(io::Error::other("ip: command not found"))),
+            ..ReadingHost::default()
+        };
+        let problems = interface_problems(&policy, &unreadable);
         assert_eq!(problems.len(), 1, "{problems:?}");
         let text = problems[0].to_string();
         assert!(

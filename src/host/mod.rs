@@ -157,48 +157,38 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+    use crate::control::fakes::ReadingHost;
 
-    /// A probe that counts what it is asked: the default routes fail, the names do not.
+    /// How often a probe was asked each question.
     #[derive(Default)]
-    struct Counting {
+    struct Counts {
         uplinks: AtomicUsize,
         names: AtomicUsize,
         sessions: AtomicUsize,
-    }
-
-    impl HostProbe for Counting {
-        fn default_route_interfaces(&self) -> io::Result<Vec<String>> {
-            self.uplinks.fetch_add(1, Ordering::SeqCst);
-            Err(io::Error::new(io::ErrorKind::NotFound, "ip: not found"))
-        }
-        fn interface_names(&self) -> io::Result<Vec<String>> {
-            self.names.fetch_add(1, Ordering::SeqCst);
-            Ok(vec!["eth0".to_owned()])
-        }
-        fn sshd_ports(&self) -> Vec<u16> {
-            vec![22]
-        }
-        fn ssh_connection(&self) -> Option<SshConnection> {
-            None
-        }
-        fn ssh_sessions(&self) -> Vec<SshConnection> {
-            self.sessions.fetch_add(1, Ordering::SeqCst);
-            Vec::new()
-        }
-        fn route_interface(&self, _address: IpAddr) -> Option<String> {
-            None
-        }
-        fn network(&self) -> anyhow::Result<HostNet> {
-            Ok(HostNet::default())
-        }
     }
 
     /// The default routes and the names are asked once and answered from memory after,
     /// a failure as well (its kind and text); the sessions are asked every time.
     #[test]
     fn a_remembered_probe_asks_for_the_interfaces_once() {
-        let counting = Counting::default();
-        let remembered = Remembered::new(&counting);
+        // The default routes fail, the names do not.
+        let counting = Counts::default();
+        let probe = ReadingHost {
+            default_route_interfaces: Box::new(|()| {
+                counting.uplinks.fetch_add(1, Ordering::SeqCst);
+                Err(io::Error::new(io::ErrorKind::NotFound, "ip: not found"))
+            }),
+            interface_names: Box::new(|()| {
+                counting.names.fetch_add(1, Ordering::SeqCst);
+                Ok(vec!["eth0".to_owned()])
+            }),
+            ssh_sessions: Box::new(|()| {
+                counting.sessions.fetch_add(1, Ordering::SeqCst);
+                Vec::new()
+            }),
+            ..ReadingHost::default()
+        };
+        let remembered = Remembered::new(&probe);
         for _ in 0..3 {
             let error = remembered.default_route_interfaces().unwrap_err();
             assert_eq!(

@@ -629,10 +629,11 @@ fn set_contents(firewall: &dyn LiveFirewall, set: &SetDefinition) -> anyhow::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::fakes::ReadingFirewall;
 
     /// A firewall that counts its reads: the IPv6 save fails.
     #[derive(Default)]
-    struct Counting {
+    struct Counts {
         versions: std::sync::atomic::AtomicUsize,
         saves: std::sync::atomic::AtomicUsize,
         others: std::sync::atomic::AtomicUsize,
@@ -643,40 +644,30 @@ mod tests {
         n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
     }
 
-    impl LiveFirewall for Counting {
-        fn variant(&self) -> Option<Variant> {
-            count(&self.versions);
-            Some(Variant::Nft)
-        }
-        fn save(&self, family: Family) -> Result<String, ToolError> {
-            let n = count(&self.saves);
-            match family {
-                Family::Ipv4 => Ok(format!("save {n}")),
-                Family::Ipv6 => Err(ToolError::Spawn {
-                    program: "ip6tables-save".to_owned(),
-                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
-                }),
-            }
-        }
-        fn save_other_variant(&self) -> Result<Option<String>, ToolError> {
-            count(&self.others);
-            Ok(None)
-        }
-        fn restore(&self, _family: Family, _text: &str) -> Result<(), ToolError> {
-            Ok(())
-        }
-        fn restore_sets(&self, _text: &str) -> Result<(), ToolError> {
-            Ok(())
-        }
-        fn save_set(&self, _name: &str) -> Result<Option<String>, ToolError> {
-            count(&self.sets);
-            Ok(None)
-        }
-        fn list_set(&self, _name: &str) -> Result<Option<String>, ToolError> {
-            Ok(None)
-        }
-        fn destroy_set(&self, _name: &str) -> Result<(), ToolError> {
-            Ok(())
+    fn counting(counts: &Counts) -> ReadingFirewall<'_> {
+        ReadingFirewall {
+            variant: Box::new(|()| {
+                count(&counts.versions);
+                Some(Variant::Nft)
+            }),
+            save: Box::new(|family| {
+                let n = count(&counts.saves);
+                match family {
+                    Family::Ipv4 => Ok(format!("save {n}")),
+                    Family::Ipv6 => Err(ToolError::Spawn {
+                        program: "ip6tables-save".to_owned(),
+                        source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
+                    }),
+                }
+            }),
+            save_other_variant: Box::new(|()| {
+                count(&counts.others);
+                Ok(None)
+            }),
+            save_set: Box::new(|_| {
+                count(&counts.sets);
+                Ok(None)
+            }),
         }
     }
 
@@ -685,8 +676,9 @@ mod tests {
     /// firewall is read again.
     #[test]
     fn a_snapshot_reads_each_once_until_a_write() {
-        let counting = Counting::default();
-        let snapshot = Snapshot::new(&counting);
+        let counting = Counts::default();
+        let firewall = self::counting(&counting);
+        let snapshot = Snapshot::new(&firewall);
         std::thread::scope(|scope| {
             for _ in 0..4 {
                 scope.spawn(|| {
@@ -754,37 +746,21 @@ mod tests {
         );
     }
 
-    /// A firewall whose other variant's save program fails, or is not installed.
-    struct OtherVariant(Result<Option<String>, ()>);
-
-    impl LiveFirewall for OtherVariant {
-        fn variant(&self) -> Option<Variant> {
-            Some(Variant::Nft)
-        }
-        fn save(&self, _family: Family) -> Result<String, ToolError> {
-            Ok(String::new())
-        }
-        fn save_other_variant(&self) -> Result<Option<String>, ToolError> {
-            self.0.clone().map_err(|()| ToolError::Failed {
-                program: "iptables-legacy-save".to_owned(),
-                status: "exit status: 1".to_owned(),
-                stderr: "can't initialize iptables table `filter'".to_owned(),
-            })
-        }
-        fn restore(&self, _family: Family, _text: &str) -> Result<(), ToolError> {
-            Ok(())
-        }
-        fn restore_sets(&self, _text: &str) -> Result<(), ToolError> {
-            Ok(())
-        }
-        fn save_set(&self, _name: &str) -> Result<Option<String>, ToolError> {
-            Ok(None)
-        }
-        fn list_set(&self, _name: &str) -> Result<Option<String>, ToolError> {
-            Ok(None)
-        }
-        fn destroy_set(&self, _name: &str) -> Result<(), ToolError> {
-            Ok(())
+    /// A firewall whose other variant's save program fails (`Err`), is not installed
+    /// (`Ok(None)`) or prints `Ok(Some(text))`.
+    fn other_variant(other: Result<Option<&str>, ()>) -> ReadingFirewall<'_> {
+        ReadingFirewall {
+            variant: Box::new(|()| Some(Variant::Nft)),
+            save_other_variant: Box::new(move |()| {
+                other
+                    .map(|text| text.map(str::to_owned))
+                    .map_err(|()| ToolError::Failed {
+                        program: "iptables-legacy-save".to_owned(),
+                        status: "exit status: 1".to_owned(),
+                        stderr: "can't initialize iptables table `filter'".to_owned(),
+                    })
+            }),
+            ..ReadingFirewall::default()
         }
     }
 
@@ -792,11 +768,11 @@ mod tests {
     /// a variant that is not installed has nothing to compare.
     #[test]
     fn an_unreadable_other_variant_is_an_error_and_a_missing_one_is_none() {
-        let err = variant_facts(&OtherVariant(Err(()))).unwrap_err();
+        let err = variant_facts(&other_variant(Err(()))).unwrap_err();
         assert!(err.contains("iptables-legacy-save failed"), "{err}");
-        assert_eq!(variant_facts(&OtherVariant(Ok(None))), Ok(None));
-        let facts = variant_facts(&OtherVariant(Ok(Some(
-            "*filter\n:INPUT DROP [0:0]\nCOMMIT\n".to_owned(),
+        assert_eq!(variant_facts(&other_variant(Ok(None))), Ok(None));
+        let facts = variant_facts(&other_variant(Ok(Some(
+            "*filter\n:INPUT DROP [0:0]\nCOMMIT\n",
         ))))
         .unwrap()
         .unwrap();
