@@ -218,3 +218,31 @@ fn a_first_load_without_the_policies_set_again_leaves_what_the_whole_one_does() 
     println!("{compared} pairs of loads leave the same ruleset either way");
     assert!(compared >= pairs.len() * 4);
 }
+
+/// A rules file that appends to INPUT without flushing it first piles its rules up on
+/// every load: the kernel check refuses it as not idempotent, its second load starting
+/// from the first without the policies the second sets again, for both families.
+#[test]
+fn a_file_that_piles_rules_up_is_refused_as_not_idempotent() {
+    if !kernel_tests_enabled("a_file_that_piles_rules_up_is_refused_as_not_idempotent") {
+        return;
+    }
+    use iptables_ctl::family::Family;
+    use iptables_ctl::iptables::trial::{NetnsTrial, RulesetTrial, TrialError};
+    let rules = "*filter\n:INPUT DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:DOCKER-USER - [0:0]\n\
+        -F OUTPUT\n-A INPUT -i lo -j ACCEPT\n-A DOCKER-USER -j RETURN\nCOMMIT\n";
+    let empty = "*filter\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:DOCKER-USER - [0:0]\n\
+        -F INPUT\n-F OUTPUT\n-A DOCKER-USER -j RETURN\nCOMMIT\n";
+    for family in Family::ALL {
+        let result = NetnsTrial::default().trial(
+            family,
+            ("base.sets", ""),
+            ("base.rules", rules),
+            ("base.rules.empty", empty),
+        );
+        assert!(
+            matches!(&result, Err(TrialError::NotIdempotent { file }) if file == "base.rules"),
+            "{family}: {result:?}"
+        );
+    }
+}

@@ -299,7 +299,7 @@ impl Backend for InForceBackend {
 pub(crate) struct ReadingFirewall<'a> {
     pub variant: Answer<'a, (), Option<Variant>>,
     pub save: Answer<'a, Family, Result<String, ToolError>>,
-    pub save_other_variant: Answer<'a, (), Result<Option<String>, ToolError>>,
+    pub save_other_variant: Answer<'a, Variant, Result<Option<String>, ToolError>>,
     pub save_set: SetAnswer<'a>,
 }
 
@@ -314,7 +314,7 @@ impl Default for ReadingFirewall<'_> {
         ReadingFirewall {
             variant: Box::new(|()| QuietFirewall.variant()),
             save: Box::new(|family| QuietFirewall.save(family)),
-            save_other_variant: Box::new(|()| QuietFirewall.save_other_variant()),
+            save_other_variant: Box::new(|system| QuietFirewall.save_other_variant(system)),
             save_set: Box::new(|name| QuietFirewall.save_set(name)),
         }
     }
@@ -327,8 +327,8 @@ impl LiveFirewall for ReadingFirewall<'_> {
     fn save(&self, family: Family) -> Result<String, ToolError> {
         (self.save)(family)
     }
-    fn save_other_variant(&self) -> Result<Option<String>, ToolError> {
-        (self.save_other_variant)(())
+    fn save_other_variant(&self, system: Variant) -> Result<Option<String>, ToolError> {
+        (self.save_other_variant)(system)
     }
     fn restore(&self, family: Family, text: &str) -> Result<(), ToolError> {
         QuietFirewall.restore(family, text)
@@ -357,7 +357,10 @@ impl LiveFirewall for QuietFirewall {
     fn save(&self, _family: Family) -> Result<String, crate::command::ToolError> {
         Ok(String::new())
     }
-    fn save_other_variant(&self) -> Result<Option<String>, crate::command::ToolError> {
+    fn save_other_variant(
+        &self,
+        _system: Variant,
+    ) -> Result<Option<String>, crate::command::ToolError> {
         Ok(None)
     }
     fn restore(&self, _family: Family, _text: &str) -> Result<(), crate::command::ToolError> {

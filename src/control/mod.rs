@@ -376,6 +376,7 @@ impl HostReads {
             let names = scope.spawn(|| host.interface_names().map(drop));
             let net = host.network();
             // What the two last read is kept in `host`, errors too: it answers from it.
+            // A thread that panicked left nothing there, and the next asker asks again.
             let _ = (uplinks.join(), names.join());
             HostReads {
                 rules: rules
@@ -610,7 +611,7 @@ mod tests {
                     .run(&format!("{family} save"))
                     .map(|()| String::new())
             }),
-            save_other_variant: Box::new(|()| {
+            save_other_variant: Box::new(|_| {
                 meeting
                     .run("the other variant's save")
                     .map(|()| Some(String::new()))
@@ -622,11 +623,19 @@ mod tests {
             trial: &AcceptingTrial,
             firewall: &firewall,
         };
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        let ask = || asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let host = ReadingHost {
             default_route_interfaces: Box::new(|()| {
+                ask();
                 meeting.arrive().map(|()| vec!["eth0".to_owned()])
             }),
-            interface_names: Box::new(|()| meeting.arrive().map(|()| Vec::new())),
+            interface_names: Box::new(|()| {
+                ask();
+                meeting
+                    .arrive()
+                    .map(|()| vec!["eth0".to_owned(), "lo".to_owned()])
+            }),
             network: Box::new(|()| Ok(meeting.arrive().map(|()| HostNet::default())?)),
             ..ReadingHost::default()
         };
@@ -635,6 +644,10 @@ mod tests {
         assert!(read.rules.is_ok(), "{:?}", read.rules.err());
         assert!(read.net.is_ok(), "{:?}", read.net.err());
         assert!(read.variants.is_ok(), "{:?}", read.variants.err());
+        // The interface checks after it are answered from what was read.
+        assert_eq!(remembered.interface_names().unwrap(), ["eth0", "lo"]);
+        assert_eq!(remembered.default_route_interfaces().unwrap(), ["eth0"]);
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     /// A policy naming interfaces on a host whose interfaces cannot be listed is a

@@ -39,10 +39,10 @@ pub trait LiveFirewall: Sync {
     fn variant(&self) -> Option<Variant>;
     /// `iptables-save` (or `ip6tables-save`) of the system backend.
     fn save(&self, family: Family) -> Result<String, ToolError>;
-    /// `iptables-save` of the backend `iptables` does not drive: `None` when `iptables`
-    /// does not say which it is, or the other's tools are not installed; an error when
-    /// they are and fail.
-    fn save_other_variant(&self) -> Result<Option<String>, ToolError>;
+    /// `iptables-save` of the backend `iptables` does not drive (it drives `system`, as
+    /// [`LiveFirewall::variant`] said): `None` when the other's tools are not installed
+    /// or its tables cannot exist here; an error when they are and fail.
+    fn save_other_variant(&self, system: Variant) -> Result<Option<String>, ToolError>;
     /// Loads `text` with `iptables-restore -w -n` (or ip6tables-restore) of the system
     /// backend: the one change made outside systemd's units (FORWARD's jump).
     fn restore(&self, family: Family, text: &str) -> Result<(), ToolError>;
@@ -67,8 +67,11 @@ pub struct Snapshot<'a> {
     inner: &'a dyn LiveFirewall,
     variant: Mutex<Option<Option<Variant>>>,
     saves: [Mutex<Option<Result<String, ToolError>>>; 2],
-    other_variant: Mutex<Option<Result<Option<String>, ToolError>>>,
+    other_variant: Mutex<Option<(Variant, OtherSave)>>,
 }
+
+/// What the other variant's save answered.
+type OtherSave = Result<Option<String>, ToolError>;
 
 impl<'a> Snapshot<'a> {
     /// Remembers what `inner` answers.
@@ -119,8 +122,16 @@ impl LiveFirewall for Snapshot<'_> {
     fn save(&self, family: Family) -> Result<String, ToolError> {
         remembered(self.save_of(family), || self.inner.save(family))
     }
-    fn save_other_variant(&self) -> Result<Option<String>, ToolError> {
-        remembered(&self.other_variant, || self.inner.save_other_variant())
+    fn save_other_variant(&self, system: Variant) -> Result<Option<String>, ToolError> {
+        let mut memory = lock(&self.other_variant);
+        match &*memory {
+            Some((asked, answer)) if *asked == system => answer.clone(),
+            _ => {
+                let answer = self.inner.save_other_variant(system);
+                *memory = Some((system, answer.clone()));
+                answer
+            }
+        }
     }
     fn restore(&self, family: Family, text: &str) -> Result<(), ToolError> {
         let written = self.inner.restore(family, text);
@@ -160,10 +171,7 @@ impl LiveFirewall for SystemFirewall {
         command::run(Tools::System.save_program(family), &[], b"")
     }
 
-    fn save_other_variant(&self) -> Result<Option<String>, ToolError> {
-        let Some(system) = self.variant() else {
-            return Ok(None);
-        };
+    fn save_other_variant(&self, system: Variant) -> Result<Option<String>, ToolError> {
         let program = format!("iptables-{}-save", system.other().tool_suffix());
         match command::run(&program, &[], b"") {
             Ok(text) => Ok(Some(text)),
@@ -347,7 +355,10 @@ pub fn variant_facts(firewall: &dyn LiveFirewall) -> Result<Option<VariantFacts>
     let Some(system) = firewall.variant() else {
         return Ok(None);
     };
-    let Some(text) = firewall.save_other_variant().map_err(|e| e.to_string())? else {
+    let Some(text) = firewall
+        .save_other_variant(system)
+        .map_err(|e| e.to_string())?
+    else {
         return Ok(None);
     };
     let other = dump::parse(&text).map_err(|e| {
@@ -660,7 +671,7 @@ mod tests {
                     }),
                 }
             }),
-            save_other_variant: Box::new(|()| {
+            save_other_variant: Box::new(|_| {
                 count(&counts.others);
                 Ok(None)
             }),
@@ -692,7 +703,7 @@ mod tests {
                         "{failed:?}"
                     );
                     assert_eq!(snapshot.variant(), Some(Variant::Nft));
-                    assert_eq!(snapshot.save_other_variant().unwrap(), None);
+                    assert_eq!(snapshot.save_other_variant(Variant::Nft).unwrap(), None);
                     assert_eq!(snapshot.save_set("office").unwrap(), None);
                 });
             }
@@ -751,7 +762,7 @@ mod tests {
     fn other_variant(other: Result<Option<&str>, ()>) -> ReadingFirewall<'_> {
         ReadingFirewall {
             variant: Box::new(|()| Some(Variant::Nft)),
-            save_other_variant: Box::new(move |()| {
+            save_other_variant: Box::new(move |_| {
                 other
                     .map(|text| text.map(str::to_owned))
                     .map_err(|()| ToolError::Failed {

@@ -387,19 +387,21 @@ fn rules_loaded(
     save(tools, family)
 }
 
-/// `first` without the policies that `then` sets again (a policy line, `:CHAIN POLICY
-/// [counters]`, for a chain of the same table that `then` gives a policy too): each such
-/// line is left blank, so that every other line keeps its number for errors.
+/// `first` without the policies that `then` sets again: each policy line (`:INPUT
+/// DROP [0:0]`, a built-in chain's) for a chain of the same table that `then` gives a
+/// policy too becomes a flush of that chain (`-F INPUT`), which makes the chain at the
+/// same place, if the program makes chains as they are named, and flushes nothing in a
+/// fresh namespace. Every line keeps its number, for errors.
 ///
 /// Loaded into a fresh namespace before `then`, it leaves the kernel holding what
 /// `first` and then `then` would: `then` sets each of those policies again, whatever
-/// they were (and makes the built-in chain if nothing had), and a policy is all the
-/// lines left out do. It waits in the kernel less. Setting a policy updates a chain,
-/// and the kernel frees an update's old state only after an RCU grace period, on a
-/// work item; the xtables matches and targets of the next transaction in that
-/// namespace wait for that work before they load. So `first` as it is, then `then`,
-/// waits for two grace periods one after the other, where a single load waits for
-/// one: without its policies, `first` queues no such work, and the pair waits once.
+/// they were, and a policy is all the lines left out do. It waits in the kernel less.
+/// Setting a policy updates a chain, and the kernel frees an update's old state only
+/// after an RCU grace period, on a work item; the xtables matches and targets of the
+/// next transaction in that namespace wait for that work before they load. So `first`
+/// as it is, then `then`, waits for two grace periods one after the other, where a
+/// single load waits for one: without its policies, `first` queues no such work, and
+/// the pair waits once.
 pub fn without_policies_set_again(first: &str, then: &str) -> String {
     let set_again: HashSet<(&str, &str)> = policies_set(then).collect();
     let mut table = "";
@@ -408,8 +410,12 @@ pub fn without_policies_set_again(first: &str, then: &str) -> String {
         if let Some(name) = line.strip_prefix('*') {
             table = name.trim();
         }
-        if !policy_line(line).is_some_and(|chain| set_again.contains(&(table, chain))) {
-            kept.push_str(line);
+        match policy_line(line) {
+            Some(chain) if set_again.contains(&(table, chain)) => {
+                kept.push_str("-F ");
+                kept.push_str(chain);
+            }
+            _ => kept.push_str(line),
         }
         kept.push('\n');
     }
@@ -427,12 +433,17 @@ fn policies_set(text: &str) -> impl Iterator<Item = (&str, &str)> {
     })
 }
 
-/// The chain whose policy `line` sets, if it is a policy line (`:INPUT DROP [0:0]`,
-/// not a user chain's declaration, `:NAME - [0:0]`).
+/// Chains a policy is set on: the built-in ones (iptables takes the policy word of
+/// another chain's declaration for nothing, and declares and flushes the chain).
+const BUILT_IN_CHAINS: [&str; 5] = ["INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING"];
+
+/// The chain whose policy `line` sets, if it is a policy line: a built-in chain's
+/// declaration with the policy ACCEPT or DROP (`:INPUT DROP [0:0]`).
 fn policy_line(line: &str) -> Option<&str> {
     let mut words = line.strip_prefix(':')?.split_whitespace();
     let chain = words.next()?;
-    (words.next()? != "-").then_some(chain)
+    let policy = words.next()?;
+    (BUILT_IN_CHAINS.contains(&chain) && matches!(policy, "ACCEPT" | "DROP")).then_some(chain)
 }
 
 /// Loads `rules` and then the pass-through file `empty` in this namespace (one restore
@@ -518,30 +529,34 @@ mod tests {
     }
 
     /// The first of two loads leaves out exactly the policies the second sets again,
-    /// table by table, each as a blank line: user chains' declarations, rules, the
-    /// policies the second leaves alone and every line number stay.
+    /// table by table, each a flush of its chain in its place: user chains'
+    /// declarations (whatever their policy word), rules, the policies the second leaves
+    /// alone and every line number stay.
     #[test]
     fn a_first_load_leaves_out_only_the_policies_the_second_sets_again() {
         let rules = "# header\n*filter\n:INPUT DROP [0:0]\n:OUTPUT DROP [0:0]\n\
             :DOCKER-USER - [0:0]\n-F INPUT\n-A INPUT -j ACCEPT\nCOMMIT\n";
         assert_eq!(
             without_policies_set_again(rules, rules),
-            "# header\n*filter\n\n\n:DOCKER-USER - [0:0]\n-F INPUT\n-A INPUT -j ACCEPT\nCOMMIT\n"
+            "# header\n*filter\n-F INPUT\n-F OUTPUT\n:DOCKER-USER - [0:0]\n-F INPUT\n-A INPUT -j ACCEPT\nCOMMIT\n"
         );
         // A pass-through file that sets INPUT's policy but not OUTPUT's: OUTPUT's stays,
         // or the load would not leave what the rules then that file leave.
         let empty = "*filter\n:INPUT ACCEPT [0:0]\n:DOCKER-USER - [0:0]\nCOMMIT\n";
         assert_eq!(
             without_policies_set_again(rules, empty),
-            "# header\n*filter\n\n:OUTPUT DROP [0:0]\n:DOCKER-USER - [0:0]\n-F INPUT\n-A INPUT -j ACCEPT\nCOMMIT\n"
+            "# header\n*filter\n-F INPUT\n:OUTPUT DROP [0:0]\n:DOCKER-USER - [0:0]\n-F INPUT\n-A INPUT -j ACCEPT\nCOMMIT\n"
         );
         // The same chain's policy in another table is another policy.
         let mangle = "*mangle\n:INPUT ACCEPT [0:0]\nCOMMIT\n";
         assert_eq!(without_policies_set_again(rules, mangle), rules);
+        // A user chain's declaration declares (and flushes) it, whatever its second word.
+        let user = "*filter\n:DOCKER-USER ACCEPT [0:0]\n-A DOCKER-USER -j RETURN\nCOMMIT\n";
+        assert_eq!(without_policies_set_again(user, user), user);
         // A last line without its newline gets one; the count of lines is the same.
         let unterminated = "*filter\n:INPUT DROP [0:0]\nCOMMIT";
         let first = without_policies_set_again(unterminated, unterminated);
-        assert_eq!(first, "*filter\n\nCOMMIT\n");
+        assert_eq!(first, "*filter\n-F INPUT\nCOMMIT\n");
         assert_eq!(first.lines().count(), unterminated.lines().count());
     }
 
