@@ -28,14 +28,20 @@ pub enum ToolError {
     },
 }
 
+/// A copy of `error`, for a read answered again from memory: its kind and its text (an
+/// [`io::Error`] is not `Clone`).
+pub fn copy_io_error(error: &io::Error) -> io::Error {
+    io::Error::new(error.kind(), error.to_string())
+}
+
 /// A copy, for a read answered again from memory: a spawn failure's system error keeps
-/// its kind and its text (an [`io::Error`] is not `Clone`).
+/// its kind and its text ([`copy_io_error`]).
 impl Clone for ToolError {
     fn clone(&self) -> ToolError {
         match self {
             ToolError::Spawn { program, source } => ToolError::Spawn {
                 program: program.clone(),
-                source: io::Error::new(source.kind(), source.to_string()),
+                source: copy_io_error(source),
             },
             ToolError::Failed {
                 program,

@@ -9,9 +9,10 @@
 //! iproute2's JSON, for the probe's questions and the evaluator's model alike;
 //! [`StagedHost`] (`staged.rs`) answers for a tree staged with `--root` for another
 //! host; [`Remembered`] asks another probe for the interfaces once, so that one
-//! command's checks see one host and can have it read ahead. The parsers of what is read (`ip -j`, `/proc/net/tcp{,6}`, `sshd_config`,
-//! `$SSH_CONNECTION`, `ipset save`, docker-proxy command lines) are plain functions in
-//! `parse.rs`, tested on captured text; `net.rs` holds the model they fill.
+//! command's checks see one host and can have it read ahead. The parsers of what is
+//! read (`ip -j`, `/proc/net/tcp{,6}`, `sshd_config`, `$SSH_CONNECTION`, `ipset save`,
+//! docker-proxy command lines) are plain functions in `parse.rs`, tested on captured
+//! text; `net.rs` holds the model they fill.
 
 pub mod live;
 pub mod net;
@@ -22,6 +23,7 @@ use std::io;
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
+use crate::command::copy_io_error;
 use crate::host::net::HostNet;
 
 pub use live::LiveHost;
@@ -56,8 +58,8 @@ pub trait HostProbe: Sync {
 /// is a child process or two). Everything else is asked of `inner` each time.
 pub struct Remembered<'a> {
     inner: &'a dyn HostProbe,
-    uplinks: OnceLock<Result<Vec<String>, (io::ErrorKind, String)>>,
-    names: OnceLock<Result<Vec<String>, (io::ErrorKind, String)>>,
+    uplinks: OnceLock<io::Result<Vec<String>>>,
+    names: OnceLock<io::Result<Vec<String>>>,
 }
 
 impl<'a> Remembered<'a> {
@@ -71,15 +73,16 @@ impl<'a> Remembered<'a> {
     }
 }
 
-/// The answer `memory` holds, asked with `ask` the first time.
+/// The answer `memory` holds, asked with `ask` the first time (a failure answered again
+/// with its kind and text).
 fn remembered(
-    memory: &OnceLock<Result<Vec<String>, (io::ErrorKind, String)>>,
+    memory: &OnceLock<io::Result<Vec<String>>>,
     ask: impl FnOnce() -> io::Result<Vec<String>>,
 ) -> io::Result<Vec<String>> {
-    memory
-        .get_or_init(|| ask().map_err(|e| (e.kind(), e.to_string())))
-        .clone()
-        .map_err(|(kind, text)| io::Error::new(kind, text))
+    match memory.get_or_init(ask) {
+        Ok(answer) => Ok(answer.clone()),
+        Err(error) => Err(copy_io_error(error)),
+    }
 }
 
 impl HostProbe for Remembered<'_> {
