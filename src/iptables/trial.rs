@@ -403,13 +403,11 @@ fn rules_loaded(
 /// single load waits for one: without its policies, `first` queues no such work, and
 /// the pair waits once.
 pub fn without_policies_set_again(first: &str, then: &str) -> String {
-    let set_again: HashSet<(&str, &str)> = policies_set(then).collect();
-    let mut table = "";
+    let set_again: HashSet<(&str, &str)> = lines_in_tables(then)
+        .filter_map(|(table, line)| Some((table, policy_line(line)?)))
+        .collect();
     let mut kept = String::with_capacity(first.len());
-    for line in first.lines() {
-        if let Some(name) = line.strip_prefix('*') {
-            table = name.trim();
-        }
+    for (table, line) in lines_in_tables(first) {
         match policy_line(line) {
             Some(chain) if set_again.contains(&(table, chain)) => {
                 kept.push_str("-F ");
@@ -422,14 +420,15 @@ pub fn without_policies_set_again(first: &str, then: &str) -> String {
     kept
 }
 
-/// Each `(table, chain)` whose policy `text` sets.
-fn policies_set(text: &str) -> impl Iterator<Item = (&str, &str)> {
+/// Each line of the restore file `text`, with the table it is in (`*filter` begins
+/// `filter`; empty before the first).
+fn lines_in_tables(text: &str) -> impl Iterator<Item = (&str, &str)> {
     let mut table = "";
-    text.lines().filter_map(move |line| {
+    text.lines().map(move |line| {
         if let Some(name) = line.strip_prefix('*') {
             table = name.trim();
         }
-        Some((table, policy_line(line)?))
+        (table, line)
     })
 }
 
